@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs everything the build, the tests and the test bed need on a fresh Debian 12 machine.
+# Idempotent: a second run only checks what is already there.
+set -euo pipefail
+
+need_apt=()
+for pkg in clang llvm libbpf-dev bpftool zookeeper clickhouse-server clickhouse-client \
+           redis-server redis-tools nginx-light postgresql curl procps iproute2; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Package maintainer scripts must not start services (no systemd here).
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+python3 -c 'import clickhouse_driver, kazoo' 2>/dev/null \
+  || python3 -m pip install -q 'clickhouse-driver==0.2.9' 'kazoo==2.10.0' 'pyarrow' 'duckdb'

@@ -1,0 +1,527 @@
+//! Reassembly of one connection's two byte streams for a [`Parser`].
+//!
+//! The driver receives each syscall's bytes (already in timestamp order), keeps what the
+//! parser has not consumed, discards what it asked to skip, turns cut or lost bytes into
+//! [`Parser::gap`] calls, and caps the bytes held per direction.
+use crate::{Direction, Input, ParseError, Parser, ParserCounters, Record, Step};
+
+/// Default cap on the unconsumed bytes held per direction.
+pub const DEFAULT_MAX_BUFFERED: usize = 256 * 1024;
+
+/// Counters of the reassembly itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamCounters {
+    pub n_bytes: u64,
+    /// Bytes the parser skipped without their being buffered.
+    pub n_skipped_bytes: u64,
+    /// Gaps reported to the parser and the bytes they covered.
+    pub n_gaps: u64,
+    pub n_gap_bytes: u64,
+    /// Times a direction's buffer reached its cap and was dropped.
+    pub n_overflows: u64,
+    /// Parse errors (each followed by a resync) and connections given up.
+    pub n_parse_errors: u64,
+    pub n_dropped: u64,
+}
+
+impl StreamCounters {
+    pub fn add(&mut self, o: &StreamCounters) {
+        self.n_bytes += o.n_bytes;
+        self.n_skipped_bytes += o.n_skipped_bytes;
+        self.n_gaps += o.n_gaps;
+        self.n_gap_bytes += o.n_gap_bytes;
+        self.n_overflows += o.n_overflows;
+        self.n_parse_errors += o.n_parse_errors;
+        self.n_dropped += o.n_dropped;
+    }
+}
+
+#[derive(Default)]
+struct DirectionBuffer {
+    bytes: Vec<u8>,
+    /// Where the unconsumed bytes start in `bytes` (consumed bytes are compacted lazily).
+    start: usize,
+    /// `(end offset in bytes, ts)` per syscall still (partly) buffered.
+    marks: Vec<(usize, u64)>,
+    /// Bytes still to discard as they arrive.
+    skip: u64,
+}
+
+impl DirectionBuffer {
+    fn unconsumed(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.marks.clear();
+        self.start = 0;
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.bytes.len() {
+            self.clear();
+        }
+    }
+
+    /// Moves unconsumed bytes to the front, rebasing the marks.
+    fn compact(&mut self) {
+        if self.start == 0 {
+            return;
+        }
+        let start = self.start;
+        self.bytes.drain(..start);
+        self.marks.retain(|&(end, _)| end > start);
+        for mark in &mut self.marks {
+            mark.0 -= start;
+        }
+        self.start = 0;
+    }
+}
+
+/// A parser plus the reassembly state of one connection.
+pub struct StreamDriver<P> {
+    parser: P,
+    dirs: [DirectionBuffer; 2],
+    max_buffered: usize,
+    dropped: bool,
+    counters: StreamCounters,
+}
+
+impl<P: Parser> StreamDriver<P> {
+    pub fn new(parser: P) -> Self {
+        Self::with_max_buffered(parser, DEFAULT_MAX_BUFFERED)
+    }
+
+    pub fn with_max_buffered(parser: P, max_buffered: usize) -> Self {
+        StreamDriver {
+            parser,
+            dirs: Default::default(),
+            max_buffered: max_buffered.max(64),
+            dropped: false,
+            counters: StreamCounters::default(),
+        }
+    }
+
+    pub fn parser(&self) -> &P {
+        &self.parser
+    }
+
+    pub fn counters(&self) -> StreamCounters {
+        self.counters
+    }
+
+    pub fn parser_counters(&self) -> ParserCounters {
+        self.parser.counters()
+    }
+
+    /// The connection was given up after an unfollowable stream.
+    pub fn is_dropped(&self) -> bool {
+        self.dropped
+    }
+
+    /// Bytes currently held for both directions.
+    pub fn buffered(&self) -> usize {
+        self.dirs.iter().map(|d| d.bytes.capacity()).sum()
+    }
+
+    /// Feeds one syscall's captured `bytes` of `dir`, at `ts_ns`; `cut` more bytes of the same
+    /// syscall were not captured.
+    pub fn push(
+        &mut self,
+        dir: Direction,
+        ts_ns: u64,
+        bytes: &[u8],
+        cut: u64,
+        out: &mut Vec<Record>,
+    ) {
+        if self.dropped {
+            return;
+        }
+        self.counters.n_bytes += bytes.len() as u64 + cut;
+        let d = &mut self.dirs[dir.index()];
+        let mut data = bytes;
+        if d.skip > 0 {
+            let n = d.skip.min(data.len() as u64);
+            d.skip -= n;
+            self.counters.n_skipped_bytes += n;
+            data = &data[n as usize..];
+        }
+        if !data.is_empty() {
+            if d.unconsumed() == 0 {
+                // Fast path: parse straight from the syscall's bytes, keep only the rest.
+                let marks = [(data.len(), ts_ns)];
+                let input = Input {
+                    bytes: data,
+                    marks: &marks,
+                };
+                let used = self.run(dir, input, out);
+                let rest = &data[used.min(data.len())..];
+                if !rest.is_empty() && !self.dropped {
+                    let d = &mut self.dirs[dir.index()];
+                    d.bytes.extend_from_slice(rest);
+                    d.marks.push((d.bytes.len(), ts_ns));
+                }
+            } else {
+                d.compact();
+                d.bytes.extend_from_slice(data);
+                d.marks.push((d.bytes.len(), ts_ns));
+                self.drain_buffer(dir, out);
+            }
+            self.enforce_cap(dir, ts_ns);
+        }
+        if cut > 0 && !self.dropped {
+            let d = &mut self.dirs[dir.index()];
+            let skipped = d.skip.min(cut);
+            d.skip -= skipped;
+            self.counters.n_skipped_bytes += skipped;
+            let missing = cut - skipped;
+            if missing > 0 {
+                let lost = missing + d.unconsumed() as u64;
+                d.clear();
+                self.counters.n_gaps += 1;
+                self.counters.n_gap_bytes += missing;
+                self.parser.gap(dir, lost, ts_ns);
+            }
+        }
+    }
+
+    /// Bytes of `dir` were lost entirely (e.g. perf samples dropped): tell the parser.
+    pub fn lost(&mut self, dir: Direction, len: u64, ts_ns: u64) {
+        if self.dropped {
+            return;
+        }
+        let d = &mut self.dirs[dir.index()];
+        let lost = len + d.unconsumed() as u64;
+        d.clear();
+        d.skip = 0;
+        self.counters.n_gaps += 1;
+        self.counters.n_gap_bytes += len;
+        self.parser.gap(dir, lost, ts_ns);
+    }
+
+    /// The connection ended: flush in-flight requests.
+    pub fn close(&mut self, ts_ns: u64, out: &mut Vec<Record>) {
+        self.parser.close(ts_ns, out);
+        for d in &mut self.dirs {
+            d.clear();
+            d.bytes.shrink_to_fit();
+            d.marks.shrink_to_fit();
+        }
+    }
+
+    fn drain_buffer(&mut self, dir: Direction, out: &mut Vec<Record>) {
+        let d = &mut self.dirs[dir.index()];
+        let start = d.start;
+        let bytes = std::mem::take(&mut d.bytes);
+        let marks = std::mem::take(&mut d.marks);
+        // Marks are relative to `bytes`; the parser sees them relative to `start`.
+        let first = marks.partition_point(|&(end, _)| end <= start);
+        let mut rel: Vec<(usize, u64)> = Vec::new();
+        let view: &[(usize, u64)] = if start == 0 {
+            &marks
+        } else {
+            rel.extend(marks[first..].iter().map(|&(end, ts)| (end - start, ts)));
+            &rel
+        };
+        let input = Input {
+            bytes: &bytes[start..],
+            marks: view,
+        };
+        let used = self.run(dir, input, out);
+        let d = &mut self.dirs[dir.index()];
+        d.bytes = bytes;
+        d.marks = marks;
+        if self.dropped {
+            d.clear();
+        } else {
+            d.consume(used);
+        }
+    }
+
+    /// Calls the parser until it needs more bytes; returns how many bytes of `input` were
+    /// consumed (a skip beyond the input is recorded in the direction's `skip`).
+    fn run(&mut self, dir: Direction, input: Input<'_>, out: &mut Vec<Record>) -> usize {
+        let mut pos = 0usize;
+        let mut errors_without_progress = 0u32;
+        while pos < input.bytes.len() {
+            let view = sub_input(&input, pos);
+            match self.parser.parse(dir, &view.as_input(), out) {
+                Ok(Step::Consumed(0)) | Ok(Step::NeedMore) => break,
+                Ok(Step::Consumed(n)) => {
+                    errors_without_progress = 0;
+                    let left = (input.bytes.len() - pos) as u64;
+                    if n > left {
+                        self.dirs[dir.index()].skip += n - left;
+                        pos = input.bytes.len();
+                    } else {
+                        pos += n as usize;
+                    }
+                }
+                Err(e) => {
+                    self.counters.n_parse_errors += 1;
+                    errors_without_progress += 1;
+                    // A parser that fails twice in a row without consuming anything cannot
+                    // resync here: give the connection up rather than spin.
+                    if !e.can_continue() || errors_without_progress > 1 {
+                        self.counters.n_dropped += 1;
+                        self.dropped = true;
+                        return input.bytes.len();
+                    }
+                }
+            }
+        }
+        pos
+    }
+
+    fn enforce_cap(&mut self, dir: Direction, ts_ns: u64) {
+        let d = &mut self.dirs[dir.index()];
+        if d.unconsumed() > self.max_buffered {
+            let lost = d.unconsumed() as u64;
+            d.clear();
+            d.bytes.shrink_to(self.max_buffered);
+            self.counters.n_overflows += 1;
+            self.counters.n_gaps += 1;
+            self.parser.gap(dir, lost, ts_ns);
+        }
+    }
+}
+
+/// An `Input` shifted by `pos` bytes, with marks rebased (no copy of the bytes; marks are few).
+struct SubInput<'a> {
+    bytes: &'a [u8],
+    marks: smallmarks::Marks,
+}
+
+impl<'a> SubInput<'a> {
+    fn as_input(&self) -> Input<'_> {
+        Input {
+            bytes: self.bytes,
+            marks: self.marks.as_slice(),
+        }
+    }
+}
+
+fn sub_input<'a>(input: &Input<'a>, pos: usize) -> SubInput<'a> {
+    let first = input.marks.partition_point(|&(end, _)| end <= pos);
+    let mut marks = smallmarks::Marks::default();
+    for &(end, ts) in &input.marks[first..] {
+        marks.push((end - pos, ts));
+    }
+    SubInput {
+        bytes: &input.bytes[pos..],
+        marks,
+    }
+}
+
+mod smallmarks {
+    //! A mark list that stays on the stack for the common case of a few syscalls per buffer.
+    const INLINE: usize = 8;
+
+    pub enum Marks {
+        Inline([(usize, u64); INLINE], usize),
+        Heap(Vec<(usize, u64)>),
+    }
+
+    impl Default for Marks {
+        fn default() -> Self {
+            Marks::Inline([(0, 0); INLINE], 0)
+        }
+    }
+
+    impl Marks {
+        pub fn push(&mut self, m: (usize, u64)) {
+            match self {
+                Marks::Inline(arr, n) if *n < INLINE => {
+                    arr[*n] = m;
+                    *n += 1;
+                }
+                Marks::Inline(arr, n) => {
+                    let mut v = arr[..*n].to_vec();
+                    v.push(m);
+                    *self = Marks::Heap(v);
+                }
+                Marks::Heap(v) => v.push(m),
+            }
+        }
+
+        pub fn as_slice(&self) -> &[(usize, u64)] {
+            match self {
+                Marks::Inline(arr, n) => &arr[..*n],
+                Marks::Heap(v) => v,
+            }
+        }
+    }
+}
+
+/// Feeds `chunks` (direction, ts, bytes) to a fresh driver, each chunk split into pieces of
+/// at most `piece` bytes, and closes at the end. Used by parser tests: every re-chunking of
+/// the same stream must give the same records.
+pub fn replay_chunks<P: Parser>(
+    parser: P,
+    chunks: &[(Direction, u64, &[u8])],
+    piece: usize,
+) -> (Vec<Record>, StreamDriver<P>) {
+    let mut driver = StreamDriver::new(parser);
+    let mut out = Vec::new();
+    let mut last_ts = 0;
+    for &(dir, ts, bytes) in chunks {
+        for part in bytes.chunks(piece.max(1)) {
+            driver.push(dir, ts, part, 0, &mut out);
+        }
+        last_ts = ts;
+    }
+    driver.close(last_ts, &mut out);
+    (out, driver)
+}
+
+/// Parse error kinds are small and `Copy`; this keeps them that way.
+const _: () = {
+    const fn assert_copy<T: Copy>() {}
+    assert_copy::<ParseError>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ParserCounters;
+
+    /// Test parser: messages are `len:u8` + `len` bytes; records nothing, logs what it saw.
+    #[derive(Default)]
+    struct LenPrefixed {
+        seen: Vec<(Direction, Vec<u8>, u64, u64)>,
+        gaps: Vec<(Direction, u64)>,
+        skip_bodies_over: Option<u8>,
+    }
+
+    impl Parser for LenPrefixed {
+        fn parse(
+            &mut self,
+            dir: Direction,
+            input: &Input<'_>,
+            _out: &mut Vec<Record>,
+        ) -> Result<Step, ParseError> {
+            let Some(&len) = input.bytes.first() else {
+                return Ok(Step::NeedMore);
+            };
+            if len == 0xff {
+                return Err(ParseError::Unfollowable {
+                    protocol: crate::Protocol::ZooKeeper,
+                    what: "test",
+                });
+            }
+            let total = 1 + len as usize;
+            if let Some(limit) = self.skip_bodies_over {
+                if len > limit {
+                    self.seen.push((dir, vec![], input.ts_at(0), 0));
+                    return Ok(Step::Consumed(total as u64));
+                }
+            }
+            if input.bytes.len() < total {
+                return Ok(Step::NeedMore);
+            }
+            self.seen.push((
+                dir,
+                input.bytes[1..total].to_vec(),
+                input.ts_at(0),
+                input.ts_end(total),
+            ));
+            Ok(Step::Consumed(total as u64))
+        }
+        fn gap(&mut self, dir: Direction, len: u64, _ts: u64) {
+            self.gaps.push((dir, len));
+        }
+        fn close(&mut self, _ts: u64, _out: &mut Vec<Record>) {}
+        fn counters(&self) -> ParserCounters {
+            ParserCounters::default()
+        }
+    }
+
+    const C2S: Direction = Direction::ClientToServer;
+
+    #[test]
+    fn messages_split_across_syscalls_keep_first_and_last_timestamps() {
+        let mut d = StreamDriver::new(LenPrefixed::default());
+        let mut out = vec![];
+        d.push(C2S, 10, &[3, b'a'], 0, &mut out);
+        d.push(C2S, 20, &[b'b'], 0, &mut out);
+        d.push(C2S, 30, &[b'c', 1, b'x', 2], 0, &mut out);
+        d.push(C2S, 40, &[b'y', b'z'], 0, &mut out);
+        let seen = &d.parser().seen;
+        assert_eq!(
+            seen,
+            &vec![
+                (C2S, b"abc".to_vec(), 10, 30),
+                (C2S, b"x".to_vec(), 30, 30),
+                (C2S, b"yz".to_vec(), 30, 40),
+            ]
+        );
+        assert_eq!(d.counters().n_bytes, 9);
+    }
+
+    #[test]
+    fn every_rechunking_gives_the_same_messages() {
+        let stream: Vec<u8> = [&[2u8, 1, 2][..], &[0], &[5, 1, 2, 3, 4, 5], &[1, 9]].concat();
+        let mut reference = None;
+        for piece in 1..=stream.len() {
+            let (_, d) = replay_chunks(LenPrefixed::default(), &[(C2S, 1, &stream)], piece);
+            let msgs: Vec<_> = d.parser().seen.iter().map(|s| s.1.clone()).collect();
+            assert_eq!(msgs.len(), 4, "piece {piece}");
+            if let Some(r) = &reference {
+                assert_eq!(&msgs, r, "piece {piece}");
+            }
+            reference = Some(msgs);
+        }
+    }
+
+    #[test]
+    fn skip_beyond_input_discards_following_bytes_and_absorbs_cuts() {
+        let parser = LenPrefixed {
+            skip_bodies_over: Some(10),
+            ..Default::default()
+        };
+        let mut d = StreamDriver::new(parser);
+        let mut out = vec![];
+        // A 100-byte body: header seen, 3 body bytes captured, 50 cut, 47 in the next call.
+        d.push(C2S, 1, &[100, 0, 0, 0], 50, &mut out);
+        d.push(C2S, 2, &[0; 47], 0, &mut out);
+        d.push(C2S, 3, &[1, b'k'], 0, &mut out);
+        let seen = &d.parser().seen;
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1].1, b"k".to_vec());
+        assert!(d.parser().gaps.is_empty());
+        assert_eq!(d.counters().n_skipped_bytes, 97);
+    }
+
+    #[test]
+    fn cut_inside_a_message_is_a_gap_that_includes_the_buffered_part() {
+        let mut d = StreamDriver::new(LenPrefixed::default());
+        let mut out = vec![];
+        d.push(C2S, 1, &[9, 1, 2], 7, &mut out);
+        assert_eq!(d.parser().gaps, vec![(C2S, 10)]);
+        d.push(C2S, 2, &[1, 7], 0, &mut out);
+        assert_eq!(d.parser().seen.last().unwrap().1, vec![7]);
+    }
+
+    #[test]
+    fn buffer_cap_turns_an_endless_message_into_a_gap() {
+        let mut d = StreamDriver::with_max_buffered(LenPrefixed::default(), 64);
+        let mut out = vec![];
+        d.push(C2S, 1, &[200; 40], 0, &mut out);
+        d.push(C2S, 2, &[200; 40], 0, &mut out);
+        assert_eq!(d.counters().n_overflows, 1);
+        assert_eq!(d.parser().gaps, vec![(C2S, 80)]);
+    }
+
+    #[test]
+    fn unfollowable_stream_drops_the_connection() {
+        let mut d = StreamDriver::new(LenPrefixed::default());
+        let mut out = vec![];
+        d.push(C2S, 1, &[0xff, 1, 2], 0, &mut out);
+        assert!(d.is_dropped());
+        d.push(C2S, 2, &[1, 1], 0, &mut out);
+        assert!(d.parser().seen.is_empty());
+        assert_eq!(d.counters().n_dropped, 1);
+    }
+}
