@@ -12,6 +12,7 @@
 
 pub mod clickhouse;
 pub mod debug;
+pub mod fixture;
 mod record;
 pub mod stream;
 pub mod zookeeper;
