@@ -141,3 +141,39 @@ pub struct ZooKeeperDetails {
 pub enum Record {
     Request(RequestRecord),
 }
+
+/// Which end of the connection the observed process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    /// The observed process connected (a client, or a server acting as one).
+    Client,
+    /// The observed process accepted.
+    Server,
+}
+
+impl Side {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        }
+    }
+}
+
+/// Facts about the connection a record was seen on, added by the actor.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectionInfo {
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+    pub side: Side,
+    pub client_addr: std::net::SocketAddr,
+    pub server_addr: std::net::SocketAddr,
+}
+
+/// A record with the connection it was seen on: one row of the `requests` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CapturedRequest {
+    pub conn: std::sync::Arc<ConnectionInfo>,
+    pub record: RequestRecord,
+}
