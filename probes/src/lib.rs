@@ -1,1 +1,252 @@
-//! placeholder
+//! The kernel half of l7tap: C eBPF programs on syscall tracepoints (built by clang in
+//! build.rs and embedded here), their aya loader, and the decoding of the events they send.
+//!
+//! Architecture invariant: this crate is the only one that talks to the kernel's BPF
+//! subsystem. It hands out the perf (or ring) buffers; reading them is `ingest`'s job.
+pub mod events;
+mod host;
+
+use aya::maps::perf::PerfEventArrayBuffer;
+use aya::maps::{MapData, PerCpuArray, PerfEventArray, RingBuf};
+use aya::programs::TracePoint;
+use aya::{Ebpf, EbpfLoader};
+
+pub use host::{check_privileges, ensure_tracefs, HostError};
+
+/// The BPF object, built from `bpf/l7tap.bpf.c`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/l7tap.bpf.o"));
+
+/// Every program in the object and the tracepoint it attaches to.
+pub const PROGRAMS: &[(&str, &str, &str)] = &[
+    ("enter_write", "syscalls", "sys_enter_write"),
+    ("exit_write", "syscalls", "sys_exit_write"),
+    ("enter_read", "syscalls", "sys_enter_read"),
+    ("exit_read", "syscalls", "sys_exit_read"),
+    ("enter_sendto", "syscalls", "sys_enter_sendto"),
+    ("exit_sendto", "syscalls", "sys_exit_sendto"),
+    ("enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
+    ("exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
+    ("enter_writev", "syscalls", "sys_enter_writev"),
+    ("exit_writev", "syscalls", "sys_exit_writev"),
+    ("enter_readv", "syscalls", "sys_enter_readv"),
+    ("exit_readv", "syscalls", "sys_exit_readv"),
+    ("enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
+    ("exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
+    ("enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
+    ("exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
+    ("enter_connect", "syscalls", "sys_enter_connect"),
+    ("exit_connect", "syscalls", "sys_exit_connect"),
+    ("exit_accept_", "syscalls", "sys_exit_accept"),
+    ("exit_accept4", "syscalls", "sys_exit_accept4"),
+    ("enter_close", "syscalls", "sys_enter_close"),
+    ("sock_set_state", "sock", "inet_sock_set_state"),
+];
+
+/// How events leave the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// One perf event array buffer per CPU (the default).
+    PerfArray,
+    /// One BPF ring buffer shared by all CPUs.
+    RingBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    /// Payload bytes captured per syscall segment (at most `MAX_PAYLOAD`).
+    pub capture_bytes: u32,
+    /// Payloads of an unclassified socket inspected before it is ignored.
+    pub classify_budget: u32,
+    pub transport: Transport,
+    /// Entries of the kernel connection table (LRU).
+    pub max_tracked_fds: u32,
+    /// Size of the BPF ring buffer (a power of two, multiple of the page size).
+    pub ringbuf_bytes: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            capture_bytes: events::layout::MAX_PAYLOAD,
+            classify_budget: 16,
+            transport: Transport::PerfArray,
+            max_tracked_fds: 65536,
+            ringbuf_bytes: 16 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("loading the BPF programs failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("BPF program {name} is missing from the object")]
+    MissingProgram { name: &'static str },
+    #[error("BPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("BPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("BPF map {name} is missing from the object")]
+    MissingMap { name: &'static str },
+    #[error("cannot list online CPUs: {0}")]
+    Cpus(String),
+    #[error("opening the perf buffer of CPU {cpu}: {source}")]
+    PerfBuffer {
+        cpu: u32,
+        #[source]
+        source: aya::maps::perf::PerfBufferError,
+    },
+}
+
+/// Per-CPU counters kept by the BPF programs (`struct l7_counters`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub events_emitted: u64,
+    pub events_failed: u64,
+    pub bytes_failed: u64,
+    pub classify_checks: u64,
+    pub classified: u64,
+    pub ignored: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<KernelCounters>() == events::layout::COUNTERS_SIZE);
+
+// SAFETY: KernelCounters is repr(C), made only of u64s (no padding, every bit pattern
+// valid), and its size is checked against the C struct above.
+unsafe impl aya::Pod for KernelCounters {}
+
+impl KernelCounters {
+    pub fn add(&mut self, o: &KernelCounters) {
+        self.events_emitted += o.events_emitted;
+        self.events_failed += o.events_failed;
+        self.bytes_failed += o.bytes_failed;
+        self.classify_checks += o.classify_checks;
+        self.classified += o.classified;
+        self.ignored += o.ignored;
+    }
+}
+
+/// Loaded and attached probes. Dropping it detaches them.
+pub struct Probes {
+    ebpf: Ebpf,
+    transport: Transport,
+}
+
+impl Probes {
+    /// Checks the host, loads the object and attaches every program.
+    pub fn load(config: &ProbeConfig) -> Result<Probes, ProbeError> {
+        check_privileges()?;
+        ensure_tracefs()?;
+        let self_tgid = std::process::id();
+        let capture = config.capture_bytes.min(events::layout::MAX_PAYLOAD);
+        let transport = match config.transport {
+            Transport::PerfArray => events::layout::TRANSPORT_PERF,
+            Transport::RingBuf => events::layout::TRANSPORT_RINGBUF,
+        };
+        // The unused transport's ring buffer is shrunk to one page.
+        let ring = match config.transport {
+            Transport::RingBuf => config.ringbuf_bytes,
+            Transport::PerfArray => 4096,
+        };
+        let mut ebpf = EbpfLoader::new()
+            .set_global("self_tgid", &self_tgid, true)
+            .set_global("capture_bytes", &capture, true)
+            .set_global("classify_budget", &config.classify_budget, true)
+            .set_global("transport", &transport, true)
+            .set_max_entries("conns", config.max_tracked_fds)
+            .set_max_entries("socks", config.max_tracked_fds)
+            .set_max_entries("ring", ring)
+            .load(OBJECT)
+            .map_err(ProbeError::Load)?;
+        for &(name, category, tracepoint) in PROGRAMS {
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::MissingProgram { name })?
+                .try_into()
+                .map_err(|source| ProbeError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| ProbeError::Program { name, source })?;
+            program
+                .attach(category, tracepoint)
+                .map_err(|source| ProbeError::Program { name, source })?;
+        }
+        Ok(Probes {
+            ebpf,
+            transport: config.transport,
+        })
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Opens one perf buffer per online CPU (`pages` a power of two). Call once.
+    pub fn take_perf_buffers(
+        &mut self,
+        pages: usize,
+    ) -> Result<Vec<(u32, PerfEventArrayBuffer<MapData>)>, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map("events")
+            .ok_or(ProbeError::MissingMap { name: "events" })?;
+        let mut array = PerfEventArray::try_from(map).map_err(|source| ProbeError::Map {
+            name: "events",
+            source,
+        })?;
+        let cpus = online_cpus()?;
+        cpus.into_iter()
+            .map(|cpu| {
+                array
+                    .open(cpu, Some(pages))
+                    .map(|b| (cpu, b))
+                    .map_err(|source| ProbeError::PerfBuffer { cpu, source })
+            })
+            .collect()
+    }
+
+    /// The shared BPF ring buffer. Call once.
+    pub fn take_ringbuf(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map("ring")
+            .ok_or(ProbeError::MissingMap { name: "ring" })?;
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+            name: "ring",
+            source,
+        })
+    }
+
+    /// The kernel-side counters, one entry per possible CPU.
+    pub fn counters(&self) -> Result<Vec<KernelCounters>, ProbeError> {
+        let map = self
+            .ebpf
+            .map("counters")
+            .ok_or(ProbeError::MissingMap { name: "counters" })?;
+        let array: PerCpuArray<_, KernelCounters> =
+            PerCpuArray::try_from(map).map_err(|source| ProbeError::Map {
+                name: "counters",
+                source,
+            })?;
+        let values = array.get(&0, 0).map_err(|source| ProbeError::Map {
+            name: "counters",
+            source,
+        })?;
+        Ok(values.iter().copied().collect())
+    }
+}
+
+pub fn online_cpus() -> Result<Vec<u32>, ProbeError> {
+    aya::util::online_cpus().map_err(|(what, e)| ProbeError::Cpus(format!("{what}: {e}")))
+}

@@ -1,0 +1,109 @@
+/* The one definition of what the kernel probes send to user space.
+ *
+ * Included by the BPF program (with vmlinux.h types) and by build.rs's layout dump (with
+ * <linux/types.h>); the Rust mirror in probes/src/events.rs is checked against the dump at
+ * compile time, so a change here that is not made there fails the build.
+ */
+#ifndef L7TAP_EVENTS_H
+#define L7TAP_EVENTS_H
+
+/* Largest payload one data event can carry; the loader sets the effective limit
+ * (capture_bytes) at or below it. A power of two: the BPF program masks lengths with it. */
+#define L7_MAX_PAYLOAD 16384
+
+enum l7_event_kind {
+	L7_EVENT_DATA = 1,  /* bytes of one syscall (or one iovec segment of it) */
+	L7_EVENT_OPEN = 2,  /* a connection was classified: its facts follow */
+	L7_EVENT_CLOSE = 3, /* the connection's fd was closed or its TCP socket reached CLOSE */
+};
+
+enum l7_protocol {
+	L7_PROTO_UNKNOWN = 0,
+	L7_PROTO_CLICKHOUSE = 1,
+	L7_PROTO_ZOOKEEPER = 2,
+};
+
+enum l7_role {
+	L7_ROLE_UNKNOWN = 0,
+	L7_ROLE_CLIENT = 1, /* the process connected, or sent the first request */
+	L7_ROLE_SERVER = 2, /* the process accepted, or received the first request */
+};
+
+enum l7_direction {
+	L7_DIR_EGRESS = 0,  /* the observed process sent the bytes */
+	L7_DIR_INGRESS = 1, /* the observed process received them */
+};
+
+/* How the classification was made (reported once per connection). */
+enum l7_detect {
+	L7_DETECT_NONE = 0,
+	L7_DETECT_CH_HELLO = 1,
+	L7_DETECT_CH_QUERY = 2,
+	L7_DETECT_ZK_CONNECT = 3,
+	L7_DETECT_ZK_REQUEST = 4,
+	L7_DETECT_ZK_REPLY = 5,
+};
+
+/* A connection: the process, its fd and the time the agent first saw that fd as this
+ * connection. A reused fd gets a new start_ns, so it is never mistaken for the old one. */
+struct l7_conn_id {
+	__u64 start_ns;
+	__u32 tgid;
+	__s32 fd;
+};
+
+struct l7_event_header {
+	__u64 ts_ns; /* bpf_ktime_get_ns() at syscall exit (CLOCK_MONOTONIC) */
+	struct l7_conn_id conn;
+	__u32 tid;
+	__u8 kind;      /* enum l7_event_kind */
+	__u8 protocol;  /* enum l7_protocol */
+	__u8 role;      /* enum l7_role */
+	__u8 direction; /* enum l7_direction */
+};
+
+/* L7_EVENT_DATA: the header, then `captured` payload bytes. The syscall moved `total`
+ * bytes in this segment; `total - captured` of them were cut. */
+struct l7_data_event {
+	struct l7_event_header hdr;
+	__u64 total;
+	__u32 captured;
+	__u16 segment; /* iovec index within the syscall (0 for plain buffers) */
+	__u16 _pad;
+	__u8 payload[L7_MAX_PAYLOAD];
+};
+
+/* L7_EVENT_OPEN: sent once, when the connection is classified. Addresses are in network
+ * byte order as in struct sock_common; IPv4 uses the first 4 bytes. Ports are host order. */
+struct l7_open_event {
+	struct l7_event_header hdr;
+	__u64 cgroup_id;
+	__u16 family; /* AF_INET or AF_INET6 */
+	__u16 local_port;
+	__u16 remote_port;
+	__u8 detect; /* enum l7_detect */
+	__u8 _pad;
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	char comm[16];
+};
+
+/* L7_EVENT_CLOSE carries only the header. */
+
+/* Per-CPU counters kept by the BPF program itself (the loader's loss records undercount). */
+struct l7_counters {
+	__u64 events_emitted;  /* successful outputs */
+	__u64 events_failed;   /* outputs that failed: lost events */
+	__u64 bytes_failed;    /* payload bytes in failed outputs */
+	__u64 classify_checks; /* payloads inspected by the classifier */
+	__u64 classified;      /* connections classified */
+	__u64 ignored;         /* sockets given up after the classify budget */
+};
+
+/* Which transport the program outputs to (set at load time). */
+enum l7_transport {
+	L7_TRANSPORT_PERF = 0,
+	L7_TRANSPORT_RINGBUF = 1,
+};
+
+#endif

@@ -1,0 +1,82 @@
+//! Builds the C eBPF object with clang and derives the Rust view of the event layout from
+//! the same C header (offsets and sizes printed by a host C program), so the two can never
+//! drift apart.
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn run(cmd: &mut Command, what: &str, hint: &str) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {:?}: {e}. {hint}", cmd.get_program()));
+    if !out.status.success() {
+        panic!(
+            "{what} failed ({}):\n{}\n{hint}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out.stdout
+}
+
+const INSTALL_HINT: &str =
+    "Install the build tools with `bash ci/install-deps.sh` (clang, llvm, libbpf-dev, bpftool).";
+
+fn main() {
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let bpf_dir = Path::new("bpf");
+    println!("cargo:rerun-if-changed=bpf/l7tap.bpf.c");
+    println!("cargo:rerun-if-changed=bpf/l7tap_events.h");
+    println!("cargo:rerun-if-changed=bpf/layout.c");
+
+    // vmlinux.h from the running kernel's BTF (CO-RE relocates it on other kernels).
+    let vmlinux = out.join("vmlinux.h");
+    if !vmlinux.exists() {
+        let btf = env::var("L7TAP_BTF").unwrap_or_else(|_| "/sys/kernel/btf/vmlinux".into());
+        let header = run(
+            Command::new("bpftool").args(["btf", "dump", "file", &btf, "format", "c"]),
+            "bpftool btf dump",
+            INSTALL_HINT,
+        );
+        std::fs::write(&vmlinux, header).unwrap();
+    }
+
+    let object = out.join("l7tap.bpf.o");
+    run(
+        Command::new(env::var("CLANG").unwrap_or_else(|_| "clang".into()))
+            .args([
+                "-target",
+                "bpf",
+                "-O2",
+                "-g",
+                "-Wall",
+                "-Werror",
+                "-D__TARGET_ARCH_x86",
+            ])
+            .arg("-I")
+            .arg(&out)
+            .arg("-I")
+            .arg(bpf_dir)
+            .arg("-c")
+            .arg(bpf_dir.join("l7tap.bpf.c"))
+            .arg("-o")
+            .arg(&object),
+        "clang (BPF probes)",
+        INSTALL_HINT,
+    );
+
+    // The layout dump: a host program that prints Rust constants from the C header.
+    let dump = out.join("layout-dump");
+    run(
+        Command::new(env::var("HOST_CC").unwrap_or_else(|_| "cc".into()))
+            .arg("-I")
+            .arg(bpf_dir)
+            .arg(bpf_dir.join("layout.c"))
+            .arg("-o")
+            .arg(&dump),
+        "cc (layout dump)",
+        INSTALL_HINT,
+    );
+    let layout = run(&mut Command::new(&dump), "layout dump", "");
+    std::fs::write(out.join("layout.rs"), layout).unwrap();
+}
