@@ -1,1 +1,36 @@
-//! placeholder
+//! Events in: the mio reactor that drains the kernel's perf (or ring) buffers, the
+//! recording file, and the router that shards frames into one rtrb ring per actor.
+//!
+//! Architecture invariants:
+//! - only this crate reads the kernel's buffers; it decodes no payload, only the header
+//!   fields needed to route (the connection id);
+//! - all events of one connection go to the same actor ring, in the order they were read;
+//! - live capture and replay push the same frames through the same [`Router`].
+pub mod frame;
+pub mod reactor;
+pub mod recording;
+pub mod ring;
+mod router;
+
+pub use frame::Tag;
+pub use router::{Router, RouterStats};
+
+/// CLOCK_MONOTONIC now, in ns: the clock of the kernel's event timestamps.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Offset that turns a CLOCK_MONOTONIC timestamp into Unix time (ns).
+pub fn monotonic_to_unix_ns() -> i64 {
+    clock_ns(libc::CLOCK_REALTIME) as i64 - clock_ns(libc::CLOCK_MONOTONIC) as i64
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,44 @@
+//! The one record framing shared by the rtrb rings and the recording file:
+//! `[u32 len (LE)][u8 tag][len - 1 bytes of body]`.
+//!
+//! Live and replayed events travel as the same frames, which is what makes a replay take
+//! exactly the path a live capture took.
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Tag {
+    /// A raw kernel event, byte for byte as the probe sent it.
+    KernelEvent = 0,
+    /// Body: u64 LE. Every event with a smaller timestamp has been delivered: actors may
+    /// process what they hold up to it, in timestamp order.
+    Watermark = 1,
+    /// Body: per-CPU kernel counters, `n × 6 × u64 LE` (`KernelCounters` in order).
+    KernelCounters = 2,
+    /// Body: u64 LE count of events dropped because an actor's ring was full (live only;
+    /// recorded so a replay reports the same loss).
+    RingDrops = 3,
+}
+
+impl Tag {
+    pub fn from_u8(v: u8) -> Option<Tag> {
+        Some(match v {
+            0 => Tag::KernelEvent,
+            1 => Tag::Watermark,
+            2 => Tag::KernelCounters,
+            3 => Tag::RingDrops,
+            _ => return None,
+        })
+    }
+}
+
+/// Bytes of the length and tag fields.
+pub const FRAME_HEADER: usize = 5;
+
+/// Largest frame body accepted anywhere (a data event with the largest payload fits).
+pub const MAX_BODY: usize = 1 << 20;
+
+pub fn header(tag: Tag, body_len: usize) -> [u8; FRAME_HEADER] {
+    let len = (body_len as u32 + 1).to_le_bytes();
+    [len[0], len[1], len[2], len[3], tag as u8]
+}

@@ -1,0 +1,164 @@
+//! The mio reactor: waits on every kernel buffer's fd, drains each until empty, routes the
+//! events, and advances the watermark that lets actors release events in timestamp order.
+//! Replay is the same loop with a file instead of kernel buffers.
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use aya::maps::perf::PerfEventArrayBuffer;
+use aya::maps::{MapData, RingBuf};
+use bytes::BytesMut;
+use mio::unix::SourceFd;
+use mio::{Events as MioEvents, Interest, Poll, Token};
+
+use crate::frame::Tag;
+use crate::recording::{RecordingError, RecordingReader};
+use crate::{monotonic_ns, Router};
+
+/// Events with a timestamp older than "drain start − slack" are known to be routed: a
+/// probe writes its event within microseconds of taking the timestamp.
+pub const WATERMARK_SLACK_NS: u64 = 5_000_000;
+
+const POLL_TIMEOUT: Duration = Duration::from_millis(10);
+const TICK: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReactorError {
+    #[error("epoll: {0}")]
+    Poll(#[source] std::io::Error),
+    #[error("reading the perf buffer of CPU {cpu}: {source}")]
+    Perf {
+        cpu: u32,
+        #[source]
+        source: aya::maps::perf::PerfBufferError,
+    },
+    #[error(transparent)]
+    Recording(#[from] RecordingError),
+}
+
+/// A kernel buffer the reactor drains.
+pub enum KernelBuffer {
+    Perf {
+        cpu: u32,
+        buffer: PerfEventArrayBuffer<MapData>,
+    },
+    Ring(RingBuf<MapData>),
+}
+
+impl KernelBuffer {
+    fn raw_fd(&self) -> i32 {
+        match self {
+            KernelBuffer::Perf { buffer, .. } => buffer.as_raw_fd(),
+            KernelBuffer::Ring(r) => r.as_raw_fd(),
+        }
+    }
+}
+
+/// Loss as the loader reports it (perf "lost" records; undercounts, see the kernel
+/// counters for the real figure).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReactorStats {
+    pub loader_lost: u64,
+    pub drains: u64,
+}
+
+/// Drains `buffers` into `router` until `stop` is set; calls `tick` about once a second
+/// (progress line, kernel counters) and once at the end.
+pub fn run_live(
+    mut buffers: Vec<KernelBuffer>,
+    router: &mut Router,
+    stop: &AtomicBool,
+    mut tick: impl FnMut(&mut Router, &ReactorStats) -> Result<(), RecordingError>,
+) -> Result<ReactorStats, ReactorError> {
+    let mut poll = Poll::new().map_err(ReactorError::Poll)?;
+    for (i, b) in buffers.iter().enumerate() {
+        let fd = b.raw_fd();
+        poll.registry()
+            .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)
+            .map_err(ReactorError::Poll)?;
+    }
+    let mut events = MioEvents::with_capacity(buffers.len().max(1));
+    let mut samples: Vec<BytesMut> = (0..64)
+        .map(|_| BytesMut::with_capacity(l7tap_probes::events::layout::DATA_PAYLOAD + 16 * 1024))
+        .collect();
+    let mut stats = ReactorStats::default();
+    let mut next_tick = Instant::now() + TICK;
+    while !stop.load(Relaxed) {
+        match poll.poll(&mut events, Some(POLL_TIMEOUT)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ReactorError::Poll(e)),
+        }
+        // Drain every buffer, not only the ready ones: the watermark below promises that
+        // everything stamped before `sweep_start` has been routed.
+        let sweep_start = monotonic_ns();
+        for b in &mut buffers {
+            drain(b, &mut samples, router, &mut stats)?;
+        }
+        stats.drains += 1;
+        router.watermark(sweep_start.saturating_sub(WATERMARK_SLACK_NS))?;
+        if Instant::now() >= next_tick {
+            tick(router, &stats)?;
+            next_tick += TICK;
+        }
+    }
+    for b in &mut buffers {
+        drain(b, &mut samples, router, &mut stats)?;
+    }
+    tick(router, &stats)?;
+    // Everything read: let the actors release all they hold.
+    router.watermark(u64::MAX)?;
+    Ok(stats)
+}
+
+fn drain(
+    buffer: &mut KernelBuffer,
+    samples: &mut [BytesMut],
+    router: &mut Router,
+    stats: &mut ReactorStats,
+) -> Result<(), ReactorError> {
+    match buffer {
+        KernelBuffer::Perf { cpu, buffer } => {
+            while buffer.readable() {
+                let got = buffer
+                    .read_events(samples)
+                    .map_err(|source| ReactorError::Perf { cpu: *cpu, source })?;
+                stats.loader_lost += got.lost as u64;
+                for sample in &samples[..got.read] {
+                    router.event(sample)?;
+                }
+                if got.read == 0 && got.lost == 0 {
+                    break;
+                }
+            }
+        }
+        KernelBuffer::Ring(ring) => {
+            while let Some(item) = ring.next() {
+                router.event(&item)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Feeds a recording through `router`, frame by frame, as the live capture routed them.
+/// Returns the kernel counter snapshots (last one wins) and ring drops it recorded.
+pub fn run_replay(
+    reader: &mut RecordingReader,
+    router: &mut Router,
+    mut on_frame: impl FnMut(Tag, &[u8]),
+) -> Result<(), ReactorError> {
+    let mut body = Vec::with_capacity(64 * 1024);
+    while let Some(tag) = reader.next_frame(&mut body)? {
+        match tag {
+            Tag::KernelEvent => router.event(&body)?,
+            Tag::Watermark => {
+                let ts = u64::from_le_bytes(body[..8].try_into().unwrap_or([0; 8]));
+                router.watermark(ts)?;
+            }
+            Tag::KernelCounters | Tag::RingDrops => on_frame(tag, &body),
+        }
+    }
+    router.watermark(u64::MAX)?;
+    Ok(())
+}

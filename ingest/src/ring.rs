@@ -1,0 +1,167 @@
+//! Lock-free single-producer single-consumer byte rings (rtrb) carrying frames from the
+//! reactor to one actor. A frame is copied into the ring once; the consumer reads it in
+//! place unless it wraps around the ring's end.
+use crate::frame::{self, Tag, FRAME_HEADER};
+
+pub struct FrameProducer {
+    inner: rtrb::Producer<u8>,
+}
+
+pub struct FrameConsumer {
+    inner: rtrb::Consumer<u8>,
+    /// Holds a frame that wraps around the ring's end.
+    scratch: Vec<u8>,
+}
+
+/// A ring of `bytes` capacity.
+pub fn frame_ring(bytes: usize) -> (FrameProducer, FrameConsumer) {
+    let (p, c) = rtrb::RingBuffer::new(bytes);
+    (
+        FrameProducer { inner: p },
+        FrameConsumer {
+            inner: c,
+            scratch: Vec::new(),
+        },
+    )
+}
+
+impl FrameProducer {
+    /// Writes one frame made of `parts`; false if the ring has no room for it (nothing is
+    /// written then).
+    pub fn try_push(&mut self, tag: Tag, parts: &[&[u8]]) -> bool {
+        let body: usize = parts.iter().map(|p| p.len()).sum();
+        let total = FRAME_HEADER + body;
+        let Ok(mut chunk) = self.inner.write_chunk_uninit(total) else {
+            return false;
+        };
+        let header = frame::header(tag, body);
+        let (a, b) = chunk.as_mut_slices();
+        let mut at = 0;
+        for src in std::iter::once(&header[..]).chain(parts.iter().copied()) {
+            write_split(a, b, at, src);
+            at += src.len();
+        }
+        // SAFETY: the loop above initialised all `total` bytes of the chunk (header + parts).
+        unsafe { chunk.commit_all() };
+        true
+    }
+
+    /// Pushes, waiting for room (replay: never drop). Returns false if the consumer is gone.
+    pub fn push_blocking(&mut self, tag: Tag, parts: &[&[u8]]) -> bool {
+        let mut spins = 0u32;
+        while !self.try_push(tag, parts) {
+            if self.inner.is_abandoned() {
+                return false;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
+        true
+    }
+
+    pub fn is_abandoned(&self) -> bool {
+        self.inner.is_abandoned()
+    }
+}
+
+/// Copies `src` to position `at` of the two-part destination `a ++ b`.
+fn write_split(
+    a: &mut [std::mem::MaybeUninit<u8>],
+    b: &mut [std::mem::MaybeUninit<u8>],
+    at: usize,
+    src: &[u8],
+) {
+    let (in_a, in_b) = if at >= a.len() {
+        (&[][..], src)
+    } else {
+        src.split_at(src.len().min(a.len() - at))
+    };
+    if !in_a.is_empty() {
+        copy_uninit(&mut a[at..at + in_a.len()], in_a);
+    }
+    if !in_b.is_empty() {
+        let start = (at + in_a.len()) - a.len();
+        copy_uninit(&mut b[start..start + in_b.len()], in_b);
+    }
+}
+
+fn copy_uninit(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        d.write(*s);
+    }
+}
+
+impl FrameConsumer {
+    /// Hands the next frame to `f` (tag, body) and removes it; false if the ring is empty.
+    pub fn pop<R>(&mut self, f: impl FnOnce(Tag, &[u8]) -> R) -> Option<R> {
+        let avail = self.inner.slots();
+        if avail < FRAME_HEADER {
+            return None;
+        }
+        let head = self.inner.read_chunk(FRAME_HEADER).ok()?;
+        let (a, b) = head.as_slices();
+        let mut h = [0u8; FRAME_HEADER];
+        for (d, s) in h.iter_mut().zip(a.iter().chain(b)) {
+            *d = *s;
+        }
+        drop(head);
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let total = 4 + len;
+        // The producer commits whole frames, so a visible header means a visible body.
+        let chunk = self.inner.read_chunk(total).ok()?;
+        let Some(tag) = Tag::from_u8(h[4]) else {
+            // Our producer writes no unknown tags; skip such a frame rather than stall.
+            chunk.commit_all();
+            return self.pop(f);
+        };
+        let (a, b) = chunk.as_slices();
+        let result = if b.is_empty() {
+            f(tag, &a[FRAME_HEADER..])
+        } else {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(a);
+            self.scratch.extend_from_slice(b);
+            f(tag, &self.scratch[FRAME_HEADER..])
+        };
+        chunk.commit_all();
+        Some(result)
+    }
+
+    pub fn is_abandoned(&self) -> bool {
+        self.inner.is_abandoned()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_survive_wrapping_around_the_ring_end() {
+        let (mut p, mut c) = frame_ring(64);
+        for round in 0..50u8 {
+            let body = vec![round; (round as usize % 20) + 1];
+            assert!(p.try_push(Tag::KernelEvent, &[&body[..1], &body[1..]]));
+            let got = c.pop(|tag, b| (tag, b.to_vec())).unwrap();
+            assert_eq!(got, (Tag::KernelEvent, body));
+        }
+        assert!(c.pop(|_, _| ()).is_none());
+    }
+
+    #[test]
+    fn a_full_ring_refuses_without_writing() {
+        let (mut p, mut c) = frame_ring(32);
+        assert!(p.try_push(Tag::Watermark, &[&[1; 20]]));
+        assert!(!p.try_push(Tag::Watermark, &[&[2; 20]]));
+        assert_eq!(c.pop(|_, b| b.to_vec()).unwrap(), vec![1; 20]);
+        assert!(c.pop(|_, _| ()).is_none());
+    }
+}

@@ -1,0 +1,173 @@
+//! Shards frames into the actors' rings by connection, and records them when asked.
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use l7tap_probes::events::{peek_header, ConnId};
+
+use crate::frame::Tag;
+use crate::recording::{RecordingError, RecordingWriter};
+use crate::ring::FrameProducer;
+
+/// Counters of the router, readable from other threads (progress line, summary).
+#[derive(Debug, Default)]
+pub struct RouterStats {
+    pub events: AtomicU64,
+    pub event_bytes: AtomicU64,
+    /// Events dropped because their actor's ring was full (live capture only).
+    pub ring_drops: AtomicU64,
+    /// Events whose header could not be read.
+    pub malformed: AtomicU64,
+}
+
+pub struct Router {
+    rings: Vec<FrameProducer>,
+    recorder: Option<RecordingWriter>,
+    /// Replay waits for room in a ring; a live capture must not stall the kernel's
+    /// buffers, so it drops and counts instead.
+    wait_when_full: bool,
+    stats: Arc<RouterStats>,
+}
+
+/// The actor that owns a connection.
+pub fn shard_of(conn: &ConnId, n_shards: usize) -> usize {
+    let mut h = (conn.tgid as u64) << 32 | conn.fd as u32 as u64;
+    h ^= conn.start_ns.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h = (h ^ (h >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    ((h ^ (h >> 29)) % n_shards as u64) as usize
+}
+
+impl Router {
+    pub fn new(
+        rings: Vec<FrameProducer>,
+        recorder: Option<RecordingWriter>,
+        wait_when_full: bool,
+    ) -> Self {
+        assert!(!rings.is_empty(), "a router needs at least one ring");
+        Router {
+            rings,
+            recorder,
+            wait_when_full,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<RouterStats> {
+        self.stats.clone()
+    }
+
+    /// Routes one raw kernel event to its connection's actor.
+    pub fn event(&mut self, raw: &[u8]) -> Result<(), RecordingError> {
+        let Ok(header) = peek_header(raw) else {
+            self.stats.malformed.fetch_add(1, Relaxed);
+            return Ok(());
+        };
+        let shard = shard_of(&header.conn, self.rings.len());
+        let ring = &mut self.rings[shard];
+        let pushed = if self.wait_when_full {
+            ring.push_blocking(Tag::KernelEvent, &[raw])
+        } else {
+            ring.try_push(Tag::KernelEvent, &[raw])
+        };
+        if !pushed {
+            self.stats.ring_drops.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        self.stats.events.fetch_add(1, Relaxed);
+        self.stats.event_bytes.fetch_add(raw.len() as u64, Relaxed);
+        if let Some(rec) = &mut self.recorder {
+            rec.write(Tag::KernelEvent, &[raw])?;
+        }
+        Ok(())
+    }
+
+    /// Tells every actor that all events before `ts_ns` have been routed.
+    pub fn watermark(&mut self, ts_ns: u64) -> Result<(), RecordingError> {
+        let body = ts_ns.to_le_bytes();
+        for ring in &mut self.rings {
+            // A watermark is never dropped: it is what lets actors release held events.
+            ring.push_blocking(Tag::Watermark, &[&body]);
+        }
+        if let Some(rec) = &mut self.recorder {
+            rec.write(Tag::Watermark, &[&body])?;
+        }
+        Ok(())
+    }
+
+    /// Records a frame that only the summary needs (kernel counters, ring drops).
+    pub fn record_only(&mut self, tag: Tag, body: &[u8]) -> Result<(), RecordingError> {
+        if let Some(rec) = &mut self.recorder {
+            rec.write(tag, &[body])?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the recording; the rings close when the router is dropped.
+    pub fn finish(self) -> Result<(), RecordingError> {
+        match self.recorder {
+            Some(rec) => rec.finish(),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::frame_ring;
+    use l7tap_probes::events::{build, Flow, Header, Role, WireProtocol};
+
+    fn header(fd: i32, ts: u64) -> Header {
+        Header {
+            ts_ns: ts,
+            conn: ConnId {
+                tgid: 100,
+                fd,
+                start_ns: 1,
+            },
+            tid: 100,
+            protocol: WireProtocol::ClickHouse,
+            role: Role::Client,
+            flow: Flow::Egress,
+        }
+    }
+
+    #[test]
+    fn a_connection_always_lands_in_the_same_ring_in_order() {
+        let (rings, mut consumers): (Vec<_>, Vec<_>) = (0..3).map(|_| frame_ring(1 << 16)).unzip();
+        let mut router = Router::new(rings, None, true);
+        for i in 0..30u64 {
+            let raw = build::data(&header((i % 5) as i32, i), 1, &[i as u8]);
+            router.event(&raw).unwrap();
+        }
+        router.watermark(99).unwrap();
+        let mut seen = vec![];
+        for (shard, c) in consumers.iter_mut().enumerate() {
+            while let Some(item) =
+                c.pop(|tag, body| (tag == Tag::KernelEvent).then(|| peek_header(body).unwrap()))
+            {
+                if let Some(h) = item {
+                    assert_eq!(shard_of(&h.conn, 3), shard);
+                    seen.push((h.conn.fd, h.ts_ns));
+                }
+            }
+        }
+        for fd in 0..5 {
+            let ts: Vec<u64> = seen.iter().filter(|s| s.0 == fd).map(|s| s.1).collect();
+            assert_eq!(ts.len(), 6);
+            assert!(ts.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+
+    #[test]
+    fn live_routing_drops_and_counts_when_a_ring_is_full() {
+        let (ring, _consumer) = frame_ring(256);
+        let mut router = Router::new(vec![ring], None, false);
+        let raw = build::data(&header(1, 1), 100, &[0; 100]);
+        for _ in 0..5 {
+            router.event(&raw).unwrap();
+        }
+        let stats = router.stats();
+        assert_eq!(stats.events.load(Relaxed), 1);
+        assert_eq!(stats.ring_drops.load(Relaxed), 4);
+    }
+}
