@@ -2,7 +2,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use l7tap_probes::events::{peek_header, ConnId};
+use l7tap_probes::events::{peek_header, ConnId, EventKind, WireProtocol};
 
 use crate::frame::Tag;
 use crate::recording::{RecordingError, RecordingWriter};
@@ -17,6 +17,9 @@ pub struct RouterStats {
     pub ring_drops: AtomicU64,
     /// Events whose header could not be read.
     pub malformed: AtomicU64,
+    /// Connections classified (open events), by protocol.
+    pub opened_clickhouse: AtomicU64,
+    pub opened_zookeeper: AtomicU64,
 }
 
 pub struct Router {
@@ -73,6 +76,13 @@ impl Router {
             return Ok(());
         }
         self.stats.events.fetch_add(1, Relaxed);
+        if header.kind == EventKind::Open {
+            match header.protocol {
+                WireProtocol::ClickHouse => &self.stats.opened_clickhouse,
+                _ => &self.stats.opened_zookeeper,
+            }
+            .fetch_add(1, Relaxed);
+        }
         self.stats.event_bytes.fetch_add(raw.len() as u64, Relaxed);
         if let Some(rec) = &mut self.recorder {
             rec.write(Tag::KernelEvent, &[raw])?;
@@ -114,10 +124,11 @@ impl Router {
 mod tests {
     use super::*;
     use crate::ring::frame_ring;
-    use l7tap_probes::events::{build, Flow, Header, Role, WireProtocol};
+    use l7tap_probes::events::{build, Flow, Header, Role};
 
     fn header(fd: i32, ts: u64) -> Header {
         Header {
+            kind: l7tap_probes::events::EventKind::Data,
             ts_ns: ts,
             conn: ConnId {
                 tgid: 100,

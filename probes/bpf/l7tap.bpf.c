@@ -524,10 +524,12 @@ static __always_inline __u32 read_window(__u8 *w, const struct syscall_args *arg
 	return off;
 }
 
-static __always_inline void emit_open(void *ctx, struct conn_state *c, __u64 key, __u8 detect)
+static __always_inline void emit_open(void *ctx, struct conn_state *c, __u64 key, __u8 detect,
+				     __u64 ts)
 {
 	struct l7_open_event ev = {};
-	ev.hdr.ts_ns = bpf_ktime_get_ns();
+	/* the classifying syscall's time: the open event sorts just before its data */
+	ev.hdr.ts_ns = ts;
 	ev.hdr.conn.start_ns = c->start_ns;
 	ev.hdr.conn.tgid = key >> 32;
 	ev.hdr.conn.fd = (__u32)key;
@@ -559,7 +561,7 @@ static __always_inline void emit_open(void *ctx, struct conn_state *c, __u64 key
 
 /* Decides whether the connection speaks a watched protocol; returns 1 when classified. */
 static __always_inline int classify(void *ctx, struct conn_state *c, struct syscall_args *args,
-				    __u64 ret, __u32 *prefix_len)
+				    __u64 ret, __u64 ts, __u32 *prefix_len)
 {
 	__u32 zero = 0;
 	struct l7_data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
@@ -615,7 +617,7 @@ static __always_inline int classify(void *ctx, struct conn_state *c, struct sysc
 		c->role = role;
 	if (cnt)
 		cnt->classified++;
-	emit_open(ctx, c, args->key, detect);
+	emit_open(ctx, c, args->key, detect, ts);
 	*prefix_len = pending ? 4 : 0;
 	return 1;
 }
@@ -725,7 +727,7 @@ static __always_inline int exit_data(void *ctx, long ret)
 	__u64 ts = bpf_ktime_get_ns();
 	if (c->protocol == L7_PROTO_UNKNOWN) {
 		__u32 prefix = 0;
-		if (!classify(ctx, c, &args, ret, &prefix))
+		if (!classify(ctx, c, &args, ret, ts, &prefix))
 			return 0;
 		if (prefix)
 			emit_prefix(ctx, c, &args, (__u32)ret, ts); /* the body length was the prefix */

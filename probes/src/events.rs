@@ -39,9 +39,18 @@ pub enum Flow {
     Ingress,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Data,
+    Open,
+    Close,
+    Unknown(u8),
+}
+
 /// Fields every event starts with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    pub kind: EventKind,
     pub ts_ns: u64,
     pub conn: ConnId,
     pub tid: u32,
@@ -122,6 +131,12 @@ pub fn peek_header(b: &[u8]) -> Result<Header, EventError> {
     use layout::*;
     need(b, HEADER_SIZE)?;
     Ok(Header {
+        kind: match b[HDR_KIND] as u32 {
+            EVENT_DATA => EventKind::Data,
+            EVENT_OPEN => EventKind::Open,
+            EVENT_CLOSE => EventKind::Close,
+            other => EventKind::Unknown(other as u8),
+        },
         ts_ns: u64_at(b, HDR_TS_NS),
         conn: ConnId {
             tgid: u32_at(b, HDR_CONN_TGID),
@@ -164,8 +179,8 @@ fn addr(family: u16, raw: &[u8], port: u16) -> SocketAddr {
 pub fn decode(b: &[u8]) -> Result<Event<'_>, EventError> {
     use layout::*;
     let header = peek_header(b)?;
-    match b[HDR_KIND] as u32 {
-        EVENT_DATA => {
+    match header.kind {
+        EventKind::Data => {
             need(b, DATA_PAYLOAD)?;
             let captured = u32_at(b, DATA_CAPTURED) as usize;
             let available = b.len() - DATA_PAYLOAD;
@@ -182,7 +197,7 @@ pub fn decode(b: &[u8]) -> Result<Event<'_>, EventError> {
                 payload: &b[DATA_PAYLOAD..DATA_PAYLOAD + captured],
             }))
         }
-        EVENT_OPEN => {
+        EventKind::Open => {
             need(b, OPEN_SIZE)?;
             let family = u16_at(b, OPEN_FAMILY);
             let comm_raw = &b[OPEN_COMM..OPEN_COMM + 16];
@@ -204,8 +219,8 @@ pub fn decode(b: &[u8]) -> Result<Event<'_>, EventError> {
                 comm: String::from_utf8_lossy(&comm_raw[..end]).into_owned(),
             }))
         }
-        EVENT_CLOSE => Ok(Event::Close(header)),
-        other => Err(EventError::UnknownKind(other as u8)),
+        EventKind::Close => Ok(Event::Close(header)),
+        EventKind::Unknown(other) => Err(EventError::UnknownKind(other)),
     }
 }
 
@@ -285,6 +300,7 @@ mod tests {
 
     fn hdr() -> Header {
         Header {
+            kind: EventKind::Data,
             ts_ns: 42,
             conn: ConnId {
                 tgid: 7,

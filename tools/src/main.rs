@@ -1,1 +1,139 @@
-fn main() {}
+//! `l7tap`: capture ClickHouse-native and ZooKeeper traffic with eBPF, or replay a recording.
+mod pipeline;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "l7tap",
+    version,
+    about = "Watch ClickHouse native and ZooKeeper traffic with eBPF"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture live traffic (needs root, or CAP_BPF and CAP_PERFMON).
+    Capture(CaptureArgs),
+    /// Feed a recording made with `capture --record` through the same pipeline; no kernel,
+    /// no root.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct CaptureArgs {
+    /// Stop after this long (e.g. 10s, 5m, 2h); default: until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Write the raw event stream to FILE for `l7tap replay`.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// Payload bytes captured per syscall (at most 16384).
+    #[arg(long, default_value_t = 16384)]
+    capture_bytes: u32,
+    /// Kernel-to-user transport.
+    #[arg(long, value_enum, default_value_t = TransportArg::Perf)]
+    transport: TransportArg,
+    /// Pages per CPU of each perf buffer (a power of two).
+    #[arg(long, default_value_t = 256)]
+    perf_pages: usize,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// A recording made with `l7tap capture --record FILE`.
+    file: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct CommonArgs {
+    /// Output directory.
+    #[arg(long, default_value = "l7tap-out")]
+    out: PathBuf,
+    /// Also write the summary counters as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+    /// Actor threads (default: one per core but one, at least one).
+    #[arg(long)]
+    actors: Option<usize>,
+    /// Only count frames; do not run the protocol parsers.
+    #[arg(long)]
+    frames_only: bool,
+    /// Query text / ZooKeeper path bytes kept per record.
+    #[arg(long, default_value_t = 4096)]
+    max_query_bytes: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TransportArg {
+    Perf,
+    Ringbuf,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("L7TAP_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Capture(a) => pipeline::capture(pipeline::CaptureOptions {
+            duration: a.duration,
+            record: a.record,
+            capture_bytes: a.capture_bytes,
+            ringbuf: matches!(a.transport, TransportArg::Ringbuf),
+            perf_pages: a.perf_pages,
+            common: a.common,
+        }),
+        Command::Replay(a) => pipeline::replay(&a.file, a.common),
+    };
+    if let Err(e) = result {
+        // One line that says what went wrong, with its causes.
+        eprintln!("l7tap: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_common_units() {
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("3 parsecs").is_err());
+    }
+}

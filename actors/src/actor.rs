@@ -1,0 +1,353 @@
+//! One actor: a thread (pinned to a core when asked) that owns a shard of connections. It
+//! reads frames from its ring, restores timestamp order, keeps each connection's parser
+//! state, and sends finished records in batches.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use l7tap_ingest::ring::FrameConsumer;
+use l7tap_ingest::Tag;
+use l7tap_probes::events::{self, ConnId, Event, Flow, Header, Role, WireProtocol};
+use l7tap_protocols::{CapturedRequest, ConnectionInfo, Direction, Protocol, Record, Side, Status};
+
+use crate::conn::ConnParser;
+use crate::reorder::Reorder;
+use crate::summary::Summary;
+
+#[derive(Clone, Debug)]
+pub struct ActorConfig {
+    /// Core to pin the thread to.
+    pub core: Option<usize>,
+    /// A connection with no event for this long (by event time) is closed.
+    pub idle_timeout_ns: u64,
+    /// Cap on the unconsumed bytes held per connection direction.
+    pub max_buffered: usize,
+    /// Run only the frame counter, not the protocol parsers.
+    pub frames_only: bool,
+    /// Query text / path bytes kept per record.
+    pub max_query_bytes: usize,
+}
+
+impl Default for ActorConfig {
+    fn default() -> Self {
+        ActorConfig {
+            core: None,
+            idle_timeout_ns: 15 * 60 * 1_000_000_000,
+            max_buffered: l7tap_protocols::stream::DEFAULT_MAX_BUFFERED,
+            frames_only: false,
+            max_query_bytes: 4096,
+        }
+    }
+}
+
+struct Conn {
+    info: Arc<ConnectionInfo>,
+    protocol: WireProtocol,
+    role: Role,
+    parser: ConnParser,
+    last_ts: u64,
+}
+
+/// One actor: its ring and its state; [`Actor::run`] is its thread's body.
+pub struct Actor {
+    ring: FrameConsumer,
+    state: ActorState,
+}
+
+/// Everything an actor owns besides its ring.
+pub struct ActorState {
+    config: ActorConfig,
+    records: Sender<Vec<CapturedRequest>>,
+    conns: HashMap<ConnId, Conn>,
+    reorder: Reorder,
+    batch: Vec<CapturedRequest>,
+    parsed: Vec<Record>,
+    summary: Summary,
+    /// Records by protocol and status, counted without building a key per record.
+    n_records: [[u64; 4]; 2],
+    last_expiry: u64,
+}
+
+const BATCH: usize = 1024;
+
+impl Actor {
+    pub fn new(
+        config: ActorConfig,
+        ring: FrameConsumer,
+        records: Sender<Vec<CapturedRequest>>,
+    ) -> Self {
+        Actor {
+            ring,
+            state: ActorState::new(config, records),
+        }
+    }
+
+    /// Processes frames until the ring's producer is gone and the ring is empty; returns
+    /// what it counted.
+    pub fn run(mut self) -> Summary {
+        if let Some(core) = self.state.config.core {
+            core_affinity::set_for_current(core_affinity::CoreId { id: core });
+        }
+        let mut idle_rounds = 0u32;
+        loop {
+            let state = &mut self.state;
+            if self.ring.pop(|tag, body| state.feed(tag, body)).is_some() {
+                idle_rounds = 0;
+                continue;
+            }
+            if self.ring.is_abandoned() && self.ring.is_empty() {
+                break;
+            }
+            idle_rounds += 1;
+            if idle_rounds < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        self.state.finish()
+    }
+}
+
+impl ActorState {
+    pub fn new(config: ActorConfig, records: Sender<Vec<CapturedRequest>>) -> Self {
+        ActorState {
+            config,
+            records,
+            conns: HashMap::new(),
+            reorder: Reorder::default(),
+            batch: Vec::with_capacity(BATCH),
+            parsed: Vec::new(),
+            summary: Summary::default(),
+            n_records: [[0; 4]; 2],
+            last_expiry: 0,
+        }
+    }
+
+    /// Handles one frame (tag and body, read in place from the ring).
+    pub fn feed(&mut self, tag: Tag, body: &[u8]) {
+        match tag {
+            Tag::KernelEvent => self.event(body),
+            Tag::Watermark => self.watermark(u64::from_le_bytes(
+                body.get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .unwrap_or([0; 8]),
+            )),
+            Tag::KernelCounters | Tag::RingDrops => {}
+        }
+    }
+
+    fn event(&mut self, raw: &[u8]) {
+        let Ok(header) = events::peek_header(raw) else {
+            self.summary.add("events.malformed", 1);
+            return;
+        };
+        if header.ts_ns < self.reorder.watermark() {
+            // Arrived after its watermark: process now, out of order, and say so.
+            self.summary.add("events.late", 1);
+            self.process(raw);
+        } else {
+            self.reorder.hold(header.ts_ns, raw);
+        }
+    }
+
+    fn watermark(&mut self, ts: u64) {
+        let mut reorder = std::mem::take(&mut self.reorder);
+        reorder.release(ts, |raw| self.process(raw));
+        self.reorder = reorder;
+        if ts != u64::MAX && ts > self.last_expiry + 1_000_000_000 {
+            self.expire_idle(ts);
+            self.last_expiry = ts;
+        }
+        if !self.batch.is_empty() {
+            self.send_batch();
+        }
+    }
+
+    fn process(&mut self, raw: &[u8]) {
+        let event = match events::decode(raw) {
+            Ok(e) => e,
+            Err(_) => {
+                self.summary.add("events.malformed", 1);
+                return;
+            }
+        };
+        match event {
+            Event::Open(open) => {
+                self.summary.add("events.open", 1);
+                let h = open.header;
+                let side = side_of(h.role);
+                let (client_addr, server_addr) = match side {
+                    Side::Client => (open.local, open.remote),
+                    Side::Server => (open.remote, open.local),
+                };
+                let info = Arc::new(ConnectionInfo {
+                    pid: h.conn.tgid,
+                    comm: open.comm,
+                    cgroup_id: open.cgroup_id,
+                    side,
+                    client_addr,
+                    server_addr,
+                });
+                self.summary.add(&connection_key(h.protocol, h.role), 1);
+                if let Some(old) = self.conns.insert(h.conn, self.new_conn(&h, info)) {
+                    self.summary.add("connections.reopened", 1);
+                    self.close_conn(old, h.ts_ns);
+                }
+            }
+            Event::Data(data) => {
+                let h = data.header;
+                self.summary.add("events.data", 1);
+                self.summary
+                    .add("bytes.captured", data.payload.len() as u64);
+                self.summary.add("bytes.cut", data.cut());
+                if !self.conns.contains_key(&h.conn) {
+                    // Its open event was lost: keep what the header says.
+                    self.summary.add("connections.without_open", 1);
+                    self.summary.add(&connection_key(h.protocol, h.role), 1);
+                    let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+                    let info = Arc::new(ConnectionInfo {
+                        pid: h.conn.tgid,
+                        comm: String::new(),
+                        cgroup_id: 0,
+                        side: side_of(h.role),
+                        client_addr: unspecified,
+                        server_addr: unspecified,
+                    });
+                    let conn = self.new_conn(&h, info);
+                    self.conns.insert(h.conn, conn);
+                }
+                let conn = self.conns.get_mut(&h.conn).expect("inserted above");
+                conn.last_ts = h.ts_ns;
+                let dir = direction(conn.role, h.flow);
+                conn.parser
+                    .push(dir, h.ts_ns, data.payload, data.cut(), &mut self.parsed);
+                if !self.parsed.is_empty() {
+                    let info = conn.info.clone();
+                    self.collect(&info);
+                }
+            }
+            Event::Close(h) => {
+                self.summary.add("events.close", 1);
+                if let Some(conn) = self.conns.remove(&h.conn) {
+                    self.close_conn(conn, h.ts_ns);
+                }
+            }
+        }
+    }
+
+    fn new_conn(&self, h: &Header, info: Arc<ConnectionInfo>) -> Conn {
+        Conn {
+            info,
+            protocol: h.protocol,
+            role: h.role,
+            parser: ConnParser::new(h.protocol, &self.config),
+            last_ts: h.ts_ns,
+        }
+    }
+
+    fn close_conn(&mut self, mut conn: Conn, ts: u64) {
+        conn.parser.close(ts, &mut self.parsed);
+        self.collect(&conn.info.clone());
+        conn.parser.count_into(conn.protocol, &mut self.summary);
+        self.summary.add("connections.closed", 1);
+    }
+
+    fn expire_idle(&mut self, now: u64) {
+        let timeout = self.config.idle_timeout_ns;
+        let idle: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now.saturating_sub(c.last_ts) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            if let Some(conn) = self.conns.remove(&id) {
+                self.summary.add("connections.expired", 1);
+                self.close_conn(conn, now);
+            }
+        }
+    }
+
+    fn collect(&mut self, info: &Arc<ConnectionInfo>) {
+        for record in self.parsed.drain(..) {
+            let Record::Request(record) = record;
+            self.n_records[record.protocol as usize][record.status as usize] += 1;
+            self.batch.push(CapturedRequest {
+                conn: info.clone(),
+                record,
+            });
+        }
+        if self.batch.len() >= BATCH {
+            self.send_batch();
+        }
+    }
+
+    fn send_batch(&mut self) {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        // A receiver that went away (no sink) is not an error: records are then counted only.
+        let _ = self.records.send(batch);
+    }
+
+    /// Ends every connection still open (the capture stopped) and returns the summary.
+    pub fn finish(mut self) -> Summary {
+        self.watermark(u64::MAX);
+        let ts = self
+            .conns
+            .values()
+            .map(|c| c.last_ts)
+            .max()
+            .unwrap_or_default();
+        let open: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in open {
+            if let Some(conn) = self.conns.remove(&id) {
+                self.summary.add("connections.open_at_end", 1);
+                let mut conn = conn;
+                conn.parser.close(ts, &mut self.parsed);
+                self.collect(&conn.info.clone());
+                conn.parser.count_into(conn.protocol, &mut self.summary);
+            }
+        }
+        if !self.batch.is_empty() {
+            self.send_batch();
+        }
+        for protocol in [Protocol::ClickHouse, Protocol::ZooKeeper] {
+            for status in [
+                Status::Ok,
+                Status::Error,
+                Status::Cancelled,
+                Status::Incomplete,
+            ] {
+                let n = self.n_records[protocol as usize][status as usize];
+                let key = format!("records.{}.{}", protocol.name(), status.name());
+                self.summary.add(&key, n);
+            }
+        }
+        self.summary
+    }
+}
+
+fn side_of(role: Role) -> Side {
+    match role {
+        Role::Server => Side::Server,
+        Role::Client | Role::Unknown => Side::Client,
+    }
+}
+
+/// Which way the bytes went on the connection, from who observed them.
+fn direction(role: Role, flow: Flow) -> Direction {
+    match (side_of(role), flow) {
+        (Side::Client, Flow::Egress) | (Side::Server, Flow::Ingress) => Direction::ClientToServer,
+        _ => Direction::ServerToClient,
+    }
+}
+
+fn connection_key(protocol: WireProtocol, role: Role) -> String {
+    let p = match protocol {
+        WireProtocol::ClickHouse => "clickhouse",
+        WireProtocol::ZooKeeper => "zookeeper",
+        WireProtocol::Unknown => "unknown",
+    };
+    format!("connections.{p}.{}", side_of(role).name())
+}

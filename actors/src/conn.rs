@@ -1,0 +1,65 @@
+//! The parser a connection runs, chosen by the protocol the kernel detected: one enum, one
+//! line per protocol.
+use l7tap_probes::events::WireProtocol;
+use l7tap_protocols::debug::FrameCounter;
+use l7tap_protocols::stream::StreamDriver;
+use l7tap_protocols::{Direction, Parser, Record};
+
+use crate::actor::ActorConfig;
+use crate::summary::Summary;
+
+pub enum ConnParser {
+    /// Counts frames (direction turns); used for every protocol with `frames_only`.
+    Frames(StreamDriver<FrameCounter>),
+}
+
+macro_rules! each {
+    ($self:expr, $d:ident => $body:expr) => {
+        match $self {
+            ConnParser::Frames($d) => $body,
+        }
+    };
+}
+
+impl ConnParser {
+    pub fn new(protocol: WireProtocol, config: &ActorConfig) -> Self {
+        let _ = protocol;
+        ConnParser::Frames(StreamDriver::with_max_buffered(
+            FrameCounter::default(),
+            config.max_buffered,
+        ))
+    }
+
+    pub fn push(&mut self, dir: Direction, ts: u64, bytes: &[u8], cut: u64, out: &mut Vec<Record>) {
+        each!(self, d => d.push(dir, ts, bytes, cut, out))
+    }
+
+    pub fn close(&mut self, ts: u64, out: &mut Vec<Record>) {
+        each!(self, d => d.close(ts, out))
+    }
+
+    /// Adds this connection's parser and reassembly counters to `summary`.
+    pub fn count_into(&self, protocol: WireProtocol, summary: &mut Summary) {
+        let p = match protocol {
+            WireProtocol::ClickHouse => "clickhouse",
+            WireProtocol::ZooKeeper => "zookeeper",
+            WireProtocol::Unknown => "unknown",
+        };
+        each!(self, d => count_driver(d, p, summary))
+    }
+}
+
+fn count_driver<P: Parser>(d: &StreamDriver<P>, p: &str, summary: &mut Summary) {
+    let pc = d.parser_counters();
+    let sc = d.counters();
+    summary.add(&format!("parse.{p}.messages"), pc.n_messages);
+    summary.add(&format!("parse.{p}.resyncs"), pc.n_resyncs);
+    summary.add(&format!("parse.{p}.resync_bytes"), pc.n_resync_bytes);
+    summary.add(&format!("parse.{p}.errors"), sc.n_parse_errors);
+    summary.add(&format!("stream.{p}.bytes"), sc.n_bytes);
+    summary.add(&format!("stream.{p}.skipped_bytes"), sc.n_skipped_bytes);
+    summary.add(&format!("stream.{p}.gaps"), sc.n_gaps);
+    summary.add(&format!("stream.{p}.gap_bytes"), sc.n_gap_bytes);
+    summary.add(&format!("stream.{p}.overflows"), sc.n_overflows);
+    summary.add(&format!("stream.{p}.dropped_connections"), sc.n_dropped);
+}
