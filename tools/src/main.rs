@@ -44,6 +44,9 @@ struct CaptureArgs {
     /// Pages per CPU of each perf buffer (a power of two).
     #[arg(long, default_value_t = 256)]
     perf_pages: usize,
+    /// Create FILE once the probes are attached (for scripts that wait for the capture).
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -113,6 +116,7 @@ fn main() {
             capture_bytes: a.capture_bytes,
             ringbuf: matches!(a.transport, TransportArg::Ringbuf),
             perf_pages: a.perf_pages,
+            ready_file: a.ready_file,
             common: a.common,
         }),
         Command::Replay(a) => pipeline::replay(&a.file, a.common),

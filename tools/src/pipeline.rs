@@ -27,6 +27,7 @@ pub struct CaptureOptions {
     pub capture_bytes: u32,
     pub ringbuf: bool,
     pub perf_pages: usize,
+    pub ready_file: Option<PathBuf>,
     pub common: CommonArgs,
 }
 
@@ -193,6 +194,10 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    if let Some(path) = &opts.ready_file {
+        std::fs::write(path, b"attached\n")
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let started = Instant::now();
     let deadline = opts.duration.map(|d| started + d);
