@@ -177,6 +177,7 @@ impl ActorState {
             Event::Open(open) => {
                 self.summary.add("events.open", 1);
                 let h = open.header;
+                let detected_by = open.detected_by();
                 let side = side_of(h.role);
                 let (client_addr, server_addr) = match side {
                     Side::Client => (open.local, open.remote),
@@ -190,7 +191,13 @@ impl ActorState {
                     client_addr,
                     server_addr,
                 });
-                self.summary.add(&connection_key(h.protocol, h.role), 1);
+                let key = connection_key(h.protocol, h.role);
+                self.summary.add(&key, 1);
+                self.summary
+                    .add(&format!("{key}.server_port.{}", info.server_addr.port()), 1);
+                self.summary.add(&format!("{key}.comm.{}", info.comm), 1);
+                self.summary
+                    .add(&format!("{key}.detected_by.{}", detected_by), 1);
                 if let Some(old) = self.conns.insert(h.conn, self.new_conn(&h, info)) {
                     self.summary.add("connections.reopened", 1);
                     self.close_conn(old, h.ts_ns);

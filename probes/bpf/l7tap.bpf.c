@@ -539,7 +539,9 @@ static __always_inline void emit_open(void *ctx, struct conn_state *c, __u64 key
 	ev.hdr.role = c->role;
 	ev.cgroup_id = bpf_get_current_cgroup_id();
 	ev.detect = detect;
-	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
+	/* the process's name (its main thread's), not the calling thread's */
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	BPF_CORE_READ_STR_INTO(&ev.comm, task, group_leader, comm);
 	struct sock *sk = (struct sock *)c->sk;
 	ev.family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	ev.local_port = BPF_CORE_READ(sk, __sk_common.skc_num);

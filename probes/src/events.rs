@@ -88,6 +88,22 @@ pub struct OpenEvent {
     pub comm: String,
 }
 
+impl OpenEvent {
+    /// What the kernel recognised; `*_hello`/`*_connect` mean the connection was seen from
+    /// its start, the others that it was already open (classified mid-stream).
+    pub fn detected_by(&self) -> &'static str {
+        use layout::*;
+        match self.detect as u32 {
+            DETECT_CH_HELLO => "clickhouse_hello",
+            DETECT_CH_QUERY => "clickhouse_query",
+            DETECT_ZK_CONNECT => "zookeeper_connect",
+            DETECT_ZK_REQUEST => "zookeeper_request",
+            DETECT_ZK_REPLY => "zookeeper_reply",
+            _ => "unknown",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event<'a> {
     Data(DataEvent<'a>),
