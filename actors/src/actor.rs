@@ -358,3 +358,78 @@ fn connection_key(protocol: WireProtocol, role: Role) -> String {
     };
     format!("connections.{p}.{}", side_of(role).name())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use l7tap_probes::events::{build, EventKind};
+
+    fn header(kind: EventKind, ts: u64, flow: Flow) -> Header {
+        Header {
+            kind,
+            ts_ns: ts,
+            conn: ConnId {
+                tgid: 10,
+                fd: 3,
+                start_ns: 1,
+            },
+            tid: 10,
+            protocol: WireProtocol::ZooKeeper,
+            role: Role::Client,
+            flow,
+        }
+    }
+
+    fn state() -> ActorState {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        ActorState::new(
+            ActorConfig {
+                frames_only: true,
+                ..ActorConfig::default()
+            },
+            tx,
+        )
+    }
+
+    #[test]
+    fn events_from_two_cpus_are_processed_in_timestamp_order() {
+        let open = build::open(
+            &header(EventKind::Open, 5, Flow::Egress),
+            "127.0.0.1:40000".parse().unwrap(),
+            "127.0.0.1:2181".parse().unwrap(),
+            "python3",
+        );
+        // request, response, request: arriving response first (it came from another CPU).
+        let req1 = build::data(&header(EventKind::Data, 10, Flow::Egress), 3, b"abc");
+        let resp = build::data(&header(EventKind::Data, 20, Flow::Ingress), 2, b"de");
+        let req2 = build::data(&header(EventKind::Data, 30, Flow::Egress), 1, b"f");
+        let mut s = state();
+        for raw in [&open, &resp, &req1, &req2] {
+            s.feed(Tag::KernelEvent, raw);
+        }
+        s.feed(Tag::Watermark, &u64::MAX.to_le_bytes());
+        let summary = s.finish();
+        // In timestamp order the frame counter sees three turns (c, s, c); in arrival order
+        // it would see two (s, then c c).
+        assert_eq!(summary.get("parse.zookeeper.messages"), 3);
+        assert_eq!(summary.get("connections.zookeeper.client"), 1);
+        assert_eq!(
+            summary.get("connections.zookeeper.client.server_port.2181"),
+            1
+        );
+        assert_eq!(summary.get("connections.without_open"), 0);
+        assert_eq!(summary.get("events.late"), 0);
+    }
+
+    #[test]
+    fn an_event_older_than_the_watermark_is_processed_and_counted_late() {
+        let mut s = state();
+        s.feed(Tag::Watermark, &100u64.to_le_bytes());
+        let late = build::data(&header(EventKind::Data, 50, Flow::Egress), 1, b"x");
+        s.feed(Tag::KernelEvent, &late);
+        let summary = s.finish();
+        assert_eq!(summary.get("events.late"), 1);
+        assert_eq!(summary.get("connections.without_open"), 1);
+        assert_eq!(summary.get("bytes.captured"), 1);
+    }
+}

@@ -30,6 +30,7 @@ impl Reorder {
         self.watermark
     }
 
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.heap.len()
     }

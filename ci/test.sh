@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the tests need on a fresh Debian 12 machine,
+# builds everything, and runs the unit tests plus the live tests against real servers
+# (ZooKeeper 3.8, two ClickHouse 18.16, Redis, nginx, PostgreSQL, started by ci/testbed.sh).
+# Needs root: the live tests load eBPF programs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash ci/install-deps.sh
+cargo build --release --workspace --bins
+# Unit tests, parser fixture tests and the live tests (feature live-tests of the binary).
+cargo test --release --workspace --features l7tap/live-tests
+# Benches compile (running them is ci/bench.sh's job, not a test's).
+cargo bench --workspace --no-run

@@ -1,0 +1,201 @@
+//! Live tests: the real probes against the real servers of `ci/testbed.sh` (ZooKeeper, two
+//! ClickHouse servers in a cluster, Redis, nginx, PostgreSQL), driven by the load scripts
+//! under `ci/load/`. Needs root; built only with `--features live-tests` (see ci/test.sh).
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn l7tap() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_l7tap"))
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn script(path: &str) -> Command {
+    let mut c = Command::new(if path.ends_with(".py") {
+        "python3"
+    } else {
+        "bash"
+    });
+    c.arg(root().join(path)).current_dir(root());
+    c
+}
+
+/// The flat summary JSON written by `--summary-json`.
+fn summary(path: &Path) -> BTreeMap<String, u64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().trim_end_matches(',').split_once(": ")?;
+            Some((k.trim_matches('"').to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn sum_matching(s: &BTreeMap<String, u64>, f: impl Fn(&str) -> bool) -> u64 {
+    s.iter().filter(|(k, _)| f(k)).map(|(_, v)| v).sum()
+}
+
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn background(mut cmd: Command) -> Background {
+    Background(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e}")),
+    )
+}
+
+fn wait_for(path: &Path, what: &str) {
+    let t0 = Instant::now();
+    while !path.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{what} did not happen in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn live_capture_classifies_real_servers_and_replay_reproduces_it() {
+    run(&mut script("ci/testbed.sh").arg("start"));
+    run(&mut script("ci/testbed.sh").arg("schema"));
+    let dir = tempdir("live");
+
+    // Connections opened before the capture: an idle ClickHouse pool and a ZooKeeper
+    // session that keep talking.
+    let mut ch_idle = script("ci/load/ch_load.py");
+    ch_idle.args(["--persistent-idle", "--clients", "2", "--port", "9000"]);
+    let _ch_idle = background(ch_idle);
+    let mut zk_idle = script("ci/load/zk_load.py");
+    zk_idle.arg("--persistent-idle");
+    let _zk_idle = background(zk_idle);
+    std::thread::sleep(Duration::from_secs(4));
+
+    let record = dir.join("capture.rec");
+    let live_json = dir.join("live.json");
+    let ready = dir.join("ready");
+    let mut capture = l7tap();
+    capture
+        .args(["capture", "--duration", "25s", "--out"])
+        .arg(dir.join("out"))
+        .arg("--record")
+        .arg(&record)
+        .arg("--summary-json")
+        .arg(&live_json)
+        .arg("--ready-file")
+        .arg(&ready);
+    let capture = capture.stderr(Stdio::piped()).spawn().unwrap();
+    wait_for(&ready, "the capture's attach");
+
+    let mut others = script("ci/load/other_load.sh");
+    others.args(["--duration", "10"]);
+    let others = others.spawn().unwrap();
+    run(script("ci/load/ch_load.py").args([
+        "--queries",
+        "300",
+        "--clients",
+        "4",
+        "--port",
+        "9000",
+        "--mix",
+        "mixed",
+        "--compression",
+        "mixed",
+    ]));
+    run(script("ci/load/zk_load.py").args(["--ops", "1000", "--inflight", "200"]));
+    let others = others.wait_with_output().unwrap();
+    assert!(others.status.success(), "other_load.sh failed");
+
+    let out = capture.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "capture failed:\n{log}");
+    let live = summary(&live_json);
+
+    // Both protocols, both sides.
+    for key in [
+        "connections.clickhouse.client",
+        "connections.clickhouse.server",
+        "connections.zookeeper.client",
+        "connections.zookeeper.server",
+    ] {
+        assert!(live.get(key).copied().unwrap_or(0) > 0, "no {key}:\n{log}");
+    }
+    // ClickHouse → ZooKeeper (ReplicatedMergeTree) and ClickHouse → ClickHouse
+    // (Distributed): clickhouse-server seen as the client.
+    assert!(
+        live.get("connections.zookeeper.client.comm.clickhouse-serv")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "no ClickHouse → ZooKeeper connection:\n{log}"
+    );
+    assert!(
+        live.get("connections.clickhouse.client.comm.clickhouse-serv")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "no ClickHouse → ClickHouse connection:\n{log}"
+    );
+    // Connections open before the capture are classified from a request mid-stream.
+    assert!(
+        sum_matching(&live, |k| k.starts_with("connections.clickhouse.")
+            && k.ends_with("detected_by.clickhouse_query"))
+            > 0,
+        "the idle ClickHouse pool was not classified mid-stream:\n{log}"
+    );
+    assert!(
+        sum_matching(&live, |k| k.starts_with("connections.zookeeper.")
+            && k.ends_with("detected_by.zookeeper_request"))
+            > 0,
+        "the idle ZooKeeper session was not classified mid-stream:\n{log}"
+    );
+    // HTTP, Redis and PostgreSQL ran at the same time and are never classified.
+    for port in [8080, 6379, 5432] {
+        let n = sum_matching(&live, |k| k.ends_with(&format!(".server_port.{port}")));
+        assert_eq!(n, 0, "traffic on port {port} was classified:\n{log}");
+    }
+    assert!(live["ingest.events"] > 0);
+
+    // The replay of the recording reproduces the live summary exactly.
+    let replay_json = dir.join("replay.json");
+    run(l7tap()
+        .arg("replay")
+        .arg(&record)
+        .arg("--out")
+        .arg(dir.join("replay-out"))
+        .arg("--summary-json")
+        .arg(&replay_json));
+    assert_eq!(summary(&replay_json), live);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("l7tap-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
