@@ -819,5 +819,11 @@ int sock_set_state(struct inet_sock_set_state_ctx *ctx)
 	struct sock_owner copy = *owner;
 	bpf_map_delete_elem(&socks, &sk);
 	emit_close(ctx, &copy.id, copy.protocol, copy.role);
+	/* Forget the fd too (the fd may be gone without close(2), e.g. dup2 over it), unless it
+	 * already names a newer connection. */
+	__u64 key = conn_key(copy.id.tgid, copy.id.fd);
+	struct conn_state *c = bpf_map_lookup_elem(&conns, &key);
+	if (c && c->start_ns == copy.id.start_ns)
+		bpf_map_delete_elem(&conns, &key);
 	return 0;
 }
