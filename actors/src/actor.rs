@@ -12,6 +12,7 @@ use l7tap_probes::events::{self, ConnId, Event, Flow, Header, Role, WireProtocol
 use l7tap_protocols::{CapturedRequest, ConnectionInfo, Direction, Protocol, Record, Side, Status};
 
 use crate::conn::ConnParser;
+use crate::filter::ConnFilter;
 use crate::reorder::Reorder;
 use crate::summary::Summary;
 
@@ -27,6 +28,8 @@ pub struct ActorConfig {
     pub frames_only: bool,
     /// Query text / path bytes kept per record.
     pub max_query_bytes: usize,
+    /// Connections to keep.
+    pub filter: ConnFilter,
 }
 
 impl Default for ActorConfig {
@@ -37,6 +40,7 @@ impl Default for ActorConfig {
             max_buffered: l7tap_protocols::stream::DEFAULT_MAX_BUFFERED,
             frames_only: false,
             max_query_bytes: 4096,
+            filter: ConnFilter::default(),
         }
     }
 }
@@ -60,6 +64,8 @@ pub struct ActorState {
     config: ActorConfig,
     records: Sender<Vec<CapturedRequest>>,
     conns: HashMap<ConnId, Conn>,
+    /// Connections the filter dropped: their events are ignored until they close.
+    filtered: std::collections::HashSet<ConnId>,
     reorder: Reorder,
     batch: Vec<CapturedRequest>,
     parsed: Vec<Record>,
@@ -116,6 +122,7 @@ impl ActorState {
             config,
             records,
             conns: HashMap::new(),
+            filtered: Default::default(),
             reorder: Reorder::default(),
             batch: Vec::with_capacity(BATCH),
             parsed: Vec::new(),
@@ -191,6 +198,11 @@ impl ActorState {
                     client_addr,
                     server_addr,
                 });
+                if !self.config.filter.keeps(h.protocol, &info) {
+                    self.summary.add("connections.filtered_out", 1);
+                    self.filtered.insert(h.conn);
+                    return;
+                }
                 let key = connection_key(h.protocol, h.role);
                 self.summary.add(&key, 1);
                 self.summary
@@ -205,6 +217,9 @@ impl ActorState {
             }
             Event::Data(data) => {
                 let h = data.header;
+                if self.filtered.contains(&h.conn) {
+                    return;
+                }
                 self.summary.add("events.data", 1);
                 self.summary
                     .add("bytes.captured", data.payload.len() as u64);
@@ -237,6 +252,7 @@ impl ActorState {
             }
             Event::Close(h) => {
                 self.summary.add("events.close", 1);
+                self.filtered.remove(&h.conn);
                 if let Some(conn) = self.conns.remove(&h.conn) {
                     self.close_conn(conn, h.ts_ns);
                 }

@@ -9,8 +9,10 @@
 //!   on the clock, so replaying a recording reproduces a live run exactly.
 mod actor;
 mod conn;
+mod filter;
 mod reorder;
 mod summary;
 
 pub use actor::{Actor, ActorConfig, ActorState};
+pub use filter::ConnFilter;
 pub use summary::Summary;
