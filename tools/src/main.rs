@@ -76,6 +76,47 @@ pub struct CommonArgs {
     /// Query text / ZooKeeper path bytes kept per record.
     #[arg(long, default_value_t = 4096)]
     max_query_bytes: usize,
+    /// Protocols to keep (default: both).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    protocols: Vec<ProtocolArg>,
+    /// Keep only connections of these process ids.
+    #[arg(long = "pid", value_delimiter = ',')]
+    pids: Vec<u32>,
+    /// Keep only connections of these process names.
+    #[arg(long = "comm", value_delimiter = ',')]
+    comms: Vec<String>,
+    /// Keep only connections of these cgroup ids.
+    #[arg(long = "cgroup", value_delimiter = ',')]
+    cgroups: Vec<u64>,
+    /// Keep only connections with one of these ports at either end.
+    #[arg(long = "port", value_delimiter = ',')]
+    ports: Vec<u16>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProtocolArg {
+    Clickhouse,
+    Zookeeper,
+}
+
+impl CommonArgs {
+    pub fn filter(&self) -> l7tap_actors::ConnFilter {
+        use l7tap_probes::events::WireProtocol;
+        l7tap_actors::ConnFilter {
+            protocols: self
+                .protocols
+                .iter()
+                .map(|p| match p {
+                    ProtocolArg::Clickhouse => WireProtocol::ClickHouse,
+                    ProtocolArg::Zookeeper => WireProtocol::ZooKeeper,
+                })
+                .collect(),
+            pids: self.pids.clone(),
+            comms: self.comms.clone(),
+            cgroups: self.cgroups.clone(),
+            ports: self.ports.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]

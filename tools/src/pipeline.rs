@@ -54,6 +54,7 @@ fn start_workers(common: &CommonArgs) -> (Workers, Vec<FrameProducer>) {
             core: (cores.len() > 1).then(|| cores[(i + 1) % cores.len()].id),
             frames_only: common.frames_only,
             max_query_bytes: common.max_query_bytes,
+            filter: common.filter(),
             ..ActorConfig::default()
         };
         let actor = Actor::new(config, c, tx.clone());
