@@ -1,1 +1,40 @@
-//! placeholder
+//! Records to Arrow batches and rolling Parquet files.
+//!
+//! Three tables, written under one output directory as
+//! `OUT/<table>/date=YYYY-MM-DD/hour=HH/<host>-<start>-<seq>.parquet` (see `sinks/README.md`
+//! for every column):
+//!
+//! - `requests`: one row per ClickHouse query / ZooKeeper request ([`ParquetSink::push_request`]);
+//! - `intervals`: per 10 s window and key, counts, percentiles, the HDR histogram and a per-second
+//!   latency heatmap, computed by an [`Aggregator`] ([`ParquetSink::push_interval`]);
+//! - `capture_stats`: capture counters ([`CaptureStatsRow`], [`ParquetSink::push_capture_stats`]).
+//!
+//! Modules: [`aggregate`] (pure per-interval aggregation), [`sink`] (the writer the capture path
+//! drives), [`schema`] (column definitions and their documentation), [`redact`] (`--redact`),
+//! and the internals: per-table builders, rolling ([`table`]) and crash-safe files ([`file`]).
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod aggregate;
+pub mod capture_stats;
+pub mod error;
+pub mod file;
+pub mod intervals;
+pub mod redact;
+pub mod requests;
+pub mod schema;
+pub mod sink;
+pub mod table;
+pub mod time;
+
+pub use aggregate::{
+    merge_interval_rows, Aggregator, AggregatorConfig, AggregatorConfigError, IntervalKey,
+    IntervalRow, MergeError,
+};
+pub use capture_stats::CaptureStatsRow;
+pub use error::SinkError;
+pub use file::CommittedFile;
+pub use redact::{redact_query, redact_query_into};
+pub use schema::{Table, SCHEMA_VERSION};
+pub use sink::{default_host_name, ParquetSink, SinkConfig, SinkStats};
+pub use table::TableStats;
+pub use time::measure_monotonic_to_unix_offset_ns;
