@@ -5,8 +5,9 @@
 //! IP without port, comm, server `ip:port`, operation, status):
 //!
 //! * count, errors (requests with [`Status::Error`]), sum, min and max of the durations;
-//! * an HDR histogram of the durations ([`hdrhistogram`], 1 µs .. 1 h, 3 significant digits;
-//!   durations below 1 µs are recorded as 1 µs, above 1 h as 1 h; min/max/sum stay exact);
+//! * an HDR histogram of the durations ([`hdrhistogram`], values in ns, 1 µs .. 1 h, 3 significant
+//!   digits: durations below 1 µs are recorded as 1 µs, above 1 h as 1 h, and every recorded value
+//!   reads back within 1/1024 of itself; min/max/sum stay exact);
 //! * heatmap counts: per heatmap sub-window (default 1 s) the number of requests in each of the
 //!   fixed latency buckets [`HEATMAP_BUCKET_UPPER_BOUNDS_NS`] (a 1-2-5 series from 1 µs to 1 h plus
 //!   an overflow bucket). Failed requests are in the rows whose status is `error`, because the
@@ -37,8 +38,11 @@ use std::sync::Arc;
 use hdrhistogram::Histogram;
 use l7tap_protocols::{CapturedRequest, Protocol, Side, Status};
 
-/// Lowest duration the histograms distinguish (1 µs); shorter durations are recorded as this.
+/// Shortest duration recorded in the histograms (1 µs); shorter durations are recorded as this.
 pub const HISTOGRAM_LOWEST_NS: u64 = 1_000;
+/// The histograms' HDR "lowest discernible value" (1 ns), so that every recorded value (1 µs and
+/// up) keeps 3 significant digits: a value read back is within 1/1024 of the value recorded.
+pub const HISTOGRAM_LOWEST_DISCERNIBLE_NS: u64 = 1;
 /// Highest duration the histograms track (1 h); longer durations are recorded as this.
 pub const HISTOGRAM_HIGHEST_NS: u64 = 3_600_000_000_000;
 /// Significant decimal digits kept by the histograms.
@@ -101,13 +105,22 @@ pub fn heatmap_bucket(duration_ns: u64) -> usize {
 /// up to the largest value recorded, which [`clamp_to_histogram_range`] keeps at or below 1 h.
 pub fn new_duration_histogram() -> Histogram<u64> {
     let mut histogram = Histogram::new_with_bounds(
-        HISTOGRAM_LOWEST_NS,
-        2 * HISTOGRAM_LOWEST_NS,
+        HISTOGRAM_LOWEST_DISCERNIBLE_NS,
+        2 * HISTOGRAM_LOWEST_DISCERNIBLE_NS,
         HISTOGRAM_SIGNIFICANT_DIGITS,
     )
     .expect("constant histogram bounds are valid");
     histogram.auto(true);
     histogram
+}
+
+/// Records a clamped duration, growing the histogram if needed (`saturating_record` would not
+/// grow an auto-resizing histogram: it clamps to the current highest trackable value).
+#[inline]
+fn record_in(histogram: &mut Histogram<u64>, clamped_ns: u64) {
+    if histogram.record(clamped_ns).is_err() {
+        histogram.saturating_record(clamped_ns);
+    }
 }
 
 /// The value recorded in a histogram for a duration: clamped to 1 µs ..= 1 h.
@@ -431,7 +444,7 @@ impl KeyStats {
         let histogram = self.histogram.get_or_insert_with(|| {
             let mut histogram = free_histograms.pop().unwrap_or_else(new_duration_histogram);
             for &sample in samples {
-                histogram.saturating_record(sample);
+                record_in(&mut histogram, sample);
             }
             histogram
         });
@@ -443,14 +456,12 @@ impl KeyStats {
     #[inline]
     fn add_sample(&mut self, clamped_ns: u64, free_histograms: &mut Vec<Histogram<u64>>) {
         match &mut self.histogram {
-            Some(histogram) => histogram.saturating_record(clamped_ns),
+            Some(histogram) => record_in(histogram, clamped_ns),
             None if self.inline_len < INLINE_SAMPLES => {
                 self.inline_samples[self.inline_len] = clamped_ns;
                 self.inline_len += 1;
             }
-            None => self
-                .dense_histogram(free_histograms)
-                .saturating_record(clamped_ns),
+            None => record_in(self.dense_histogram(free_histograms), clamped_ns),
         }
     }
 
@@ -515,7 +526,7 @@ impl KeyStats {
             None => {
                 let mut histogram = new_duration_histogram();
                 for &sample in &self.inline_samples[..self.inline_len] {
-                    histogram.saturating_record(sample);
+                    record_in(&mut histogram, sample);
                 }
                 histogram
             }

@@ -15,7 +15,7 @@ use hdrhistogram::serialization::{Serializer, V2Serializer};
 
 use crate::aggregate::{
     IntervalRow, HEATMAP_BUCKETS, HEATMAP_BUCKET_UPPER_BOUNDS_NS, HISTOGRAM_HIGHEST_NS,
-    HISTOGRAM_LOWEST_NS, HISTOGRAM_SIGNIFICANT_DIGITS,
+    HISTOGRAM_LOWEST_DISCERNIBLE_NS, HISTOGRAM_LOWEST_NS, HISTOGRAM_SIGNIFICANT_DIGITS,
 };
 use crate::schema::Table;
 use crate::table::TableColumns;
@@ -42,7 +42,7 @@ pub fn heatmap_metadata() -> Vec<(String, String)> {
         (
             "l7tap.hdr".to_string(),
             format!(
-                "HdrHistogram V2 serialization (not compressed), values in ns, lowest discernible {HISTOGRAM_LOWEST_NS}, durations clamped to [{HISTOGRAM_LOWEST_NS}, {HISTOGRAM_HIGHEST_NS}], {HISTOGRAM_SIGNIFICANT_DIGITS} significant digits"
+                "HdrHistogram V2 serialization (not compressed), values in ns, lowest discernible {HISTOGRAM_LOWEST_DISCERNIBLE_NS}, durations clamped to [{HISTOGRAM_LOWEST_NS}, {HISTOGRAM_HIGHEST_NS}], {HISTOGRAM_SIGNIFICANT_DIGITS} significant digits"
             ),
         ),
     ]

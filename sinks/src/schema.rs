@@ -176,7 +176,7 @@ pub const INTERVALS_COLUMNS: &[ColumnSpec] = &[
     column("p99_ns", Int64, REQUIRED, PLAIN, "99th percentile from the histogram."),
     column("p999_ns", Int64, REQUIRED, PLAIN, "99.9th percentile from the histogram."),
     column("hdr", Binary, REQUIRED, PLAIN,
-        "The durations' HDR histogram, V2 serialization (uncompressed, cookie 0x1c849303), values in ns clamped to 1 µs..1 h, 3 significant digits: decode and add to merge windows or keys exactly."),
+        "The durations' HDR histogram, V2 serialization (uncompressed, cookie 0x1c849303), values in ns clamped to 1 µs..1 h, 3 significant digits (lowest discernible 1 ns): decode and add to merge windows or keys exactly."),
     column("heatmap_counts", ListOfListOfInt64, REQUIRED, PLAIN,
         "One list per heatmap sub-window (window_ns / heatmap_sub_window_ns of them, in time order), each holding one count per latency bucket (bounds in the file metadata `l7tap.heatmap.bucket_upper_bounds_ns`; the last bucket is above 1 h)."),
     column("heatmap_sub_window_ns", Int64, REQUIRED, DICT, "Length of one heatmap sub-window, ns (default 1 s)."),

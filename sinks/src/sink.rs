@@ -41,7 +41,7 @@ pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
 pub struct SinkConfig {
     /// Output directory; tables go to `<out_dir>/<table>/date=YYYY-MM-DD/hour=HH/`.
     pub out_dir: PathBuf,
-    /// Host name in file names (characters other than `[A-Za-z0-9._]` become `_`).
+    /// Host name in file names (characters other than `[A-Za-z0-9._-]` become `_`).
     pub host: String,
     /// Added to record timestamps (CLOCK_MONOTONIC ns) to get Unix ns.
     pub monotonic_to_unix_offset_ns: i64,
@@ -110,7 +110,7 @@ pub fn sanitize_host(host: &str) -> String {
     let cleaned: String = host
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
                 c
             } else {
                 '_'
