@@ -134,6 +134,28 @@ pub struct ZooKeeperDetails {
     pub multi_ops: Vec<&'static str>,
     /// For a watch notification: event type and keeper state.
     pub notification: Option<(i32, i32)>,
+    /// Expected znode version a delete / setData / setACL / check carried (-1 = any).
+    pub version: Option<i32>,
+    /// For the session handshake (operation `connect`): what was asked and granted.
+    pub connect: Option<ZooKeeperConnect>,
+}
+
+/// The session handshake of a ZooKeeper connection (ConnectRequest / ConnectResponse).
+/// The session password is never kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZooKeeperConnect {
+    /// 0 for ZooKeeper; ClickHouse Keeper extensions: 10 compression, 11 64-bit xids.
+    pub protocol_version: i32,
+    /// Session timeout the client asked for (ms).
+    pub requested_timeout_ms: i32,
+    /// Session timeout the server granted (ms); 0 if no answer was seen.
+    pub negotiated_timeout_ms: i32,
+    /// Session the client asked to resume (0: a new session).
+    pub resumed_session_id: i64,
+    /// Last zxid the client had seen (0 on a first connect).
+    pub last_zxid_seen: i64,
+    /// The client accepts a read-only server.
+    pub read_only: bool,
 }
 
 /// What parsers emit.
