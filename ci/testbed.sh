@@ -69,8 +69,12 @@ log_file() {
 }
 
 show_log_tail() {
-  local name=$1 f
+  local name=$1 f seen=" "
   for f in "$(log_file "$name")" "$D/$name/stdout.log" "$D/$name/log/clickhouse-server.err.log"; do
+    [ -e "$f" ] || continue
+    f=$(realpath "$f")
+    case $seen in *" $f "*) continue ;; esac
+    seen="$seen$f "
     if [ -s "$f" ]; then
       echo "---- tail of $f ----" >&2
       tail -n 25 "$f" >&2
@@ -175,6 +179,7 @@ zk_ok() { [ "$(zk4lw ruok)" = imok ] && zk4lw srvr | grep -q '^Mode: standalone'
 start_zk() {
   if [ -n "$(pid_of zk)" ]; then
     log "zk already running (pid $(pid_of zk))"
+    wait_ready zk zk_ok
     return 0
   fi
   check_port_free zk "$ZK_PORT"
@@ -276,7 +281,7 @@ ch_config() { # ch_config NAME TCP HTTP INTER SHARD
             <host>$HOST</host>
             <port>$ZK_PORT</port>
         </node>
-        <session_timeout_ms>30000</session_timeout_ms>
+        <session_timeout_ms>10000</session_timeout_ms>
     </zookeeper>
 
     <macros>
@@ -384,9 +389,13 @@ start_ch() { # start_ch NAME TCP HTTP INTER SHARD
 # ---------------------------------------------------------------------------------------------
 # other protocols: redis, nginx, PostgreSQL
 
+redis_ok() { [ "$(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+nginx_ok() { curl -sf --max-time 3 "http://$HOST:$NGINX_PORT/ping" >/dev/null; }
+
 start_redis() {
   if [ -n "$(pid_of redis)" ]; then
     log "redis already running (pid $(pid_of redis))"
+    wait_ready redis redis_ok
     return 0
   fi
   check_port_free redis "$REDIS_PORT"
@@ -405,12 +414,13 @@ EOF
   log "starting redis on $HOST:$REDIS_PORT"
   : >"$D/redis/stdout.log"
   spawn redis redis-server "$D/redis/redis.conf"
-  wait_ready redis sh -c "[ \"\$(redis-cli -h $HOST -p $REDIS_PORT ping)\" = PONG ]"
+  wait_ready redis redis_ok
 }
 
 start_nginx() {
   if [ -n "$(pid_of nginx)" ]; then
     log "nginx already running (pid $(pid_of nginx))"
+    wait_ready nginx nginx_ok
     return 0
   fi
   check_port_free nginx "$NGINX_PORT"
@@ -448,7 +458,7 @@ EOF
   : >"$D/nginx/stdout.log"
   # nginx writes its own pid file (the master's pid, which is also the one spawn records).
   spawn nginx nginx -p "$D/nginx" -e "$D/nginx/error.log" -c "$D/nginx/nginx.conf"
-  wait_ready nginx curl -sf --max-time 3 "http://$HOST:$NGINX_PORT/ping"
+  wait_ready nginx nginx_ok
 }
 
 pg_ok() { "$PG_BIN/pg_isready" -q -h "$HOST" -p "$PG_PORT"; }
@@ -457,6 +467,7 @@ start_pg() {
   [ -n "$PG_BIN" ] || die "pg: no /usr/lib/postgresql/*/bin (run ci/install-deps.sh)"
   if [ -n "$(pid_of pg)" ]; then
     log "pg already running (pid $(pid_of pg))"
+    wait_ready pg pg_ok
     return 0
   fi
   check_port_free pg "$PG_PORT"
@@ -508,12 +519,18 @@ schema() {
   # ReplicatedMergeTree registered itself in ZooKeeper under the {shard} macro path.
   for shard in 01:ch1:$CH1_TCP 02:ch2:$CH2_TCP; do
     IFS=: read -r s r port <<<"$shard"
-    local replicas ro
+    local replicas ro deadline=$((SECONDS + START_TIMEOUT))
     replicas=$(chq "$port" "SELECT groupArray(name) FROM system.zookeeper
       WHERE path = '/clickhouse/tables/$s/l7tap/events_local/replicas'")
-    ro=$(chq "$port" "SELECT is_readonly FROM system.replicas WHERE database = 'l7tap' AND table = 'events_local'")
     [ "$replicas" = "['$r']" ] || die "schema: ZooKeeper path /clickhouse/tables/$s/l7tap/events_local/replicas has $replicas, expected ['$r']"
-    [ "$ro" = 0 ] || die "schema: $r's l7tap.events_local is read-only (no ZooKeeper session?)"
+    # Read-only for a while after a restart that followed a crash: the old session's is_active
+    # znode lives until the session times out (session_timeout_ms).
+    while ro=$(chq "$port" "SELECT is_readonly FROM system.replicas WHERE database = 'l7tap' AND table = 'events_local'") \
+          && [ "$ro" != 0 ]; do
+      [ $SECONDS -lt $deadline ] || { show_log_tail "$r"; die "schema: $r's l7tap.events_local is still read-only after ${START_TIMEOUT}s"; }
+      [ -n "${said_ro:-}" ] || { log "schema: $r's l7tap.events_local is read-only, waiting for its ZooKeeper session"; said_ro=1; }
+      sleep 1
+    done
   done
 
   # A synchronous insert into the Distributed table must land on both shards.
@@ -553,8 +570,11 @@ start_others() {
 }
 
 stop_core() {
-  stop_pid ch1
-  stop_pid ch2
+  # Both ClickHouse servers at once (each may take seconds to finish merges), then ZooKeeper,
+  # so that they close their sessions cleanly.
+  stop_pid ch1 &
+  stop_pid ch2 &
+  wait
   stop_pid zk
 }
 
@@ -579,8 +599,8 @@ status() {
   status_line zk zk_ok || true
   status_line ch1 ch_ok $CH1_HTTP $CH1_TCP
   status_line ch2 ch_ok $CH2_HTTP $CH2_TCP
-  status_line redis sh -c "[ \"\$(redis-cli -h $HOST -p $REDIS_PORT ping)\" = PONG ]"
-  status_line nginx curl -sf --max-time 3 "http://$HOST:$NGINX_PORT/ping"
+  status_line redis redis_ok
+  status_line nginx nginx_ok
   status_line pg pg_ok
   for n in zk ch1 ch2 redis nginx pg; do [ -n "$(pid_of "$n")" ] || bad=1; done
   return $bad
