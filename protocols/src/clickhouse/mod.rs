@@ -1,1 +1,37 @@
-//! ClickHouse native protocol (TCP 9000): passive parser producing one record per query.
+//! ClickHouse native protocol (TCP 9000): a passive parser producing one record per query.
+//!
+//! Bytes of both directions of one connection come in through [`ClickHouseParser`] (driven
+//! by [`crate::stream::StreamDriver`]); a [`crate::RequestRecord`] goes out when the server
+//! ends a query's response with `EndOfStream` or `Exception`, or when the connection closes
+//! with a query still in flight.
+//!
+//! Code map:
+//! - [`wire`]: VarUInt, String, fixed-width reads over a byte slice (`Short` vs `Bad`).
+//! - [`codes`]: packet codes as newtypes, revision thresholds, compression method bytes;
+//!   [`error_codes`]: the static error code → name table.
+//! - [`packets`]: packet bodies (Hello, Addendum, Query with ClientInfo and settings for
+//!   every revision, Exception, Progress, ProfileInfo, TablesStatus, ...).
+//! - [`block`]: walking an uncompressed Block column by column to find its end.
+//! - [`compression`]: walking compression frames by size, without decompressing.
+//! - [`statement`]: statement type from the query text's first keyword.
+//! - [`session`]: handshake facts, direction state machines, resynchronisation, and the
+//!   pairing of each Query with the end of its response.
+//!
+//! Architecture invariants: no I/O, no clock, no unsafe; the password of the Hello is read
+//! past and never stored; no allocation per packet in steady state (vectors of the block
+//! walker are reused; a record allocates its strings once per query).
+mod block;
+pub mod codes;
+mod compression;
+mod error_codes;
+mod packets;
+mod session;
+mod statement;
+mod wire;
+
+pub use codes::{revision, ClientPacket, CompressionMethod, ServerPacket};
+pub use error_codes::error_name;
+pub use session::{ClickHouseConfig, ClickHouseParser, OPERATION_LOGIN};
+
+#[cfg(test)]
+mod tests;
