@@ -114,14 +114,29 @@ pub struct ParquetFile {
     written_len: u64,
     /// Bytes from `synced_len` on.
     retained: Vec<u8>,
+    /// See [`ParquetFile::encoded_bytes`].
+    size_ratio: f64,
+    size_ratio_measured: bool,
+}
+
+/// When row groups end and files roll by size.
+#[derive(Clone, Copy, Debug)]
+pub struct RowGroupLimits {
+    pub row_group_rows: usize,
+    pub row_group_bytes: usize,
+    pub roll_bytes: u64,
 }
 
 impl ParquetFile {
+    /// `properties` must not end row groups by themselves before `write_batch` does (their
+    /// maximum row group size must exceed the limit plus one batch); `size_ratio` is the last
+    /// one measured for this table (`(1.0, false)` at first).
     pub fn new(
         table: Table,
         name: FileName,
         first_ts_us: i64,
         properties: WriterProperties,
+        size_ratio: (f64, bool),
         now: Instant,
     ) -> Result<Self, SinkError> {
         let writer = ArrowWriter::try_new(MemorySink::default(), table.schema(), Some(properties))
@@ -142,6 +157,8 @@ impl ParquetFile {
             synced_len: 0,
             written_len: 0,
             retained: Vec::new(),
+            size_ratio: size_ratio.0,
+            size_ratio_measured: size_ratio.1,
         })
     }
 
@@ -161,38 +178,78 @@ impl ParquetFile {
             })
     }
 
-    /// Encoded size so far (flushed row groups plus the estimate of the one in progress).
+    /// Expected file size so far: flushed row groups plus the row group in progress. The
+    /// encoder's estimate for the latter counts buffered pages before compression, so it is
+    /// scaled by the ratio (real bytes / estimate) measured when row groups were flushed.
     pub fn encoded_bytes(&self) -> u64 {
-        self.writer
-            .as_ref()
-            .map_or(self.synced_len + self.retained.len() as u64, |writer| {
-                (writer.bytes_written() + writer.in_progress_size()) as u64
-            })
+        match &self.writer {
+            Some(writer) => {
+                writer.bytes_written() as u64
+                    + (writer.in_progress_size() as f64 * self.size_ratio) as u64
+            }
+            None => self.synced_len + self.retained.len() as u64,
+        }
     }
 
-    /// Encodes a batch (in memory; no I/O). Starts a new row group early when the one in
-    /// progress exceeds `max_row_group_bytes`.
+    /// Real bytes per estimated byte of a row group in progress, as last measured.
+    pub fn size_ratio(&self) -> (f64, bool) {
+        (self.size_ratio, self.size_ratio_measured)
+    }
+
+    /// Ends the row group in progress and measures the size ratio.
+    fn flush_row_group(&mut self) -> Result<(), parquet::errors::ParquetError> {
+        let Some(writer) = &mut self.writer else {
+            return Ok(());
+        };
+        let estimate = writer.in_progress_size();
+        let before = writer.bytes_written();
+        writer.flush()?;
+        let written = writer.bytes_written() - before;
+        if estimate > 0 && written > 0 {
+            self.size_ratio = (written as f64 / estimate as f64).clamp(0.01, 1.0);
+            self.size_ratio_measured = true;
+        }
+        Ok(())
+    }
+
+    /// Encodes a batch (in memory; no I/O). Row groups end at `limits.row_group_rows` rows, at
+    /// `limits.row_group_bytes` estimated bytes, and early once when the raw estimate reaches
+    /// the roll size before any size ratio was measured (so that rolling by size is accurate).
     pub fn write_batch(
         &mut self,
         batch: &RecordBatch,
-        max_row_group_bytes: usize,
+        limits: &RowGroupLimits,
     ) -> Result<(), SinkError> {
         let table = self.table.name();
+        let rows = batch.num_rows();
         let encode_error = |error: parquet::errors::ParquetError| SinkError::Encode {
             table,
-            rows: batch.num_rows(),
+            rows,
             message: error.to_string(),
         };
-        let writer = self.writer.as_mut().ok_or_else(|| SinkError::Encode {
-            table,
-            rows: batch.num_rows(),
-            message: "file already closed".to_string(),
-        })?;
-        writer.write(batch).map_err(encode_error)?;
-        if writer.in_progress_size() >= max_row_group_bytes {
-            writer.flush().map_err(encode_error)?;
+        let Some(writer) = &mut self.writer else {
+            return Err(SinkError::Encode {
+                table,
+                rows,
+                message: "file already closed".to_string(),
+            });
+        };
+        let buffered = writer.in_progress_rows();
+        if buffered > 0 && buffered + rows > limits.row_group_rows {
+            self.flush_row_group().map_err(encode_error)?;
         }
-        self.rows += batch.num_rows() as u64;
+        let writer = self.writer.as_mut().expect("checked above");
+        writer.write(batch).map_err(encode_error)?;
+        let in_progress = writer.in_progress_size();
+        let uncalibrated_at_roll_size =
+            !self.size_ratio_measured && in_progress as u64 >= limits.roll_bytes;
+        if writer.in_progress_rows() >= limits.row_group_rows
+            || in_progress >= limits.row_group_bytes
+            || uncalibrated_at_roll_size
+        {
+            self.flush_row_group().map_err(encode_error)?;
+        }
+        self.rows += rows as u64;
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use parquet::schema::types::ColumnPath;
 
 use crate::error::SinkError;
-use crate::file::{CommittedFile, FileName, ParquetFile};
+use crate::file::{CommittedFile, FileName, ParquetFile, RowGroupLimits};
 use crate::schema::Table;
 use crate::time::MICROS_PER_HOUR;
 
@@ -50,6 +50,16 @@ pub struct TableSettings {
     pub batch_rows: usize,
     pub sync_every_bytes: usize,
     pub zstd_level: i32,
+}
+
+impl TableSettings {
+    fn row_group_limits(&self) -> RowGroupLimits {
+        RowGroupLimits {
+            row_group_rows: self.row_group_rows,
+            row_group_bytes: self.row_group_bytes,
+            roll_bytes: self.roll_bytes,
+        }
+    }
 }
 
 enum Pending {
@@ -92,6 +102,8 @@ pub struct TableWriter<C: TableColumns> {
     open: Option<ParquetFile>,
     closing: VecDeque<ParquetFile>,
     next_seq: u64,
+    /// Real/estimated row group size, carried from file to file.
+    size_ratio: (f64, bool),
     stats: TableStats,
     committed: Vec<CommittedFile>,
 }
@@ -109,7 +121,8 @@ pub fn writer_properties(table: Table, settings: &TableSettings, host: &str) -> 
     let mut builder = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_compression(Compression::ZSTD(zstd))
-        .set_max_row_group_size(settings.row_group_rows)
+        // Row groups are ended by `ParquetFile::write_batch`, which measures their real size.
+        .set_max_row_group_size(settings.row_group_rows.saturating_add(settings.batch_rows))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_dictionary_enabled(false)
         .set_key_value_metadata(Some(metadata))
@@ -143,6 +156,7 @@ impl<C: TableColumns> TableWriter<C> {
             open: None,
             closing: VecDeque::new(),
             next_seq: 0,
+            size_ratio: (1.0, false),
             stats: TableStats::default(),
             committed: Vec::new(),
         }
@@ -270,16 +284,19 @@ impl<C: TableColumns> TableWriter<C> {
                             name,
                             first_ts_us,
                             self.properties.clone(),
+                            self.size_ratio,
                             now,
                         )?);
                     }
                     let file = self.open.as_mut().expect("opened above");
-                    if let Err(error) = file.write_batch(&batch, self.settings.row_group_bytes) {
+                    if let Err(error) = file.write_batch(&batch, &self.settings.row_group_limits())
+                    {
                         self.drop_front_batch(rows, bytes);
                         return Err(error);
                     }
                     self.pending.pop_front();
                     self.pending_bytes -= bytes;
+                    self.size_ratio = file.size_ratio();
                     if file.encoded_bytes() >= self.settings.roll_bytes {
                         self.close_open()?;
                     }
