@@ -319,7 +319,7 @@ fn full_disk_is_a_typed_error_and_loses_no_rows() {
     assert_eq!(sink.stats().requests.rows_dropped, 0);
     let leftovers: Vec<_> = all_files(out)
         .into_iter()
-        .filter(|p| !p.extension().is_some_and(|e| e == "parquet"))
+        .filter(|p| p.extension().is_none_or(|e| e != "parquet"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }

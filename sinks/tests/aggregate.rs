@@ -1,0 +1,443 @@
+//! The aggregator: window alignment and flushing, keys, late records, clamping, heatmap, merging
+//! per-thread state, and percentiles of the `intervals` table within HDR precision of exact
+//! quantiles computed from the `requests` table's rows.
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{BinaryArray, TimestampMicrosecondArray};
+use common::*;
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::Histogram;
+use l7tap_protocols::{CapturedRequest, ConnectionInfo, Side, Status};
+use l7tap_sinks::aggregate::{heatmap_bucket, HEATMAP_BUCKETS, HEATMAP_BUCKET_UPPER_BOUNDS_NS};
+use l7tap_sinks::{
+    merge_interval_rows, Aggregator, AggregatorConfig, AggregatorConfigError, IntervalRow,
+    ParquetSink, SinkConfig,
+};
+
+const SECOND: u64 = 1_000_000_000;
+const WINDOW: u64 = 10 * SECOND;
+
+fn aggregator() -> Aggregator {
+    Aggregator::new(AggregatorConfig {
+        monotonic_to_unix_offset_ns: OFFSET_NS,
+        ..AggregatorConfig::default()
+    })
+    .unwrap()
+}
+
+/// A ZooKeeper request that ends `end_offset_ns` after the base.
+fn ending_at(
+    conn: &Arc<ConnectionInfo>,
+    end_offset_ns: u64,
+    duration_ns: u64,
+    status: Status,
+) -> CapturedRequest {
+    zookeeper_request(
+        conn,
+        end_offset_ns - duration_ns,
+        duration_ns,
+        "getData",
+        "/p",
+        status,
+    )
+}
+
+#[test]
+fn config_is_validated() {
+    let config = |window_ns, heatmap_sub_window_ns| AggregatorConfig {
+        window_ns,
+        heatmap_sub_window_ns,
+        monotonic_to_unix_offset_ns: 0,
+    };
+    assert!(matches!(
+        Aggregator::new(config(10 * SECOND, 3 * SECOND)),
+        Err(AggregatorConfigError::WindowNotMultipleOfSubWindow { .. })
+    ));
+    assert!(matches!(
+        Aggregator::new(config(0, SECOND)),
+        Err(AggregatorConfigError::ZeroDuration)
+    ));
+    let aggregator = Aggregator::new(config(60 * SECOND, 5 * SECOND)).unwrap();
+    assert_eq!(aggregator.config().sub_windows(), 12);
+}
+
+#[test]
+fn windows_are_aligned_to_the_wall_clock_and_flushed_when_closed() {
+    let mut aggregator = aggregator();
+    let c = conn(Side::Client, "10.0.0.1:1000", "10.0.0.2:2181", "zkcli");
+    // Ends at base + 3 s, + 9.999 s (window 0), + 10 s and + 15 s (window 1).
+    for end in [3 * SECOND, WINDOW - 1_000, WINDOW, 15 * SECOND] {
+        aggregator.record(&ending_at(&c, end, 2_000_000, Status::Ok));
+    }
+    assert_eq!(aggregator.open_windows(), 2);
+    assert!(aggregator
+        .flush_until(BASE_UNIX_NS + WINDOW as i64 - 1)
+        .is_empty());
+    let rows = aggregator.flush_until(BASE_UNIX_NS + WINDOW as i64);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].window_start_unix_ns, BASE_UNIX_NS);
+    assert_eq!(rows[0].window_ns, WINDOW);
+    assert_eq!(rows[0].count, 2);
+    assert_eq!(rows[0].heatmap_sub_window(3).iter().sum::<u64>(), 1);
+    assert_eq!(rows[0].heatmap_sub_window(9).iter().sum::<u64>(), 1);
+    let rows = aggregator.flush_until(BASE_UNIX_NS + 25 * SECOND as i64);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].window_start_unix_ns, BASE_UNIX_NS + WINDOW as i64);
+    assert_eq!(rows[0].heatmap_sub_window(0).iter().sum::<u64>(), 1);
+    assert_eq!(rows[0].heatmap_sub_window(5).iter().sum::<u64>(), 1);
+    assert_eq!(aggregator.open_windows(), 0);
+    assert_eq!(aggregator.late_records(), 0);
+}
+
+#[test]
+fn key_ignores_the_client_port_and_separates_status_and_operation() {
+    let mut aggregator = aggregator();
+    let a = conn(Side::Server, "10.0.0.1:1000", "10.0.0.2:2181", "java");
+    let b = conn(
+        Side::Server,
+        "[::ffff:10.0.0.1]:2000",
+        "10.0.0.2:2181",
+        "java",
+    );
+    let other_comm = conn(Side::Server, "10.0.0.1:3000", "10.0.0.2:2181", "zkServer");
+    aggregator.record(&ending_at(&a, SECOND, 1_000_000, Status::Ok));
+    aggregator.record(&ending_at(&b, SECOND, 3_000_000, Status::Ok));
+    aggregator.record(&ending_at(&a, SECOND, 5_000_000, Status::Error));
+    aggregator.record(&ending_at(&other_comm, SECOND, 5_000_000, Status::Ok));
+    aggregator.record(&zookeeper_request(&a, 0, 1_000, "exists", "/p", Status::Ok));
+    let rows = aggregator.flush_until(BASE_UNIX_NS + WINDOW as i64);
+    let summary: Vec<(String, &str, &str, u64, u64, u64, u64)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.key.client_ip.to_string(),
+                &*row.key.comm,
+                &*row.key.operation,
+                row.count,
+                row.errors,
+                row.min_ns,
+                row.max_ns,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("10.0.0.1".into(), "java", "exists", 1, 0, 1_000, 1_000),
+            (
+                "10.0.0.1".into(),
+                "java",
+                "getData",
+                2,
+                0,
+                1_000_000,
+                3_000_000
+            ),
+            (
+                "10.0.0.1".into(),
+                "java",
+                "getData",
+                1,
+                1,
+                5_000_000,
+                5_000_000
+            ),
+            (
+                "10.0.0.1".into(),
+                "zkServer",
+                "getData",
+                1,
+                0,
+                5_000_000,
+                5_000_000
+            ),
+        ]
+    );
+    assert_eq!(rows[1].key.status, Status::Ok);
+    assert_eq!(rows[2].key.status, Status::Error);
+    assert_eq!(rows[1].sum_ns, 4_000_000);
+    assert_eq!(rows[1].key.server_addr.to_string(), "10.0.0.2:2181");
+}
+
+#[test]
+fn late_records_go_to_the_oldest_open_window_and_are_counted() {
+    let mut aggregator = aggregator();
+    let c = conn(Side::Client, "10.0.0.1:1000", "10.0.0.2:2181", "zkcli");
+    aggregator.record(&ending_at(&c, SECOND, 1_000_000, Status::Ok));
+    assert_eq!(
+        aggregator.flush_until(BASE_UNIX_NS + WINDOW as i64).len(),
+        1
+    );
+    // Ends in the closed window 0: counted in window 1, sub-window 0.
+    aggregator.record(&ending_at(&c, 5 * SECOND, 1_000_000, Status::Ok));
+    assert_eq!(aggregator.late_records(), 1);
+    let rows = aggregator.flush_until(BASE_UNIX_NS + 2 * WINDOW as i64);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].window_start_unix_ns, BASE_UNIX_NS + WINDOW as i64);
+    assert_eq!(rows[0].heatmap_sub_window(0).iter().sum::<u64>(), 1);
+}
+
+#[test]
+fn durations_are_clamped_in_the_histogram_and_bucketed_in_the_heatmap() {
+    assert_eq!(heatmap_bucket(0), 0);
+    assert_eq!(heatmap_bucket(1_000), 0);
+    assert_eq!(heatmap_bucket(1_001), 1);
+    assert_eq!(heatmap_bucket(2_000), 1);
+    assert_eq!(heatmap_bucket(3_000), 2);
+    assert_eq!(heatmap_bucket(3_600_000_000_000), HEATMAP_BUCKETS - 2);
+    assert_eq!(heatmap_bucket(3_600_000_000_001), HEATMAP_BUCKETS - 1);
+    assert_eq!(HEATMAP_BUCKETS, HEATMAP_BUCKET_UPPER_BOUNDS_NS.len() + 1);
+
+    let mut aggregator = aggregator();
+    let c = conn(Side::Client, "10.0.0.1:1000", "10.0.0.2:2181", "zkcli");
+    let two_hours = 7_200 * SECOND;
+    aggregator.record(&ending_at(&c, two_hours + SECOND, 300, Status::Ok));
+    aggregator.record(&ending_at(&c, two_hours + SECOND, two_hours, Status::Ok));
+    let rows = aggregator.flush_until(BASE_UNIX_NS + (two_hours + WINDOW) as i64);
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!((row.min_ns, row.max_ns), (300, two_hours), "exact");
+    assert_eq!(row.sum_ns, 300 + two_hours);
+    assert!(
+        row.histogram.equivalent(row.histogram.min(), 1_000),
+        "clamped to 1 µs"
+    );
+    assert!(
+        row.histogram
+            .equivalent(row.histogram.max(), 3_600_000_000_000),
+        "clamped to 1 h"
+    );
+    assert_eq!(row.heatmap_sub_window(1)[0], 1);
+    assert_eq!(row.heatmap_sub_window(1)[HEATMAP_BUCKETS - 1], 1);
+    // Percentiles come from the clamped histogram.
+    assert_eq!(row.quantile_ns(0.0), 1_000);
+    assert!(row
+        .histogram
+        .equivalent(row.quantile_ns(1.0), 3_600_000_000_000));
+}
+
+/// Requests over three windows, several keys, log-uniform durations from 2 µs to 20 s.
+fn workload(count: usize, seed: u64) -> Vec<CapturedRequest> {
+    let conns = [
+        conn(
+            Side::Client,
+            "10.0.0.1:1000",
+            "10.0.0.9:2181",
+            "clickhouse-serv",
+        ),
+        conn(
+            Side::Client,
+            "10.0.0.1:1001",
+            "10.0.0.9:2181",
+            "clickhouse-serv",
+        ),
+        conn(
+            Side::Client,
+            "10.0.0.2:1000",
+            "10.0.0.9:2181",
+            "clickhouse-serv",
+        ),
+        conn(
+            Side::Server,
+            "10.0.0.3:5000",
+            "10.0.0.9:9000",
+            "clickhouse-serv",
+        ),
+    ];
+    let operations = ["getData", "exists", "create", "multi"];
+    let mut rng = Rng(seed);
+    (0..count)
+        .map(|_| {
+            let c = &conns[(rng.next_u64() % conns.len() as u64) as usize];
+            let duration = (2_000.0 * 10f64.powf(rng.next_f64() * 7.0)) as u64;
+            // Whole microseconds, so `ts` (µs) + duration gives the end time exactly.
+            let end = 1_000 * (rng.next_u64() % (3 * WINDOW / 1_000)) + 25 * SECOND;
+            let start = (end - duration) / 1_000 * 1_000;
+            let status = if rng.next_u64() % 10 < 1 {
+                Status::Error
+            } else {
+                Status::Ok
+            };
+            if c.side == Side::Server {
+                clickhouse_request(c, start, end - start, "SELECT 1", status)
+            } else {
+                let op = operations[(rng.next_u64() % operations.len() as u64) as usize];
+                zookeeper_request(c, start, end - start, op, "/q", status)
+            }
+        })
+        .collect()
+}
+
+/// `sorted[ceil(q n) - 1]`: the quantile as HdrHistogram defines it.
+fn exact_quantile(sorted: &[u64], quantile: f64) -> u64 {
+    let rank = ((quantile * sorted.len() as f64).ceil() as usize).max(1);
+    sorted[rank - 1]
+}
+
+#[test]
+fn interval_percentiles_are_within_hdr_precision_of_exact_quantiles_of_the_rows() {
+    let out = TempDir::new("quantiles");
+    let mut sink = ParquetSink::new(SinkConfig::new(out.path(), "h", OFFSET_NS)).unwrap();
+    let mut aggregator = aggregator();
+    for request in workload(60_000, 7) {
+        sink.push_request(&request);
+        aggregator.record(&request);
+    }
+    for row in aggregator.flush_until(BASE_UNIX_NS + 60 * SECOND as i64) {
+        sink.push_interval(&row);
+    }
+    sink.finish().unwrap();
+
+    // Exact durations per (window, key) from the requests table.
+    let requests = read_table(out.path(), "requests");
+    let ts: &TimestampMicrosecondArray = column(&requests, "ts");
+    let durations = int64s(&requests, "duration_ns");
+    let client = strings(&requests, "client_addr");
+    let server = strings(&requests, "server_addr");
+    let operation = strings(&requests, "operation");
+    let status = strings(&requests, "status");
+    let mut exact: BTreeMap<(i64, String, String, String, String), Vec<u64>> = BTreeMap::new();
+    for i in 0..requests.num_rows() {
+        let duration = durations[i].unwrap();
+        let end_ns = ts.value(i) * 1_000 + duration;
+        let window = end_ns.div_euclid(WINDOW as i64) * WINDOW as i64;
+        let client_ip = client[i]
+            .as_ref()
+            .unwrap()
+            .rsplit_once(':')
+            .unwrap()
+            .0
+            .to_string();
+        let key = (
+            window,
+            client_ip,
+            server[i].clone().unwrap(),
+            operation[i].clone().unwrap(),
+            status[i].clone().unwrap(),
+        );
+        exact.entry(key).or_default().push(duration as u64);
+    }
+
+    let intervals = read_table(out.path(), "intervals");
+    assert_eq!(intervals.num_rows(), exact.len());
+    let window_start: &TimestampMicrosecondArray = column(&intervals, "window_start");
+    let hdr: &BinaryArray = column(&intervals, "hdr");
+    let columns: Vec<Vec<Option<i64>>> = [
+        "count", "min_ns", "max_ns", "sum_ns", "p50_ns", "p90_ns", "p99_ns", "p999_ns",
+    ]
+    .iter()
+    .map(|name| int64s(&intervals, name))
+    .collect();
+    let (i_client, i_server, i_operation, i_status) = (
+        strings(&intervals, "client_addr"),
+        strings(&intervals, "server_addr"),
+        strings(&intervals, "operation"),
+        strings(&intervals, "status"),
+    );
+    let mut checked = 0;
+    for row in 0..intervals.num_rows() {
+        let key = (
+            window_start.value(row) * 1_000,
+            i_client[row].clone().unwrap(),
+            i_server[row].clone().unwrap(),
+            i_operation[row].clone().unwrap(),
+            i_status[row].clone().unwrap(),
+        );
+        let mut values = exact
+            .remove(&key)
+            .unwrap_or_else(|| panic!("no rows for {key:?}"));
+        values.sort_unstable();
+        let get = |column: usize| columns[column][row].unwrap() as u64;
+        assert_eq!(get(0), values.len() as u64);
+        assert_eq!(get(1), values[0]);
+        assert_eq!(get(2), *values.last().unwrap());
+        assert_eq!(get(3), values.iter().sum::<u64>());
+        for (column, quantile) in [(4, 0.5), (5, 0.9), (6, 0.99), (7, 0.999)] {
+            let expected = exact_quantile(&values, quantile);
+            let got = get(column);
+            // 3 significant digits: within 1/1024 of the value (all values are >= 2 µs).
+            let tolerance = expected / 1024 + 1;
+            assert!(
+                got.abs_diff(expected) <= tolerance,
+                "{key:?} q{quantile}: intervals say {got}, rows say {expected} (n = {})",
+                values.len()
+            );
+        }
+        let histogram: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut std::io::Cursor::new(hdr.value(row)))
+            .unwrap();
+        assert_eq!(histogram.len(), values.len() as u64);
+        checked += 1;
+    }
+    assert!(exact.is_empty());
+    assert!(checked >= 3 * 4, "{checked} rows checked");
+}
+
+fn assert_same_rows(left: &[IntervalRow], right: &[IntervalRow]) {
+    assert_eq!(left.len(), right.len());
+    for (l, r) in left.iter().zip(right) {
+        assert_eq!(l.window_start_unix_ns, r.window_start_unix_ns);
+        assert_eq!(l.key, r.key);
+        assert_eq!(
+            (l.count, l.errors, l.sum_ns, l.min_ns, l.max_ns),
+            (r.count, r.errors, r.sum_ns, r.min_ns, r.max_ns),
+            "{:?}",
+            l.key
+        );
+        assert_eq!(l.histogram, r.histogram, "{:?}", l.key);
+        assert_eq!(l.heatmap, r.heatmap, "{:?}", l.key);
+    }
+}
+
+#[test]
+fn merging_per_thread_aggregators_equals_one_aggregator() {
+    let requests = workload(20_000, 99);
+    let mut single = aggregator();
+    let mut threads = [aggregator(), aggregator(), aggregator()];
+    for (i, request) in requests.iter().enumerate() {
+        single.record(request);
+        // Uneven split so that some keys stay under the inline-sample threshold on a thread.
+        threads[if i % 50 == 0 { 2 } else { i % 2 }].record(request);
+    }
+    let until = BASE_UNIX_NS + 60 * SECOND as i64;
+    let expected = single.flush_until(until);
+
+    // Whole aggregators merged.
+    let mut merged = aggregator();
+    for thread in &threads {
+        merged.merge(thread).unwrap();
+    }
+    assert_eq!(merged.records(), requests.len() as u64);
+    assert_same_rows(&merged.flush_until(until), &expected);
+
+    // Rows of each aggregator merged.
+    let rows: Vec<IntervalRow> = threads
+        .iter_mut()
+        .flat_map(|thread| thread.flush_until(until))
+        .collect();
+    assert_same_rows(&merge_interval_rows(rows).unwrap(), &expected);
+}
+
+#[test]
+fn state_is_recycled_across_windows() {
+    let mut aggregator = aggregator();
+    let c = conn(Side::Client, "10.0.0.1:1000", "10.0.0.2:2181", "zkcli");
+    for window in 0..5u64 {
+        for i in 0..1_000 {
+            let end = window * WINDOW + 1 + i * 1_000_000;
+            aggregator.record(&ending_at(&c, end + SECOND, 10_000 + i, Status::Ok));
+        }
+        let rows = aggregator.flush_until(BASE_UNIX_NS + ((window + 1) * WINDOW) as i64);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].count, 1_000);
+        assert_eq!(
+            rows[0].histogram.len(),
+            1_000,
+            "histogram reset between windows"
+        );
+        assert_eq!(rows[0].heatmap.iter().sum::<u64>(), 1_000, "heatmap reset");
+    }
+}
