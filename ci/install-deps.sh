@@ -18,5 +18,5 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   rm -f /usr/sbin/policy-rc.d
 fi
 
-python3 -c 'import clickhouse_driver, kazoo, clickhouse_cityhash, lz4, zstd' 2>/dev/null \
+python3 -c 'import clickhouse_driver, kazoo, clickhouse_cityhash, lz4, zstd, pyarrow, duckdb' 2>/dev/null \
   || python3 -m pip install -q 'clickhouse-driver==0.2.9' 'kazoo==2.10.0' 'pyarrow' 'duckdb' 'clickhouse-cityhash' 'lz4' 'zstd'
