@@ -431,6 +431,8 @@ pub(crate) struct BlockWalker {
     custom_serialization_flag: bool,
     pub n_columns: u64,
     pub n_rows: u64,
+    /// Rows of a header read since the caller last took them ([`Self::take_new_rows`]).
+    new_rows: Option<u64>,
     columns_left: u64,
     arena: TypeArena,
     tasks: Vec<Task>,
@@ -443,6 +445,7 @@ impl Default for BlockWalker {
             custom_serialization_flag: false,
             n_columns: 0,
             n_rows: 0,
+            new_rows: None,
             columns_left: 0,
             arena: TypeArena::default(),
             tasks: Vec::new(),
@@ -464,8 +467,14 @@ impl BlockWalker {
         self.custom_serialization_flag = custom_serialization_flag;
         self.n_columns = 0;
         self.n_rows = 0;
+        self.new_rows = None;
         self.columns_left = 0;
         self.tasks.clear();
+    }
+
+    /// The block's row count, once, as soon as its header has been read.
+    pub fn take_new_rows(&mut self) -> Option<u64> {
+        self.new_rows.take()
     }
 
     /// Walks as far as `buf` allows.
@@ -480,6 +489,7 @@ impl BlockWalker {
                             pos += c.pos;
                             self.n_columns = cols;
                             self.n_rows = rows;
+                            self.new_rows = Some(rows);
                             self.columns_left = cols;
                             self.phase = Phase::ColumnHeader;
                         }

@@ -27,7 +27,7 @@ pub(crate) struct ClientHello<'a> {
 }
 
 /// The `user` of an interserver Hello that authenticates each query with a cluster secret.
-const INTERSERVER_SECRET_USER: &[u8] = b" INTERSERVER SECRET ";
+pub(crate) const INTERSERVER_SECRET_USER: &[u8] = b" INTERSERVER SECRET ";
 
 pub(crate) fn client_hello<'a>(c: &mut Cursor<'a>) -> WireResult<ClientHello<'a>> {
     let client_name = c.string(MAX_HELLO_STRING)?;
@@ -419,10 +419,9 @@ fn query_head_with(buf: &[u8], r: u64, extra: usize) -> WireResult<QueryHead<'_>
         c.string(MAX_STRING)?;
     }
     if r >= revision::INTERSERVER_SECRET {
-        let hash = c.string(MAX_ID)?;
-        if !hash.is_empty() && hash.len() != 32 {
-            return bad("bad interserver hash");
-        }
+        // SHA-256 (32 bytes) from servers; "" from plain clients; any short string from
+        // other implementations.
+        c.string(256)?;
     }
     q.stage = c.varuint_max(7, "bad query stage")?;
     q.compression = match c.varuint()? {

@@ -477,6 +477,10 @@ impl ClickHouseParser {
         epoch: u64,
     ) -> WireResult<()> {
         let buf = input.bytes;
+        // An empty ClientInfo (kind 0) is too little structure to trust without a handshake.
+        if head.kind == 0 {
+            return Err(WireError::Bad("no ClientInfo"));
+        }
         if head.kind == 1 && head.interface == 1 && head.client_revision < epoch {
             return Err(WireError::Bad("layout newer than the client"));
         }
@@ -585,11 +589,13 @@ impl ClickHouseParser {
             };
             (text(head.client_name), version)
         };
-        let user = if self.user.is_empty() {
-            text(head.initial_user)
-        } else {
-            self.user.clone()
-        };
+        // An interserver connection authenticates each query for its initial user.
+        let user =
+            if self.user.is_empty() || self.user.as_bytes() == packets::INTERSERVER_SECRET_USER {
+                text(head.initial_user)
+            } else {
+                self.user.clone()
+            };
         let record = RequestRecord {
             protocol: Protocol::ClickHouse,
             start_ns: ts,
@@ -1036,22 +1042,15 @@ impl ClickHouseParser {
                 Err(what) => Err(malformed(what)),
             };
         }
-        let had_header = state.walker.n_columns > 0 || state.walker.n_rows > 0;
-        match state.walker.step(buf) {
-            Ok(WalkStep::Progress(n)) => {
-                let rows = state.walker.n_rows;
-                let count = state.count_rows && !had_header;
-                if count {
-                    self.count_block_rows(dir, rows);
-                }
-                Ok(BlockProgress::Step(Step::Consumed(n)))
+        let step = state.walker.step(buf);
+        if let Some(rows) = state.walker.take_new_rows() {
+            if state.count_rows {
+                self.count_block_rows(dir, rows);
             }
+        }
+        match step {
+            Ok(WalkStep::Progress(n)) => Ok(BlockProgress::Step(Step::Consumed(n))),
             Ok(WalkStep::Done(n)) => {
-                let rows = state.walker.n_rows;
-                let count = state.count_rows && !had_header;
-                if count {
-                    self.count_block_rows(dir, rows);
-                }
                 self.counters.n_messages += 1;
                 Ok(BlockProgress::Ended(n))
             }

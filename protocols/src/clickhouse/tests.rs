@@ -191,6 +191,13 @@ golden! {
     golden_py_password_2 => "py_password-2",
     golden_py_cancel => "py_cancel",
     golden_py_ping => "py_ping",
+    golden_synth_54492_lz4 => "synth_54492_lz4",
+    golden_synth_54481_zstd => "synth_54481_zstd",
+    golden_synth_54485_types => "synth_54485_types",
+    golden_synth_54485_interserver => "synth_54485_interserver",
+    golden_synth_54470_chunked => "synth_54470_chunked",
+    golden_synth_ch_go_54450_midstream => "synth_ch_go_54450_midstream",
+    golden_synth_ch_go_54460_otel => "synth_ch_go_54460_otel",
 }
 
 fn total_bytes(chunks: &[Chunk]) -> usize {
@@ -201,7 +208,11 @@ fn total_bytes(chunks: &[Chunk]) -> usize {
 fn rechunking_gives_identical_records() {
     for name in all_fixtures() {
         let chunks = load(&name);
-        let (whole, _) = run(&chunks, usize::MAX);
+        let (whole, driver) = run(&chunks, usize::MAX);
+        if driver.parser_counters().n_resync_bytes > 0 {
+            // Resynchronisation trusts syscall boundaries, which re-chunking moves.
+            continue;
+        }
         let pieces: &[usize] = if total_bytes(&chunks) > 200_000 {
             &[7, 64, 4096]
         } else {
