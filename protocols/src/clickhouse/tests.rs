@@ -394,3 +394,165 @@ fn the_password_never_reaches_a_record() {
     }
     assert!(seen >= 2, "the password fixtures must carry the password");
 }
+
+/// Builders for conversations made in the tests themselves (too large to commit).
+mod build {
+    pub fn vu(mut n: u64, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    pub fn s(x: &[u8], out: &mut Vec<u8>) {
+        vu(x.len() as u64, out);
+        out.extend_from_slice(x);
+    }
+
+    /// The handshake of clickhouse-client 18.16 with an 18.16 server (revision 54412).
+    pub fn handshake_54412() -> (Vec<u8>, Vec<u8>) {
+        let mut c = vec![0];
+        s(b"ClickHouse client", &mut c);
+        c.extend_from_slice(&[18, 16]);
+        vu(54412, &mut c);
+        s(b"default", &mut c);
+        s(b"default", &mut c);
+        s(b"", &mut c);
+        let mut srv = vec![0];
+        s(b"ClickHouse", &mut srv);
+        srv.extend_from_slice(&[18, 16]);
+        vu(54412, &mut srv);
+        s(b"UTC", &mut srv);
+        s(b"vm", &mut srv);
+        vu(1, &mut srv);
+        (c, srv)
+    }
+
+    /// A Query at revision 54412 (uncompressed) followed by the empty Data block.
+    pub fn query_54412(text: &[u8]) -> Vec<u8> {
+        let mut q = vec![1, 0, 1, 0, 0];
+        s(b"0.0.0.0:0", &mut q);
+        q.push(1);
+        s(b"", &mut q);
+        s(b"vm", &mut q);
+        s(b"ClickHouse client", &mut q);
+        q.extend_from_slice(&[18, 16]);
+        vu(54412, &mut q);
+        s(b"", &mut q);
+        vu(1, &mut q);
+        q.extend_from_slice(&[0, 2, 0]);
+        s(text, &mut q);
+        q.extend_from_slice(&[2, 0, 1, 0, 2, 0xff, 0xff, 0xff, 0xff, 0, 0, 0]);
+        q
+    }
+
+    /// A server Data packet with one String column of `rows` values.
+    pub fn string_block(rows: u64, value: impl Fn(u64) -> Vec<u8>) -> Vec<u8> {
+        let mut b = vec![1, 0, 1, 0, 2, 0xff, 0xff, 0xff, 0xff, 0, 1];
+        vu(rows, &mut b);
+        s(b"s", &mut b);
+        s(b"String", &mut b);
+        for i in 0..rows {
+            s(&value(i), &mut b);
+        }
+        b
+    }
+}
+
+/// Splits bytes into syscall-sized chunks as a server with a 64 KiB socket buffer would.
+fn syscalls(dir: Direction, ts: &mut u64, bytes: &[u8], size: usize) -> Vec<Chunk> {
+    bytes
+        .chunks(size)
+        .map(|c| {
+            *ts += 10;
+            (dir, *ts, c.to_vec())
+        })
+        .collect()
+}
+
+#[test]
+fn a_million_string_rows_keep_the_end_of_the_query() {
+    use Direction::*;
+    let (hello_c, hello_s) = build::handshake_54412();
+    let mut chunks = vec![(ClientToServer, 1, hello_c), (ServerToClient, 2, hello_s)];
+    let mut ts = 10;
+    chunks.push((
+        ClientToServer,
+        ts,
+        build::query_54412(b"SELECT toString(number) FROM numbers(1000000)"),
+    ));
+    let mut blocks = Vec::new();
+    for b in 0..16u64 {
+        blocks.extend(build::string_block(62_500, |i| {
+            (b * 62_500 + i).to_string().into_bytes()
+        }));
+    }
+    chunks.extend(syscalls(ServerToClient, &mut ts, &blocks, 65_536));
+    chunks.extend(syscalls(
+        ServerToClient,
+        &mut ts,
+        &[6, 0xc0, 0x84, 0x3d, 16, 0x80, 0x80, 0x40, 0, 0, 1],
+        1 << 20,
+    ));
+    chunks.push((ServerToClient, ts + 100, vec![5]));
+    let (records, driver) = run(&chunks, usize::MAX);
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    let Details::ClickHouse(d) = &r.details else {
+        unreachable!()
+    };
+    assert_eq!(
+        (r.status, r.end_ns, d.result_rows),
+        (Status::Ok, ts + 100, 1_000_000)
+    );
+    assert_eq!(r.bytes_received as usize, blocks.len() + 11 + 1);
+    assert!(driver.buffered() < 1 << 20, "the result was buffered");
+    for piece in [7, 1000] {
+        assert_eq!(run(&chunks, piece).0, records, "pieces of {piece}");
+    }
+}
+
+#[test]
+fn a_query_longer_than_the_buffer_is_kept_bounded() {
+    use Direction::*;
+    let (hello_c, hello_s) = build::handshake_54412();
+    let mut text = b"INSERT INTO t VALUES ".to_vec();
+    while text.len() < 1_000_000 {
+        text.extend_from_slice("(1, 'é'),".as_bytes());
+    }
+    let mut ts = 10;
+    let mut chunks = vec![(ClientToServer, 1, hello_c), (ServerToClient, 2, hello_s)];
+    chunks.extend(syscalls(
+        ClientToServer,
+        &mut ts,
+        &build::query_54412(&text),
+        65_536,
+    ));
+    chunks.push((ServerToClient, ts + 5, vec![5]));
+    let (records, driver) = run(&chunks, usize::MAX);
+    assert_eq!(records.len(), 1, "{:?}", driver.counters());
+    let r = &records[0];
+    assert!(r.query_truncated);
+    let q = r.query.as_deref().unwrap();
+    assert!(q.len() <= 4096 && q.starts_with("INSERT INTO t VALUES (1, 'é')"));
+    assert_eq!(
+        (r.operation.as_ref(), r.status, r.start_ns),
+        ("INSERT", Status::Ok, 20)
+    );
+    assert_eq!(driver.parser_counters().n_resyncs, 0);
+}
+
+#[test]
+fn a_query_cut_by_close_is_incomplete() {
+    let chunks = load("cli_sleep");
+    let cut: Vec<Chunk> = chunks.iter().filter(|c| c.2 != [5]).cloned().collect();
+    let (records, _) = run(&cut, usize::MAX);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].status, Status::Incomplete);
+    assert_eq!(records[0].end_ns, records[0].start_ns);
+}
