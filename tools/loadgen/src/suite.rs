@@ -1,0 +1,346 @@
+//! The benchmark table: reads the JSON lines `ci/bench.sh` writes (one per run: a workload,
+//! a mode — without an agent, with l7tap over the perf array or the ring buffer, with
+//! tcpdump — the load generator's report and what was measured of the agent) and prints one
+//! Markdown table, one row per workload, comparing each mode with the runs without an agent.
+//!
+//! Throughputs and latencies are compared as ratios of medians over the alternated runs.
+//! Agent CPU per request is the agent's user+sys time plus the eBPF programs' run time over
+//! the run, divided by the requests the load generator completed.
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+
+use crate::report::LoadReport;
+
+/// A bad results file.
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    #[error("results line {line}: {error}")]
+    BadLine { line: usize, error: serde_json::Error },
+}
+
+/// What was measured of the agent (l7tap or tcpdump) during one run.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct AgentMeasure {
+    /// User + system CPU time of the agent process over the load (ns).
+    #[serde(default)]
+    pub cpu_ns: f64,
+    /// Run time of the eBPF programs over the load (ns; 0 for tcpdump).
+    #[serde(default)]
+    pub bpf_ns: f64,
+    /// Peak resident set size (VmHWM, KiB).
+    #[serde(default)]
+    pub hwm_kb: f64,
+    /// l7tap's `--summary-json` counters.
+    #[serde(default)]
+    pub summary: BTreeMap<String, f64>,
+    /// Packets tcpdump reported dropped by the kernel.
+    #[serde(default)]
+    pub dropped: Option<f64>,
+}
+
+/// One run as `ci/bench.sh` records it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RunResult {
+    pub workload: String,
+    /// `none`, `l7tap`, `l7tap-ringbuf` or `tcpdump`.
+    pub mode: String,
+    /// `clickhouse`, `zookeeper` or `none`: whose records l7tap should produce.
+    #[serde(default)]
+    pub protocol: String,
+    /// Connection ends l7tap sees per request (2 when client and server are both local).
+    #[serde(default = "two")]
+    pub sides: f64,
+    /// Throughput ratio the workload should reach with l7tap (none: no goal).
+    #[serde(default)]
+    pub throughput_goal: Option<f64>,
+    #[serde(default)]
+    pub load: Option<LoadReport>,
+    #[serde(default)]
+    pub agent: Option<AgentMeasure>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+fn two() -> f64 {
+    2.0
+}
+
+/// Agent CPU per request, in µs, above which the table flags a row.
+pub const CPU_GOAL_US: f64 = 2.0;
+
+pub fn parse_results(text: &str) -> Result<Vec<RunResult>, SuiteError> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|error| SuiteError::BadLine { line: i + 1, error })
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// The runs of one workload in one mode that produced a load report.
+struct ModeRuns<'a> {
+    runs: Vec<&'a RunResult>,
+}
+
+impl<'a> ModeRuns<'a> {
+    fn loads(&self) -> impl Iterator<Item = &'a LoadReport> + '_ {
+        self.runs.iter().filter_map(|r| r.load.as_ref())
+    }
+    fn median_of(&self, f: impl Fn(&LoadReport) -> f64) -> Option<f64> {
+        median(self.loads().map(f).collect())
+    }
+    fn throughput(&self) -> Option<f64> {
+        self.median_of(|l| l.throughput)
+    }
+    /// Median agent CPU per completed request (µs): (process, eBPF).
+    fn cpu_per_request_us(&self) -> Option<(f64, f64)> {
+        let per_run: Vec<(f64, f64)> = self
+            .runs
+            .iter()
+            .filter_map(|r| {
+                let (load, agent) = (r.load.as_ref()?, r.agent.as_ref()?);
+                (load.ok > 0).then(|| {
+                    let n = load.ok as f64 * 1000.0;
+                    (agent.cpu_ns / n, agent.bpf_ns / n)
+                })
+            })
+            .collect();
+        Some((
+            median(per_run.iter().map(|p| p.0).collect())?,
+            median(per_run.iter().map(|p| p.1).collect())?,
+        ))
+    }
+    fn counter_total(&self, key: &str) -> f64 {
+        self.runs
+            .iter()
+            .filter_map(|r| r.agent.as_ref()?.summary.get(key))
+            .sum()
+    }
+    /// Records l7tap produced for the protocol and the records expected, over all runs.
+    fn records_vs_expected(&self, protocol: &str) -> Option<(f64, f64)> {
+        let prefix = format!("records.{protocol}.");
+        let mut records = 0.0;
+        let mut expected = 0.0;
+        for r in &self.runs {
+            let (Some(load), Some(agent)) = (&r.load, &r.agent) else {
+                continue;
+            };
+            records += agent
+                .summary
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .map(|(_, v)| v)
+                .sum::<f64>();
+            expected += load.ok as f64 * r.sides;
+        }
+        (records > 0.0).then_some((records, expected))
+    }
+    fn hwm_mib(&self) -> Option<f64> {
+        median(
+            self.runs
+                .iter()
+                .filter_map(|r| r.agent.as_ref())
+                .map(|a| a.hwm_kb / 1024.0)
+                .filter(|m| *m > 0.0)
+                .collect(),
+        )
+    }
+}
+
+fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(v) => format!("{v:.decimals$}"),
+        None => "n/a".into(),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// The rendered table and the workloads that could not produce a row.
+pub struct Table {
+    pub markdown: String,
+    pub missing: Vec<String>,
+}
+
+const HEADER: &str = "| workload | req/s without | l7tap ÷ | tcpdump ÷ | p50 µs | p50 ÷ | p99 µs | p99 ÷ | l7tap µs/req (proc + bpf) | events lost | records / expected | l7tap RSS MiB | ringbuf ÷ | ringbuf lost | ringbuf µs/req | runs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+
+/// Builds the table from all runs, rows in the order of `expected` (then any other workload).
+pub fn table(results: &[RunResult], expected: &[String]) -> Table {
+    let mut order: Vec<String> = expected.to_vec();
+    for r in results {
+        if !order.contains(&r.workload) {
+            order.push(r.workload.clone());
+        }
+    }
+    let mut markdown = String::from(HEADER);
+    let mut missing = Vec::new();
+    for workload in &order {
+        let mode = |m: &str| ModeRuns {
+            runs: results
+                .iter()
+                .filter(|r| &r.workload == workload && r.mode == m && r.load.is_some())
+                .collect(),
+        };
+        let (none, l7tap, ringbuf, tcpdump) =
+            (mode("none"), mode("l7tap"), mode("l7tap-ringbuf"), mode("tcpdump"));
+        let errors: Vec<&str> = results
+            .iter()
+            .filter(|r| &r.workload == workload)
+            .filter_map(|r| r.error.as_deref())
+            .collect();
+        if none.runs.is_empty() || l7tap.runs.is_empty() {
+            missing.push(workload.clone());
+            let _ = writeln!(
+                markdown,
+                "| {workload} | could not be produced: {} |",
+                errors.first().copied().unwrap_or("no runs")
+            );
+            continue;
+        }
+        let first = l7tap.runs[0];
+        let base_tput = none.throughput();
+        let tput_ratio = ratio(l7tap.throughput(), base_tput);
+        let goal_mark = |r: Option<f64>, goal: Option<f64>| match (r, goal) {
+            (Some(r), Some(g)) => format!("{r:.3}{}", if r >= g { "" } else { " ✗" }),
+            (Some(r), None) => format!("{r:.3}"),
+            _ => "n/a".into(),
+        };
+        let (p50, p99) = (none.median_of(|l| l.p50_us), none.median_of(|l| l.p99_us));
+        let cpu = |m: &ModeRuns| match m.cpu_per_request_us() {
+            Some((proc_us, bpf_us)) => format!(
+                "{:.2} ({proc_us:.2} + {bpf_us:.2}){}",
+                proc_us + bpf_us,
+                if proc_us + bpf_us <= CPU_GOAL_US { "" } else { " ✗" }
+            ),
+            None => "n/a".into(),
+        };
+        let lost = |m: &ModeRuns| {
+            if m.runs.is_empty() {
+                return "n/a".to_string();
+            }
+            let failed = m.counter_total("kernel.events_failed");
+            let emitted = m.counter_total("kernel.events_emitted");
+            let drops = m.counter_total("ingest.ring_drops");
+            let mut s = format!("{failed:.0} / {emitted:.0}");
+            if drops > 0.0 {
+                let _ = write!(s, " (+{drops:.0} ring drops)");
+            }
+            s
+        };
+        let records = if first.protocol == "none" || first.protocol.is_empty() {
+            "—".to_string()
+        } else {
+            match l7tap.records_vs_expected(&first.protocol) {
+                Some((got, want)) => format!("{got:.0} / {want:.0}"),
+                None => "n/a".into(),
+            }
+        };
+        let tcpdump_ratio = ratio(tcpdump.throughput(), base_tput);
+        let tcpdump_cell = match (tcpdump_ratio, tcpdump.runs.is_empty()) {
+            (Some(r), false) => {
+                let dropped: f64 = tcpdump
+                    .runs
+                    .iter()
+                    .filter_map(|r| r.agent.as_ref()?.dropped)
+                    .sum();
+                if dropped > 0.0 {
+                    format!("{r:.3} ({dropped:.0} dropped)")
+                } else {
+                    format!("{r:.3}")
+                }
+            }
+            _ => "n/a".into(),
+        };
+        let _ = writeln!(
+            markdown,
+            "| {workload} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}/{}/{} |",
+            fmt_opt(base_tput, 0),
+            goal_mark(tput_ratio, first.throughput_goal),
+            tcpdump_cell,
+            fmt_opt(p50, 0),
+            fmt_opt(ratio(l7tap.median_of(|l| l.p50_us), p50), 2),
+            fmt_opt(p99, 0),
+            fmt_opt(ratio(l7tap.median_of(|l| l.p99_us), p99), 2),
+            cpu(&l7tap),
+            lost(&l7tap),
+            records,
+            fmt_opt(l7tap.hwm_mib(), 0),
+            fmt_opt(ratio(ringbuf.throughput(), base_tput), 3),
+            lost(&ringbuf),
+            cpu(&ringbuf),
+            none.runs.len(),
+            l7tap.runs.len(),
+            tcpdump.runs.len(),
+            ringbuf.runs.len(),
+        );
+    }
+    markdown.push_str(
+        "\n÷: with the agent divided by without (medians of the alternated runs). \
+         ✗: goal missed (throughput ≥ the row's goal; l7tap CPU ≤ 2 µs per request). \
+         events lost: kernel.events_failed / kernel.events_emitted over all l7tap runs. \
+         records / expected: l7tap's records.<protocol>.* against the load generator's \
+         answered requests × connection ends on this host (n/a until the parsers produce records). \
+         runs: without / l7tap / tcpdump / l7tap ring buffer.\n",
+    );
+    Table { markdown, missing }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(workload: &str, mode: &str, tput: f64, p50: f64, agent: &str) -> String {
+        format!(
+            r#"{{"workload":"{workload}","mode":"{mode}","protocol":"clickhouse","sides":2,"throughput_goal":0.97,
+            "load":{{"workload":"x","target":"t","connections":1,"rate":null,"in_flight":1,"duration_s":1.0,
+            "throughput":{tput},"sent":1000,"ok":1000,"failed":0,"p50_us":{p50},"p99_us":{p50},"p999_us":1,"max_us":1}}{agent}}}"#
+        )
+        .replace('\n', " ")
+    }
+
+    #[test]
+    fn ratios_of_medians_and_missing_rows() {
+        let agent = r#","agent":{"cpu_ns":1000000,"bpf_ns":500000,"hwm_kb":20480,"summary":{"kernel.events_failed":3,"kernel.events_emitted":100,"records.clickhouse.ok":1500}}"#;
+        let text = [
+            line("ch", "none", 1000.0, 100.0, ""),
+            line("ch", "l7tap", 950.0, 110.0, agent),
+            line("ch", "none", 1000.0, 100.0, ""),
+            line("ch", "l7tap", 990.0, 110.0, agent),
+            line("zk", "none", 1000.0, 100.0, ""),
+            r#"{"workload":"zk","mode":"l7tap","error":"l7tap did not attach"}"#.to_string(),
+        ]
+        .join("\n");
+        let results = parse_results(&text).unwrap();
+        let t = table(&results, &["ch".into(), "zk".into(), "echo".into()]);
+        assert_eq!(t.missing, vec!["zk".to_string(), "echo".to_string()]);
+        let ch = t.markdown.lines().find(|l| l.starts_with("| ch ")).unwrap();
+        assert!(ch.contains("| 0.970 |"), "{ch}");
+        assert!(ch.contains("1.50 (1.00 + 0.50)"), "{ch}");
+        assert!(ch.contains("6 / 200"), "{ch}");
+        assert!(ch.contains("3000 / 4000"), "{ch}");
+        assert!(ch.contains("| 20 |"), "{ch}");
+        assert!(t.markdown.contains("| zk | could not be produced: l7tap did not attach |"));
+    }
+}
