@@ -14,7 +14,7 @@ use l7tap_protocols::{CapturedRequest, ConnectionInfo, Direction, Protocol, Reco
 use crate::conn::ConnParser;
 use crate::filter::ConnFilter;
 use crate::reorder::Reorder;
-use crate::summary::Summary;
+use crate::summary::{RecordTally, Summary};
 
 #[derive(Clone, Debug)]
 pub struct ActorConfig {
@@ -72,6 +72,7 @@ pub struct ActorState {
     summary: Summary,
     /// Records by protocol and status, counted without building a key per record.
     n_records: [[u64; 4]; 2],
+    tally: RecordTally,
     last_expiry: u64,
 }
 
@@ -128,6 +129,7 @@ impl ActorState {
             parsed: Vec::new(),
             summary: Summary::default(),
             n_records: [[0; 4]; 2],
+            tally: RecordTally::default(),
             last_expiry: 0,
         }
     }
@@ -297,6 +299,7 @@ impl ActorState {
         for record in self.parsed.drain(..) {
             let Record::Request(record) = record;
             self.n_records[record.protocol as usize][record.status as usize] += 1;
+            self.tally.count(&record, info.side);
             self.batch.push(CapturedRequest {
                 conn: info.clone(),
                 record,
@@ -335,6 +338,7 @@ impl ActorState {
         if !self.batch.is_empty() {
             self.send_batch();
         }
+        self.tally.add_to(&mut self.summary);
         for protocol in [Protocol::ClickHouse, Protocol::ZooKeeper] {
             for status in [
                 Status::Ok,

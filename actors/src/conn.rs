@@ -3,19 +3,23 @@
 use l7tap_probes::events::WireProtocol;
 use l7tap_protocols::debug::FrameCounter;
 use l7tap_protocols::stream::StreamDriver;
+use l7tap_protocols::zookeeper::{ZooKeeperParser, ZooKeeperSettings};
 use l7tap_protocols::{Direction, Parser, Record};
 
 use crate::actor::ActorConfig;
 use crate::summary::Summary;
 
 pub enum ConnParser {
-    /// Counts frames (direction turns); used for every protocol with `frames_only`.
+    ZooKeeper(StreamDriver<ZooKeeperParser>),
+    /// Counts frames (direction turns); used for every protocol with `frames_only`, and
+    /// for protocols without a parser.
     Frames(StreamDriver<FrameCounter>),
 }
 
 macro_rules! each {
     ($self:expr, $d:ident => $body:expr) => {
         match $self {
+            ConnParser::ZooKeeper($d) => $body,
             ConnParser::Frames($d) => $body,
         }
     };
@@ -23,11 +27,26 @@ macro_rules! each {
 
 impl ConnParser {
     pub fn new(protocol: WireProtocol, config: &ActorConfig) -> Self {
-        let _ = protocol;
-        ConnParser::Frames(StreamDriver::with_max_buffered(
-            FrameCounter::default(),
-            config.max_buffered,
-        ))
+        let cap = config.max_buffered;
+        match protocol {
+            _ if config.frames_only => ConnParser::Frames(StreamDriver::with_max_buffered(
+                FrameCounter::default(),
+                cap,
+            )),
+            WireProtocol::ZooKeeper => {
+                let settings = ZooKeeperSettings {
+                    max_path_bytes: config.max_query_bytes,
+                    ..ZooKeeperSettings::default()
+                };
+                ConnParser::ZooKeeper(StreamDriver::with_max_buffered(
+                    ZooKeeperParser::new(settings),
+                    cap,
+                ))
+            }
+            WireProtocol::ClickHouse | WireProtocol::Unknown => ConnParser::Frames(
+                StreamDriver::with_max_buffered(FrameCounter::default(), cap),
+            ),
+        }
     }
 
     pub fn push(&mut self, dir: Direction, ts: u64, bytes: &[u8], cut: u64, out: &mut Vec<Record>) {

@@ -77,3 +77,45 @@ mod tests {
         );
     }
 }
+
+/// Counts records by protocol, side, operation, status and error name, for the summary
+/// (tests compare these with what the servers and load generators report). Keys are built
+/// in one reused buffer: no allocation per record once a key has been seen.
+#[derive(Default)]
+pub struct RecordTally {
+    counts: std::collections::HashMap<String, u64>,
+    key: String,
+}
+
+impl RecordTally {
+    pub fn count(&mut self, r: &l7tap_protocols::RequestRecord, side: l7tap_protocols::Side) {
+        use std::fmt::Write;
+        let base_len = {
+            self.key.clear();
+            let _ = write!(self.key, "records.{}.{}.", r.protocol.name(), side.name());
+            self.key.len()
+        };
+        let _ = write!(self.key, "op.{}.{}", r.operation, r.status.name());
+        self.bump();
+        if let Some(name) = &r.error_name {
+            self.key.truncate(base_len);
+            let _ = write!(self.key, "error.{name}");
+            self.bump();
+        }
+    }
+
+    fn bump(&mut self) {
+        match self.counts.get_mut(self.key.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                self.counts.insert(self.key.clone(), 1);
+            }
+        }
+    }
+
+    pub fn add_to(&self, summary: &mut Summary) {
+        for (k, v) in &self.counts {
+            summary.add(k, *v);
+        }
+    }
+}
