@@ -1,6 +1,7 @@
 //! The parser a connection runs, chosen by the protocol the kernel detected: one enum, one
 //! line per protocol.
 use l7tap_probes::events::WireProtocol;
+use l7tap_protocols::clickhouse::{ClickHouseConfig, ClickHouseParser};
 use l7tap_protocols::debug::FrameCounter;
 use l7tap_protocols::stream::StreamDriver;
 use l7tap_protocols::zookeeper::{ZooKeeperParser, ZooKeeperSettings};
@@ -10,15 +11,16 @@ use crate::actor::ActorConfig;
 use crate::summary::Summary;
 
 pub enum ConnParser {
+    ClickHouse(StreamDriver<ClickHouseParser>),
     ZooKeeper(StreamDriver<ZooKeeperParser>),
-    /// Counts frames (direction turns); used for every protocol with `frames_only`, and
-    /// for protocols without a parser.
+    /// Counts frames (direction turns); used for every protocol with `frames_only`.
     Frames(StreamDriver<FrameCounter>),
 }
 
 macro_rules! each {
     ($self:expr, $d:ident => $body:expr) => {
         match $self {
+            ConnParser::ClickHouse($d) => $body,
             ConnParser::ZooKeeper($d) => $body,
             ConnParser::Frames($d) => $body,
         }
@@ -43,9 +45,20 @@ impl ConnParser {
                     cap,
                 ))
             }
-            WireProtocol::ClickHouse | WireProtocol::Unknown => ConnParser::Frames(
-                StreamDriver::with_max_buffered(FrameCounter::default(), cap),
-            ),
+            WireProtocol::ClickHouse => {
+                let settings = ClickHouseConfig {
+                    max_query_bytes: config.max_query_bytes,
+                    ..ClickHouseConfig::default()
+                };
+                ConnParser::ClickHouse(StreamDriver::with_max_buffered(
+                    ClickHouseParser::new(settings),
+                    cap,
+                ))
+            }
+            WireProtocol::Unknown => ConnParser::Frames(StreamDriver::with_max_buffered(
+                FrameCounter::default(),
+                cap,
+            )),
         }
     }
 

@@ -1,4 +1,5 @@
 //! `l7tap`: capture ClickHouse-native and ZooKeeper traffic with eBPF, or replay a recording.
+mod dump;
 mod pipeline;
 
 use std::path::PathBuf;
@@ -25,6 +26,14 @@ enum Command {
     /// Feed a recording made with `capture --record` through the same pipeline; no kernel,
     /// no root.
     Replay(ReplayArgs),
+    /// Write each connection of a recording as a `.chunks` parser fixture.
+    Dump {
+        /// A recording made with `l7tap capture --record FILE`.
+        file: PathBuf,
+        /// Directory for the `.chunks` files.
+        #[arg(long, default_value = "l7tap-chunks")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -41,8 +50,8 @@ struct CaptureArgs {
     /// Kernel-to-user transport.
     #[arg(long, value_enum, default_value_t = TransportArg::Perf)]
     transport: TransportArg,
-    /// Pages per CPU of each perf buffer (a power of two).
-    #[arg(long, default_value_t = 256)]
+    /// Pages per CPU of each perf buffer (a power of two; 1024 = 4 MiB).
+    #[arg(long, default_value_t = 1024)]
     perf_pages: usize,
     /// Create FILE once the probes are attached (for scripts that wait for the capture).
     #[arg(long, value_name = "FILE")]
@@ -161,6 +170,7 @@ fn main() {
             common: a.common,
         }),
         Command::Replay(a) => pipeline::replay(&a.file, a.common),
+        Command::Dump { file, out } => dump::dump(&file, &out),
     };
     if let Err(e) = result {
         // One line that says what went wrong, with its causes.

@@ -135,18 +135,19 @@ impl<'a> ModeRuns<'a> {
     }
     /// Records l7tap produced for the protocol and the records expected, over all runs.
     fn records_vs_expected(&self, protocol: &str) -> Option<(f64, f64)> {
-        let prefix = format!("records.{protocol}.");
+        let keys: Vec<String> = ["ok", "error", "cancelled", "incomplete"]
+            .iter()
+            .map(|status| format!("records.{protocol}.{status}"))
+            .collect();
         let mut records = 0.0;
         let mut expected = 0.0;
         for r in &self.runs {
             let (Some(load), Some(agent)) = (&r.load, &r.agent) else {
                 continue;
             };
-            records += agent
-                .summary
+            records += keys
                 .iter()
-                .filter(|(k, _)| k.starts_with(&prefix))
-                .map(|(_, v)| v)
+                .filter_map(|k| agent.summary.get(k))
                 .sum::<f64>();
             expected += load.ok as f64 * r.sides;
         }
@@ -300,7 +301,7 @@ pub fn table(results: &[RunResult], expected: &[String]) -> Table {
         "\n÷: with the agent divided by without (medians of the alternated runs). \
          ✗: goal missed (throughput ≥ the row's goal; l7tap CPU ≤ 2 µs per request). \
          events lost: kernel.events_failed / kernel.events_emitted over all l7tap runs. \
-         records / expected: l7tap's records.<protocol>.* against the load generator's \
+         records / expected: l7tap's records.<protocol>.{ok,error,cancelled,incomplete} against the load generator's \
          answered requests × connection ends on this host (n/a until the parsers produce records). \
          runs: without / l7tap / tcpdump / l7tap ring buffer.\n",
     );
@@ -322,7 +323,7 @@ mod tests {
 
     #[test]
     fn ratios_of_medians_and_missing_rows() {
-        let agent = r#","agent":{"cpu_ns":1000000,"bpf_ns":500000,"hwm_kb":20480,"summary":{"kernel.events_failed":3,"kernel.events_emitted":100,"records.clickhouse.ok":1500}}"#;
+        let agent = r#","agent":{"cpu_ns":1000000,"bpf_ns":500000,"hwm_kb":20480,"summary":{"kernel.events_failed":3,"kernel.events_emitted":100,"records.clickhouse.ok":1400,"records.clickhouse.error":100,"records.clickhouse.client.op.x.ok":700}}"#;
         let text = [
             line("ch", "none", 1000.0, 100.0, ""),
             line("ch", "l7tap", 950.0, 110.0, agent),
