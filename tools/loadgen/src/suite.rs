@@ -128,10 +128,12 @@ impl<'a> ModeRuns<'a> {
         ))
     }
     fn counter_total(&self, key: &str) -> f64 {
+        // + 0.0: an empty f64 sum is -0.0, which would print as "-0".
         self.runs
             .iter()
             .filter_map(|r| r.agent.as_ref()?.summary.get(key))
-            .sum()
+            .sum::<f64>()
+            + 0.0
     }
     /// Records l7tap produced for the protocol and the records expected, over all runs.
     fn records_vs_expected(&self, protocol: &str) -> Option<(f64, f64)> {
