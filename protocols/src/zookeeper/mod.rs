@@ -49,7 +49,9 @@ use decoding::{
     watcher_event, ConnectRequest, Detect, ReplyHeader, RequestFields, RequestHeader, XidWidth,
 };
 use framing::{declared_length, read_i32_at, JuteReader, Short, LENGTH_PREFIX};
-use session::{details_mut, request_record, set_outcome, InFlight, InFlightQueue};
+use session::{
+    clamp_xid, details_mut, request_record, set_outcome, Answer, InFlight, InFlightQueue,
+};
 
 /// Limits of one connection's parser.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -293,7 +295,7 @@ impl ZooKeeperParser {
 
     fn details(&self, xid: i64) -> ZooKeeperDetails {
         ZooKeeperDetails {
-            xid: i32::try_from(xid).unwrap_or(if xid < 0 { i32::MIN } else { i32::MAX }),
+            xid: clamp_xid(xid),
             session_id: self.session_id,
             ..Default::default()
         }
@@ -325,7 +327,7 @@ impl ZooKeeperParser {
                         return Ok(Step::NeedMore);
                     };
                     if let Some(request) = self.in_flight.newest_mut(xid) {
-                        details_mut(&mut request.record).version = Some(version);
+                        request.version = Some(version);
                     }
                     self.requests.position = Position::AtFrame;
                     return Ok(Step::Consumed(4));
@@ -459,10 +461,15 @@ impl ZooKeeperParser {
             body_len.min(4 + self.settings.max_path_bytes + 16)
         };
         let body_start = LENGTH_PREFIX + header_len;
-        let at_hand = bytes.len().saturating_sub(body_start).min(needed);
-        // Strict checks reject a bad prefix early; otherwise decode once, when complete.
-        if at_hand < needed && !strict {
-            return Examined::NeedMore;
+        let mut at_hand = bytes.len().saturating_sub(body_start).min(needed);
+        if at_hand < needed {
+            // Decode once, when complete. But while searching, reject a bad start early
+            // from a bounded look at the path (so that each call costs O(path), not
+            // O(frame)).
+            if !strict {
+                return Examined::NeedMore;
+            }
+            at_hand = at_hand.min(4 + self.settings.max_path_bytes + 64);
         }
         let mut reader = JuteReader::new(&bytes[body_start..body_start + at_hand], body_len);
         let mut multi_ops = Vec::new();
@@ -506,26 +513,22 @@ impl ZooKeeperParser {
             true => read_i32_at(input.bytes, frame_len - 4),
             false => fields.version,
         };
-        let mut details = self.details(header.xid);
-        details.watch = fields.watch;
-        details.multi_ops = multi_ops;
-        details.version = version;
-        let operation = match header.op.name() {
-            Some(name) => Cow::Borrowed(name),
-            None => Cow::Owned(header.op.to_string()),
-        };
-        let mut record = request_record(operation, input.ts_at(0), frame_len as u64, details);
-        if let Some((path, truncated)) = fields.path {
-            record.query = Some(String::from_utf8_lossy(path).into_owned());
-            record.query_truncated = truncated;
-        } else if let Some(scheme) = fields.auth_scheme {
-            record.query = Some(String::from_utf8_lossy(scheme).into_owned());
-        }
+        // The path, or for an auth request its scheme (never the credentials).
+        let path = fields
+            .path
+            .or(fields.auth_scheme.map(|scheme| (scheme, false)));
         self.in_flight.push(
             InFlight {
                 xid: header.xid,
                 op: header.op,
-                record,
+                start_ns: input.ts_at(0),
+                bytes_sent: frame_len as u64,
+                session_id: self.session_id,
+                path: path.map(|(p, _)| String::from_utf8_lossy(p).into_owned()),
+                path_truncated: path.is_some_and(|(_, truncated)| truncated),
+                watch: fields.watch,
+                version,
+                multi_ops,
             },
             out,
         );
@@ -741,6 +744,8 @@ impl ZooKeeperParser {
         self.replies.frame_accepted();
         self.requests.at_start = false;
 
+        let at_hand = input.bytes.len().min(frame_len);
+        let end_ns = input.ts_end(at_hand);
         let record = if let ReplyBody::Notification(event) = body {
             self.zk_counters.n_notifications += 1;
             let mut details = self.details(header.xid);
@@ -749,6 +754,8 @@ impl ZooKeeperParser {
             let mut record =
                 request_record(Cow::Borrowed("notification"), input.ts_at(0), 0, details);
             record.status = Status::Ok;
+            record.end_ns = end_ns;
+            record.bytes_received = frame_len as u64;
             record.query = Some(String::from_utf8_lossy(event.path.0).into_owned());
             record.query_truncated = event.path.1;
             record
@@ -757,36 +764,28 @@ impl ZooKeeperParser {
                 self.zk_counters.n_unmatched_replies += 1;
                 return Step::Consumed(frame_len as u64);
             };
-            let mut record = request.record;
-            details_mut(&mut record).zxid = header.zxid;
-            set_outcome(&mut record, header.err);
-            if let ReplyBody::Multi(outcome) = body {
-                if let Some(err) = outcome.first_error {
-                    set_outcome(&mut record, err);
-                }
+            let err = match body {
+                ReplyBody::Multi(outcome) => outcome.first_error.unwrap_or(header.err),
+                _ => header.err,
+            };
+            let answer = Answer {
+                end_ns,
+                bytes_received: frame_len as u64,
+                zxid: header.zxid,
+                err,
+            };
+            if at_hand == frame_len {
+                // The common case, kept free of record moves.
+                out.push(Record::Request(request.answered(answer)));
+                return Step::Consumed(frame_len as u64);
             }
-            record
+            request.answered(answer)
         };
-        self.finish_reply(input, record, frame_len, out)
-    }
-
-    /// Emits `record` at the reply's last byte: now if the frame is at hand, else once the
-    /// parser has skipped the rest of the body.
-    fn finish_reply(
-        &mut self,
-        input: &Input<'_>,
-        mut record: RequestRecord,
-        frame_len: usize,
-        out: &mut Vec<Record>,
-    ) -> Step {
-        record.bytes_received = frame_len as u64;
-        let at_hand = input.bytes.len();
-        if at_hand >= frame_len {
-            record.end_ns = input.ts_end(frame_len);
+        if at_hand == frame_len {
             out.push(Record::Request(record));
             return Step::Consumed(frame_len as u64);
         }
-        record.end_ns = input.ts_end(at_hand);
+        // Emit at the reply's last byte, once the parser has skipped the rest of the body.
         self.pending_reply = Some(record);
         self.replies.position = Position::InReplyBody {
             remaining: (frame_len - at_hand) as u64,

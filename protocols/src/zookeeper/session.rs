@@ -17,12 +17,88 @@ use crate::{Details, Protocol, Record, RequestRecord, Status, ZooKeeperDetails};
 
 use super::codes::{ErrorCode, OpCode};
 
-/// A request waiting for its reply: the record as it will be emitted, minus the answer.
+/// A request waiting for its reply: what its record will say, kept compact (the full
+/// record is built once, when the request ends).
 #[derive(Debug)]
 pub struct InFlight {
     pub xid: i64,
     pub op: OpCode,
-    pub record: RequestRecord,
+    pub start_ns: u64,
+    pub bytes_sent: u64,
+    pub session_id: Option<i64>,
+    /// Path (or an auth request's scheme), bounded, and whether it was cut.
+    pub path: Option<String>,
+    pub path_truncated: bool,
+    pub watch: bool,
+    pub version: Option<i32>,
+    pub multi_ops: Vec<&'static str>,
+}
+
+/// What a reply says about its request.
+#[derive(Clone, Copy, Debug)]
+pub struct Answer {
+    pub end_ns: u64,
+    pub bytes_received: u64,
+    pub zxid: i64,
+    pub err: ErrorCode,
+}
+
+impl InFlight {
+    /// The record of the answered request, built in one go (records are large: every
+    /// move of one costs).
+    pub fn answered(self, answer: Answer) -> RequestRecord {
+        let (status, error_code, error_name) = outcome(answer.err);
+        RequestRecord {
+            protocol: Protocol::ZooKeeper,
+            start_ns: self.start_ns,
+            end_ns: answer.end_ns,
+            operation: operation_name(self.op),
+            status,
+            error_code,
+            error_name,
+            error_message: None,
+            query: self.path,
+            query_truncated: self.path_truncated,
+            bytes_sent: self.bytes_sent,
+            bytes_received: answer.bytes_received,
+            details: Details::ZooKeeper(ZooKeeperDetails {
+                xid: clamp_xid(self.xid),
+                zxid: answer.zxid,
+                session_id: self.session_id,
+                watch: self.watch,
+                multi_ops: self.multi_ops,
+                version: self.version,
+                notification: None,
+                connect: None,
+            }),
+        }
+    }
+
+    /// The record of a request with no answer: `Incomplete`, ending where it started.
+    pub fn unanswered(self) -> RequestRecord {
+        let start_ns = self.start_ns;
+        let mut record = self.answered(Answer {
+            end_ns: start_ns,
+            bytes_received: 0,
+            zxid: 0,
+            err: ErrorCode::OK,
+        });
+        record.status = Status::Incomplete;
+        record
+    }
+}
+
+fn operation_name(op: OpCode) -> Cow<'static, str> {
+    match op.name() {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(op.to_string()),
+    }
+}
+
+/// The record's xid field is 32 bits; Keeper's 64-bit xids saturate (its 64-bit close xid
+/// becomes the 32-bit one).
+pub fn clamp_xid(xid: i64) -> i32 {
+    i32::try_from(xid).unwrap_or(if xid < 0 { i32::MIN } else { i32::MAX })
 }
 
 /// Requests in flight, oldest first.
@@ -54,7 +130,7 @@ impl InFlightQueue {
         if self.queue.len() >= self.cap {
             if let Some(oldest) = self.queue.pop_front() {
                 self.n_overflows += 1;
-                out.push(Record::Request(unanswered(oldest.record)));
+                out.push(Record::Request(oldest.unanswered()));
             }
         }
         self.queue.push_back(request);
@@ -85,7 +161,7 @@ impl InFlightQueue {
             if xid_kind(self.queue[i].xid) == kind {
                 let lost = self.queue.remove(i).expect("index in range");
                 self.n_overtaken += 1;
-                out.push(Record::Request(unanswered(lost.record)));
+                out.push(Record::Request(lost.unanswered()));
                 target -= 1;
             } else {
                 i += 1;
@@ -99,13 +175,17 @@ impl InFlightQueue {
     /// it); everything else is `Incomplete`.
     pub fn close(&mut self, ts_ns: u64, out: &mut Vec<Record>) {
         for request in self.queue.drain(..) {
-            let mut record = request.record;
-            if request.op == OpCode::CLOSE_SESSION {
-                record.end_ns = ts_ns.max(record.start_ns);
-                record.status = Status::Ok;
+            let record = if request.op == OpCode::CLOSE_SESSION {
+                let answer = Answer {
+                    end_ns: ts_ns.max(request.start_ns),
+                    bytes_received: 0,
+                    zxid: 0,
+                    err: ErrorCode::OK,
+                };
+                request.answered(answer)
             } else {
-                record = unanswered(record);
-            }
+                request.unanswered()
+            };
             out.push(Record::Request(record));
         }
     }
@@ -121,14 +201,8 @@ fn xid_kind(x: i64) -> i64 {
     }
 }
 
-/// A record for a request with no answer.
-fn unanswered(mut record: RequestRecord) -> RequestRecord {
-    record.status = Status::Incomplete;
-    record.end_ns = record.start_ns;
-    record
-}
-
-/// A fresh ZooKeeper record for a request that started at `start_ns`.
+/// A fresh ZooKeeper record, `Incomplete` until told otherwise, for a request that started
+/// at `start_ns`.
 pub fn request_record(
     operation: Cow<'static, str>,
     start_ns: u64,
@@ -162,18 +236,19 @@ pub fn details_mut(record: &mut RequestRecord) -> &mut ZooKeeperDetails {
 
 /// Sets the outcome of `record` from the reply's error code.
 pub fn set_outcome(record: &mut RequestRecord, err: ErrorCode) {
+    (record.status, record.error_code, record.error_name) = outcome(err);
+}
+
+/// Status, error code and error name for a reply's error code.
+fn outcome(err: ErrorCode) -> (Status, Option<i32>, Option<Cow<'static, str>>) {
     if err.is_ok() {
-        record.status = Status::Ok;
-        record.error_code = None;
-        record.error_name = None;
-    } else {
-        record.status = Status::Error;
-        record.error_code = Some(err.0);
-        record.error_name = Some(match err.name() {
-            Some(name) => Cow::Borrowed(name),
-            None => Cow::Owned(err.to_string()),
-        });
+        return (Status::Ok, None, None);
     }
+    let name = match err.name() {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(err.to_string()),
+    };
+    (Status::Error, Some(err.0), Some(name))
 }
 
 #[cfg(test)]
@@ -185,12 +260,14 @@ mod tests {
         InFlight {
             xid,
             op,
-            record: request_record(
-                Cow::Borrowed("getData"),
-                start,
-                10,
-                ZooKeeperDetails::default(),
-            ),
+            start_ns: start,
+            bytes_sent: 10,
+            session_id: None,
+            path: None,
+            path_truncated: false,
+            watch: false,
+            version: None,
+            multi_ops: Vec::new(),
         }
     }
 
@@ -209,7 +286,7 @@ mod tests {
         q.push(request(2, OpCode::GET_DATA, 3), &mut out);
         q.push(request(3, OpCode::GET_DATA, 4), &mut out);
         let taken = q.take(3, &mut out).unwrap();
-        assert_eq!(taken.record.start_ns, 4);
+        assert_eq!(taken.start_ns, 4);
         assert_eq!(
             statuses(&out),
             vec![(1, Status::Incomplete), (3, Status::Incomplete)]

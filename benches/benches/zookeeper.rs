@@ -1,0 +1,336 @@
+//! ZooKeeper parser benchmarks: throughput over the recorded fixtures
+//! (`tests/fixtures/zookeeper/*.chunks`) next to a plain copy of the same bytes, and the
+//! allocations the parser makes per request in steady state.
+//!
+//! `cargo bench -p l7tap-benches --bench zookeeper` prints, after criterion's own reports:
+//! - parse and memcpy throughput over the same chunks, and their ratio (goal: parsing at
+//!   least 1/10 of memcpy);
+//! - allocations per request/reply pair for each kind of exchange once the connection is
+//!   warm, checked against what the record itself owns (its path `String`, a multi's
+//!   op-name `Vec`): anything more fails the run.
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, Criterion, Throughput};
+use l7tap_protocols::fixture::{parse_chunks, Chunk};
+use l7tap_protocols::stream::StreamDriver;
+use l7tap_protocols::zookeeper::ZooKeeperParser;
+use l7tap_protocols::{Direction, Record};
+
+/// Counts heap allocations (not frees) made by the whole process.
+struct CountingAllocator;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator, which upholds the
+// GlobalAlloc contract; the counter is a relaxed atomic and never allocates.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same layout contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` with `layout` (see `alloc`).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `ptr`/`layout` come from this allocator; forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+// ---- corpus --------------------------------------------------------------------------------
+
+/// The recorded conversations, except the one whose 500 KB reply body the parser skips
+/// (it would flatter the throughput).
+fn corpus() -> Vec<Vec<Chunk>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/zookeeper");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures/zookeeper")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "chunks"))
+        .filter(|p| !p.ends_with("large.chunks"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| parse_chunks(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .collect()
+}
+
+fn corpus_bytes(corpus: &[Vec<Chunk>]) -> u64 {
+    corpus.iter().flatten().map(|c| c.2.len() as u64).sum()
+}
+
+/// Parses every conversation with a fresh driver; returns the records made.
+fn parse_all(corpus: &[Vec<Chunk>], out: &mut Vec<Record>) -> usize {
+    let mut n = 0;
+    for conversation in corpus {
+        let mut driver = StreamDriver::new(ZooKeeperParser::default());
+        let mut last = 0;
+        for (dir, ts, bytes) in conversation {
+            driver.push(*dir, *ts, bytes, 0, out);
+            last = *ts;
+        }
+        driver.close(last, out);
+        n += out.len();
+        out.clear();
+    }
+    n
+}
+
+/// Copies every chunk once, as a driver that buffered everything would.
+fn copy_all(corpus: &[Vec<Chunk>], buffer: &mut Vec<u8>) -> usize {
+    let mut n = 0;
+    for conversation in corpus {
+        for (_, _, bytes) in conversation {
+            buffer.clear();
+            buffer.extend_from_slice(bytes);
+            n += black_box(&buffer).len();
+        }
+    }
+    n
+}
+
+fn bench_throughput(c: &mut Criterion) {
+    let corpus = corpus();
+    let mut group = c.benchmark_group("zookeeper");
+    group.throughput(Throughput::Bytes(corpus_bytes(&corpus)));
+    let mut out = Vec::new();
+    group.bench_function("parse fixtures", |b| {
+        b.iter(|| parse_all(black_box(&corpus), &mut out))
+    });
+    let mut buffer = Vec::with_capacity(1 << 20);
+    group.bench_function("memcpy fixtures", |b| {
+        b.iter(|| copy_all(black_box(&corpus), &mut buffer))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_throughput);
+
+// ---- ratio, measured in the same run --------------------------------------------------------
+
+/// Best time of `rounds` runs of `f` repeated for about `budget` each.
+fn best_time_per_pass(mut f: impl FnMut(), budget: Duration, rounds: usize) -> Duration {
+    let start = Instant::now();
+    f();
+    let once = start.elapsed().max(Duration::from_nanos(1));
+    let passes = (budget.as_nanos() / once.as_nanos()).clamp(1, 1_000_000) as u32;
+    (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..passes {
+                f();
+            }
+            start.elapsed() / passes
+        })
+        .min()
+        .unwrap()
+}
+
+fn report_ratio() {
+    let corpus = corpus();
+    let bytes = corpus_bytes(&corpus) as f64;
+    let mut out = Vec::new();
+    let mut buffer = Vec::with_capacity(1 << 20);
+    let budget = Duration::from_millis(500);
+    let parse = best_time_per_pass(|| _ = black_box(parse_all(&corpus, &mut out)), budget, 5);
+    let copy = best_time_per_pass(|| _ = black_box(copy_all(&corpus, &mut buffer)), budget, 5);
+    let mbps = |t: Duration| bytes / t.as_secs_f64() / 1e6;
+    println!(
+        "zookeeper: {} conversations, {} bytes: parse {:.0} MB/s, memcpy {:.0} MB/s, \
+         parse = 1/{:.1} of memcpy",
+        corpus.len(),
+        bytes,
+        mbps(parse),
+        mbps(copy),
+        parse.as_secs_f64() / copy.as_secs_f64()
+    );
+}
+
+// ---- allocations in steady state ------------------------------------------------------------
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut f = (body.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(body);
+    f
+}
+
+fn request(xid: i32, op: i32, body: &[u8]) -> Vec<u8> {
+    let mut b = xid.to_be_bytes().to_vec();
+    b.extend_from_slice(&op.to_be_bytes());
+    b.extend_from_slice(body);
+    frame(&b)
+}
+
+fn reply(xid: i32, zxid: i64, err: i32, body: &[u8]) -> Vec<u8> {
+    let mut b = xid.to_be_bytes().to_vec();
+    b.extend_from_slice(&zxid.to_be_bytes());
+    b.extend_from_slice(&err.to_be_bytes());
+    b.extend_from_slice(body);
+    frame(&b)
+}
+
+fn jute_string(s: &str) -> Vec<u8> {
+    let mut v = (s.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+/// One kind of exchange: the bytes of the `i`-th request and reply (empty: none), and the
+/// heap allocations the resulting record owns.
+struct Exchange {
+    name: &'static str,
+    make: fn(i32) -> (Vec<u8>, Vec<u8>),
+    record_allocations: u64,
+}
+
+fn exchanges() -> Vec<Exchange> {
+    vec![
+        Exchange {
+            name: "ping",
+            make: |_| (request(-2, 11, &[]), reply(-2, 9, 0, &[])),
+            record_allocations: 0,
+        },
+        Exchange {
+            name: "getData (path)",
+            make: |xid| {
+                let mut body = jute_string("/clickhouse/tables/01/replicas/r1/queue");
+                body.push(1);
+                let mut data = 5u32.to_be_bytes().to_vec();
+                data.extend_from_slice(b"hello");
+                data.extend_from_slice(&[0; 68]);
+                (request(xid, 4, &body), reply(xid, 9, 0, &data))
+            },
+            record_allocations: 1, // the path
+        },
+        Exchange {
+            name: "getData NoNode",
+            make: |xid| {
+                let mut body = jute_string("/missing");
+                body.push(0);
+                (request(xid, 4, &body), reply(xid, 9, -101, &[]))
+            },
+            record_allocations: 1, // the path
+        },
+        Exchange {
+            name: "multi of 3",
+            make: |xid| {
+                let mut body = Vec::new();
+                for path in ["/a", "/b", "/c"] {
+                    body.extend_from_slice(&2i32.to_be_bytes());
+                    body.push(0);
+                    body.extend_from_slice(&(-1i32).to_be_bytes());
+                    body.extend(jute_string(path));
+                    body.extend_from_slice(&(-1i32).to_be_bytes());
+                }
+                body.extend_from_slice(&(-1i32).to_be_bytes());
+                body.push(1);
+                body.extend_from_slice(&(-1i32).to_be_bytes());
+                let mut result = Vec::new();
+                for _ in 0..3 {
+                    result.extend_from_slice(&2i32.to_be_bytes());
+                    result.push(0);
+                    result.extend_from_slice(&0i32.to_be_bytes());
+                }
+                result.extend_from_slice(&(-1i32).to_be_bytes());
+                result.push(1);
+                result.extend_from_slice(&(-1i32).to_be_bytes());
+                (request(xid, 14, &body), reply(xid, 9, 0, &result))
+            },
+            record_allocations: 2, // the first path, the op-name Vec
+        },
+        Exchange {
+            name: "notification",
+            make: |_| {
+                let mut event = 3i32.to_be_bytes().to_vec();
+                event.extend_from_slice(&3i32.to_be_bytes());
+                event.extend(jute_string("/clickhouse/task_queue/ddl"));
+                (Vec::new(), reply(-1, -1, 0, &event))
+            },
+            record_allocations: 1, // the path
+        },
+        Exchange {
+            name: "reply without request",
+            make: |xid| (Vec::new(), reply(xid + 1_000_000, 9, 0, &[0; 68])),
+            record_allocations: 0,
+        },
+    ]
+}
+
+/// Allocations per exchange once the connection is warm (buffers and queues at size),
+/// for `n` exchanges pushed one syscall per frame.
+fn allocations_per_exchange(exchange: &Exchange, n: i32) -> f64 {
+    let mut driver = StreamDriver::new(ZooKeeperParser::default());
+    let mut out: Vec<Record> = Vec::with_capacity(64);
+    let mut frames = Vec::new();
+    for xid in 1..=2 * n {
+        frames.push((exchange.make)(xid));
+    }
+    let run = |driver: &mut StreamDriver<ZooKeeperParser>,
+               out: &mut Vec<Record>,
+               frames: &[(Vec<u8>, Vec<u8>)]| {
+        for (i, (req, rsp)) in frames.iter().enumerate() {
+            let ts = i as u64;
+            if !req.is_empty() {
+                driver.push(Direction::ClientToServer, ts, req, 0, out);
+            }
+            driver.push(Direction::ServerToClient, ts + 1, rsp, 0, out);
+            out.clear();
+        }
+    };
+    let (warm, measured) = frames.split_at(n as usize);
+    run(&mut driver, &mut out, warm);
+    let before = allocations();
+    run(&mut driver, &mut out, measured);
+    (allocations() - before) as f64 / n as f64
+}
+
+fn report_allocations() {
+    let mut failures = Vec::new();
+    for exchange in exchanges() {
+        let per = allocations_per_exchange(&exchange, 10_000);
+        let beyond_record = per - exchange.record_allocations as f64;
+        println!(
+            "zookeeper allocations per exchange, {:<22} {per:.3} (record owns {}, parser {beyond_record:.3})",
+            exchange.name, exchange.record_allocations
+        );
+        if beyond_record > 0.001 {
+            failures.push(exchange.name);
+        }
+    }
+    let corpus = corpus();
+    let mut out = Vec::new();
+    let before = allocations();
+    let records = parse_all(&corpus, &mut out);
+    println!(
+        "zookeeper allocations over the fixtures (fresh driver per conversation): {} for {records} records",
+        allocations() - before
+    );
+    assert!(
+        failures.is_empty(),
+        "the parser allocates beyond the record's own fields: {failures:?}"
+    );
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    report_ratio();
+    report_allocations();
+}
