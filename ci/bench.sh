@@ -11,7 +11,7 @@
 # plus runs with `l7tap capture --transport ringbuf` and with `tcpdump -w` on the same ports,
 # and prints ONE table (also written to bench-results.md, or $BENCH_OUT):
 #   throughput with / without; client latency p50 and p99 with / without; agent CPU per
-#   request (process user+sys from /proc/<pid>/stat plus the eBPF programs' run_time_ns from
+#   captured request (process user+sys from /proc/<pid>/stat plus the eBPF programs' run_time_ns from
 #   `bpftool prog show`, kernel.bpf_stats_enabled=1); events lost (kernel.events_failed) and
 #   l7tap's records against the requests the load generator completed; the agent's VmHWM;
 #   the same for the ring buffer transport and tcpdump's throughput ratio.
@@ -155,7 +155,8 @@ wait_for() {
 emit() {
   jq -cn --arg workload "$1" --arg mode "$2" --arg protocol "$3" --arg goal "$4" \
     --argjson load "${5:-null}" --argjson agent "${6:-null}" --arg error "$7" \
-    '{workload: $workload, mode: $mode, protocol: $protocol, sides: 2,
+    '{workload: $workload, mode: $mode, protocol: $protocol,
+      sides: (if $protocol == "none" then 1 else 2 end),
       throughput_goal: (if $goal == "" then null else ($goal | tonumber) end),
       load: $load, agent: $agent, error: (if $error == "" then null else $error end)}' \
     >>"$RESULTS"
