@@ -610,6 +610,18 @@ impl BlockWalker {
                 }
             }
             Task::Strings(mut n) => {
+                // Fast path: one-byte lengths (values under 128 bytes) wholly in the buffer.
+                let mut p = *pos;
+                while n > 0 {
+                    match buf.get(p) {
+                        Some(&len) if len < 0x80 && p + 1 + (len as usize) <= buf.len() => {
+                            p += 1 + len as usize;
+                            n -= 1;
+                        }
+                        _ => break,
+                    }
+                }
+                *pos = p;
                 let mut c = Cursor::new(&buf[*pos..]);
                 while n > 0 {
                     let start = c.pos;
