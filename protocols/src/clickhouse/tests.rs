@@ -167,6 +167,8 @@ golden! {
     golden_cli_errors_3 => "cli_errors-3",
     golden_cli_sleep => "cli_sleep",
     golden_cli_million => "cli_million",
+    golden_cli_big_block_1 => "cli_big_block-1",
+    golden_cli_big_block_2 => "cli_big_block-2",
     golden_cli_logs => "cli_logs",
     golden_cli_password_1 => "cli_password-1",
     golden_cli_password_2 => "cli_password-2",
