@@ -13,7 +13,7 @@ pub enum Tag {
     /// Body: u64 LE. Every event with a smaller timestamp has been delivered: actors may
     /// process what they hold up to it, in timestamp order.
     Watermark = 1,
-    /// Body: per-CPU kernel counters, `n × 6 × u64 LE` (`KernelCounters` in order).
+    /// Body: per-CPU kernel counters, `n × 7 × u64 LE` (`KernelCounters` in order).
     KernelCounters = 2,
     /// Body: u64 LE count of events dropped because an actor's ring was full (live only;
     /// recorded so a replay reports the same loss).

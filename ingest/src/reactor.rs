@@ -63,9 +63,10 @@ pub struct ReactorStats {
 }
 
 /// Drains `buffers` into `router` until `stop` is set; calls `tick` about once a second
-/// (progress line, kernel counters) and once at the end.
+/// (progress line, kernel counters). The caller then detaches the probes and calls
+/// [`finish_live`], so that no event is emitted into a buffer that is no longer read.
 pub fn run_live(
-    mut buffers: Vec<KernelBuffer>,
+    buffers: &mut [KernelBuffer],
     router: &mut Router,
     stop: &AtomicBool,
     mut tick: impl FnMut(&mut Router, &ReactorStats) -> Result<(), RecordingError>,
@@ -78,9 +79,7 @@ pub fn run_live(
             .map_err(ReactorError::Poll)?;
     }
     let mut events = MioEvents::with_capacity(buffers.len().max(1));
-    let mut samples: Vec<BytesMut> = (0..64)
-        .map(|_| BytesMut::with_capacity(l7tap_probes::events::layout::DATA_PAYLOAD + 16 * 1024))
-        .collect();
+    let mut samples = sample_buffers();
     let mut stats = ReactorStats::default();
     let mut next_tick = Instant::now() + TICK;
     while !stop.load(Relaxed) {
@@ -92,7 +91,7 @@ pub fn run_live(
         // Drain every buffer, not only the ready ones: the watermark below promises that
         // everything stamped before `sweep_start` has been routed.
         let sweep_start = monotonic_ns();
-        for b in &mut buffers {
+        for b in buffers.iter_mut() {
             drain(b, &mut samples, router, &mut stats)?;
         }
         stats.drains += 1;
@@ -102,13 +101,28 @@ pub fn run_live(
             next_tick += TICK;
         }
     }
-    for b in &mut buffers {
-        drain(b, &mut samples, router, &mut stats)?;
-    }
-    tick(router, &stats)?;
-    // Everything read: let the actors release all they hold.
-    router.watermark(u64::MAX)?;
     Ok(stats)
+}
+
+/// After the probes are detached: drains what is left and releases everything the actors
+/// hold.
+pub fn finish_live(
+    buffers: &mut [KernelBuffer],
+    router: &mut Router,
+    stats: &mut ReactorStats,
+) -> Result<(), ReactorError> {
+    let mut samples = sample_buffers();
+    for b in buffers.iter_mut() {
+        drain(b, &mut samples, router, stats)?;
+    }
+    router.watermark(u64::MAX)?;
+    Ok(())
+}
+
+fn sample_buffers() -> Vec<BytesMut> {
+    (0..64)
+        .map(|_| BytesMut::with_capacity(l7tap_probes::events::layout::DATA_PAYLOAD + 16 * 1024))
+        .collect()
 }
 
 fn drain(

@@ -26,6 +26,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Segments of an iovec syscall sent as their own events; the rest is reported as cut. */
 #define MAX_SEGMENTS 8
+#define MAX_PIECES L7_MAX_PIECES
 /* Bytes the classifier looks at. */
 #define WINDOW 256
 
@@ -38,7 +39,11 @@ struct window {
 
 /* Set by the loader before load. */
 volatile const __u32 self_tgid = 0;
-volatile const __u32 capture_bytes = 4096;
+/* Payload bytes captured per syscall segment, per protocol (ZooKeeper servers answer
+ * pipelined requests in large writes; ClickHouse's large writes are data blocks the parser
+ * skips by their sizes). */
+volatile const __u32 capture_bytes_clickhouse = 16384;
+volatile const __u32 capture_bytes_zookeeper = 65536;
 volatile const __u32 classify_budget = 16;
 volatile const __u32 transport = L7_TRANSPORT_PERF;
 
@@ -134,6 +139,7 @@ static __always_inline void output(void *ctx, void *data, __u64 size, __u64 payl
 	if (err) {
 		c->events_failed++;
 		c->bytes_failed += payload;
+		c->last_error = err;
 	} else {
 		c->events_emitted++;
 	}
@@ -640,25 +646,39 @@ static __always_inline void fill_header(struct l7_data_event *ev, struct conn_st
 	ev->hdr.direction = args->direction;
 }
 
-/* One data event for `len` bytes at `base`; returns 0 on success. */
+/* Data events for `len` bytes at `base`: the first `limit` bytes (the connection's capture
+ * limit, up to MAX_PIECES * L7_MAX_PAYLOAD) in pieces of at most L7_MAX_PAYLOAD, the last
+ * piece also counting the cut rest in its `total`. */
 static __always_inline void emit_segment(void *ctx, struct l7_data_event *ev, __u64 base,
-					 __u64 len, __u16 segment)
+					 __u64 len, __u16 segment, __u32 limit)
 {
-	__u32 limit = capture_bytes;
-	__u32 take = len < limit ? len : limit;
-	barrier_var(take);
-	if (take > L7_MAX_PAYLOAD)
-		take = L7_MAX_PAYLOAD;
-	ev->total = len;
+	__u64 left = len;
+	__u64 budget = limit;
 	ev->segment = segment;
-	if (take && bpf_probe_read_user(ev->payload, take, (void *)base))
-		take = 0; /* unreadable: report the bytes as cut */
-	ev->captured = take;
-	__u64 size = offsetof(struct l7_data_event, payload) + take;
-	barrier_var(size);
-	if (size > sizeof(*ev))
-		size = sizeof(*ev);
-	output(ctx, ev, size, take);
+	for (int piece = 0; piece < MAX_PIECES; piece++) {
+		__u32 take = left < L7_MAX_PAYLOAD ? left : L7_MAX_PAYLOAD;
+		if (take > budget)
+			take = budget;
+		barrier_var(take);
+		if (take > L7_MAX_PAYLOAD)
+			take = L7_MAX_PAYLOAD;
+		budget -= take;
+		/* the last piece carries what remains uncaptured */
+		int last = budget == 0 || left == take || piece == MAX_PIECES - 1;
+		ev->total = last ? left : take;
+		if (take && bpf_probe_read_user(ev->payload, take, (void *)base))
+			take = 0; /* unreadable: report the bytes as cut */
+		ev->captured = take;
+		__u64 size = offsetof(struct l7_data_event, payload) + take;
+		barrier_var(size);
+		if (size > sizeof(*ev))
+			size = sizeof(*ev);
+		output(ctx, ev, size, take);
+		if (last)
+			break;
+		left -= take;
+		base += take;
+	}
 }
 
 static __always_inline void emit_data(void *ctx, struct conn_state *c, struct syscall_args *args,
@@ -669,8 +689,10 @@ static __always_inline void emit_data(void *ctx, struct conn_state *c, struct sy
 	if (!ev)
 		return;
 	fill_header(ev, c, args, ts);
+	__u32 limit = c->protocol == L7_PROTO_ZOOKEEPER ? capture_bytes_zookeeper
+							 : capture_bytes_clickhouse;
 	if (!args->iovcnt) {
-		emit_segment(ctx, ev, args->buf, ret, 0);
+		emit_segment(ctx, ev, args->buf, ret, 0, limit);
 		return;
 	}
 	__u64 left = ret;
@@ -683,7 +705,7 @@ static __always_inline void emit_data(void *ctx, struct conn_state *c, struct sy
 		__u64 len = iov.iov_len < left ? iov.iov_len : left;
 		left -= len;
 		if (len)
-			emit_segment(ctx, ev, (__u64)iov.iov_base, len, i);
+			emit_segment(ctx, ev, (__u64)iov.iov_base, len, i, limit);
 	}
 	if (left) {
 		/* more segments than sent one by one: the rest is reported as cut bytes */

@@ -10,6 +10,9 @@
 /* Largest payload one data event can carry; the loader sets the effective limit
  * (capture_bytes) at or below it. A power of two: the BPF program masks lengths with it. */
 #define L7_MAX_PAYLOAD 16384
+/* A syscall segment larger than one event is sent as up to this many events, so up to
+ * L7_MAX_PIECES * L7_MAX_PAYLOAD bytes of it can be captured. */
+#define L7_MAX_PIECES 4
 
 enum l7_event_kind {
 	L7_EVENT_DATA = 1,  /* bytes of one syscall (or one iovec segment of it) */
@@ -98,6 +101,7 @@ struct l7_counters {
 	__u64 classify_checks; /* payloads inspected by the classifier */
 	__u64 classified;      /* connections classified */
 	__u64 ignored;         /* sockets given up after the classify budget */
+	__s64 last_error;      /* errno of the last failed output (diagnostics) */
 };
 
 /* Which transport the program outputs to (set at load time). */

@@ -36,6 +36,7 @@ int main(void)
 	OFF("OPEN_COMM", struct l7_open_event, comm);
 	SIZE("COUNTERS_SIZE", struct l7_counters);
 	VAL("MAX_PAYLOAD", L7_MAX_PAYLOAD);
+	VAL("MAX_PIECES", L7_MAX_PIECES);
 	VAL("EVENT_DATA", L7_EVENT_DATA);
 	VAL("EVENT_OPEN", L7_EVENT_OPEN);
 	VAL("EVENT_CLOSE", L7_EVENT_CLOSE);

@@ -8,6 +8,7 @@ mod host;
 
 use aya::maps::perf::PerfEventArrayBuffer;
 use aya::maps::{MapData, PerCpuArray, PerfEventArray, RingBuf};
+use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 
@@ -42,6 +43,9 @@ pub const PROGRAMS: &[(&str, &str, &str)] = &[
     ("sock_set_state", "sock", "inet_sock_set_state"),
 ];
 
+/// Most payload bytes captured per syscall segment (sent as several events).
+pub const MAX_CAPTURE_BYTES: u32 = events::layout::MAX_PAYLOAD * events::layout::MAX_PIECES;
+
 /// How events leave the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -53,8 +57,11 @@ pub enum Transport {
 
 #[derive(Clone, Debug)]
 pub struct ProbeConfig {
-    /// Payload bytes captured per syscall segment (at most `MAX_PAYLOAD`).
-    pub capture_bytes: u32,
+    /// Payload bytes captured per syscall segment of a ClickHouse connection (at most
+    /// [`MAX_CAPTURE_BYTES`]).
+    pub capture_bytes_clickhouse: u32,
+    /// The same for ZooKeeper connections.
+    pub capture_bytes_zookeeper: u32,
     /// Payloads of an unclassified socket inspected before it is ignored.
     pub classify_budget: u32,
     pub transport: Transport,
@@ -67,7 +74,8 @@ pub struct ProbeConfig {
 impl Default for ProbeConfig {
     fn default() -> Self {
         ProbeConfig {
-            capture_bytes: events::layout::MAX_PAYLOAD,
+            capture_bytes_clickhouse: events::layout::MAX_PAYLOAD,
+            capture_bytes_zookeeper: MAX_CAPTURE_BYTES,
             classify_budget: 16,
             transport: Transport::PerfArray,
             max_tracked_fds: 65536,
@@ -118,12 +126,13 @@ pub struct KernelCounters {
     pub classify_checks: u64,
     pub classified: u64,
     pub ignored: u64,
+    pub last_error: i64,
 }
 
 const _: () = assert!(std::mem::size_of::<KernelCounters>() == events::layout::COUNTERS_SIZE);
 
-// SAFETY: KernelCounters is repr(C), made only of u64s (no padding, every bit pattern
-// valid), and its size is checked against the C struct above.
+// SAFETY: KernelCounters is repr(C), made only of 8-byte integers (no padding, every bit
+// pattern valid), and its size is checked against the C struct above.
 unsafe impl aya::Pod for KernelCounters {}
 
 impl KernelCounters {
@@ -134,22 +143,29 @@ impl KernelCounters {
         self.classify_checks += o.classify_checks;
         self.classified += o.classified;
         self.ignored += o.ignored;
+        if o.last_error != 0 {
+            self.last_error = o.last_error;
+        }
     }
 }
 
-/// Loaded and attached probes. Dropping it detaches them.
+/// Loaded probes. [`Probes::attach`] starts them, [`Probes::detach`] (or dropping) stops
+/// them.
 pub struct Probes {
     ebpf: Ebpf,
     transport: Transport,
+    links: Vec<(&'static str, TracePointLinkId)>,
 }
 
 impl Probes {
-    /// Checks the host, loads the object and attaches every program.
+    /// Checks the host and loads the object and its programs (not attached yet: open the
+    /// buffers first, so no event is emitted before they are read).
     pub fn load(config: &ProbeConfig) -> Result<Probes, ProbeError> {
         check_privileges()?;
         ensure_tracefs()?;
         let self_tgid = std::process::id();
-        let capture = config.capture_bytes.min(events::layout::MAX_PAYLOAD);
+        let capture_ch = config.capture_bytes_clickhouse.min(MAX_CAPTURE_BYTES);
+        let capture_zk = config.capture_bytes_zookeeper.min(MAX_CAPTURE_BYTES);
         let transport = match config.transport {
             Transport::PerfArray => events::layout::TRANSPORT_PERF,
             Transport::RingBuf => events::layout::TRANSPORT_RINGBUF,
@@ -161,7 +177,8 @@ impl Probes {
         };
         let mut ebpf = EbpfLoader::new()
             .set_global("self_tgid", &self_tgid, true)
-            .set_global("capture_bytes", &capture, true)
+            .set_global("capture_bytes_clickhouse", &capture_ch, true)
+            .set_global("capture_bytes_zookeeper", &capture_zk, true)
             .set_global("classify_budget", &config.classify_budget, true)
             .set_global("transport", &transport, true)
             .set_max_entries("conns", config.max_tracked_fds)
@@ -169,7 +186,7 @@ impl Probes {
             .set_max_entries("ring", ring)
             .load(OBJECT)
             .map_err(ProbeError::Load)?;
-        for &(name, category, tracepoint) in PROGRAMS {
+        for &(name, _, _) in PROGRAMS {
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .ok_or(ProbeError::MissingProgram { name })?
@@ -178,14 +195,45 @@ impl Probes {
             program
                 .load()
                 .map_err(|source| ProbeError::Program { name, source })?;
-            program
-                .attach(category, tracepoint)
-                .map_err(|source| ProbeError::Program { name, source })?;
         }
         Ok(Probes {
             ebpf,
             transport: config.transport,
+            links: Vec::new(),
         })
+    }
+
+    /// Attaches every program to its tracepoint.
+    pub fn attach(&mut self) -> Result<(), ProbeError> {
+        for &(name, category, tracepoint) in PROGRAMS {
+            let program: &mut TracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::MissingProgram { name })?
+                .try_into()
+                .map_err(|source| ProbeError::Program { name, source })?;
+            let link = program
+                .attach(category, tracepoint)
+                .map_err(|source| ProbeError::Program { name, source })?;
+            self.links.push((name, link));
+        }
+        Ok(())
+    }
+
+    /// Detaches every program; events stop. Maps (counters) stay readable.
+    pub fn detach(&mut self) -> Result<(), ProbeError> {
+        for (name, link) in self.links.drain(..) {
+            let program: &mut TracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::MissingProgram { name })?
+                .try_into()
+                .map_err(|source| ProbeError::Program { name, source })?;
+            program
+                .detach(link)
+                .map_err(|source| ProbeError::Program { name, source })?;
+        }
+        Ok(())
     }
 
     pub fn transport(&self) -> Transport {

@@ -44,9 +44,14 @@ struct CaptureArgs {
     /// Write the raw event stream to FILE for `l7tap replay`.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
-    /// Payload bytes captured per syscall (at most 16384).
+    /// Payload bytes captured per syscall on ClickHouse connections (at most 65536). Large
+    /// result blocks need not be captured: the parser skips them by their sizes.
     #[arg(long, default_value_t = 16384)]
-    capture_bytes: u32,
+    capture_bytes_clickhouse: u32,
+    /// Payload bytes captured per syscall on ZooKeeper connections (at most 65536): a
+    /// server answers pipelined requests in one large write, and every reply counts.
+    #[arg(long, default_value_t = 65536)]
+    capture_bytes_zookeeper: u32,
     /// Kernel-to-user transport.
     #[arg(long, value_enum, default_value_t = TransportArg::Perf)]
     transport: TransportArg,
@@ -163,7 +168,8 @@ fn main() {
         Command::Capture(a) => pipeline::capture(pipeline::CaptureOptions {
             duration: a.duration,
             record: a.record,
-            capture_bytes: a.capture_bytes,
+            capture_bytes_clickhouse: a.capture_bytes_clickhouse,
+            capture_bytes_zookeeper: a.capture_bytes_zookeeper,
             ringbuf: matches!(a.transport, TransportArg::Ringbuf),
             perf_pages: a.perf_pages,
             ready_file: a.ready_file,

@@ -24,7 +24,8 @@ const RING_BYTES: usize = 16 << 20;
 pub struct CaptureOptions {
     pub duration: Option<Duration>,
     pub record: Option<PathBuf>,
-    pub capture_bytes: u32,
+    pub capture_bytes_clickhouse: u32,
+    pub capture_bytes_zookeeper: u32,
     pub ringbuf: bool,
     pub perf_pages: usize,
     pub ready_file: Option<PathBuf>,
@@ -118,10 +119,14 @@ fn add_kernel_counters(summary: &mut Summary, per_cpu: &[KernelCounters]) {
     summary.add("kernel.classify_checks", total.classify_checks);
     summary.add("kernel.classified", total.classified);
     summary.add("kernel.ignored", total.ignored);
+    summary.add("kernel.last_output_errno", total.last_error.unsigned_abs());
 }
 
+/// Bytes of one CPU's counters in a recording frame.
+const COUNTERS_BYTES: usize = 7 * 8;
+
 fn counters_to_bytes(per_cpu: &[KernelCounters]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(per_cpu.len() * 48);
+    let mut out = Vec::with_capacity(per_cpu.len() * COUNTERS_BYTES);
     for c in per_cpu {
         for v in [
             c.events_emitted,
@@ -130,6 +135,7 @@ fn counters_to_bytes(per_cpu: &[KernelCounters]) -> Vec<u8> {
             c.classify_checks,
             c.classified,
             c.ignored,
+            c.last_error as u64,
         ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -138,7 +144,7 @@ fn counters_to_bytes(per_cpu: &[KernelCounters]) -> Vec<u8> {
 }
 
 fn counters_from_bytes(b: &[u8]) -> Vec<KernelCounters> {
-    b.chunks_exact(48)
+    b.chunks_exact(COUNTERS_BYTES)
         .map(|c| {
             let v = |i: usize| u64::from_le_bytes(c[i * 8..i * 8 + 8].try_into().unwrap());
             KernelCounters {
@@ -148,6 +154,7 @@ fn counters_from_bytes(b: &[u8]) -> Vec<KernelCounters> {
                 classify_checks: v(3),
                 classified: v(4),
                 ignored: v(5),
+                last_error: v(6) as i64,
             }
         })
         .collect()
@@ -155,7 +162,8 @@ fn counters_from_bytes(b: &[u8]) -> Vec<KernelCounters> {
 
 pub fn capture(opts: CaptureOptions) -> Result<()> {
     let config = ProbeConfig {
-        capture_bytes: opts.capture_bytes,
+        capture_bytes_clickhouse: opts.capture_bytes_clickhouse,
+        capture_bytes_zookeeper: opts.capture_bytes_zookeeper,
         transport: if opts.ringbuf {
             Transport::RingBuf
         } else {
@@ -164,7 +172,7 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
         ..ProbeConfig::default()
     };
     let mut probes = Probes::load(&config)?;
-    let buffers: Vec<KernelBuffer> = if opts.ringbuf {
+    let mut buffers: Vec<KernelBuffer> = if opts.ringbuf {
         vec![KernelBuffer::Ring(probes.take_ringbuf()?)]
     } else {
         probes
@@ -180,7 +188,9 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
                 path,
                 &RecordingHeader {
                     monotonic_to_unix_ns: l7tap_ingest::monotonic_to_unix_ns(),
-                    capture_bytes: opts.capture_bytes,
+                    capture_bytes: opts
+                        .capture_bytes_clickhouse
+                        .max(opts.capture_bytes_zookeeper),
                     n_cpus,
                 },
             )
@@ -196,6 +206,7 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
+    probes.attach()?;
     if let Some(path) = &opts.ready_file {
         std::fs::write(path, b"attached\n")
             .with_context(|| format!("writing {}", path.display()))?;
@@ -206,7 +217,7 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
     let mut last_counters = Vec::new();
     let mut last_events = 0u64;
     let stop_for_tick = stop.clone();
-    let reactor_stats = reactor::run_live(buffers, &mut router, &stop, |router, rs| {
+    let mut tick = |router: &mut Router, rs: &ReactorStats, probes: &Probes| {
         let counters = probes.counters().unwrap_or_default();
         router.record_only(Tag::KernelCounters, &counters_to_bytes(&counters))?;
         let lost: u64 = counters.iter().map(|c| c.events_failed).sum();
@@ -227,7 +238,13 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
             stop_for_tick.store(true, Relaxed);
         }
         Ok(())
+    };
+    let mut reactor_stats = reactor::run_live(&mut buffers, &mut router, &stop, |r, rs| {
+        tick(r, rs, &probes)
     })?;
+    probes.detach()?;
+    reactor::finish_live(&mut buffers, &mut router, &mut reactor_stats)?;
+    tick(&mut router, &reactor_stats, &probes)?;
     progress.finish();
     let drops = stats.ring_drops.load(Relaxed);
     router.record_only(Tag::RingDrops, &drops.to_le_bytes())?;
