@@ -921,7 +921,7 @@ mod tests {
         b.extend_from_slice(b"\x01a\x02bc\x01d");
         b.extend_from_slice(b"\x02lc\x16LowCardinality(String)");
         b.extend_from_slice(&1u64.to_le_bytes()); // key version prefix
-        b.extend_from_slice(&(0u64 | 1 << 9 | 1 << 10).to_le_bytes());
+        b.extend_from_slice(&((1u64 << 9) | (1 << 10)).to_le_bytes());
         b.extend_from_slice(&2u64.to_le_bytes());
         b.extend_from_slice(b"\x00\x01x");
         b.extend_from_slice(&3u64.to_le_bytes());

@@ -694,10 +694,14 @@ impl ClickHouseParser {
                         let mut c = Cursor::new(&buf[1..]);
                         return match packets::server_hello(&mut c, self.client_revision) {
                             Ok(h) => {
-                                let r = self
-                                    .client_revision
-                                    .map_or(h.revision, |cr| cr.min(h.revision));
-                                self.layout = Some(Layout::exact(r));
+                                // Without the client's Hello only an upper bound is known.
+                                self.layout = Some(match self.client_revision {
+                                    Some(cr) => Layout::exact(cr.min(h.revision)),
+                                    None => Layout {
+                                        lo: revision::CLIENT_INFO,
+                                        hi: h.revision,
+                                    },
+                                });
                                 self.server = ServerState::Ready;
                                 self.counters.n_messages += 1;
                                 Ok(Step::Consumed(1 + c.pos as u64))
@@ -807,7 +811,7 @@ impl ClickHouseParser {
                     input,
                     c.pos,
                     packets::PROFILE_INFO_LAYOUT_THRESHOLDS,
-                    |c, r| packets::profile_info(c, r),
+                    packets::profile_info,
                 ) {
                     Ok((p, len)) => {
                         if let Some(q) = &mut self.query {
@@ -933,7 +937,7 @@ impl ClickHouseParser {
                     bytes: &input.bytes[at..end],
                     marks: &marks,
                 };
-                matches!(self.pick_layout(&sub, 1, packets::PROGRESS_LAYOUT_THRESHOLDS, |c, r| packets::progress(c, r)),
+                matches!(self.pick_layout(&sub, 1, packets::PROGRESS_LAYOUT_THRESHOLDS, packets::progress),
                     Ok((_, len)) if len == syscall_len)
             }
             ServerPacket::PROFILE_INFO => {
@@ -942,7 +946,7 @@ impl ClickHouseParser {
                     bytes: &input.bytes[at..end],
                     marks: &marks,
                 };
-                matches!(self.pick_layout(&sub, 1, packets::PROFILE_INFO_LAYOUT_THRESHOLDS, |c, r| packets::profile_info(c, r)),
+                matches!(self.pick_layout(&sub, 1, packets::PROFILE_INFO_LAYOUT_THRESHOLDS, packets::profile_info),
                     Ok((_, len)) if len == syscall_len)
             }
             ServerPacket::DATA

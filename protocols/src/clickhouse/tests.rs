@@ -315,7 +315,7 @@ fn mid_stream_starts_never_misparse() {
 #[test]
 fn a_gap_in_a_response_loses_at_most_that_query() {
     for name in ["py_basic-1", "py_lz4-1", "cli_errors-3", "py_types"] {
-        let chunks = load(&name);
+        let chunks = load(name);
         let (whole, _) = run(&chunks, usize::MAX);
         let ok_whole = whole
             .iter()
