@@ -434,9 +434,34 @@ pub(crate) struct BlockWalker {
     /// Rows of a header read since the caller last took them ([`Self::take_new_rows`]).
     new_rows: Option<u64>,
     columns_left: u64,
+    /// Parsed types of recent columns, kept across blocks: a result's blocks repeat the
+    /// same columns, so each type name is parsed once per connection, not once per block.
     arena: TypeArena,
+    type_cache: TypeCache,
     tasks: Vec<Task>,
 }
+
+/// Per column position: the type name last seen there, its parsed root and prefix length.
+#[derive(Debug, Default)]
+struct TypeCache {
+    names: Vec<u8>,
+    columns: Vec<Option<CachedType>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct CachedType {
+    name_start: usize,
+    name_end: usize,
+    root: u16,
+    /// Bulk prefix bytes; `None` when the type cannot be walked.
+    prefix: Option<u64>,
+}
+
+/// Past these sizes the cache and the arena start over.
+const MAX_CACHED_NODES: usize = 4096;
+const MAX_CACHED_NAME_BYTES: usize = 64 * 1024;
+/// Columns past this position are parsed every time.
+const MAX_CACHED_COLUMNS: usize = 1024;
 
 impl Default for BlockWalker {
     fn default() -> Self {
@@ -448,6 +473,7 @@ impl Default for BlockWalker {
             new_rows: None,
             columns_left: 0,
             arena: TypeArena::default(),
+            type_cache: TypeCache::default(),
             tasks: Vec::new(),
         }
     }
@@ -567,17 +593,15 @@ impl BlockWalker {
                 }
             }
         }
-        self.arena.clear();
         self.tasks.clear();
-        let root = self
-            .arena
-            .parse(type_name)
-            .map_err(|_| ColumnHeaderError::Walk(WalkError::Malformed("bad column type name")))?;
+        let cached = self.cached_type(type_name)?;
         if self.n_rows > 0 {
-            let prefix = self
-                .arena
-                .prefix_len(root)
-                .map_err(|what| ColumnHeaderError::Walk(WalkError::Unwalkable(what)))?;
+            let root = cached.root;
+            let prefix = cached
+                .prefix
+                .ok_or(ColumnHeaderError::Walk(WalkError::Unwalkable(
+                    "column type cannot be walked",
+                )))?;
             self.tasks.push(Task::Column {
                 node: root,
                 rows: self.n_rows,
@@ -587,6 +611,43 @@ impl BlockWalker {
             }
         }
         Ok(())
+    }
+
+    /// The parsed type of the current column, from the cache when the same position had the
+    /// same type name in an earlier block.
+    fn cached_type(&mut self, type_name: &[u8]) -> Result<CachedType, ColumnHeaderError> {
+        // `columns_left` still counts the current column.
+        let index = (self.n_columns - self.columns_left) as usize;
+        let cache = &mut self.type_cache;
+        if let Some(Some(t)) = cache.columns.get(index) {
+            if &cache.names[t.name_start..t.name_end] == type_name {
+                return Ok(*t);
+            }
+        }
+        if self.arena.nodes.len() > MAX_CACHED_NODES || cache.names.len() > MAX_CACHED_NAME_BYTES {
+            self.arena.clear();
+            cache.names.clear();
+            cache.columns.clear();
+        }
+        let root = self
+            .arena
+            .parse(type_name)
+            .map_err(|_| ColumnHeaderError::Walk(WalkError::Malformed("bad column type name")))?;
+        let name_start = cache.names.len();
+        cache.names.extend_from_slice(type_name);
+        let t = CachedType {
+            name_start,
+            name_end: cache.names.len(),
+            root,
+            prefix: self.arena.prefix_len(root).ok(),
+        };
+        if index < MAX_CACHED_COLUMNS {
+            if cache.columns.len() <= index {
+                cache.columns.resize(index + 1, None);
+            }
+            cache.columns[index] = Some(t);
+        }
+        Ok(t)
     }
 
     /// Runs one task from `buf[*pos..]`. `Ok(None)`: done, go on. `Ok(Some(k))`: stop here;
