@@ -611,12 +611,16 @@ impl ZooKeeperParser {
         if let Some((operation, start_ns, word_len)) = self.tentative_four_letter.take() {
             if first.is_ascii_graphic() || first.is_ascii_whitespace() {
                 self.start_four_letter(operation, start_ns, word_len as u64);
-                return None; // the answer is handled as four-letter text
             }
         }
+        if matches!(self.conversation, Conversation::FourLetter(_)) {
+            return None; // the answer is handled as four-letter text
+        }
         let versions: &[i32] = match &self.pending_connect {
+            // The server may decline an extension and answer plain ZooKeeper.
             Some((request, _)) => &[
                 request.protocol_version,
+                protocol_version::ZOOKEEPER,
                 protocol_version::KEEPER_CONNECTION_REJECT,
             ],
             None => &[protocol_version::ZOOKEEPER],
@@ -632,6 +636,10 @@ impl ZooKeeperParser {
                 self.replies.frame_accepted();
                 self.replies.confirmed = true;
                 self.session_id = (response.session_id != 0).then_some(response.session_id);
+                // 64-bit xids only if the server agreed to protocol 11.
+                if response.protocol_version != protocol_version::KEEPER_XID_64 {
+                    self.xid_width = XidWidth::Bits32;
+                }
                 let Some((request, mut record)) = self.pending_connect.take() else {
                     self.zk_counters.n_unmatched_replies += 1;
                     return Some(Step::Consumed(response.frame_len as u64));

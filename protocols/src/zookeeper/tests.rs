@@ -2,6 +2,7 @@
 //! recorded from a real ZooKeeper 3.8 and converted from zktraffic's pcaps) and synthetic
 //! streams. Golden outputs live next to the fixtures as `<name>.records`; re-bless them with
 //! `UPDATE_EXPECT=1 cargo test -p l7tap-protocols zookeeper`.
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -165,11 +166,25 @@ fn check(name: &str) {
     }
 }
 
+/// The records of a complete replay, by request start and xid.
+struct FullRun<'a>(HashMap<(u64, i32), Vec<&'a RequestRecord>>);
+
+impl<'a> FullRun<'a> {
+    fn new(records: &'a [RequestRecord]) -> Self {
+        let mut index: HashMap<_, Vec<_>> = HashMap::new();
+        for r in records {
+            index.entry((r.start_ns, zk(r).xid)).or_default().push(r);
+        }
+        FullRun(index)
+    }
+}
+
 /// Whether `r`, from a partial or shifted replay, says nothing that the complete replay
 /// contradicts: it is one of `full`'s records (same request, same outcome), or that
 /// request ended early (`Incomplete`, or its answer's body not seen to the end).
-fn consistent_with(r: &RequestRecord, full: &[RequestRecord], same_session: bool) -> bool {
-    full.iter().any(|f| {
+fn consistent_with(r: &RequestRecord, full: &FullRun<'_>, same_session: bool) -> bool {
+    let candidates = full.0.get(&(r.start_ns, zk(r).xid));
+    candidates.into_iter().flatten().any(|f| {
         let (dr, df) = (zk(r), zk(f));
         if r.operation.starts_with("4lw:") {
             // Text until close: a cut conversation has seen less of it.
@@ -240,13 +255,14 @@ fn total_len(chunks: &[Chunk]) -> usize {
 }
 
 /// Cut points to try: every one for small fixtures; for large ones about 400 spread ones
-/// plus points around the boundaries of about 100 chunks.
+/// (50 for the largest) plus points around the boundaries of about 100 chunks.
 fn cut_points(chunks: &[Chunk]) -> Vec<usize> {
     let total = total_len(chunks);
     if total <= 4096 {
         return (0..=total).collect();
     }
-    let mut points: Vec<usize> = (0..=total).step_by(total / 400 + 1).collect();
+    let spread = if total > 256 * 1024 { 50 } else { 400 };
+    let mut points: Vec<usize> = (0..=total).step_by(total / spread + 1).collect();
     let mut at = 0;
     let every = chunks.len() / 100 + 1;
     for (i, c) in chunks.iter().enumerate() {
@@ -388,7 +404,8 @@ fn every_rechunking_gives_the_same_records() {
 fn every_prefix_yields_no_wrong_record() {
     for name in fixture_names() {
         let chunks = load(&name);
-        let (full, _) = replay(&chunks, usize::MAX);
+        let (full_records, _) = replay(&chunks, usize::MAX);
+        let full = FullRun::new(&full_records);
         for n in cut_points(&chunks) {
             let (records, _) = replay(&prefix(&chunks, n), usize::MAX);
             for r in &records {
@@ -405,7 +422,8 @@ fn every_prefix_yields_no_wrong_record() {
 fn a_capture_starting_mid_stream_yields_no_misparsed_record() {
     for name in fixture_names() {
         let chunks = load(&name);
-        let (full, _) = replay(&chunks, usize::MAX);
+        let (full_records, _) = replay(&chunks, usize::MAX);
+        let full = FullRun::new(&full_records);
         for k in cut_points(&chunks) {
             let (records, _) = replay(&suffix(&chunks, k), usize::MAX);
             for r in &records {
@@ -496,7 +514,8 @@ fn oversized_lengths_are_rejected_without_buffering() {
 #[test]
 fn truncated_conversation_ends_requests_incomplete() {
     let chunks = load("errors");
-    let (full, _) = replay(&chunks, usize::MAX);
+    let (full_records, _) = replay(&chunks, usize::MAX);
+    let full = FullRun::new(&full_records);
     // Stop right after the third request: its reply never comes.
     let requests_seen: Vec<usize> = chunks
         .iter()
@@ -793,6 +812,38 @@ fn keeper_sixty_four_bit_xids_are_followed_after_their_handshake() {
     );
     assert_eq!(zk(&records[1]).xid, i32::MAX); // saturated
     assert_eq!(driver.parser().session_id(), Some(0x0100_0000_0000_0042));
+}
+
+#[test]
+fn refused_and_expired_sessions_are_errors() {
+    for (version, session, expected) in [
+        (42, 0x42, "ConnectionRejected"),
+        (0, 0, "SessionExpired"),
+    ] {
+        let (c2s, _) = keeper_handshake(0, false);
+        let (_, mut s2c) = keeper_handshake(version, false);
+        s2c[12..20].copy_from_slice(&(session as i64).to_be_bytes());
+        let (records, _) = replay(&[(C2S, 1, c2s), (S2C, 2, s2c)], usize::MAX);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].status, Status::Error);
+        assert_eq!(records[0].error_name.as_deref(), Some(expected));
+    }
+}
+
+#[test]
+fn a_keeper_that_declines_64_bit_xids_keeps_32_bit_headers() {
+    // The client waits for the handshake's answer before sending requests.
+    let (c2s, _) = keeper_handshake(11, false);
+    let (_, s2c) = keeper_handshake(0, false);
+    let chunks = [
+        (C2S, 1, c2s),
+        (S2C, 2, s2c),
+        (C2S, 3, get_data_request(1, "/a")),
+        (S2C, 4, get_data_reply(1, 2, 0)),
+    ];
+    let (records, _) = replay(&chunks, usize::MAX);
+    let got: Vec<_> = records.iter().map(|r| (r.operation.as_ref(), r.status)).collect();
+    assert_eq!(got, vec![("connect", Status::Ok), ("getData", Status::Ok)]);
 }
 
 #[test]
