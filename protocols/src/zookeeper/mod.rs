@@ -524,7 +524,7 @@ impl ZooKeeperParser {
                 start_ns: input.ts_at(0),
                 bytes_sent: frame_len as u64,
                 session_id: self.session_id,
-                path: path.map(|(p, _)| String::from_utf8_lossy(p).into_owned()),
+                path: path.map(|(p, _)| text(p)),
                 path_truncated: path.is_some_and(|(_, truncated)| truncated),
                 watch: fields.watch,
                 version,
@@ -764,7 +764,7 @@ impl ZooKeeperParser {
             record.status = Status::Ok;
             record.end_ns = end_ns;
             record.bytes_received = frame_len as u64;
-            record.query = Some(String::from_utf8_lossy(event.path.0).into_owned());
+            record.query = Some(text(event.path.0));
             record.query_truncated = event.path.1;
             record
         } else {
@@ -968,11 +968,23 @@ impl FourLetterExchange {
             record.status = Status::Error;
             record.error_name = Some(Cow::Borrowed("NotInWhitelist"));
             let line = head.split(|&b| b == b'\n').next().unwrap_or(head);
-            record.error_message = Some(String::from_utf8_lossy(line).into_owned());
+            record.error_message = Some(text(line));
         } else {
             record.status = Status::Ok;
         }
         record
+    }
+}
+
+/// Wire bytes as a record's text: UTF-8 as is (the fast, common case); a character cut by
+/// a length bound is dropped; other invalid bytes become U+FFFD.
+fn text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(e) if e.error_len().is_none() => {
+            String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned()
+        }
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 

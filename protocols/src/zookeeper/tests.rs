@@ -816,10 +816,8 @@ fn keeper_sixty_four_bit_xids_are_followed_after_their_handshake() {
 
 #[test]
 fn refused_and_expired_sessions_are_errors() {
-    for (version, session, expected) in [
-        (42, 0x42, "ConnectionRejected"),
-        (0, 0, "SessionExpired"),
-    ] {
+    for (version, session, expected) in [(42, 0x42, "ConnectionRejected"), (0, 0, "SessionExpired")]
+    {
         let (c2s, _) = keeper_handshake(0, false);
         let (_, mut s2c) = keeper_handshake(version, false);
         s2c[12..20].copy_from_slice(&(session as i64).to_be_bytes());
@@ -842,7 +840,10 @@ fn a_keeper_that_declines_64_bit_xids_keeps_32_bit_headers() {
         (S2C, 4, get_data_reply(1, 2, 0)),
     ];
     let (records, _) = replay(&chunks, usize::MAX);
-    let got: Vec<_> = records.iter().map(|r| (r.operation.as_ref(), r.status)).collect();
+    let got: Vec<_> = records
+        .iter()
+        .map(|r| (r.operation.as_ref(), r.status))
+        .collect();
     assert_eq!(got, vec![("connect", Status::Ok), ("getData", Status::Ok)]);
 }
 
@@ -894,4 +895,12 @@ fn long_paths_are_cut_and_flagged() {
     let (records, _) = replay(&chunks, usize::MAX);
     assert_eq!(records[0].query.as_ref().map(String::len), Some(512));
     assert!(records[0].query_truncated);
+    // A character cut by the bound is dropped, not replaced.
+    let path = format!("/{}", "é".repeat(300));
+    let chunks = vec![
+        (C2S, 1, get_data_request(1, &path)),
+        (S2C, 2, get_data_reply(1, 1, 0)),
+    ];
+    let (records, _) = replay(&chunks, usize::MAX);
+    assert_eq!(records[0].query.as_ref().map(String::len), Some(511));
 }
