@@ -524,7 +524,7 @@ fn truncated_conversation_ends_requests_incomplete() {
         .map(|(i, _)| i)
         .collect();
     let cut = requests_seen[3] + 1;
-    let (records, _) = replay(&chunks[..cut].to_vec(), usize::MAX);
+    let (records, _) = replay(&chunks[..cut], usize::MAX);
     let last = records.iter().max_by_key(|r| r.start_ns).unwrap();
     assert_eq!(last.status, Status::Incomplete);
     assert_eq!(last.end_ns, last.start_ns);
