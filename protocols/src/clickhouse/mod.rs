@@ -6,15 +6,15 @@
 //! with a query still in flight.
 //!
 //! Code map:
-//! - [`wire`]: VarUInt, String, fixed-width reads over a byte slice (`Short` vs `Bad`).
+//! - `wire`: VarUInt, String, fixed-width reads over a byte slice (`Short` vs `Bad`).
 //! - [`codes`]: packet codes as newtypes, revision thresholds, compression method bytes;
-//!   [`error_codes`]: the static error code → name table.
-//! - [`packets`]: packet bodies (Hello, Addendum, Query with ClientInfo and settings for
+//!   `error_codes`: the static error code → name table.
+//! - `packets`: packet bodies (Hello, Addendum, Query with ClientInfo and settings for
 //!   every revision, Exception, Progress, ProfileInfo, TablesStatus, ...).
-//! - [`block`]: walking an uncompressed Block column by column to find its end.
-//! - [`compression`]: walking compression frames by size, without decompressing.
-//! - [`statement`]: statement type from the query text's first keyword.
-//! - [`session`]: handshake facts, direction state machines, resynchronisation, and the
+//! - `block`: walking an uncompressed Block column by column to find its end.
+//! - `compression`: walking compression frames by size, without decompressing.
+//! - `statement`: statement type from the query text's first keyword.
+//! - `session`: handshake facts, direction state machines, resynchronisation, and the
 //!   pairing of each Query with the end of its response.
 //!
 //! Architecture invariants: no I/O, no clock, no unsafe; the password of the Hello is read
