@@ -10,6 +10,7 @@ use l7tap_ingest::ring::FrameConsumer;
 use l7tap_ingest::Tag;
 use l7tap_probes::events::{self, ConnId, Event, Flow, Header, Role, WireProtocol};
 use l7tap_protocols::{CapturedRequest, ConnectionInfo, Direction, Protocol, Record, Side, Status};
+use l7tap_sinks::{Aggregator, AggregatorConfig, IntervalRow};
 
 use crate::conn::ConnParser;
 use crate::filter::ConnFilter;
@@ -30,6 +31,8 @@ pub struct ActorConfig {
     pub max_query_bytes: usize,
     /// Connections to keep.
     pub filter: ConnFilter,
+    /// Per-window aggregation (`intervals`); `None` sends records only.
+    pub aggregation: Option<AggregatorConfig>,
 }
 
 impl Default for ActorConfig {
@@ -41,8 +44,44 @@ impl Default for ActorConfig {
             frames_only: false,
             max_query_bytes: 4096,
             filter: ConnFilter::default(),
+            aggregation: None,
         }
     }
+}
+
+/// What an actor sends on.
+pub enum ActorOutput {
+    /// Finished requests (the `requests` table).
+    Requests(Vec<CapturedRequest>),
+    /// Every window ending at or before `until_unix_ns` is closed in this actor: its interval
+    /// rows (to be merged with the other actors') and its counters for those windows.
+    Windows {
+        actor: usize,
+        until_unix_ns: i64,
+        rows: Vec<IntervalRow>,
+        stats: Vec<WindowStats>,
+    },
+}
+
+/// An actor's counters for one window (its share of a `capture_stats` row).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowStats {
+    pub window_start_unix_ns: i64,
+    pub events: u64,
+    pub bytes: u64,
+    pub parse_errors: u64,
+    pub resyncs: u64,
+    /// Connections tracked at the window's end.
+    pub connections: u64,
+}
+
+/// Running totals an actor reports window by window, as deltas.
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
+    events: u64,
+    bytes: u64,
+    parse_errors: u64,
+    resyncs: u64,
 }
 
 struct Conn {
@@ -62,7 +101,16 @@ pub struct Actor {
 /// Everything an actor owns besides its ring.
 pub struct ActorState {
     config: ActorConfig,
-    records: Sender<Vec<CapturedRequest>>,
+    records: Sender<ActorOutput>,
+    /// Index of this actor (in `ActorOutput::Windows`).
+    index: usize,
+    aggregator: Option<Aggregator>,
+    /// Totals so far, those already reported, and those of connections already closed.
+    totals: Totals,
+    reported: Totals,
+    closed: Totals,
+    /// Unix time up to which windows were flushed.
+    flushed_until: i64,
     conns: HashMap<ConnId, Conn>,
     /// Connections the filter dropped: their events are ignored until they close.
     filtered: std::collections::HashSet<ConnId>,
@@ -82,11 +130,12 @@ impl Actor {
     pub fn new(
         config: ActorConfig,
         ring: FrameConsumer,
-        records: Sender<Vec<CapturedRequest>>,
+        records: Sender<ActorOutput>,
+        index: usize,
     ) -> Self {
         Actor {
             ring,
-            state: ActorState::new(config, records),
+            state: ActorState::new(config, records, index),
         }
     }
 
@@ -118,10 +167,19 @@ impl Actor {
 }
 
 impl ActorState {
-    pub fn new(config: ActorConfig, records: Sender<Vec<CapturedRequest>>) -> Self {
+    pub fn new(config: ActorConfig, records: Sender<ActorOutput>, index: usize) -> Self {
+        let aggregator = config
+            .aggregation
+            .map(|c| Aggregator::new(c).expect("aggregation settings are validated by the caller"));
         ActorState {
             config,
             records,
+            index,
+            aggregator,
+            totals: Totals::default(),
+            reported: Totals::default(),
+            closed: Totals::default(),
+            flushed_until: i64::MIN,
             conns: HashMap::new(),
             filtered: Default::default(),
             reorder: Reorder::default(),
@@ -143,7 +201,7 @@ impl ActorState {
                     .and_then(|b| b.try_into().ok())
                     .unwrap_or([0; 8]),
             )),
-            Tag::KernelCounters | Tag::RingDrops => {}
+            Tag::KernelCounters => {}
         }
     }
 
@@ -172,6 +230,62 @@ impl ActorState {
         if !self.batch.is_empty() {
             self.send_batch();
         }
+        self.flush_windows(ts);
+    }
+
+    /// Closes the aggregation windows the watermark has passed and sends them.
+    fn flush_windows(&mut self, watermark: u64) {
+        let Some(agg) = &mut self.aggregator else {
+            return;
+        };
+        let window = agg.config().window_ns as i64;
+        let until = if watermark == u64::MAX {
+            i64::MAX
+        } else {
+            let now = agg.monotonic_to_unix_ns(watermark);
+            now - now.rem_euclid(window)
+        };
+        if until <= self.flushed_until {
+            return;
+        }
+        let rows = agg.flush_until(until);
+        // The counters since the last flush go to the window that just closed (or, at the
+        // end, the window of the last watermark).
+        let stats_window = if until == i64::MAX {
+            self.flushed_until.max(0)
+        } else {
+            until - window
+        };
+        self.flushed_until = until;
+        let live = self.live_totals();
+        let stats = WindowStats {
+            window_start_unix_ns: stats_window,
+            events: live.events - self.reported.events,
+            bytes: live.bytes - self.reported.bytes,
+            parse_errors: live.parse_errors - self.reported.parse_errors,
+            resyncs: live.resyncs - self.reported.resyncs,
+            connections: self.conns.len() as u64,
+        };
+        self.reported = live;
+        let _ = self.records.send(ActorOutput::Windows {
+            actor: self.index,
+            until_unix_ns: until,
+            rows,
+            stats: vec![stats],
+        });
+    }
+
+    /// Totals including the counters of connections still open.
+    fn live_totals(&self) -> Totals {
+        let mut t = self.totals;
+        t.parse_errors = self.closed.parse_errors;
+        t.resyncs = self.closed.resyncs;
+        for conn in self.conns.values() {
+            let (errors, resyncs) = conn.parser.error_counts();
+            t.parse_errors += errors;
+            t.resyncs += resyncs;
+        }
+        t
     }
 
     fn process(&mut self, raw: &[u8]) {
@@ -223,6 +337,8 @@ impl ActorState {
                     return;
                 }
                 self.summary.add("events.data", 1);
+                self.totals.events += 1;
+                self.totals.bytes += data.total;
                 self.summary
                     .add("bytes.captured", data.payload.len() as u64);
                 self.summary.add("bytes.cut", data.cut());
@@ -273,6 +389,9 @@ impl ActorState {
     }
 
     fn close_conn(&mut self, mut conn: Conn, ts: u64) {
+        let (errors, resyncs) = conn.parser.error_counts();
+        self.closed.parse_errors += errors;
+        self.closed.resyncs += resyncs;
         conn.parser.close(ts, &mut self.parsed);
         self.collect(&conn.info.clone());
         conn.parser.count_into(conn.protocol, &mut self.summary);
@@ -300,10 +419,14 @@ impl ActorState {
             let Record::Request(record) = record;
             self.n_records[record.protocol as usize][record.status as usize] += 1;
             self.tally.count(&record, info.side);
-            self.batch.push(CapturedRequest {
+            let captured = CapturedRequest {
                 conn: info.clone(),
                 record,
-            });
+            };
+            if let Some(agg) = &mut self.aggregator {
+                agg.record(&captured);
+            }
+            self.batch.push(captured);
         }
         if self.batch.len() >= BATCH {
             self.send_batch();
@@ -313,7 +436,7 @@ impl ActorState {
     fn send_batch(&mut self) {
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
         // A receiver that went away (no sink) is not an error: records are then counted only.
-        let _ = self.records.send(batch);
+        let _ = self.records.send(ActorOutput::Requests(batch));
     }
 
     /// Ends every connection still open (the capture stopped) and returns the summary.
@@ -329,15 +452,13 @@ impl ActorState {
         for id in open {
             if let Some(conn) = self.conns.remove(&id) {
                 self.summary.add("connections.open_at_end", 1);
-                let mut conn = conn;
-                conn.parser.close(ts, &mut self.parsed);
-                self.collect(&conn.info.clone());
-                conn.parser.count_into(conn.protocol, &mut self.summary);
+                self.close_conn(conn, ts);
             }
         }
         if !self.batch.is_empty() {
             self.send_batch();
         }
+        self.flush_windows(u64::MAX);
         self.tally.add_to(&mut self.summary);
         for protocol in [Protocol::ClickHouse, Protocol::ZooKeeper] {
             for status in [
@@ -408,6 +529,7 @@ mod tests {
                 ..ActorConfig::default()
             },
             tx,
+            0,
         )
     }
 

@@ -70,6 +70,11 @@ impl ConnParser {
         each!(self, d => d.close(ts, out))
     }
 
+    /// Parse errors and resyncs so far.
+    pub fn error_counts(&self) -> (u64, u64) {
+        each!(self, d => (d.counters().n_parse_errors, d.parser_counters().n_resyncs))
+    }
+
     /// Adds this connection's parser and reassembly counters to `summary`.
     pub fn count_into(&self, protocol: WireProtocol, summary: &mut Summary) {
         let p = match protocol {

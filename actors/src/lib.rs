@@ -13,6 +13,6 @@ mod filter;
 mod reorder;
 mod summary;
 
-pub use actor::{Actor, ActorConfig, ActorState};
+pub use actor::{Actor, ActorConfig, ActorOutput, ActorState, WindowStats};
 pub use filter::ConnFilter;
 pub use summary::Summary;

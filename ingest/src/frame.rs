@@ -13,11 +13,10 @@ pub enum Tag {
     /// Body: u64 LE. Every event with a smaller timestamp has been delivered: actors may
     /// process what they hold up to it, in timestamp order.
     Watermark = 1,
-    /// Body: per-CPU kernel counters, `n × 7 × u64 LE` (`KernelCounters` in order).
+    /// Body: a kernel counter snapshot taken by the reactor (time, ring drops, per-CPU
+    /// counters; see `tools/src/stats.rs`). Only recorded, so a replay reports the same
+    /// loss as the live run.
     KernelCounters = 2,
-    /// Body: u64 LE count of events dropped because an actor's ring was full (live only;
-    /// recorded so a replay reports the same loss).
-    RingDrops = 3,
 }
 
 impl Tag {
@@ -26,7 +25,6 @@ impl Tag {
             0 => Tag::KernelEvent,
             1 => Tag::Watermark,
             2 => Tag::KernelCounters,
-            3 => Tag::RingDrops,
             _ => return None,
         })
     }

@@ -156,7 +156,7 @@ fn drain(
 }
 
 /// Feeds a recording through `router`, frame by frame, as the live capture routed them.
-/// Returns the kernel counter snapshots (last one wins) and ring drops it recorded.
+/// Frames only recorded (kernel counters) go to `on_frame`.
 pub fn run_replay(
     reader: &mut RecordingReader,
     router: &mut Router,
@@ -170,7 +170,7 @@ pub fn run_replay(
                 let ts = u64::from_le_bytes(body[..8].try_into().unwrap_or([0; 8]));
                 router.watermark(ts)?;
             }
-            Tag::KernelCounters | Tag::RingDrops => on_frame(tag, &body),
+            Tag::KernelCounters => on_frame(tag, &body),
         }
     }
     router.watermark(u64::MAX)?;

@@ -142,6 +142,7 @@ static __always_inline void output(void *ctx, void *data, __u64 size, __u64 payl
 		c->last_error = err;
 	} else {
 		c->events_emitted++;
+		c->bytes_emitted += payload;
 	}
 }
 

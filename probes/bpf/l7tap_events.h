@@ -96,6 +96,7 @@ struct l7_open_event {
 /* Per-CPU counters kept by the BPF program itself (the loader's loss records undercount). */
 struct l7_counters {
 	__u64 events_emitted;  /* successful outputs */
+	__u64 bytes_emitted;   /* payload bytes in successful outputs */
 	__u64 events_failed;   /* outputs that failed: lost events */
 	__u64 bytes_failed;    /* payload bytes in failed outputs */
 	__u64 classify_checks; /* payloads inspected by the classifier */

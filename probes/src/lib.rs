@@ -121,6 +121,7 @@ pub enum ProbeError {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelCounters {
     pub events_emitted: u64,
+    pub bytes_emitted: u64,
     pub events_failed: u64,
     pub bytes_failed: u64,
     pub classify_checks: u64,
@@ -138,6 +139,7 @@ unsafe impl aya::Pod for KernelCounters {}
 impl KernelCounters {
     pub fn add(&mut self, o: &KernelCounters) {
         self.events_emitted += o.events_emitted;
+        self.bytes_emitted += o.bytes_emitted;
         self.events_failed += o.events_failed;
         self.bytes_failed += o.bytes_failed;
         self.classify_checks += o.classify_checks;

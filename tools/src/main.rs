@@ -1,6 +1,8 @@
 //! `l7tap`: capture ClickHouse-native and ZooKeeper traffic with eBPF, or replay a recording.
 mod dump;
+mod output;
 mod pipeline;
+mod stats;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -105,6 +107,15 @@ pub struct CommonArgs {
     /// Keep only connections with one of these ports at either end.
     #[arg(long = "port", value_delimiter = ',')]
     ports: Vec<u16>,
+    /// Aggregation window of the `intervals` table.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Time resolution of the latency heatmap in `intervals` (divides --interval).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    heatmap_resolution: Duration,
+    /// Replace literals in query text with `?` (queries can contain secrets).
+    #[arg(long)]
+    redact: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -1,5 +1,5 @@
 //! Wires the stages together: kernel buffers (or a recording) → router → actor rings →
-//! actors → record consumer; prints progress and the summary.
+//! actors → output thread (Parquet); prints progress and the summary.
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -7,15 +7,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use crossbeam_channel::Receiver;
+use crossbeam_channel::Sender;
 use l7tap_actors::{Actor, ActorConfig, Summary};
 use l7tap_ingest::reactor::{self, KernelBuffer, ReactorStats};
 use l7tap_ingest::recording::{RecordingHeader, RecordingReader, RecordingWriter};
 use l7tap_ingest::ring::{frame_ring, FrameProducer};
 use l7tap_ingest::{Router, RouterStats, Tag};
 use l7tap_probes::{KernelCounters, ProbeConfig, Probes, Transport};
-use l7tap_protocols::CapturedRequest;
+use l7tap_sinks::{AggregatorConfig, CaptureStatsRow};
 
+use crate::output::{self, OutputConfig, OutputReport};
+use crate::stats::{CounterSnapshot, KernelWindows};
 use crate::CommonArgs;
 
 /// Bytes of each actor's input ring.
@@ -32,19 +34,34 @@ pub struct CaptureOptions {
     pub common: CommonArgs,
 }
 
-/// Actor threads and the thread that takes their records.
+/// Actor threads and the output thread.
 struct Workers {
     actors: Vec<JoinHandle<Summary>>,
-    records: JoinHandle<u64>,
+    output: JoinHandle<OutputReport>,
+    /// Kernel counter rows for `capture_stats`; dropped when the reactor is done.
+    kernel_rows: Sender<Vec<CaptureStatsRow>>,
+    kernel_windows: KernelWindows,
 }
 
-/// Starts the actors and the record thread; returns them with the actors' ring producers.
-fn start_workers(common: &CommonArgs) -> (Workers, Vec<FrameProducer>) {
+/// Starts the actors and the output thread; returns them with the actors' ring producers.
+fn start_workers(
+    common: &CommonArgs,
+    monotonic_to_unix_ns: i64,
+) -> Result<(Workers, Vec<FrameProducer>)> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let n = common
         .actors
         .unwrap_or_else(|| cores.len().saturating_sub(1).max(1));
-    let (tx, rx) = crossbeam_channel::bounded::<Vec<CapturedRequest>>(256);
+    let window_ns = common.interval.as_nanos() as u64;
+    let aggregation = AggregatorConfig {
+        window_ns,
+        heatmap_sub_window_ns: common.heatmap_resolution.as_nanos() as u64,
+        monotonic_to_unix_offset_ns: monotonic_to_unix_ns,
+    };
+    // Validate once here, so a bad --interval is a clear error, not an actor panic.
+    l7tap_sinks::Aggregator::new(aggregation)
+        .context("invalid --interval / --heatmap-resolution")?;
+    let (tx, rx) = crossbeam_channel::bounded(256);
     let mut producers = Vec::with_capacity(n);
     let mut actors = Vec::with_capacity(n);
     for i in 0..n {
@@ -56,35 +73,51 @@ fn start_workers(common: &CommonArgs) -> (Workers, Vec<FrameProducer>) {
             frames_only: common.frames_only,
             max_query_bytes: common.max_query_bytes,
             filter: common.filter(),
+            aggregation: Some(aggregation),
             ..ActorConfig::default()
         };
-        let actor = Actor::new(config, c, tx.clone());
+        let actor = Actor::new(config, c, tx.clone(), i);
         actors.push(
             std::thread::Builder::new()
                 .name(format!("l7tap-actor-{i}"))
                 .spawn(move || actor.run())
-                .expect("spawning an actor thread"),
+                .context("spawning an actor thread")?,
         );
     }
     drop(tx);
-    let records = std::thread::Builder::new()
-        .name("l7tap-records".into())
-        .spawn(move || consume_records(rx))
-        .expect("spawning the record thread");
-    (Workers { actors, records }, producers)
-}
-
-/// Takes record batches until every actor has finished. The Parquet sink plugs in here.
-fn consume_records(rx: Receiver<Vec<CapturedRequest>>) -> u64 {
-    let mut n = 0u64;
-    for batch in rx {
-        n += batch.len() as u64;
-    }
-    n
+    let (kernel_rows, kernel_rx) = crossbeam_channel::unbounded();
+    let config = OutputConfig {
+        out_dir: common.out.clone(),
+        monotonic_to_unix_ns,
+        window_ns,
+        redact: common.redact,
+        n_actors: n,
+    };
+    let output = std::thread::Builder::new()
+        .name("l7tap-output".into())
+        .spawn(move || output::run(config, rx, kernel_rx))
+        .context("spawning the output thread")?;
+    let workers = Workers {
+        actors,
+        output,
+        kernel_rows,
+        kernel_windows: KernelWindows::new(window_ns, monotonic_to_unix_ns),
+    };
+    Ok((workers, producers))
 }
 
 impl Workers {
-    fn join(self) -> Result<(Summary, u64)> {
+    /// Takes a kernel counter snapshot (live tick or recorded frame).
+    fn kernel_snapshot(&mut self, snap: CounterSnapshot) {
+        let rows = self.kernel_windows.observe(snap);
+        if !rows.is_empty() {
+            let _ = self.kernel_rows.send(rows);
+        }
+    }
+
+    fn join(mut self) -> Result<(Summary, OutputReport)> {
+        let _ = self.kernel_rows.send(self.kernel_windows.finish());
+        drop(self.kernel_rows);
         let mut summary = Summary::default();
         for a in self.actors {
             let s = a
@@ -92,72 +125,35 @@ impl Workers {
                 .map_err(|_| anyhow::anyhow!("an actor thread panicked"))?;
             summary.merge(&s);
         }
-        let records = self
-            .records
+        let output = self
+            .output
             .join()
-            .map_err(|_| anyhow::anyhow!("the record thread panicked"))?;
-        Ok((summary, records))
+            .map_err(|_| anyhow::anyhow!("the output thread panicked"))?;
+        Ok((summary, output))
     }
 }
 
 fn add_ingest_counters(summary: &mut Summary, stats: &RouterStats) {
     summary.add("ingest.events", stats.events.load(Relaxed));
     summary.add("ingest.event_bytes", stats.event_bytes.load(Relaxed));
-    summary.add("ingest.ring_drops", stats.ring_drops.load(Relaxed));
     summary.add("ingest.malformed", stats.malformed.load(Relaxed));
 }
 
-fn add_kernel_counters(summary: &mut Summary, per_cpu: &[KernelCounters]) {
+fn add_kernel_counters(summary: &mut Summary, snap: &CounterSnapshot) {
     let mut total = KernelCounters::default();
-    for (cpu, c) in per_cpu.iter().enumerate() {
+    for (cpu, c) in snap.per_cpu.iter().enumerate() {
         total.add(c);
         summary.add(&format!("kernel.cpu{cpu}.events_failed"), c.events_failed);
     }
+    summary.add("ingest.ring_drops", snap.ring_drops);
     summary.add("kernel.events_emitted", total.events_emitted);
+    summary.add("kernel.bytes_emitted", total.bytes_emitted);
     summary.add("kernel.events_failed", total.events_failed);
     summary.add("kernel.bytes_failed", total.bytes_failed);
     summary.add("kernel.classify_checks", total.classify_checks);
     summary.add("kernel.classified", total.classified);
     summary.add("kernel.ignored", total.ignored);
     summary.add("kernel.last_output_errno", total.last_error.unsigned_abs());
-}
-
-/// Bytes of one CPU's counters in a recording frame.
-const COUNTERS_BYTES: usize = 7 * 8;
-
-fn counters_to_bytes(per_cpu: &[KernelCounters]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(per_cpu.len() * COUNTERS_BYTES);
-    for c in per_cpu {
-        for v in [
-            c.events_emitted,
-            c.events_failed,
-            c.bytes_failed,
-            c.classify_checks,
-            c.classified,
-            c.ignored,
-            c.last_error as u64,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    out
-}
-
-fn counters_from_bytes(b: &[u8]) -> Vec<KernelCounters> {
-    b.chunks_exact(COUNTERS_BYTES)
-        .map(|c| {
-            let v = |i: usize| u64::from_le_bytes(c[i * 8..i * 8 + 8].try_into().unwrap());
-            KernelCounters {
-                events_emitted: v(0),
-                events_failed: v(1),
-                bytes_failed: v(2),
-                classify_checks: v(3),
-                classified: v(4),
-                ignored: v(5),
-                last_error: v(6) as i64,
-            }
-        })
-        .collect()
 }
 
 pub fn capture(opts: CaptureOptions) -> Result<()> {
@@ -182,12 +178,13 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
             .collect()
     };
     let n_cpus = l7tap_probes::online_cpus()?.len() as u32;
+    let offset = l7tap_ingest::monotonic_to_unix_ns();
     let recorder = match &opts.record {
         Some(path) => Some(
             RecordingWriter::create(
                 path,
                 &RecordingHeader {
-                    monotonic_to_unix_ns: l7tap_ingest::monotonic_to_unix_ns(),
+                    monotonic_to_unix_ns: offset,
                     capture_bytes: opts
                         .capture_bytes_clickhouse
                         .max(opts.capture_bytes_zookeeper),
@@ -198,7 +195,7 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
         ),
         None => None,
     };
-    let (workers, producers) = start_workers(&opts.common);
+    let (mut workers, producers) = start_workers(&opts.common, offset)?;
     let mut router = Router::new(producers, recorder, false);
     let stats = router.stats();
 
@@ -214,13 +211,20 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
     let started = Instant::now();
     let deadline = opts.duration.map(|d| started + d);
     let progress = Progress::new();
-    let mut last_counters = Vec::new();
+    let mut last = CounterSnapshot::default();
     let mut last_events = 0u64;
     let stop_for_tick = stop.clone();
-    let mut tick = |router: &mut Router, rs: &ReactorStats, probes: &Probes| {
-        let counters = probes.counters().unwrap_or_default();
-        router.record_only(Tag::KernelCounters, &counters_to_bytes(&counters))?;
-        let lost: u64 = counters.iter().map(|c| c.events_failed).sum();
+    let mut tick = |router: &mut Router,
+                    rs: &ReactorStats,
+                    probes: &Probes,
+                    workers: &mut Workers| {
+        let snap = CounterSnapshot {
+            monotonic_ns: l7tap_ingest::monotonic_ns(),
+            ring_drops: stats.ring_drops.load(Relaxed),
+            per_cpu: probes.counters().unwrap_or_default(),
+        };
+        router.record_only(Tag::KernelCounters, &snap.encode())?;
+        let lost: u64 = snap.per_cpu.iter().map(|c| c.events_failed).sum();
         let events = stats.events.load(Relaxed);
         progress.update(format!(
             "{:>5.0}s  {:>8} events/s  connections: clickhouse {} zookeeper {}  lost {} (loader saw {})  ring drops {}",
@@ -230,31 +234,30 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
             stats.opened_zookeeper.load(Relaxed),
             lost,
             rs.loader_lost,
-            stats.ring_drops.load(Relaxed),
+            snap.ring_drops,
         ));
         last_events = events;
-        last_counters = counters;
+        last = snap.clone();
+        workers.kernel_snapshot(snap);
         if deadline.is_some_and(|d| Instant::now() >= d) {
             stop_for_tick.store(true, Relaxed);
         }
         Ok(())
     };
     let mut reactor_stats = reactor::run_live(&mut buffers, &mut router, &stop, |r, rs| {
-        tick(r, rs, &probes)
+        tick(r, rs, &probes, &mut workers)
     })?;
     probes.detach()?;
     reactor::finish_live(&mut buffers, &mut router, &mut reactor_stats)?;
-    tick(&mut router, &reactor_stats, &probes)?;
+    tick(&mut router, &reactor_stats, &probes, &mut workers)?;
     progress.finish();
-    let drops = stats.ring_drops.load(Relaxed);
-    router.record_only(Tag::RingDrops, &drops.to_le_bytes())?;
     router.finish().context("finishing the recording")?;
-    let (mut summary, n_records) = workers.join()?;
+    let (mut summary, output) = workers.join()?;
     add_ingest_counters(&mut summary, &stats);
-    add_kernel_counters(&mut summary, &last_counters);
+    add_kernel_counters(&mut summary, &last);
     report(
         &summary,
-        n_records,
+        &output,
         Some(&reactor_stats),
         &opts.common,
         started.elapsed(),
@@ -264,47 +267,44 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
 pub fn replay(file: &Path, common: CommonArgs) -> Result<()> {
     let started = Instant::now();
     let mut reader = RecordingReader::open(file)?;
-    let (workers, producers) = start_workers(&common);
+    let (mut workers, producers) = start_workers(&common, reader.header.monotonic_to_unix_ns)?;
     let mut router = Router::new(producers, None, true);
     let stats = router.stats();
-    let mut counters = Vec::new();
-    let mut recorded_drops = 0u64;
-    reactor::run_replay(&mut reader, &mut router, |tag, body| match tag {
-        Tag::KernelCounters => counters = counters_from_bytes(body),
-        Tag::RingDrops => {
-            recorded_drops = u64::from_le_bytes(
-                body.get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .unwrap_or([0; 8]),
-            )
+    let mut last = CounterSnapshot::default();
+    reactor::run_replay(&mut reader, &mut router, |tag, body| {
+        if tag == Tag::KernelCounters {
+            if let Some(snap) = CounterSnapshot::decode(body) {
+                last = snap.clone();
+                workers.kernel_snapshot(snap);
+            }
         }
-        _ => {}
     })?;
     if reader.truncated_tail {
         eprintln!("l7tap: the recording ends inside a frame (was the capture killed?); replayed up to its last whole frame");
     }
     drop(router);
-    let (mut summary, n_records) = workers.join()?;
+    let (mut summary, output) = workers.join()?;
     add_ingest_counters(&mut summary, &stats);
-    // Live ring drops are part of the recording; a replay itself never drops.
-    summary.add("ingest.ring_drops", recorded_drops);
-    add_kernel_counters(&mut summary, &counters);
-    report(&summary, n_records, None, &common, started.elapsed())
+    add_kernel_counters(&mut summary, &last);
+    report(&summary, &output, None, &common, started.elapsed())
 }
 
 fn report(
     summary: &Summary,
-    n_records: u64,
+    output: &OutputReport,
     reactor: Option<&ReactorStats>,
     common: &CommonArgs,
     elapsed: Duration,
 ) -> Result<()> {
     let mut out = String::new();
     out.push_str(&format!(
-        "l7tap summary ({:.1}s): {} events, {} records\n",
+        "l7tap summary ({:.1}s): {} events, {} requests, {} interval rows, {} files in {}\n",
         elapsed.as_secs_f64(),
         summary.get("ingest.events"),
-        n_records
+        output.requests,
+        output.interval_rows,
+        output.files,
+        common.out.display(),
     ));
     for (k, v) in summary.iter() {
         if !k.starts_with("kernel.cpu") {
@@ -317,10 +317,22 @@ fn report(
             "loader.lost (undercounts; see kernel.events_failed)", r.loader_lost
         ));
     }
+    if output.write_errors > 0 || output.rows_dropped > 0 {
+        out.push_str(&format!(
+            "  output: {} failed writes (retried), {} rows dropped\n",
+            output.write_errors, output.rows_dropped
+        ));
+    }
     eprint!("{out}");
     if let Some(path) = &common.summary_json {
         std::fs::write(path, summary.to_json())
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(e) = &output.final_error {
+        anyhow::bail!(
+            "some rows could not be written to {}: {e}",
+            common.out.display()
+        );
     }
     Ok(())
 }

@@ -1,0 +1,239 @@
+//! The output thread: takes the actors' records and closed windows and the reactor's
+//! kernel counter rows, merges each window's interval rows across actors, and writes the
+//! three Parquet tables, retrying (with rows kept in memory) when a write fails.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver};
+use l7tap_actors::{ActorOutput, WindowStats};
+use l7tap_sinks::{merge_interval_rows, CaptureStatsRow, IntervalRow, ParquetSink, SinkConfig};
+
+pub struct OutputConfig {
+    pub out_dir: PathBuf,
+    pub monotonic_to_unix_ns: i64,
+    pub window_ns: u64,
+    pub redact: bool,
+    pub n_actors: usize,
+}
+
+/// What the output thread wrote.
+#[derive(Debug, Default)]
+pub struct OutputReport {
+    pub requests: u64,
+    pub interval_rows: u64,
+    pub capture_stats_rows: u64,
+    pub files: u64,
+    pub write_errors: u64,
+    pub rows_dropped: u64,
+    /// The last write error, if the capture ended with rows it could not write.
+    pub final_error: Option<String>,
+}
+
+struct PendingWindow {
+    rows: Vec<IntervalRow>,
+    stats: CaptureStatsRow,
+}
+
+pub fn run(
+    config: OutputConfig,
+    actors: Receiver<ActorOutput>,
+    kernel: Receiver<Vec<CaptureStatsRow>>,
+) -> OutputReport {
+    let mut report = OutputReport::default();
+    let sink_config = {
+        let mut c = SinkConfig::new(
+            &config.out_dir,
+            l7tap_sinks::default_host_name(),
+            config.monotonic_to_unix_ns,
+        );
+        c.redact_queries = config.redact;
+        c
+    };
+    let mut sink = match ParquetSink::new(sink_config) {
+        Ok(s) => s,
+        Err(e) => {
+            report.final_error = Some(e.to_string());
+            // Keep draining so actors never block on a full channel.
+            for _ in actors.iter() {}
+            return report;
+        }
+    };
+    let mut progress = vec![i64::MIN; config.n_actors];
+    let mut pending: BTreeMap<i64, PendingWindow> = BTreeMap::new();
+    let mut last_flush = Instant::now();
+    let mut last_error_shown: Option<Instant> = None;
+    let mut kernel_open = true;
+    loop {
+        select! {
+            recv(actors) -> msg => match msg {
+                Ok(msg) => handle(msg, &mut sink, &mut pending, &mut progress, &config, &mut report),
+                Err(_) => break, // every actor is done
+            },
+            recv(kernel) -> msg => match msg {
+                Ok(rows) => {
+                    for row in &rows {
+                        if row.cpu.is_none() {
+                            // The machine row is completed by the actors' share of the window.
+                            window(&mut pending, row.window_start_unix_ns, config.window_ns)
+                                .stats.ring_drops += row.ring_drops;
+                        } else {
+                            sink.push_capture_stats(row);
+                            report.capture_stats_rows += 1;
+                        }
+                    }
+                }
+                Err(_) => { kernel_open = false; }
+            },
+            default(Duration::from_millis(200)) => {}
+        }
+        if !kernel_open {
+            // The reactor is done; only actor messages remain.
+            while let Ok(msg) = actors.recv() {
+                handle(
+                    msg,
+                    &mut sink,
+                    &mut pending,
+                    &mut progress,
+                    &config,
+                    &mut report,
+                );
+            }
+            break;
+        }
+        if last_flush.elapsed() >= Duration::from_secs(1) {
+            last_flush = Instant::now();
+            if let Err(e) = sink.try_flush() {
+                report.write_errors += 1;
+                if last_error_shown.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    eprintln!("l7tap: writing Parquet failed, rows are kept and retried: {e}");
+                    last_error_shown = Some(Instant::now());
+                }
+            }
+        }
+    }
+    publish_ready(
+        &mut pending,
+        i64::MAX,
+        config.window_ns,
+        &mut sink,
+        &mut report,
+    );
+    // Final flush: retry a few times (a full disk may clear), then report what is left.
+    let mut result = sink.finish();
+    for _ in 0..3 {
+        if result.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        result = sink.finish();
+    }
+    if let Err(e) = result {
+        report.final_error = Some(e.to_string());
+    }
+    report.files = sink.take_committed_files().len() as u64;
+    let stats = sink.stats();
+    report.rows_dropped = [stats.requests, stats.intervals, stats.capture_stats]
+        .iter()
+        .map(|t| t.rows_dropped)
+        .sum();
+    report
+}
+
+/// Takes one actor message; publishes the windows every actor has closed.
+fn handle(
+    msg: ActorOutput,
+    sink: &mut ParquetSink,
+    pending: &mut BTreeMap<i64, PendingWindow>,
+    progress: &mut [i64],
+    config: &OutputConfig,
+    report: &mut OutputReport,
+) {
+    match msg {
+        ActorOutput::Requests(batch) => {
+            for r in &batch {
+                sink.push_request(r);
+            }
+            report.requests += batch.len() as u64;
+        }
+        ActorOutput::Windows {
+            actor,
+            until_unix_ns,
+            rows,
+            stats,
+        } => {
+            for row in rows {
+                window(pending, row.window_start_unix_ns, config.window_ns)
+                    .rows
+                    .push(row);
+            }
+            for s in stats {
+                add_stats(
+                    &mut window(pending, s.window_start_unix_ns, config.window_ns).stats,
+                    &s,
+                );
+            }
+            if let Some(p) = progress.get_mut(actor) {
+                *p = until_unix_ns;
+            }
+            let ready = progress.iter().copied().min().unwrap_or(i64::MIN);
+            publish_ready(pending, ready, config.window_ns, sink, report);
+        }
+    }
+}
+
+fn window(
+    pending: &mut BTreeMap<i64, PendingWindow>,
+    start: i64,
+    window_ns: u64,
+) -> &mut PendingWindow {
+    pending.entry(start).or_insert_with(|| PendingWindow {
+        rows: Vec::new(),
+        stats: CaptureStatsRow {
+            window_start_unix_ns: start,
+            window_ns,
+            cpu: None,
+            ..Default::default()
+        },
+    })
+}
+
+fn add_stats(row: &mut CaptureStatsRow, s: &WindowStats) {
+    row.events += s.events;
+    row.bytes += s.bytes;
+    row.parse_errors += s.parse_errors;
+    row.resyncs += s.resyncs;
+    row.connections += s.connections;
+}
+
+/// Publishes every window that every actor has closed: interval rows merged across actors,
+/// and the machine's `capture_stats` row.
+fn publish_ready(
+    pending: &mut BTreeMap<i64, PendingWindow>,
+    ready_until: i64,
+    window_ns: u64,
+    sink: &mut ParquetSink,
+    report: &mut OutputReport,
+) {
+    let ready: Vec<i64> = pending
+        .keys()
+        .copied()
+        .take_while(|&start| {
+            ready_until == i64::MAX || start.saturating_add(window_ns as i64) <= ready_until
+        })
+        .collect();
+    for start in ready {
+        let w = pending.remove(&start).expect("key listed above");
+        match merge_interval_rows(w.rows) {
+            Ok(rows) => {
+                for row in &rows {
+                    sink.push_interval(row);
+                }
+                report.interval_rows += rows.len() as u64;
+            }
+            Err(e) => eprintln!("l7tap: merging interval rows failed: {e}"),
+        }
+        sink.push_capture_stats(&w.stats);
+        report.capture_stats_rows += 1;
+    }
+}

@@ -1,0 +1,179 @@
+//! Kernel counters over time: the `KernelCounters` recording frame (so a replay sees what the
+//! live run saw), and their per-window, per-CPU deltas for the `capture_stats` table.
+use l7tap_probes::KernelCounters;
+use l7tap_sinks::CaptureStatsRow;
+
+/// Fields per CPU in a counters frame.
+const FIELDS: usize = 8;
+
+/// A snapshot taken by the reactor's tick.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CounterSnapshot {
+    /// CLOCK_MONOTONIC ns when it was taken.
+    pub monotonic_ns: u64,
+    /// Events dropped on full actor rings so far.
+    pub ring_drops: u64,
+    pub per_cpu: Vec<KernelCounters>,
+}
+
+impl CounterSnapshot {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.per_cpu.len() * FIELDS * 8);
+        out.extend_from_slice(&self.monotonic_ns.to_le_bytes());
+        out.extend_from_slice(&self.ring_drops.to_le_bytes());
+        for c in &self.per_cpu {
+            for v in [
+                c.events_emitted,
+                c.bytes_emitted,
+                c.events_failed,
+                c.bytes_failed,
+                c.classify_checks,
+                c.classified,
+                c.ignored,
+                c.last_error as u64,
+            ] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Option<CounterSnapshot> {
+        let u = |b: &[u8], i: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(
+                b.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
+        };
+        let per_cpu = b
+            .get(16..)?
+            .chunks_exact(FIELDS * 8)
+            .map(|c| KernelCounters {
+                events_emitted: u(c, 0).unwrap_or(0),
+                bytes_emitted: u(c, 1).unwrap_or(0),
+                events_failed: u(c, 2).unwrap_or(0),
+                bytes_failed: u(c, 3).unwrap_or(0),
+                classify_checks: u(c, 4).unwrap_or(0),
+                classified: u(c, 5).unwrap_or(0),
+                ignored: u(c, 6).unwrap_or(0),
+                last_error: u(c, 7).unwrap_or(0) as i64,
+            })
+            .collect();
+        Some(CounterSnapshot {
+            monotonic_ns: u(b, 0)?,
+            ring_drops: u(b, 1)?,
+            per_cpu,
+        })
+    }
+}
+
+/// Turns successive snapshots into per-window rows: one per CPU (events, bytes, lost
+/// samples) and one for the machine (`cpu` None: ring drops), for each window that ended.
+pub struct KernelWindows {
+    window_ns: i64,
+    offset_ns: i64,
+    previous: Option<CounterSnapshot>,
+    window_start: Option<i64>,
+    rows: Vec<CaptureStatsRow>,
+}
+
+impl KernelWindows {
+    pub fn new(window_ns: u64, monotonic_to_unix_ns: i64) -> Self {
+        KernelWindows {
+            window_ns: window_ns as i64,
+            offset_ns: monotonic_to_unix_ns,
+            previous: None,
+            window_start: None,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a snapshot; returns the rows of windows that ended before it.
+    pub fn observe(&mut self, snap: CounterSnapshot) -> Vec<CaptureStatsRow> {
+        let unix = snap.monotonic_ns as i64 + self.offset_ns;
+        let window = unix - unix.rem_euclid(self.window_ns);
+        let mut done = Vec::new();
+        if self.window_start.is_some_and(|w| w != window) {
+            done = std::mem::take(&mut self.rows);
+        }
+        if self.window_start != Some(window) {
+            self.window_start = Some(window);
+        }
+        let prev = self.previous.take().unwrap_or_default();
+        let machine = self.row(window, None);
+        machine.ring_drops += snap.ring_drops.saturating_sub(prev.ring_drops);
+        for (cpu, c) in snap.per_cpu.iter().enumerate() {
+            let p = prev.per_cpu.get(cpu).copied().unwrap_or_default();
+            let row = self.row(window, Some(cpu as u32));
+            row.events += c.events_emitted.saturating_sub(p.events_emitted);
+            row.bytes += c.bytes_emitted.saturating_sub(p.bytes_emitted);
+            row.lost_samples += c.events_failed.saturating_sub(p.events_failed);
+        }
+        self.previous = Some(snap);
+        done
+    }
+
+    /// The rows of the window in progress.
+    pub fn finish(&mut self) -> Vec<CaptureStatsRow> {
+        std::mem::take(&mut self.rows)
+    }
+
+    fn row(&mut self, window: i64, cpu: Option<u32>) -> &mut CaptureStatsRow {
+        let i = match self.rows.iter().position(|r| r.cpu == cpu) {
+            Some(i) => i,
+            None => {
+                self.rows.push(CaptureStatsRow {
+                    window_start_unix_ns: window,
+                    window_ns: self.window_ns as u64,
+                    cpu,
+                    ..Default::default()
+                });
+                self.rows.len() - 1
+            }
+        };
+        &mut self.rows[i]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(ts: u64, drops: u64, emitted: [u64; 2], failed: [u64; 2]) -> CounterSnapshot {
+        CounterSnapshot {
+            monotonic_ns: ts,
+            ring_drops: drops,
+            per_cpu: (0..2)
+                .map(|i| KernelCounters {
+                    events_emitted: emitted[i],
+                    bytes_emitted: emitted[i] * 10,
+                    events_failed: failed[i],
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn snapshots_round_trip_through_the_recording_frame() {
+        let s = snap(5, 1, [2, 3], [0, 4]);
+        assert_eq!(CounterSnapshot::decode(&s.encode()), Some(s));
+    }
+
+    #[test]
+    fn deltas_land_in_the_window_of_their_snapshot() {
+        let mut w = KernelWindows::new(10, 0);
+        assert!(w.observe(snap(1, 0, [5, 5], [0, 0])).is_empty());
+        assert!(w.observe(snap(6, 2, [7, 5], [0, 1])).is_empty());
+        let rows = w.observe(snap(12, 2, [8, 9], [0, 1]));
+        // window [0, 10): totals of the first two snapshots
+        let cpu0 = rows.iter().find(|r| r.cpu == Some(0)).unwrap();
+        let cpu1 = rows.iter().find(|r| r.cpu == Some(1)).unwrap();
+        let machine = rows.iter().find(|r| r.cpu.is_none()).unwrap();
+        assert_eq!((cpu0.events, cpu0.bytes, cpu0.lost_samples), (7, 70, 0));
+        assert_eq!((cpu1.events, cpu1.lost_samples), (5, 1));
+        assert_eq!(machine.ring_drops, 2);
+        let rest = w.finish();
+        assert_eq!(rest.iter().find(|r| r.cpu == Some(1)).unwrap().events, 4);
+        assert_eq!(rest[0].window_start_unix_ns, 10);
+    }
+}
