@@ -19,6 +19,52 @@ use crate::schema::Table;
 use crate::table::TableColumns;
 use crate::time::monotonic_ns_to_unix_micros;
 
+/// Slots of the formatted-address cache (direct-mapped by connection pointer).
+const ADDRESS_CACHE_SLOTS: usize = 1024;
+
+/// `ip:port` texts of recently seen connections. Each slot holds a clone of the connection's
+/// `Arc`, so a pointer cannot be reused by another connection while it is cached.
+struct AddressCache {
+    slots: Vec<Option<(Arc<ConnectionInfo>, String, String)>>,
+}
+
+impl Default for AddressCache {
+    fn default() -> Self {
+        AddressCache {
+            slots: vec![None; ADDRESS_CACHE_SLOTS],
+        }
+    }
+}
+
+impl AddressCache {
+    /// Client and server address texts of `conn`.
+    #[inline]
+    fn get(&mut self, conn: &Arc<ConnectionInfo>) -> (&str, &str) {
+        let pointer = Arc::as_ptr(conn) as usize;
+        let slot = (pointer >> 4 ^ pointer >> 14) % ADDRESS_CACHE_SLOTS;
+        let entry = &mut self.slots[slot];
+        if !entry
+            .as_ref()
+            .is_some_and(|(cached, _, _)| Arc::ptr_eq(cached, conn))
+        {
+            let (_, client, server) = entry.get_or_insert_with(|| {
+                (
+                    conn.clone(),
+                    String::with_capacity(24),
+                    String::with_capacity(24),
+                )
+            });
+            client.clear();
+            server.clear();
+            let _ = write!(client, "{}", canonical_socket_addr(conn.client_addr));
+            let _ = write!(server, "{}", canonical_socket_addr(conn.server_addr));
+            entry.as_mut().expect("filled above").0 = conn.clone();
+        }
+        let (_, client, server) = entry.as_ref().expect("filled above");
+        (client, server)
+    }
+}
+
 /// Average bytes of string data per row assumed when pre-sizing string builders.
 const STRING_BYTES_PER_ROW_HINT: usize = 16;
 
@@ -28,10 +74,7 @@ pub struct RequestColumns {
     redact_queries: bool,
     capacity: usize,
     rows: usize,
-    /// Connection whose formatted addresses are cached below.
-    cached_conn: Option<Arc<ConnectionInfo>>,
-    client_addr_text: String,
-    server_addr_text: String,
+    addresses: AddressCache,
     redacted_query: String,
 
     ts: TimestampMicrosecondBuilder,
@@ -100,9 +143,7 @@ impl RequestColumns {
             redact_queries,
             capacity,
             rows: 0,
-            cached_conn: None,
-            client_addr_text: String::new(),
-            server_addr_text: String::new(),
+            addresses: AddressCache::default(),
             redacted_query: String::new(),
             ts: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
             duration_ns: Int64Builder::with_capacity(n),
@@ -149,37 +190,17 @@ impl RequestColumns {
         monotonic_ns_to_unix_micros(request.record.start_ns, self.monotonic_to_unix_offset_ns)
     }
 
-    fn refresh_address_cache(&mut self, conn: &Arc<ConnectionInfo>) {
-        if self
-            .cached_conn
-            .as_ref()
-            .is_some_and(|cached| Arc::ptr_eq(cached, conn))
-        {
-            return;
-        }
-        self.client_addr_text.clear();
-        self.server_addr_text.clear();
-        let _ = write!(
-            self.client_addr_text,
-            "{}",
-            canonical_socket_addr(conn.client_addr)
-        );
-        let _ = write!(
-            self.server_addr_text,
-            "{}",
-            canonical_socket_addr(conn.server_addr)
-        );
-        self.cached_conn = Some(conn.clone());
-    }
-
     /// Appends one row.
     pub fn append(&mut self, request: &CapturedRequest) {
         let record = &request.record;
         let conn = &request.conn;
-        self.refresh_address_cache(conn);
+        let (client_addr, server_addr) = self.addresses.get(conn);
         self.rows += 1;
 
-        self.ts.append_value(self.ts_micros(request));
+        self.ts.append_value(monotonic_ns_to_unix_micros(
+            record.start_ns,
+            self.monotonic_to_unix_offset_ns,
+        ));
         self.duration_ns.append_value(saturating_i64(
             record.end_ns.saturating_sub(record.start_ns),
         ));
@@ -187,8 +208,8 @@ impl RequestColumns {
         self.side.append_value(conn.side.name());
         self.pid.append_value(conn.pid as i32);
         self.comm.append_value(&conn.comm);
-        self.client_addr.append_value(&self.client_addr_text);
-        self.server_addr.append_value(&self.server_addr_text);
+        self.client_addr.append_value(client_addr);
+        self.server_addr.append_value(server_addr);
         self.operation.append_value(&record.operation);
         self.status.append_value(record.status.name());
         self.error_code.append_option(record.error_code);
@@ -299,9 +320,7 @@ impl TableColumns for RequestColumns {
             ),
         );
         // Keep the address cache across batches.
-        self.cached_conn = full.cached_conn.take();
-        std::mem::swap(&mut self.client_addr_text, &mut full.client_addr_text);
-        std::mem::swap(&mut self.server_addr_text, &mut full.server_addr_text);
+        std::mem::swap(&mut self.addresses, &mut full.addresses);
         let f = &mut full;
         vec![
             Arc::new(f.ts.finish()),

@@ -21,7 +21,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::error::SinkError;
 use crate::file::{CommittedFile, FileName, ParquetFile, RowGroupLimits};
-use crate::schema::Table;
+use crate::schema::{ColumnSpec, ColumnType, Table};
 use crate::time::MICROS_PER_HOUR;
 
 /// The column builders of one table.
@@ -108,6 +108,16 @@ pub struct TableWriter<C: TableColumns> {
     committed: Vec<CommittedFile>,
 }
 
+/// Columns with min/max statistics (per column chunk; `ts`/`window_start` also per page): times
+/// and numbers, which readers prune row groups with. String statistics would cost a comparison
+/// per value; low-cardinality strings are dictionary-encoded, which readers can filter on.
+fn wants_statistics(spec: &ColumnSpec) -> bool {
+    matches!(
+        spec.column_type,
+        ColumnType::TimestampMicrosUtc | ColumnType::Int32 | ColumnType::Int64
+    )
+}
+
 /// Parquet writer properties for a table: zstd, dictionary encoding only for the columns the
 /// schema marks low-cardinality, page statistics, the table's key-value metadata.
 pub fn writer_properties(table: Table, settings: &TableSettings, host: &str) -> WriterProperties {
@@ -124,10 +134,17 @@ pub fn writer_properties(table: Table, settings: &TableSettings, host: &str) -> 
         // Row groups are ended by `ParquetFile::write_batch`, which measures their real size.
         .set_max_row_group_size(settings.row_group_rows.saturating_add(settings.batch_rows))
         .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_write_batch_size(8192)
         .set_dictionary_enabled(false)
         .set_key_value_metadata(Some(metadata))
         .set_created_by(format!("l7tap-sinks {}", env!("CARGO_PKG_VERSION")));
     for spec in table.columns() {
+        if !wants_statistics(spec) {
+            builder = builder.set_column_statistics_enabled(
+                ColumnPath::from(spec.name),
+                EnabledStatistics::None,
+            );
+        }
         if spec.dictionary {
             builder = builder.set_column_dictionary_enabled(ColumnPath::from(spec.name), true);
         }
