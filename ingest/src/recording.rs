@@ -9,6 +9,7 @@
 //! A recording cut short (the capture was killed) ends at its last whole frame.
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::frame::{self, Tag, FRAME_HEADER, MAX_BODY};
@@ -55,7 +56,14 @@ impl RecordingWriter {
             path: path.to_owned(),
             source,
         };
-        let file = File::create(path).map_err(io_err)?;
+        // Raw payloads can hold credentials (a ClickHouse Hello's password): owner only.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_err)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut head = Vec::with_capacity(32);
         head.extend_from_slice(MAGIC);

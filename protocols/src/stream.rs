@@ -246,8 +246,21 @@ impl<P: Parser> StreamDriver<P> {
         let mut pos = 0usize;
         let mut errors_without_progress = 0u32;
         while pos < input.bytes.len() {
-            let view = sub_input(&input, pos);
-            match self.parser.parse(dir, &view.as_input(), out) {
+            // One syscall in the buffer is the common case: rebase its mark on the stack
+            // instead of building a mark list for every call.
+            let single;
+            let view;
+            let shifted = if let [(end, ts)] = input.marks {
+                single = [(end - pos, *ts)];
+                Input {
+                    bytes: &input.bytes[pos..],
+                    marks: &single,
+                }
+            } else {
+                view = sub_input(&input, pos);
+                view.as_input()
+            };
+            match self.parser.parse(dir, &shifted, out) {
                 Ok(Step::Consumed(0)) | Ok(Step::NeedMore) => break,
                 Ok(Step::Consumed(n)) => {
                     errors_without_progress = 0;

@@ -296,6 +296,10 @@ fn report(
     common: &CommonArgs,
     elapsed: Duration,
 ) -> Result<()> {
+    let mut summary = summary.clone();
+    summary.add("output.requests", output.requests);
+    summary.add("output.interval_rows", output.interval_rows);
+    let summary = &summary;
     let mut out = String::new();
     out.push_str(&format!(
         "l7tap summary ({:.1}s): {} events, {} requests, {} interval rows, {} files in {}\n",

@@ -180,6 +180,24 @@ fn live_capture_classifies_real_servers_and_replay_reproduces_it() {
     }
     assert!(live["ingest.events"] > 0);
 
+    // Parquet: every table readable, as many request rows as records produced, and the
+    // credentials the load used (ClickHouse password, ZooKeeper digest auth) nowhere.
+    let out_dir = dir.join("out");
+    let counts = run(Command::new("python3").arg("-c").arg(format!(
+        "import duckdb\n\
+         for t in ['requests', 'intervals', 'capture_stats']:\n\
+         \x20   print(duckdb.sql(\"select count(*) from read_parquet('{d}/\" + t + \"/*/*/*.parquet')\").fetchone()[0])",
+        d = out_dir.display()
+    )));
+    let counts: Vec<u64> = counts.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(counts[0], live["output.requests"], "requests rows");
+    assert_eq!(counts[1], live["output.interval_rows"], "intervals rows");
+    assert!(counts[2] > 0, "no capture_stats rows");
+    run(script("ci/check-no-secrets.py")
+        .arg(&out_dir)
+        .args(["l7tap-secret-pw", "zk-secret-auth", "--also"])
+        .arg(&live_json));
+
     // The replay of the recording reproduces the live summary exactly.
     let replay_json = dir.join("replay.json");
     run(l7tap()
