@@ -55,7 +55,11 @@ pub fn format_chunks(chunks: &[Chunk]) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     for (dir, ts, bytes) in chunks {
-        let d = if *dir == Direction::ClientToServer { 'c' } else { 's' };
+        let d = if *dir == Direction::ClientToServer {
+            'c'
+        } else {
+            's'
+        };
         let _ = write!(s, "{d} {ts} ");
         for b in bytes {
             let _ = write!(s, "{b:02x}");
@@ -77,6 +81,9 @@ mod tests {
         assert_eq!(chunks[1], (Direction::ServerToClient, 7, vec![]));
         assert_eq!(parse_chunks(&format_chunks(&chunks)).unwrap(), chunks);
         assert_eq!(parse_chunks("x 1 00").unwrap_err().line, 1);
-        assert_eq!(parse_chunks("c 1 0").unwrap_err().what, "odd number of hex digits");
+        assert_eq!(
+            parse_chunks("c 1 0").unwrap_err().what,
+            "odd number of hex digits"
+        );
     }
 }
