@@ -1,3 +1,4 @@
+#![allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87; MSRV is 1.85
 //! Writes a small sample of the three tables into a directory, for `sinks/tests/read_back.py`
 //! and for trying readers: `cargo run -p l7tap-sinks --example write_sample -- OUT_DIR`.
 //!
