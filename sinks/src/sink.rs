@@ -206,6 +206,13 @@ impl ParquetSink {
         self.intervals.after_row();
     }
 
+    /// Buffers `intervals` rows, e.g. the result of [`crate::merge_interval_rows`].
+    pub fn push_intervals<'a>(&mut self, rows: impl IntoIterator<Item = &'a IntervalRow>) {
+        for row in rows {
+            self.push_interval(row);
+        }
+    }
+
     /// Buffers one `capture_stats` row.
     pub fn push_capture_stats(&mut self, row: &CaptureStatsRow) {
         if self.over_budget {

@@ -484,6 +484,14 @@ fn capture_stats_round_trip() {
 }
 
 #[test]
+fn sink_and_aggregator_can_move_to_their_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<ParquetSink>();
+    assert_send::<Aggregator>();
+    assert_send::<l7tap_sinks::IntervalRow>();
+}
+
+#[test]
 fn readme_documents_every_column() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
