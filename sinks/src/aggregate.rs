@@ -21,6 +21,9 @@
 //! already closed window is counted into the oldest open window (first sub-window) and in
 //! [`Aggregator::late_records`].
 //!
+//! Windows stay open (in memory) until flushed: call `flush_until` regularly, e.g. every second
+//! with the current time minus a grace period of a second or two for records still in flight.
+//!
 //! The aggregator is pure: no threads, no clock, no I/O. The intended use is one aggregator per
 //! actor thread (no lock on the per-request path) whose rows are merged at flush time, either by
 //! merging whole aggregators ([`Aggregator::merge`]) or the rows of several aggregators for the

@@ -35,6 +35,6 @@ pub use error::SinkError;
 pub use file::CommittedFile;
 pub use redact::{redact_query, redact_query_into};
 pub use schema::{Table, SCHEMA_VERSION};
-pub use sink::{default_host_name, ParquetSink, SinkConfig, SinkStats};
+pub use sink::{default_host_name, remove_stale_temp_files, ParquetSink, SinkConfig, SinkStats};
 pub use table::TableStats;
 pub use time::measure_monotonic_to_unix_offset_ns;

@@ -16,7 +16,7 @@
 //! }
 //! sink.finish().unwrap(); // on shutdown: publish everything
 //! ```
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use l7tap_protocols::CapturedRequest;
@@ -27,6 +27,7 @@ use crate::error::SinkError;
 use crate::file::CommittedFile;
 use crate::intervals::IntervalColumns;
 use crate::requests::RequestColumns;
+use crate::schema::Table;
 use crate::table::{TableSettings, TableStats, TableWriter};
 
 /// Default file roll size: 128 MiB.
@@ -121,6 +122,38 @@ pub fn sanitize_host(host: &str) -> String {
         "localhost".to_string()
     } else {
         cleaned
+    }
+}
+
+/// Removes the temporary files (`.<host>-….parquet.tmp`) that a killed sink of this host left
+/// under `out_dir`; call it at startup, before creating the sink. Returns how many were removed.
+/// Files of other hosts sharing the directory are left alone.
+pub fn remove_stale_temp_files(out_dir: &Path, host: &str) -> std::io::Result<usize> {
+    let prefix = format!(".{}-", sanitize_host(host));
+    let mut removed = 0;
+    for table in Table::ALL {
+        let table_dir = out_dir.join(table.name());
+        for date in read_dir_or_empty(&table_dir)? {
+            for hour in read_dir_or_empty(&date)? {
+                for file in read_dir_or_empty(&hour)? {
+                    let name = file.file_name().unwrap_or_default().to_string_lossy();
+                    if name.starts_with(&prefix) && name.ends_with(".parquet.tmp") {
+                        std::fs::remove_file(&file)?;
+                        removed += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
+fn read_dir_or_empty(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.map(|entry| entry.map(|e| e.path())).collect(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(error) if error.raw_os_error() == Some(libc::ENOTDIR) => Ok(Vec::new()),
+        Err(error) => Err(error),
     }
 }
 

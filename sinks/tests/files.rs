@@ -396,12 +396,25 @@ fn sigkill_leaves_every_published_file_intact() {
         let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
     }
-    // Whatever else is there is a hidden temporary file.
+    // Whatever else is there is a hidden temporary file, which the next start removes.
+    let mut temporary = 0;
     for path in all_files(out.path()) {
         let name = file_name(&path);
         assert!(
             name.ends_with(".parquet") || (name.starts_with('.') && name.ends_with(".parquet.tmp")),
             "{name}"
         );
+        temporary += name.ends_with(".tmp") as usize;
     }
+    let other_host = files[0]
+        .parent()
+        .unwrap()
+        .join(".other-host-20240601T100000Z-000000.parquet.tmp");
+    std::fs::write(&other_host, b"another writer's file").unwrap();
+    assert_eq!(
+        l7tap_sinks::remove_stale_temp_files(out.path(), "node-1.example").unwrap(),
+        temporary
+    );
+    assert!(other_host.exists());
+    assert_eq!(parquet_files(out.path()), files);
 }
