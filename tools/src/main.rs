@@ -1,7 +1,9 @@
 //! `l7tap`: capture ClickHouse-native and ZooKeeper traffic with eBPF, or replay a recording.
 mod dump;
+mod heatmap;
 mod output;
 mod pipeline;
+mod report;
 mod stats;
 
 use std::path::PathBuf;
@@ -36,6 +38,10 @@ enum Command {
         #[arg(long, default_value = "l7tap-chunks")]
         out: PathBuf,
     },
+    /// Per-server client tables, SLIs and capture health from an output directory.
+    Report(report::ReportArgs),
+    /// Latency heatmap (time × latency bucket, colour = requests) as PNG or HTML.
+    Heatmap(heatmap::HeatmapArgs),
 }
 
 #[derive(Args)]
@@ -188,6 +194,8 @@ fn main() {
         }),
         Command::Replay(a) => pipeline::replay(&a.file, a.common),
         Command::Dump { file, out } => dump::dump(&file, &out),
+        Command::Report(a) => report::run(a),
+        Command::Heatmap(a) => heatmap::run(a),
     };
     if let Err(e) = result {
         // One line that says what went wrong, with its causes.
