@@ -1,5 +1,27 @@
-//! `l7tap heatmap`: latency heatmap from the `intervals` table.
-use std::path::PathBuf;
+//! `l7tap heatmap`: a latency heatmap (x = time per heatmap sub-window, usually a second; y = the
+//! log-spaced latency buckets of the `intervals` file metadata; colour = requests) with a separate
+//! row of errors, drawn from the `intervals` table alone.
+//!
+//! `.png` is drawn with plotters (axes labelled, log colour scale). `.html` is one self-contained
+//! page (no network): an inline canvas renderer with the grid embedded as JSON; hovering a cell
+//! shows its counts, and dragging a rectangle lists the requests inside it, read from the
+//! `requests` table when the page is written (at most [`MAX_EMBEDDED_REQUESTS`], the slowest
+//! kept; the page says when rows were cut). Requests whose answer was never seen (`incomplete`,
+//! no duration) are left out. Per server, the server's own view is used when captured (as in
+//! `l7tap report`).
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use plotters::prelude::*;
+
+use crate::report::{
+    format_time_us, ip_of, prefer_server_side, read_intervals, read_projected, table_files,
+    IntervalColumns, ReadError, Selection,
+};
+
+/// Requests embedded in an HTML heatmap at most.
+pub const MAX_EMBEDDED_REQUESTS: usize = 20_000;
 
 /// Command-line arguments of `l7tap heatmap`.
 #[derive(clap::Args)]
@@ -16,6 +38,530 @@ pub struct HeatmapArgs {
     pub client: Option<String>,
 }
 
-pub fn run(_args: HeatmapArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+/// Time × latency-bucket counts.
+pub struct HeatmapGrid {
+    /// Upper bounds of all buckets, ns (the last bucket is above the last bound).
+    pub bucket_bounds_ns: Vec<i64>,
+    /// First and last (inclusive) bucket index shown.
+    pub first_bucket: usize,
+    pub last_bucket: usize,
+    /// Start of the first column, Unix µs, and the column width, µs.
+    pub start_us: i64,
+    pub column_us: i64,
+    /// `counts[column][bucket - first_bucket]`.
+    pub counts: Vec<Vec<i64>>,
+    /// Errors per column.
+    pub errors: Vec<i64>,
+    /// Side used per `(protocol, server)`.
+    pub sides: BTreeMap<(String, String), String>,
+}
+
+impl HeatmapGrid {
+    fn rows(&self) -> usize {
+        self.last_bucket - self.first_bucket + 1
+    }
+
+    fn max_count(&self) -> i64 {
+        let cells = self.counts.iter().flatten().copied().max().unwrap_or(0);
+        cells
+            .max(self.errors.iter().copied().max().unwrap_or(0))
+            .max(1)
+    }
+
+    /// `≤ 200 ms`-style label of a bucket.
+    fn bucket_label(&self, bucket: usize) -> String {
+        match self.bucket_bounds_ns.get(bucket) {
+            Some(&bound) => format!("≤{}", short_ns(bound)),
+            None => format!(">{}", short_ns(*self.bucket_bounds_ns.last().unwrap_or(&0))),
+        }
+    }
+}
+
+fn short_ns(ns: i64) -> String {
+    let (value, unit) = if ns >= 1_000_000_000 {
+        (ns as f64 / 1e9, "s")
+    } else if ns >= 1_000_000 {
+        (ns as f64 / 1e6, "ms")
+    } else if ns >= 1_000 {
+        (ns as f64 / 1e3, "µs")
+    } else {
+        (ns as f64, "ns")
+    };
+    format!("{value}{unit}")
+}
+
+/// Builds the grid of the selected `intervals` rows.
+pub fn build_grid(dir: &Path, selection: &Selection) -> Result<HeatmapGrid, ReadError> {
+    let (mut records, bounds) = read_intervals(
+        dir,
+        selection,
+        IntervalColumns {
+            histogram: false,
+            heatmap: true,
+        },
+    )?;
+    let sides = prefer_server_side(&mut records);
+    if records.is_empty() {
+        return Err(ReadError::Format(format!(
+            "no intervals rows selected under {}",
+            dir.display()
+        )));
+    }
+    let column_us = records
+        .iter()
+        .map(|r| r.heatmap_sub_window_ns / 1_000)
+        .filter(|&c| c > 0)
+        .min()
+        .unwrap_or(1_000_000);
+    let buckets = bounds.len() + 1;
+    let mut cells: BTreeMap<i64, (Vec<i64>, i64)> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.status != "incomplete") {
+        let sub_us = (r.heatmap_sub_window_ns / 1_000).max(1);
+        for (i, counts) in r.heatmap.iter().enumerate() {
+            let column_start = r.window_start_us + i as i64 * sub_us;
+            let column = (column_start.div_euclid(column_us)) * column_us;
+            let cell = cells.entry(column).or_insert_with(|| (vec![0; buckets], 0));
+            for (k, &c) in counts.iter().enumerate().take(buckets) {
+                cell.0[k] += c;
+                if r.status == "error" {
+                    cell.1 += c;
+                }
+            }
+        }
+    }
+    let used: Vec<usize> = (0..buckets)
+        .filter(|&k| cells.values().any(|(c, _)| c[k] > 0))
+        .collect();
+    let first_bucket = used.first().copied().unwrap_or(0).saturating_sub(1);
+    let last_bucket = (used.last().copied().unwrap_or(0) + 1).min(buckets - 1);
+    let start_us = *cells.keys().next().expect("records are not empty");
+    let end_us = *cells.keys().last().expect("records are not empty");
+    let columns = ((end_us - start_us) / column_us + 1) as usize;
+    let mut counts = vec![vec![0; last_bucket - first_bucket + 1]; columns];
+    let mut errors = vec![0; columns];
+    for (t, (cell, error_count)) in &cells {
+        let column = ((t - start_us) / column_us) as usize;
+        counts[column].copy_from_slice(&cell[first_bucket..=last_bucket]);
+        errors[column] = *error_count;
+    }
+    Ok(HeatmapGrid {
+        bucket_bounds_ns: bounds,
+        first_bucket,
+        last_bucket,
+        start_us,
+        column_us,
+        counts,
+        errors,
+        sides,
+    })
+}
+
+/// Log colour scale: white-ish for few requests to dark red for the most.
+fn colour(count: i64, max: i64) -> RGBColor {
+    let x = ((count as f64).ln_1p() / (max as f64).ln_1p()).clamp(0.0, 1.0);
+    // From pale yellow (255, 237, 160) to dark red (128, 0, 38).
+    let lerp = |a: f64, b: f64| (a + (b - a) * x).round() as u8;
+    RGBColor(lerp(255.0, 128.0), lerp(237.0, 0.0), lerp(160.0, 38.0))
+}
+
+/// Pixel geometry of a written PNG (printed as JSON so scripts and tests can find the rows).
+#[derive(Default)]
+struct PngLayout {
+    width: u32,
+    height: u32,
+    plot_left: i32,
+    plot_right: i32,
+    /// Per shown bucket: (upper bound ns or -1 for overflow, top y, bottom y).
+    latency_rows: Vec<(i64, i32, i32)>,
+    errors_row: (i32, i32),
+}
+
+fn load_font() -> bool {
+    const CANDIDATES: &[&str] = &[
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/TTF/DejaVuSans.ttf",
+        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+        "/usr/share/fonts/liberation-sans/LiberationSans-Regular.ttf",
+        "/System/Library/Fonts/Supplemental/Arial.ttf",
+    ];
+    for path in CANDIDATES {
+        if let Ok(bytes) = std::fs::read(path) {
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+type DrawResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn write_png(grid: &HeatmapGrid, path: &Path, title: &str) -> DrawResult<PngLayout> {
+    let labels = load_font();
+    if !labels {
+        eprintln!(
+            "l7tap: no TrueType font found (DejaVu or Liberation Sans); drawing without labels"
+        );
+    }
+    let (width, height) = (1280u32, 720u32);
+    let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (main, scale_area) = root.split_horizontally(width - 110);
+    let (latency_area, errors_area) = main.split_vertically(height - 120);
+    let columns = grid.counts.len() as f64;
+    let rows = grid.rows() as f64;
+    let max = grid.max_count();
+    let x_label = |x: &f64| {
+        format_time_us(grid.start_us + (*x * grid.column_us as f64) as i64)[11..19].to_string()
+    };
+
+    let mut chart = ChartBuilder::on(&latency_area);
+    chart
+        .margin(10)
+        .x_label_area_size(if labels { 30 } else { 0 })
+        .y_label_area_size(if labels { 80 } else { 0 });
+    if labels {
+        chart.caption(title, ("sans-serif", 18));
+    }
+    let mut chart = chart.build_cartesian_2d(0.0..columns, 0.0..rows)?;
+    if labels {
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("time (UTC)")
+            .y_desc("latency bucket")
+            .x_label_formatter(&x_label)
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 14))
+            .y_labels(grid.rows() + 1)
+            // Row j spans bucket first_bucket + j; the line between rows is a bucket bound.
+            .y_label_formatter(&|y: &f64| {
+                let line = y.round();
+                if (y - line).abs() > 1e-6 {
+                    return String::new();
+                }
+                let bucket = grid.first_bucket as i64 + line as i64 - 1;
+                if bucket < 0 {
+                    "0".to_string()
+                } else {
+                    grid.bucket_bounds_ns
+                        .get(bucket as usize)
+                        .map(|&b| short_ns(b))
+                        .unwrap_or_default()
+                }
+            })
+            .draw()?;
+    }
+    chart.draw_series(grid.counts.iter().enumerate().flat_map(|(x, column)| {
+        column
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(move |(y, &c)| {
+                Rectangle::new(
+                    [(x as f64, y as f64), (x as f64 + 1.0, y as f64 + 1.0)],
+                    colour(c, max).filled(),
+                )
+            })
+    }))?;
+    let mut layout = PngLayout {
+        width,
+        height,
+        ..PngLayout::default()
+    };
+    let (left, _) = chart.backend_coord(&(0.0, 0.0));
+    let (right, _) = chart.backend_coord(&(columns, 0.0));
+    layout.plot_left = left;
+    layout.plot_right = right;
+    for row in 0..grid.rows() {
+        let (_, bottom) = chart.backend_coord(&(0.0, row as f64));
+        let (_, top) = chart.backend_coord(&(0.0, row as f64 + 1.0));
+        let bound = grid
+            .bucket_bounds_ns
+            .get(grid.first_bucket + row)
+            .copied()
+            .unwrap_or(-1);
+        layout.latency_rows.push((bound, top, bottom));
+    }
+
+    let mut errors_chart = ChartBuilder::on(&errors_area);
+    errors_chart
+        .margin(10)
+        .x_label_area_size(if labels { 30 } else { 0 })
+        .y_label_area_size(if labels { 80 } else { 0 });
+    let mut errors_chart = errors_chart.build_cartesian_2d(0.0..columns, 0.0..1.0)?;
+    if labels {
+        errors_chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_label_formatter(&x_label)
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 14))
+            .y_labels(0)
+            .y_desc("errors")
+            .draw()?;
+    }
+    errors_chart.draw_series(grid.errors.iter().enumerate().filter(|(_, &c)| c > 0).map(
+        |(x, &c)| {
+            Rectangle::new(
+                [(x as f64, 0.0), (x as f64 + 1.0, 1.0)],
+                colour(c, max).filled(),
+            )
+        },
+    ))?;
+    let (_, bottom) = errors_chart.backend_coord(&(0.0, 0.0));
+    let (_, top) = errors_chart.backend_coord(&(0.0, 1.0));
+    layout.errors_row = (top, bottom);
+
+    let mut scale = ChartBuilder::on(&scale_area);
+    scale
+        .margin(10)
+        .margin_top(40)
+        .y_label_area_size(if labels { 60 } else { 0 });
+    let mut scale = scale.build_cartesian_2d(0.0..1.0, (1.0..max as f64 + 1.0).log_scale())?;
+    if labels {
+        scale
+            .configure_mesh()
+            .disable_mesh()
+            .disable_x_axis()
+            .y_desc("requests per cell")
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 14))
+            .y_label_formatter(&|v: &f64| format!("{:.0}", v - 1.0))
+            .draw()?;
+    }
+    let steps = 100;
+    scale.draw_series((0..steps).map(|i| {
+        let low = ((max as f64 + 1.0).ln() * i as f64 / steps as f64).exp();
+        let high = ((max as f64 + 1.0).ln() * (i + 1) as f64 / steps as f64).exp();
+        Rectangle::new(
+            [(0.0, low), (1.0, high)],
+            colour((low - 1.0).round() as i64, max).filled(),
+        )
+    }))?;
+    root.present()?;
+    Ok(layout)
+}
+
+/// One request embedded in the HTML page.
+struct EmbeddedRequest {
+    end_column: i64,
+    bucket: usize,
+    ts_us: i64,
+    duration_ns: i64,
+    client: String,
+    server: String,
+    status: String,
+    query: String,
+}
+
+/// Reads the requests shown by the grid (its side per server, answered ones), keeping the
+/// slowest [`MAX_EMBEDDED_REQUESTS`]. Returns them and how many matched in all.
+fn read_embedded_requests(
+    dir: &Path,
+    selection: &Selection,
+    grid: &HeatmapGrid,
+) -> Result<(Vec<EmbeddedRequest>, usize), ReadError> {
+    let columns = [
+        "ts",
+        "duration_ns",
+        "protocol",
+        "side",
+        "client_addr",
+        "server_addr",
+        "status",
+        "query",
+    ];
+    let mut requests = Vec::new();
+    let slack_us = grid.column_us.max(10_000_000);
+    for path in table_files(dir, "requests", selection) {
+        let (batches, _) = read_projected(&path, &columns, "ts", selection, slack_us)?;
+        for batch in &batches {
+            let get = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .ok_or_else(|| ReadError::Format(format!("requests: no column {name}")))
+            };
+            let ts = get("ts")?
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .ok_or_else(|| ReadError::Format("requests.ts type".into()))?;
+            let duration = get("duration_ns")?
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| ReadError::Format("requests.duration_ns type".into()))?;
+            let strings = |name: &str| -> Result<&StringArray, ReadError> {
+                get(name)?
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| ReadError::Format(format!("requests.{name} type")))
+            };
+            let (protocol, side, client, server, status, query) = (
+                strings("protocol")?,
+                strings("side")?,
+                strings("client_addr")?,
+                strings("server_addr")?,
+                strings("status")?,
+                strings("query")?,
+            );
+            for row in 0..batch.num_rows() {
+                let key = (
+                    protocol.value(row).to_string(),
+                    server.value(row).to_string(),
+                );
+                if status.value(row) == "incomplete"
+                    || grid.sides.get(&key).is_none_or(|s| s != side.value(row))
+                    || selection
+                        .client
+                        .as_deref()
+                        .is_some_and(|c| ip_of(c) != ip_of(client.value(row)))
+                {
+                    continue;
+                }
+                let duration_ns = duration.value(row);
+                let end_us = ts.value(row) + duration_ns / 1_000;
+                let end_column = (end_us - grid.start_us).div_euclid(grid.column_us);
+                if end_column < 0 || end_column >= grid.counts.len() as i64 {
+                    continue;
+                }
+                let bucket = grid
+                    .bucket_bounds_ns
+                    .iter()
+                    .position(|&b| duration_ns.max(1) <= b)
+                    .unwrap_or(grid.bucket_bounds_ns.len());
+                requests.push(EmbeddedRequest {
+                    end_column,
+                    bucket,
+                    ts_us: ts.value(row),
+                    duration_ns,
+                    client: client.value(row).to_string(),
+                    server: server.value(row).to_string(),
+                    status: status.value(row).to_string(),
+                    query: if query.is_null(row) {
+                        String::new()
+                    } else {
+                        query.value(row).chars().take(300).collect()
+                    },
+                });
+            }
+        }
+    }
+    let matched = requests.len();
+    if matched > MAX_EMBEDDED_REQUESTS {
+        requests.sort_by(|a, b| b.duration_ns.cmp(&a.duration_ns));
+        requests.truncate(MAX_EMBEDDED_REQUESTS);
+    }
+    requests.sort_by_key(|r| r.ts_us);
+    Ok((requests, matched))
+}
+
+const HTML_TEMPLATE: &str = include_str!("heatmap.html");
+
+fn write_html(
+    grid: &HeatmapGrid,
+    requests: &[EmbeddedRequest],
+    matched: usize,
+    path: &Path,
+    title: &str,
+) -> std::io::Result<()> {
+    let labels: Vec<String> = (grid.first_bucket..=grid.last_bucket)
+        .map(|b| grid.bucket_label(b))
+        .collect();
+    let data = serde_json::json!({
+        "title": title,
+        "start_us": grid.start_us,
+        "column_us": grid.column_us,
+        "first_bucket": grid.first_bucket,
+        "bucket_labels": labels,
+        "counts": grid.counts,
+        "errors": grid.errors,
+        "requests_matched": matched,
+        "requests_embedded": requests.len(),
+        "requests": requests.iter().map(|r| serde_json::json!([
+            r.end_column, r.bucket, format_time_us(r.ts_us), r.ts_us % 1_000_000, r.duration_ns, r.client, r.server, r.status, r.query
+        ])).collect::<Vec<_>>(),
+    });
+    // Safe inside <script>: no `</script>`, and no `://` (the page makes no references out).
+    let json = serde_json::to_string(&data)
+        .expect("JSON values serialize")
+        .replace("</", "<\\/")
+        .replace("://", ":\\/\\/")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029");
+    let page = HTML_TEMPLATE
+        .replace("{{TITLE}}", &html_escape(title))
+        .replace("{{DATA}}", &json);
+    std::fs::write(path, page)
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Runs `l7tap heatmap`.
+pub fn run(args: HeatmapArgs) -> anyhow::Result<()> {
+    let selection = args.filters.selection(args.client.clone());
+    let grid = build_grid(&args.dir, &selection)?;
+    let mut title = format!(
+        "{} requests from {} ({} s per column)",
+        grid.sides
+            .keys()
+            .map(|(p, s)| format!("{p} {s}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        format_time_us(grid.start_us),
+        grid.column_us as f64 / 1e6
+    );
+    if let Some(client) = &args.client {
+        title.push_str(&format!(", client {client}"));
+    }
+    let extension = args
+        .out
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match extension.as_str() {
+        "png" => {
+            let layout = write_png(&grid, &args.out, &title)
+                .map_err(|e| anyhow::anyhow!("drawing {}: {e}", args.out.display()))?;
+            let rows: Vec<serde_json::Value> = layout.latency_rows.iter().map(|(bound, top, bottom)| serde_json::json!({"upper_bound_ns": bound, "top": top, "bottom": bottom})).collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "out": args.out.display().to_string(),
+                    "width": layout.width, "height": layout.height,
+                    "plot_left": layout.plot_left, "plot_right": layout.plot_right,
+                    "columns": grid.counts.len(),
+                    "latency_rows": rows,
+                    "errors_row": {"top": layout.errors_row.0, "bottom": layout.errors_row.1},
+                })
+            );
+        }
+        "html" | "htm" => {
+            let (requests, matched) = read_embedded_requests(&args.dir, &selection, &grid)?;
+            write_html(&grid, &requests, matched, &args.out, &title)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "out": args.out.display().to_string(),
+                    "columns": grid.counts.len(),
+                    "requests_matched": matched,
+                    "requests_embedded": requests.len(),
+                })
+            );
+            if matched > requests.len() {
+                eprintln!(
+                    "l7tap: {matched} requests matched; the page holds the slowest {}",
+                    requests.len()
+                );
+            }
+        }
+        _ => anyhow::bail!("--out must end in .png or .html"),
+    }
+    Ok(())
 }
