@@ -1,0 +1,439 @@
+//! `l7tap report` and `l7tap heatmap` on a small dataset written with the sinks crate: a known
+//! mix of fast ClickHouse queries, 210 ms ones and failing ones from two clients, plus a
+//! ZooKeeper server seen from both sides (the report must prefer the server's view).
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use l7tap_protocols::{
+    CapturedRequest, ClickHouseDetails, ConnectionInfo, Details, Protocol, RequestRecord, Side,
+    Status, ZooKeeperDetails,
+};
+use l7tap_sinks::{
+    merge_interval_rows, Aggregator, AggregatorConfig, CaptureStatsRow, ParquetSink, SinkConfig,
+};
+use serde_json::Value;
+
+/// 2024-06-01T10:00:00Z in Unix ns, and the CLOCK_MONOTONIC value that stands for it.
+const BASE_UNIX_NS: i64 = 1_717_236_000_000_000_000;
+const BASE_MONOTONIC_NS: u64 = 5_000_000_000_000;
+const OFFSET_NS: i64 = BASE_UNIX_NS - BASE_MONOTONIC_NS as i64;
+const MS: u64 = 1_000_000;
+const CLICKHOUSE_SERVER: &str = "10.0.0.1:9000";
+const SLOW_NS: u64 = 210 * MS;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("l7tap-report-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn connection(side: Side, client: &str, server: &str, comm: &str) -> Arc<ConnectionInfo> {
+    Arc::new(ConnectionInfo {
+        pid: 100,
+        comm: comm.to_string(),
+        cgroup_id: 1,
+        side,
+        client_addr: client.parse::<SocketAddr>().unwrap(),
+        server_addr: server.parse::<SocketAddr>().unwrap(),
+    })
+}
+
+fn clickhouse_query(
+    conn: &Arc<ConnectionInfo>,
+    start_ms: u64,
+    duration_ns: u64,
+    query: &str,
+    error: Option<&'static str>,
+) -> CapturedRequest {
+    let start_ns = BASE_MONOTONIC_NS + start_ms * MS;
+    CapturedRequest {
+        conn: conn.clone(),
+        record: RequestRecord {
+            protocol: Protocol::ClickHouse,
+            start_ns,
+            end_ns: start_ns + duration_ns,
+            operation: Cow::Borrowed("SELECT"),
+            status: if error.is_some() {
+                Status::Error
+            } else {
+                Status::Ok
+            },
+            error_code: error.map(|_| 60),
+            error_name: error.map(Cow::Borrowed),
+            error_message: error.map(|e| format!("{e} happened")),
+            query: Some(query.to_string()),
+            query_truncated: false,
+            bytes_sent: 100,
+            bytes_received: 200,
+            details: Details::ClickHouse(ClickHouseDetails::default()),
+        },
+    }
+}
+
+fn zookeeper_request(
+    conn: &Arc<ConnectionInfo>,
+    start_ms: u64,
+    duration_ns: u64,
+) -> CapturedRequest {
+    let start_ns = BASE_MONOTONIC_NS + start_ms * MS;
+    CapturedRequest {
+        conn: conn.clone(),
+        record: RequestRecord {
+            protocol: Protocol::ZooKeeper,
+            start_ns,
+            end_ns: start_ns + duration_ns,
+            operation: Cow::Borrowed("getData"),
+            status: Status::Ok,
+            error_code: None,
+            error_name: None,
+            error_message: None,
+            query: Some("/app/config".to_string()),
+            query_truncated: false,
+            bytes_sent: 40,
+            bytes_received: 60,
+            details: Details::ZooKeeper(ZooKeeperDetails::default()),
+        },
+    }
+}
+
+/// Client A (10.0.0.2, `app-a`): 100 fast queries (1.00..1.99 ms), 20 of 210 ms, 10 failing
+/// (2.5 ms, UNKNOWN_TABLE ×7, SYNTAX_ERROR ×3). Client B (10.0.0.3, `app-b`): 40 queries of 3 ms.
+/// ZooKeeper 10.0.0.1:2181: 30 requests seen by the client (`zkcli`) and by the server (`java`).
+fn sample_requests() -> Vec<CapturedRequest> {
+    let a = connection(Side::Client, "10.0.0.2:40001", CLICKHOUSE_SERVER, "app-a");
+    let b = connection(Side::Client, "10.0.0.3:40002", CLICKHOUSE_SERVER, "app-b");
+    let mut requests = Vec::new();
+    for i in 0..100u64 {
+        requests.push(clickhouse_query(
+            &a,
+            i * 150,
+            MS + i * 10_000,
+            "SELECT 1",
+            None,
+        ));
+    }
+    for i in 0..20u64 {
+        requests.push(clickhouse_query(
+            &a,
+            3_000 + i * 300,
+            SLOW_NS,
+            "SELECT sleep(0.2)",
+            None,
+        ));
+    }
+    for i in 0..10u64 {
+        let name = if i < 7 {
+            "UNKNOWN_TABLE"
+        } else {
+            "SYNTAX_ERROR"
+        };
+        requests.push(clickhouse_query(
+            &a,
+            5_000 + i * 500,
+            2_500_000,
+            "SELECT * FROM nope",
+            Some(name),
+        ));
+    }
+    for i in 0..40u64 {
+        requests.push(clickhouse_query(&b, i * 400, 3 * MS, "SELECT 2", None));
+    }
+    let zk_client = connection(Side::Client, "10.0.0.4:50000", "10.0.0.1:2181", "zkcli");
+    let zk_server = connection(Side::Server, "10.0.0.4:50000", "10.0.0.1:2181", "java");
+    for i in 0..30u64 {
+        requests.push(zookeeper_request(&zk_client, i * 500, 600_000));
+        requests.push(zookeeper_request(&zk_server, i * 500, 400_000));
+    }
+    requests
+}
+
+fn write_dataset(dir: &Path) {
+    let mut aggregator = Aggregator::new(AggregatorConfig {
+        monotonic_to_unix_offset_ns: OFFSET_NS,
+        ..AggregatorConfig::default()
+    })
+    .unwrap();
+    let mut sink = ParquetSink::new(SinkConfig::new(dir, "testhost", OFFSET_NS)).unwrap();
+    for request in sample_requests() {
+        aggregator.record(&request);
+        sink.push_request(&request);
+    }
+    let rows = aggregator.flush_until(BASE_UNIX_NS + 3_600_000_000_000);
+    for row in merge_interval_rows(rows).unwrap() {
+        sink.push_interval(&row);
+    }
+    for window in 0..3 {
+        sink.push_capture_stats(&CaptureStatsRow {
+            window_start_unix_ns: BASE_UNIX_NS + window * 10_000_000_000,
+            window_ns: 10_000_000_000,
+            cpu: None,
+            events: 1000,
+            bytes: 50_000,
+            lost_samples: if window == 1 { 5 } else { 0 },
+            ..CaptureStatsRow::default()
+        });
+    }
+    sink.finish().unwrap();
+}
+
+fn l7tap(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_l7tap"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "l7tap {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn server<'a>(report: &'a Value, address: &str) -> &'a Value {
+    report["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["server"] == address)
+        .unwrap_or_else(|| panic!("no server {address} in {report:#}"))
+}
+
+fn assert_near(actual: f64, expected: f64, relative: f64, what: &str) {
+    assert!(
+        (actual - expected).abs() <= expected * relative,
+        "{what}: {actual} is not within {relative} of {expected}"
+    );
+}
+
+#[test]
+fn report_counts_errors_and_quantiles_per_client() {
+    let dir = TempDir::new("json");
+    write_dataset(&dir.0);
+    let text = l7tap(&["report", dir.0.to_str().unwrap(), "--format", "json"]);
+    let report: Value = serde_json::from_str(&text).unwrap();
+
+    let clickhouse = server(&report, CLICKHOUSE_SERVER);
+    assert_eq!(clickhouse["side"], "client");
+    let clients = clickhouse["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 2);
+    // Sorted by requests: A (130) before B (40).
+    let a = &clients[0];
+    assert_eq!(a["client"], "10.0.0.2");
+    assert_eq!(a["comm"], "app-a");
+    assert_eq!(a["requests"], 130);
+    assert_eq!(a["errors"], 10);
+    assert_near(
+        a["error_percent"].as_f64().unwrap(),
+        1000.0 / 130.0,
+        1e-9,
+        "error %",
+    );
+    // Nearest rank over 130 sorted durations: the 65th is the fast query 64 (1.64 ms), the
+    // 124th and 129th are 210 ms queries. The histogram keeps 3 significant digits.
+    assert_near(a["p50_ns"].as_f64().unwrap(), 1_640_000.0, 0.01, "A p50");
+    assert_near(
+        a["p95_ns"].as_f64().unwrap(),
+        SLOW_NS as f64,
+        0.002,
+        "A p95",
+    );
+    assert_near(
+        a["p99_ns"].as_f64().unwrap(),
+        SLOW_NS as f64,
+        0.002,
+        "A p99",
+    );
+    let top = a["top_errors"].as_array().unwrap();
+    assert_eq!(top[0]["name"], "UNKNOWN_TABLE");
+    assert_eq!(top[0]["count"], 7);
+    assert_eq!(top[1]["name"], "SYNTAX_ERROR");
+    assert_eq!(top[1]["count"], 3);
+
+    let b = &clients[1];
+    assert_eq!(b["client"], "10.0.0.3");
+    assert_eq!(b["requests"], 40);
+    assert_eq!(b["errors"], 0);
+    assert_near(b["p50_ns"].as_f64().unwrap(), 3_000_000.0, 0.002, "B p50");
+    assert_near(b["p99_ns"].as_f64().unwrap(), 3_000_000.0, 0.002, "B p99");
+
+    let sli = &clickhouse["sli"];
+    assert_eq!(sli["requests"], 170);
+    assert_eq!(sli["errors"], 10);
+    assert_near(
+        sli["availability"].as_f64().unwrap(),
+        160.0 / 170.0,
+        1e-9,
+        "availability",
+    );
+    // 150 of 170 are under 100 ms (the 20 slow ones are not).
+    assert_eq!(sli["within_objective"], 150);
+    assert_near(
+        sli["latency_sli"].as_f64().unwrap(),
+        150.0 / 170.0,
+        1e-9,
+        "latency SLI",
+    );
+
+    // ZooKeeper: seen from both sides, so only the server's rows (comm `java`) count.
+    let zookeeper = server(&report, "10.0.0.1:2181");
+    assert_eq!(zookeeper["side"], "server");
+    let zk_clients = zookeeper["clients"].as_array().unwrap();
+    assert_eq!(zk_clients.len(), 1);
+    assert_eq!(zk_clients[0]["comm"], "java");
+    assert_eq!(zk_clients[0]["requests"], 30);
+    assert_near(
+        zk_clients[0]["p99_ns"].as_f64().unwrap(),
+        400_000.0,
+        0.002,
+        "ZK p99",
+    );
+
+    let health = &report["capture_health"];
+    assert_eq!(health["events"], 3000);
+    assert_eq!(health["lost_samples"], 5);
+    assert_eq!(health["complete"], false);
+
+    // Filters: protocol, and a time range that keeps only the first 10 s window.
+    let only_zk: Value = serde_json::from_str(&l7tap(&[
+        "report",
+        dir.0.to_str().unwrap(),
+        "--format",
+        "json",
+        "--protocol",
+        "zookeeper",
+    ]))
+    .unwrap();
+    assert_eq!(only_zk["servers"].as_array().unwrap().len(), 1);
+    let first_window: Value = serde_json::from_str(&l7tap(&[
+        "report",
+        dir.0.to_str().unwrap(),
+        "--format",
+        "json",
+        "--server",
+        CLICKHOUSE_SERVER,
+        "--since",
+        "2024-06-01T10:00:00Z",
+        "--until",
+        "2024-06-01T10:00:10Z",
+    ]))
+    .unwrap();
+    let a_first = &server(&first_window, CLICKHOUSE_SERVER)["clients"][0];
+    // Requests belong to the window of their end: count those ending before 10:00:10.
+    let fast = (0..100u64)
+        .filter(|i| i * 150 * MS + MS + i * 10_000 < 10_000 * MS)
+        .count();
+    let slow = (0..20u64)
+        .filter(|i| (3_000 + i * 300) * MS + SLOW_NS < 10_000 * MS)
+        .count();
+    let failing = (0..10u64)
+        .filter(|i| (5_000 + i * 500) * MS + 2_500_000 < 10_000 * MS)
+        .count();
+    assert_eq!(a_first["requests"], (fast + slow + failing) as u64);
+    assert_eq!(a_first["errors"], failing as u64);
+
+    // The text report names the view and the health.
+    let text = l7tap(&["report", dir.0.to_str().unwrap()]);
+    assert!(text.contains("server's own view"), "{text}");
+    assert!(text.contains("lost samples 5"), "{text}");
+}
+
+#[test]
+fn heatmap_png_has_the_slow_band_and_the_errors_row() {
+    let dir = TempDir::new("png");
+    write_dataset(&dir.0);
+    let png = dir.0.join("heatmap.png");
+    let layout: Value = serde_json::from_str(&l7tap(&[
+        "heatmap",
+        dir.0.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+        "--server",
+        CLICKHOUSE_SERVER,
+    ]))
+    .unwrap();
+    let image = image::open(&png).unwrap().to_rgb8();
+    assert_eq!(image.width() as u64, layout["width"].as_u64().unwrap());
+    assert_eq!(image.height() as u64, layout["height"].as_u64().unwrap());
+    assert_eq!((image.width(), image.height()), (1280, 720));
+    let left = layout["plot_left"].as_i64().unwrap() as u32;
+    let right = layout["plot_right"].as_i64().unwrap() as u32;
+    let coloured_pixels = |top: i64, bottom: i64| {
+        let (top, bottom) = (top.min(bottom) as u32 + 2, top.max(bottom) as u32 - 2);
+        (left + 2..right - 2)
+            .flat_map(|x| (top..bottom).map(move |y| (x, y)))
+            .filter(|&(x, y)| image.get_pixel(x, y).0 != [255, 255, 255])
+            .count()
+    };
+    let row = |bound: i64| {
+        layout["latency_rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["upper_bound_ns"] == bound)
+            .unwrap_or_else(|| panic!("no row for bound {bound} in {layout}"))
+            .clone()
+    };
+    // 210 ms falls in the (200 ms, 500 ms] bucket.
+    let slow = row(500_000_000);
+    assert!(
+        coloured_pixels(
+            slow["top"].as_i64().unwrap(),
+            slow["bottom"].as_i64().unwrap()
+        ) > 0
+    );
+    // Nothing took 50..100 ms.
+    let empty = row(100_000_000);
+    assert_eq!(
+        coloured_pixels(
+            empty["top"].as_i64().unwrap(),
+            empty["bottom"].as_i64().unwrap()
+        ),
+        0
+    );
+    let errors = &layout["errors_row"];
+    assert!(
+        coloured_pixels(
+            errors["top"].as_i64().unwrap(),
+            errors["bottom"].as_i64().unwrap()
+        ) > 0
+    );
+}
+
+#[test]
+fn heatmap_html_is_self_contained_and_embeds_the_slow_requests() {
+    let dir = TempDir::new("html");
+    write_dataset(&dir.0);
+    let html_path = dir.0.join("heatmap.html");
+    let summary: Value = serde_json::from_str(&l7tap(&[
+        "heatmap",
+        dir.0.to_str().unwrap(),
+        "--out",
+        html_path.to_str().unwrap(),
+        "--protocol",
+        "clickhouse",
+    ]))
+    .unwrap();
+    assert_eq!(summary["requests_embedded"], 170);
+    assert_eq!(summary["requests_matched"], 170);
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    assert!(!html.contains("<script src") && !html.contains("<link"));
+    assert_eq!(html.matches("SELECT sleep(0.2)").count(), 20);
+    assert_eq!(html.matches(&format!(",{SLOW_NS},")).count(), 20);
+    assert!(html.contains("<canvas"));
+}
