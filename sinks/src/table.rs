@@ -50,6 +50,8 @@ pub struct TableSettings {
     pub batch_rows: usize,
     pub sync_every_bytes: usize,
     pub zstd_level: i32,
+    /// See [`crate::SinkConfig::parquet_2`].
+    pub parquet_2: bool,
 }
 
 impl TableSettings {
@@ -129,7 +131,11 @@ pub fn writer_properties(table: Table, settings: &TableSettings, host: &str) -> 
         .collect();
     metadata.push(KeyValue::new("l7tap.host".to_string(), host.to_string()));
     let mut builder = WriterProperties::builder()
-        .set_writer_version(WriterVersion::PARQUET_1_0)
+        .set_writer_version(if settings.parquet_2 {
+            WriterVersion::PARQUET_2_0
+        } else {
+            WriterVersion::PARQUET_1_0
+        })
         .set_compression(Compression::ZSTD(zstd))
         // Row groups are ended by `ParquetFile::write_batch`, which measures their real size.
         .set_max_row_group_size(settings.row_group_rows.saturating_add(settings.batch_rows))

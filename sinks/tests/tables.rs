@@ -243,6 +243,43 @@ fn requests_round_trip_with_schema_and_values() {
 }
 
 #[test]
+fn parquet_1_files_hold_the_same_rows() {
+    let mut values = Vec::new();
+    for parquet_2 in [true, false] {
+        let out = TempDir::new("format");
+        let mut config = SinkConfig::new(out.path(), "h", OFFSET_NS);
+        config.parquet_2 = parquet_2;
+        let mut sink = ParquetSink::new(config).unwrap();
+        let client = conn(Side::Client, "10.0.0.1:50000", "10.0.0.2:9000", "app");
+        for i in 0..1000 {
+            sink.push_request(&clickhouse_request(
+                &client,
+                i * 1_000,
+                5_000 + i,
+                "SELECT 1",
+                Status::Ok,
+            ));
+            sink.push_request(&zookeeper_request(
+                &client,
+                i * 1_000 + 1,
+                700,
+                "exists",
+                "/a",
+                Status::Error,
+            ));
+        }
+        sink.finish().unwrap();
+        let batch = read_table(out.path(), "requests");
+        values.push((
+            int64s(&batch, "duration_ns"),
+            strings(&batch, "query_id"),
+            int64s(&batch, "zk_zxid"),
+        ));
+    }
+    assert_eq!(values[0], values[1]);
+}
+
+#[test]
 fn redaction_replaces_literals_in_clickhouse_queries_only() {
     let out = TempDir::new("redact");
     let mut config = SinkConfig::new(out.path(), "h", OFFSET_NS);
