@@ -486,6 +486,24 @@ __noinline int zk_reply(struct window *win, __u32 n, __u64 frame)
 	return 0;
 }
 
+/* The four-letter words of ZooKeeper 3.8 (FourLetterCommands.java). */
+static __always_inline int zk_four_letter_word(const __u8 *w)
+{
+	__u32 v = ((__u32)w[0] << 24) | ((__u32)w[1] << 16) | ((__u32)w[2] << 8) | w[3];
+#define WORD(a, b, c, d) (((__u32)(a) << 24) | ((__u32)(b) << 16) | ((__u32)(c) << 8) | (d))
+	switch (v) {
+	case WORD('r', 'u', 'o', 'k'): case WORD('m', 'n', 't', 'r'): case WORD('s', 't', 'a', 't'):
+	case WORD('s', 'r', 'v', 'r'): case WORD('c', 'o', 'n', 'f'): case WORD('c', 'o', 'n', 's'):
+	case WORD('c', 'r', 's', 't'): case WORD('d', 'u', 'm', 'p'): case WORD('e', 'n', 'v', 'i'):
+	case WORD('s', 'r', 's', 't'): case WORD('w', 'c', 'h', 'c'): case WORD('w', 'c', 'h', 'p'):
+	case WORD('w', 'c', 'h', 's'): case WORD('i', 's', 'r', 'o'): case WORD('g', 't', 'm', 'k'):
+	case WORD('d', 'i', 'r', 's'): case WORD('h', 'a', 's', 'h'):
+		return 1;
+	}
+#undef WORD
+	return 0;
+}
+
 /* Copies up to WINDOW bytes from the start of the syscall's data into `w`. */
 static __always_inline __u32 read_window(__u8 *w, const struct syscall_args *args, __u64 ret,
 					 __u32 pending_len)
@@ -579,16 +597,28 @@ static __always_inline int classify(void *ctx, struct conn_state *c, struct sysc
 	__u8 *w = ev->payload;
 	__u8 ingress = args->direction == L7_DIR_INGRESS;
 
-	/* A JVM server reads a ZooKeeper frame's 4-byte length, then its body. */
+	/* A JVM server reads a ZooKeeper frame's 4-byte length, then its body; the same first
+	 * 4 bytes can also be a four-letter word (mntr, ruok, ...), sent alone. */
 	__u32 pending = c->pending_len;
 	c->pending_len = 0;
-	if (ingress && ret == 4 && !args->iovcnt) {
-		__u32 be = 0;
-		bpf_probe_read_user(&be, 4, (void *)args->buf);
-		__u32 len = bpf_ntohl(be);
-		if (len >= 8 && len <= 0xFFFFF)
+	if ((ret == 4 || ret == 5) && !args->iovcnt) {
+		__u8 word[5] = {};
+		bpf_probe_read_user(&word, ret == 5 ? 5 : 4, (void *)args->buf);
+		if ((ret == 4 || word[4] == '\n') && zk_four_letter_word(word)) {
+			c->protocol = L7_PROTO_ZOOKEEPER;
+			if (c->role == L7_ROLE_UNKNOWN)
+				c->role = ingress ? L7_ROLE_SERVER : L7_ROLE_CLIENT;
+			struct l7_counters *cnt = counters_get();
+			if (cnt)
+				cnt->classified++;
+			emit_open(ctx, c, args->key, L7_DETECT_ZK_4LW, ts);
+			return 1;
+		}
+		__u32 len = ((__u32)word[0] << 24) | ((__u32)word[1] << 16) | ((__u32)word[2] << 8) | word[3];
+		if (ingress && ret == 4 && len >= 8 && len <= 0xFFFFF) {
 			c->pending_len = len;
-		return 0;
+			return 0;
+		}
 	}
 	if (pending && ret != pending)
 		pending = 0;

@@ -45,6 +45,7 @@ enum l7_detect {
 	L7_DETECT_ZK_CONNECT = 3,
 	L7_DETECT_ZK_REQUEST = 4,
 	L7_DETECT_ZK_REPLY = 5,
+	L7_DETECT_ZK_4LW = 6, /* a four-letter word (mntr, ruok, ...) opening a connection */
 };
 
 /* A connection: the process, its fd and the time the agent first saw that fd as this

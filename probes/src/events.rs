@@ -99,6 +99,7 @@ impl OpenEvent {
             DETECT_ZK_CONNECT => "zookeeper_connect",
             DETECT_ZK_REQUEST => "zookeeper_request",
             DETECT_ZK_REPLY => "zookeeper_reply",
+            DETECT_ZK_4LW => "zookeeper_four_letter_word",
             _ => "unknown",
         }
     }
