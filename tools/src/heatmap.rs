@@ -450,7 +450,7 @@ fn read_embedded_requests(
     }
     let matched = requests.len();
     if matched > MAX_EMBEDDED_REQUESTS {
-        requests.sort_by(|a, b| b.duration_ns.cmp(&a.duration_ns));
+        requests.sort_by_key(|r| std::cmp::Reverse(r.duration_ns));
         requests.truncate(MAX_EMBEDDED_REQUESTS);
     }
     requests.sort_by_key(|r| r.ts_us);

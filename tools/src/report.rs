@@ -147,7 +147,8 @@ pub fn format_time_us(t_us: i64) -> String {
 
 /// The Parquet files of `table` under `dir` whose `date=`/`hour=` partition can hold rows of
 /// the selected time range. A file's partition is the hour of its first row, and a file can
-/// hold a few rows of the previous hour, so one hour of slack is kept before `since`.
+/// hold a few rows of the previous hour, so partition H is read when the selection overlaps
+/// [H − 1 h, H + 1 h).
 pub fn table_files(dir: &Path, table: &str, selection: &Selection) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let root = dir.join(table);
@@ -161,16 +162,9 @@ pub fn table_files(dir: &Path, table: &str, selection: &Selection) -> Vec<PathBu
         };
         for hour in hours.flatten() {
             let hour_name = hour.file_name().to_string_lossy().into_owned();
-            if let Some(hour_start) = partition_start_us(&date_name, &hour_name) {
-                let too_late = selection
-                    .until_us
-                    .is_some_and(|u| hour_start - MICROS_PER_HOUR >= u);
-                let too_early = selection
-                    .since_us
-                    .is_some_and(|s| hour_start + MICROS_PER_HOUR <= s);
-                if too_late || too_early {
-                    continue;
-                }
+            let partition = partition_start_us(&date_name, &hour_name);
+            if partition.is_some_and(|start| !partition_may_hold(selection, start)) {
+                continue;
             }
             let Ok(entries) = std::fs::read_dir(hour.path()) else {
                 continue;
@@ -185,6 +179,18 @@ pub fn table_files(dir: &Path, table: &str, selection: &Selection) -> Vec<PathBu
     }
     files.sort();
     files
+}
+
+/// Whether the partition of the hour starting at `hour_start_us` can hold rows of the selection:
+/// rows of hour H are in partition H, or H + 1 when they arrived after a row of H + 1.
+fn partition_may_hold(selection: &Selection, hour_start_us: i64) -> bool {
+    let too_late = selection
+        .until_us
+        .is_some_and(|u| hour_start_us - MICROS_PER_HOUR >= u);
+    let too_early = selection
+        .since_us
+        .is_some_and(|s| hour_start_us + MICROS_PER_HOUR <= s);
+    !too_late && !too_early
 }
 
 fn partition_start_us(date_dir: &str, hour_dir: &str) -> Option<i64> {
@@ -425,6 +431,9 @@ struct ClientFigures {
     error_names: BTreeMap<String, i64>,
 }
 
+/// Per (protocol, server), per (client IP, comm).
+type FiguresByServer = BTreeMap<(String, String), BTreeMap<(String, String), ClientFigures>>;
+
 fn new_histogram() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant digits are valid")
 }
@@ -471,8 +480,7 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
         .max(1e-9);
 
     let mut deserializer = Deserializer::new();
-    let mut servers: BTreeMap<(String, String), BTreeMap<(String, String), ClientFigures>> =
-        BTreeMap::new();
+    let mut servers: FiguresByServer = BTreeMap::new();
     for r in &records {
         let figures = servers
             .entry((r.protocol.clone(), r.server.clone()))
@@ -546,7 +554,7 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
             1.0
         };
         let under_objective = count_at_most(&total, objective);
-        let latency_sli = if total.len() > 0 {
+        let latency_sli = if !total.is_empty() {
             under_objective as f64 / total.len() as f64
         } else {
             1.0
@@ -698,7 +706,7 @@ fn add_error_names(
     dir: &Path,
     selection: &Selection,
     sides: &BTreeMap<(String, String), String>,
-    servers: &mut BTreeMap<(String, String), BTreeMap<(String, String), ClientFigures>>,
+    servers: &mut FiguresByServer,
 ) -> Result<(), ReadError> {
     let columns = [
         "ts",
@@ -933,4 +941,55 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     })?;
     print!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_and_format_in_utc() {
+        let t = parse_time("2024-06-01T10:00:00Z").unwrap();
+        assert_eq!(t, 1_717_236_000_000_000);
+        assert_eq!(parse_time("2024-06-01 10:00:00").unwrap(), t);
+        assert_eq!(parse_time("1717236000").unwrap(), t);
+        assert_eq!(format_time_us(t), "2024-06-01T10:00:00Z");
+        assert_eq!(
+            format_time_us(parse_time("2000-02-29T23:59:59Z").unwrap()),
+            "2000-02-29T23:59:59Z"
+        );
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn addresses_lose_their_port() {
+        assert_eq!(ip_of("10.0.0.2:40001"), "10.0.0.2");
+        assert_eq!(ip_of("10.0.0.2"), "10.0.0.2");
+        assert_eq!(ip_of("[::1]:9000"), "::1");
+        assert_eq!(ip_of("::1"), "::1");
+    }
+
+    #[test]
+    fn latency_objectives_take_units() {
+        assert_eq!(parse_latency_ns("100ms").unwrap(), 100_000_000);
+        assert_eq!(parse_latency_ns("1.5s").unwrap(), 1_500_000_000);
+        assert_eq!(parse_latency_ns("250us").unwrap(), 250_000);
+        assert_eq!(parse_latency_ns("20").unwrap(), 20_000_000);
+        assert!(parse_latency_ns("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn partitions_prune_by_hour_with_one_hour_of_slack() {
+        let selection = Selection {
+            since_us: Some(parse_time("2024-06-01T10:30:00Z").unwrap()),
+            until_us: Some(parse_time("2024-06-01T11:00:00Z").unwrap()),
+            ..Selection::default()
+        };
+        let hour = |h: &str| partition_start_us("date=2024-06-01", h).unwrap();
+        let kept = |start: i64| partition_may_hold(&selection, start);
+        assert!(!kept(hour("hour=09")));
+        assert!(kept(hour("hour=10")));
+        assert!(kept(hour("hour=11"))); // may hold late rows of 10:xx
+        assert!(!kept(hour("hour=12")));
+    }
 }
