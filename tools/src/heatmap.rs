@@ -5,8 +5,8 @@
 //! `.png` is drawn with plotters (axes labelled, log colour scale). `.html` is one self-contained
 //! page (no network): an inline canvas renderer with the grid embedded as JSON; hovering a cell
 //! shows its counts, and dragging a rectangle lists the requests inside it, read from the
-//! `requests` table when the page is written (at most [`MAX_EMBEDDED_REQUESTS`], the slowest
-//! kept; the page says when rows were cut). Requests whose answer was never seen (`incomplete`,
+//! `requests` table when the page is written (at most [`MAX_EMBEDDED_REQUESTS`]: beyond that
+//! every cell keeps the same share, errors and slowest first; the page says when rows were cut). Requests whose answer was never seen (`incomplete`,
 //! no duration) are left out. Per server, the server's own view is used when captured (as in
 //! `l7tap report`).
 use std::collections::BTreeMap;
@@ -358,7 +358,7 @@ struct EmbeddedRequest {
 }
 
 /// Reads the requests shown by the grid (its side per server, answered ones), keeping the
-/// slowest [`MAX_EMBEDDED_REQUESTS`]. Returns them and how many matched in all.
+/// [`MAX_EMBEDDED_REQUESTS`] spread over the cells. Returns them and how many matched in all.
 fn read_embedded_requests(
     dir: &Path,
     selection: &Selection,
@@ -449,12 +449,42 @@ fn read_embedded_requests(
         }
     }
     let matched = requests.len();
-    if matched > MAX_EMBEDDED_REQUESTS {
-        requests.sort_by_key(|r| std::cmp::Reverse(r.duration_ns));
-        requests.truncate(MAX_EMBEDDED_REQUESTS);
-    }
+    let mut requests = sample_per_cell(requests, MAX_EMBEDDED_REQUESTS);
     requests.sort_by_key(|r| r.ts_us);
     Ok((requests, matched))
+}
+
+/// Keeps at most `limit` requests so that every heatmap cell keeps some: each cell keeps up to
+/// the same quota (the largest that fits), its errors first, then its slowest requests.
+fn sample_per_cell(requests: Vec<EmbeddedRequest>, limit: usize) -> Vec<EmbeddedRequest> {
+    if requests.len() <= limit {
+        return requests;
+    }
+    let mut cells: BTreeMap<(i64, usize), Vec<EmbeddedRequest>> = BTreeMap::new();
+    for request in requests {
+        cells
+            .entry((request.end_column, request.bucket))
+            .or_default()
+            .push(request);
+    }
+    let kept_with = |quota: usize| cells.values().map(|c| c.len().min(quota)).sum::<usize>();
+    let (mut low, mut high) = (0, limit);
+    while low < high {
+        let quota = (low + high).div_ceil(2);
+        if kept_with(quota) <= limit {
+            low = quota;
+        } else {
+            high = quota - 1;
+        }
+    }
+    let quota = low;
+    let mut kept = Vec::with_capacity(limit);
+    for (_, mut cell) in cells {
+        cell.sort_by_key(|r| (r.status != "error", std::cmp::Reverse(r.duration_ns)));
+        cell.truncate(quota);
+        kept.extend(cell);
+    }
+    kept
 }
 
 const HTML_TEMPLATE: &str = include_str!("heatmap.html");
@@ -556,7 +586,7 @@ pub fn run(args: HeatmapArgs) -> anyhow::Result<()> {
             );
             if matched > requests.len() {
                 eprintln!(
-                    "l7tap: {matched} requests matched; the page holds the slowest {}",
+                    "l7tap: {matched} requests matched; the page holds {} of them, spread over the cells",
                     requests.len()
                 );
             }
@@ -564,4 +594,40 @@ pub fn run(args: HeatmapArgs) -> anyhow::Result<()> {
         _ => anyhow::bail!("--out must end in .png or .html"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(end_column: i64, bucket: usize, duration_ns: i64, status: &str) -> EmbeddedRequest {
+        EmbeddedRequest {
+            end_column,
+            bucket,
+            ts_us: 0,
+            duration_ns,
+            client: String::new(),
+            server: String::new(),
+            status: status.to_string(),
+            query: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_cut_keeps_every_cell_errors_and_slowest_first() {
+        let mut requests: Vec<EmbeddedRequest> =
+            (0..1000).map(|i| request(0, 5, i, "ok")).collect();
+        requests.push(request(0, 5, 1, "error"));
+        requests.extend((0..3).map(|i| request(1, 9, 500 + i, "ok")));
+        let kept = sample_per_cell(requests, 100);
+        assert!(kept.len() <= 100);
+        assert_eq!(kept.iter().filter(|r| r.end_column == 1).count(), 3);
+        let busy: Vec<&EmbeddedRequest> = kept.iter().filter(|r| r.end_column == 0).collect();
+        assert_eq!(busy.len(), 97);
+        assert!(busy.iter().any(|r| r.status == "error"));
+        assert!(busy
+            .iter()
+            .filter(|r| r.status == "ok")
+            .all(|r| r.duration_ns >= 904));
+    }
 }
