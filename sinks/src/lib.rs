@@ -11,7 +11,7 @@
 //!
 //! Modules: [`aggregate`] (pure per-interval aggregation), [`sink`] (the writer the capture path
 //! drives), [`schema`] (column definitions and their documentation), [`redact`] (`--redact`),
-//! and the internals: per-table builders, rolling ([`table`]) and crash-safe files ([`file`]).
+//! and the internals: per-table builders, rolling ([`table`]) and crash-safe files ([`mod@file`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod aggregate;
