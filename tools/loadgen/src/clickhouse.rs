@@ -120,7 +120,7 @@ async fn one_query(
         1 => {
             let rows = (0..ROWS_PER_INSERT)
                 .map(|i| LoadRow {
-                    id: (worker as u64) << 40 | n * ROWS_PER_INSERT + i,
+                    id: ((worker as u64) << 40) | (n * ROWS_PER_INSERT + i),
                     name: format!("w{worker}-{n}-{i}"),
                     value: i as f64 * 0.5,
                 })
@@ -129,12 +129,16 @@ async fn one_query(
                 .insert_native_block(format!("INSERT INTO {} VALUES", opts.table), rows)
                 .await?
         }
-        2 => client
-            .execute(format!("SELECT count() FROM {}", opts.table))
-            .await?,
-        _ => client
-            .execute(format!("SELECT id, name FROM {} LIMIT 10", opts.table))
-            .await?,
+        2 => {
+            client
+                .execute(format!("SELECT count() FROM {}", opts.table))
+                .await?
+        }
+        _ => {
+            client
+                .execute(format!("SELECT id, name FROM {} LIMIT 10", opts.table))
+                .await?
+        }
     }
     Ok(())
 }
@@ -156,7 +160,8 @@ async fn worker_loop(
             break;
         }
         tally.sent += 1;
-        let result = tokio::time::timeout(QUERY_TIMEOUT, one_query(&client, &opts, worker, n)).await;
+        let result =
+            tokio::time::timeout(QUERY_TIMEOUT, one_query(&client, &opts, worker, n)).await;
         n += 1;
         match result {
             Ok(Ok(())) => {

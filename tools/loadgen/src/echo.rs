@@ -82,7 +82,8 @@ fn echo_client(
     worker: usize,
     deadline: Instant,
 ) -> Result<Tally, LoadError> {
-    let mut stream = TcpStream::connect(addr).map_err(LoadError::io(format!("connecting to {addr}")))?;
+    let mut stream =
+        TcpStream::connect(addr).map_err(LoadError::io(format!("connecting to {addr}")))?;
     stream
         .set_nodelay(true)
         .map_err(LoadError::io("setting TCP_NODELAY"))?;

@@ -10,7 +10,11 @@ use l7tap_loadgen::script::{ClickHouseScript, ZooKeeperScript};
 use l7tap_loadgen::{clickhouse, echo, raw, responder, suite, zookeeper};
 
 #[derive(Parser)]
-#[command(name = "l7tap-loadgen", version, about = "Load generators for l7tap's benchmarks")]
+#[command(
+    name = "l7tap-loadgen",
+    version,
+    about = "Load generators for l7tap's benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -179,25 +183,29 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let report = match cli.command {
-        Command::Clickhouse(a) => runtime()?.block_on(clickhouse::run(clickhouse::ClickHouseOptions {
-            target: a.target,
-            user: a.user,
-            password: a.password,
-            table: a.table,
-            profile: a.profile,
-            connections: a.load.connections,
-            rate: a.load.rate,
-            duration: a.load.duration,
-        }))?,
-        Command::Zookeeper(a) => runtime()?.block_on(zookeeper::run(zookeeper::ZooKeeperOptions {
-            target: a.target,
-            root: a.root,
-            profile: a.profile,
-            connections: a.load.connections,
-            in_flight: a.in_flight,
-            rate: a.load.rate,
-            duration: a.load.duration,
-        }))?,
+        Command::Clickhouse(a) => {
+            runtime()?.block_on(clickhouse::run(clickhouse::ClickHouseOptions {
+                target: a.target,
+                user: a.user,
+                password: a.password,
+                table: a.table,
+                profile: a.profile,
+                connections: a.load.connections,
+                rate: a.load.rate,
+                duration: a.load.duration,
+            }))?
+        }
+        Command::Zookeeper(a) => {
+            runtime()?.block_on(zookeeper::run(zookeeper::ZooKeeperOptions {
+                target: a.target,
+                root: a.root,
+                profile: a.profile,
+                connections: a.load.connections,
+                in_flight: a.in_flight,
+                rate: a.load.rate,
+                duration: a.load.duration,
+            }))?
+        }
         Command::Echo(a) => echo::run(&echo::EchoOptions {
             listen: a.listen,
             connections: a.load.connections,
@@ -215,7 +223,9 @@ fn main() -> Result<()> {
             };
             match a.protocol {
                 Protocol::Clickhouse => {
-                    let path = a.script.unwrap_or_else(|| fixture("clickhouse-select1.chunks"));
+                    let path = a
+                        .script
+                        .unwrap_or_else(|| fixture("clickhouse-select1.chunks"));
                     raw::run_clickhouse(&opts, ClickHouseScript::load(&path)?)?
                 }
                 Protocol::Zookeeper => {

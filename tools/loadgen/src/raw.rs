@@ -75,14 +75,21 @@ where
 }
 
 /// Replays the ClickHouse script's request against `opts.target`.
-pub fn run_clickhouse(opts: &RawOptions, script: ClickHouseScript) -> Result<LoadReport, LoadError> {
+pub fn run_clickhouse(
+    opts: &RawOptions,
+    script: ClickHouseScript,
+) -> Result<LoadReport, LoadError> {
     let script = Arc::new(script);
     let deadline = Instant::now() + opts.duration;
     let shared = opts.clone();
     let tally = run_workers(opts.connections, move |worker| {
         clickhouse_worker(&shared, &script, worker, deadline)
     })?;
-    Ok(LoadReport::new(spec("raw/clickhouse", opts, 1), &tally, opts.duration))
+    Ok(LoadReport::new(
+        spec("raw/clickhouse", opts, 1),
+        &tally,
+        opts.duration,
+    ))
 }
 
 fn clickhouse_worker(
@@ -175,7 +182,9 @@ fn zookeeper_worker(
         .map_err(LoadError::io("sending ConnectRequest"))?;
     let mut body = Vec::new();
     if !read_frame(&mut stream, &mut body).map_err(LoadError::io("reading ConnectResponse"))? {
-        return Err(LoadError::Protocol("ZooKeeper closed before ConnectResponse".into()));
+        return Err(LoadError::Protocol(
+            "ZooKeeper closed before ConnectResponse".into(),
+        ));
     }
     let pipeline = Arc::new(Pipeline {
         outstanding: Mutex::new(0),
@@ -309,8 +318,8 @@ mod tests {
                 server: vec![vec![1], vec![5]],
             },
         };
-        let addr = responder::start_clickhouse("127.0.0.1:0".parse().unwrap(), script.clone())
-            .unwrap();
+        let addr =
+            responder::start_clickhouse("127.0.0.1:0".parse().unwrap(), script.clone()).unwrap();
         let opts = RawOptions {
             target: addr,
             connections: 2,
@@ -330,12 +339,18 @@ mod tests {
         let get = frame([header(1, opcode::GET_DATA), vec![7]].concat());
         let reply = frame([header(1, 0), vec![0, 0, 0, 3, 0, 0, 0, 0, 0xab]].concat());
         let chunks = vec![
-            Chunk { sender: Sender::Client, bytes: [frame(vec![0; 8]), get].concat() },
-            Chunk { sender: Sender::Server, bytes: [frame(vec![1; 4]), reply].concat() },
+            Chunk {
+                sender: Sender::Client,
+                bytes: [frame(vec![0; 8]), get].concat(),
+            },
+            Chunk {
+                sender: Sender::Server,
+                bytes: [frame(vec![1; 4]), reply].concat(),
+            },
         ];
         let script = ZooKeeperScript::from_chunks(&chunks, "t").unwrap();
-        let addr = responder::start_zookeeper("127.0.0.1:0".parse().unwrap(), script.clone())
-            .unwrap();
+        let addr =
+            responder::start_zookeeper("127.0.0.1:0".parse().unwrap(), script.clone()).unwrap();
         for (rate, in_flight) in [(None, 32), (Some(500.0), 4)] {
             let opts = RawOptions {
                 target: addr,

@@ -125,13 +125,17 @@ mod tests {
 
     #[test]
     fn merges_counts_and_latencies() {
-        let mut a = Tally::default();
-        a.sent = 3;
+        let mut a = Tally {
+            sent: 3,
+            ..Tally::default()
+        };
         a.answered(Duration::from_micros(100), true);
         a.answered(Duration::from_micros(100), false);
-        let mut b = Tally::default();
-        b.sent = 2;
-        b.failed = 1;
+        let mut b = Tally {
+            sent: 2,
+            failed: 1,
+            ..Tally::default()
+        };
         b.answered(Duration::from_micros(300), true);
         a.merge(&b);
         let spec = RunSpec {

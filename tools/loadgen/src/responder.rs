@@ -63,7 +63,9 @@ pub fn start_clickhouse(
     script: ClickHouseScript,
 ) -> Result<SocketAddr, LoadError> {
     let script = Arc::new(script);
-    spawn_listener(listen, "ch", move |stream| serve_clickhouse(stream, &script))
+    spawn_listener(listen, "ch", move |stream| {
+        serve_clickhouse(stream, &script)
+    })
 }
 
 /// Starts a ZooKeeper responder on `listen`; returns the bound address.
@@ -85,7 +87,11 @@ fn serve_clickhouse(mut stream: TcpStream, script: &ClickHouseScript) -> std::io
         .max()
         .unwrap_or(0);
     let mut request = vec![0u8; longest];
-    for exchange in script.handshake.iter().chain(std::iter::repeat(&script.request)) {
+    for exchange in script
+        .handshake
+        .iter()
+        .chain(std::iter::repeat(&script.request))
+    {
         match stream.read_exact(&mut request[..exchange.client_len()]) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
@@ -173,7 +179,7 @@ fn serve_zookeeper(stream: TcpStream, script: &ZooKeeperScript) -> std::io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::script::{Exchange, Sender, Chunk};
+    use crate::script::{Chunk, Exchange, Sender};
 
     #[test]
     fn clickhouse_replays_the_script() {
@@ -208,8 +214,14 @@ mod tests {
         let get = |xid| frame([header(xid, opcode::GET_DATA), vec![7]].concat());
         let reply = frame([header(1, 0), vec![0, 0, 0, 3, 0, 0, 0, 0, 0xab]].concat());
         let chunks = vec![
-            Chunk { sender: Sender::Client, bytes: [connect.clone(), get(1)].concat() },
-            Chunk { sender: Sender::Server, bytes: [frame(vec![1; 4]), reply].concat() },
+            Chunk {
+                sender: Sender::Client,
+                bytes: [connect.clone(), get(1)].concat(),
+            },
+            Chunk {
+                sender: Sender::Server,
+                bytes: [frame(vec![1; 4]), reply].concat(),
+            },
         ];
         let script = ZooKeeperScript::from_chunks(&chunks, "t").unwrap();
         let addr = start_zookeeper("127.0.0.1:0".parse().unwrap(), script).unwrap();
@@ -224,6 +236,9 @@ mod tests {
             assert_eq!((be_i32(&body, 0), body.last()), (xid, Some(&0xab)));
         }
         assert!(read_frame(&mut c, &mut body).unwrap());
-        assert_eq!((be_i32(&body, 0), be_i32(&body, 12)), (42, ZOOKEEPER_UNIMPLEMENTED));
+        assert_eq!(
+            (be_i32(&body, 0), be_i32(&body, 12)),
+            (42, ZOOKEEPER_UNIMPLEMENTED)
+        );
     }
 }

@@ -288,12 +288,16 @@ mod tests {
 
     #[test]
     fn clickhouse_last_exchange_repeats() {
-        let text = "# c\nc 1 00\ns 2 01\ns 3 02\nc 4 04\ns 5 04\nc 6 0101\nc 7 02\ns 8 05\nc 9 ff\n";
+        let text =
+            "# c\nc 1 00\ns 2 01\ns 3 02\nc 4 04\ns 5 04\nc 6 0101\nc 7 02\ns 8 05\nc 9 ff\n";
         let script = ClickHouseScript::from_chunks(&parse_chunks(text, "t").unwrap(), "t").unwrap();
         assert_eq!(script.handshake.len(), 2);
         assert_eq!(script.handshake[0].server, vec![vec![1], vec![2]]);
         assert_eq!(script.request.client, vec![vec![1, 1], vec![2]]);
-        assert_eq!((script.request.client_len(), script.request.server_len()), (3, 1));
+        assert_eq!(
+            (script.request.client_len(), script.request.server_len()),
+            (3, 1)
+        );
     }
 
     #[test]
@@ -315,7 +319,10 @@ mod tests {
         );
         let script = ZooKeeperScript::from_chunks(&parse_chunks(&text, "t").unwrap(), "t").unwrap();
         assert_eq!(script.connect_response.len(), 8);
-        assert_eq!(be_i32(script.request(opcode::GET_DATA).unwrap(), 8), opcode::GET_DATA);
+        assert_eq!(
+            be_i32(script.request(opcode::GET_DATA).unwrap(), 8),
+            opcode::GET_DATA
+        );
         // The get frame was split across chunks: frames are cut from the whole stream.
         assert!(script.requests.contains_key(&opcode::PING));
         assert_eq!(script.replies[&opcode::GET_DATA].last(), Some(&0xaa));

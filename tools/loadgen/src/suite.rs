@@ -17,7 +17,10 @@ use crate::report::LoadReport;
 #[derive(Debug, thiserror::Error)]
 pub enum SuiteError {
     #[error("results line {line}: {error}")]
-    BadLine { line: usize, error: serde_json::Error },
+    BadLine {
+        line: usize,
+        error: serde_json::Error,
+    },
 }
 
 /// What was measured of the agent (l7tap or tcpdump) during one run.
@@ -207,8 +210,12 @@ pub fn table(results: &[RunResult], expected: &[String]) -> Table {
                 .filter(|r| &r.workload == workload && r.mode == m && r.load.is_some())
                 .collect(),
         };
-        let (none, l7tap, ringbuf, tcpdump) =
-            (mode("none"), mode("l7tap"), mode("l7tap-ringbuf"), mode("tcpdump"));
+        let (none, l7tap, ringbuf, tcpdump) = (
+            mode("none"),
+            mode("l7tap"),
+            mode("l7tap-ringbuf"),
+            mode("tcpdump"),
+        );
         let errors: Vec<&str> = results
             .iter()
             .filter(|r| &r.workload == workload)
@@ -236,7 +243,11 @@ pub fn table(results: &[RunResult], expected: &[String]) -> Table {
             Some((proc_us, bpf_us)) => format!(
                 "{:.2} ({proc_us:.2} + {bpf_us:.2}){}",
                 proc_us + bpf_us,
-                if proc_us + bpf_us <= CPU_GOAL_US { "" } else { " ✗" }
+                if proc_us + bpf_us <= CPU_GOAL_US {
+                    ""
+                } else {
+                    " ✗"
+                }
             ),
             None => "n/a".into(),
         };
@@ -347,6 +358,8 @@ mod tests {
         assert!(ch.contains("6 / 200"), "{ch}");
         assert!(ch.contains("3000 / 4000"), "{ch}");
         assert!(ch.contains("| 20 |"), "{ch}");
-        assert!(t.markdown.contains("| zk | could not be produced: l7tap did not attach |"));
+        assert!(t
+            .markdown
+            .contains("| zk | could not be produced: l7tap did not attach |"));
     }
 }

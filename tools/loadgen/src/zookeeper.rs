@@ -124,7 +124,10 @@ async fn one_request(
         Profile::Mixed => {
             let node = format!("{}/w{worker}-{}", opts.root, n / 4);
             match n % 4 {
-                0 => client.create(&node, NODE_DATA, &persistent()).await.map(drop),
+                0 => client
+                    .create(&node, NODE_DATA, &persistent())
+                    .await
+                    .map(drop),
                 1 => client.set_data(&node, b"updated", None).await.map(drop),
                 2 => client.get_data(&node).await.map(drop),
                 _ => client.delete(&node, None).await,
