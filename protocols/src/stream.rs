@@ -389,6 +389,44 @@ pub fn replay_chunks<P: Parser>(
     (out, driver)
 }
 
+/// Feeds a fuzzer's bytes to `driver` as syscalls, then closes it; `check` runs after every
+/// step. Input: repeated `[control, length, chunk bytes]`. Control bit 0 is the direction
+/// (0: client to server); bits 1–2 the kind (0, 1: a whole syscall; 2: a syscall cut after
+/// the chunk by `control * 97` bytes; 3: `length * 31` bytes lost, no chunk).
+pub fn feed_fuzz_input<P: Parser>(
+    driver: &mut StreamDriver<P>,
+    data: &[u8],
+    mut check: impl FnMut(&StreamDriver<P>),
+) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    let mut ts = 1u64;
+    while let [control, length, tail @ ..] = rest {
+        let dir = if control & 1 == 0 {
+            Direction::ClientToServer
+        } else {
+            Direction::ServerToClient
+        };
+        ts += 1;
+        if (control >> 1) & 3 == 3 {
+            driver.lost(dir, u64::from(*length) * 31, ts);
+            rest = tail;
+            continue;
+        }
+        let (chunk, next) = tail.split_at(usize::from(*length).min(tail.len()));
+        rest = next;
+        let cut = if (control >> 1) & 3 == 2 {
+            u64::from(*control) * 97
+        } else {
+            0
+        };
+        driver.push(dir, ts, chunk, cut, &mut out);
+        check(driver);
+    }
+    driver.close(ts + 1, &mut out);
+    out
+}
+
 /// Parse error kinds are small and `Copy`; this keeps them that way.
 const _: () = {
     const fn assert_copy<T: Copy>() {}
