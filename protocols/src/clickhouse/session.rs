@@ -11,9 +11,17 @@
 //! ```
 //!
 //! Resynchronisation only tries positions where a syscall began: ClickHouse flushes its
-//! buffer after every packet, so packets start at syscall boundaries. The client side looks
-//! for a Query packet whose layout it can infer; the server side for a packet that parses
-//! strictly (a lone `EndOfStream`, an Exception, a Progress filling its syscall, ...).
+//! buffer after every packet, so on the writing end packets start at syscall boundaries. The
+//! client side looks for a Query packet whose layout it can infer; the server side for a
+//! packet that parses strictly (a lone `EndOfStream`, an Exception, a Progress filling its
+//! syscall, ...), or for whole packets that lead to one: the reading end of a connection
+//! (a client, or a server's pool connection to another server) gathers several packets into
+//! one read.
+//!
+//! Where the revision was inferred from a Query (a connection seen from its middle), a packet
+//! whose layout changed inside the inferred range (Progress, ProfileInfo) is read with each
+//! candidate layout; the one followed by the syscall's end or by another packet wins, and when
+//! only one fits, the range shrinks to it for the rest of the connection.
 use std::borrow::Cow;
 
 use super::block::{read_block_header, BlockWalker, TypeArena, WalkError, WalkStep};
@@ -145,6 +153,30 @@ impl Layout {
         }
         (out, n)
     }
+
+    /// The part of this range with the same layout as candidate `r` (one of
+    /// [`Layout::candidates`] for `thresholds`).
+    fn narrowed_to(&self, r: u64, thresholds: &[u64]) -> Layout {
+        let mut narrowed = *self;
+        for &t in thresholds {
+            if t > self.lo && t <= self.hi {
+                if t <= r {
+                    narrowed.lo = narrowed.lo.max(t);
+                } else {
+                    narrowed.hi = narrowed.hi.min(t - 1);
+                }
+            }
+        }
+        narrowed
+    }
+}
+
+/// A packet body read by [`ClickHouseParser::pick_layout`]: its length, and the layout range
+/// its bytes proved.
+struct Picked<T> {
+    value: T,
+    len: usize,
+    narrowed: Option<Layout>,
 }
 
 /// Passive parser of one ClickHouse native-protocol connection.
@@ -168,6 +200,8 @@ pub struct ClickHouseParser {
     counters: ParserCounters,
     /// Scratch space for the type names seen while resynchronising.
     scratch_types: TypeArena,
+    /// Walks blocks gathered in one syscall while resynchronising.
+    scratch_walker: BlockWalker,
 }
 
 impl Default for ClickHouseParser {
@@ -246,6 +280,7 @@ impl ClickHouseParser {
             query: None,
             counters: ParserCounters::default(),
             scratch_types: TypeArena::default(),
+            scratch_walker: BlockWalker::default(),
         }
     }
 
@@ -256,6 +291,15 @@ impl ClickHouseParser {
 
     fn layout_hi(&self) -> u64 {
         self.layout.map_or(revision::NEWEST, |l| l.hi)
+    }
+
+    /// Keeps a layout range a packet proved (an exact, negotiated layout stays as it is).
+    fn narrow_layout(&mut self, narrowed: Option<Layout>) {
+        if let (Some(n), Some(l)) = (narrowed, self.layout) {
+            if l.lo != l.hi {
+                self.layout = Some(n);
+            }
+        }
     }
 
     fn custom_serialization(&self) -> bool {
@@ -559,10 +603,19 @@ impl ClickHouseParser {
         let captured = &buf[text_at..(text_at + kept).min(buf.len())];
         let (query_text, cut) = bounded_text(captured, max);
         let truncated = cut || head.text_len as usize > max;
-        if self.layout.is_none_or(|l| l.lo != l.hi) {
-            self.layout = Some(layout);
+        match self.layout {
+            None => self.layout = Some(layout),
+            // Keep what earlier packets proved: the ranges overlap (see `match_query`).
+            Some(l) if l.lo != l.hi => {
+                let lo = l.lo.max(layout.lo);
+                let hi = l.hi.min(layout.hi);
+                self.layout = Some(if lo <= hi { Layout { lo, hi } } else { layout });
+            }
+            Some(_) => {}
         }
-        self.start_query(&head, query_text, truncated, input.ts_at(0), out);
+        // The record reports what the Query itself shows (the negotiated revision, or the
+        // highest its layout allows), not what later packets proved on this side.
+        self.start_query(&head, layout.hi, query_text, truncated, input.ts_at(0), out);
         self.client = next;
         self.counters.n_messages += 1;
         Ok(Step::Consumed(packet_len))
@@ -571,6 +624,7 @@ impl ClickHouseParser {
     fn start_query(
         &mut self,
         head: &QueryHead<'_>,
+        revision: u64,
         query: String,
         truncated: bool,
         ts: u64,
@@ -620,7 +674,7 @@ impl ClickHouseParser {
                 user,
                 client_name,
                 client_version,
-                revision: self.layout_hi(),
+                revision,
                 compressed: head.compression,
                 ..Default::default()
             }),
@@ -693,6 +747,15 @@ impl ClickHouseParser {
                     0 => {
                         let mut c = Cursor::new(&buf[1..]);
                         return match packets::server_hello(&mut c, self.client_revision) {
+                            // The server then waits for the client: its Hello is alone in its
+                            // syscall. Bytes from the middle of a packet can start with 0 too.
+                            Ok(h)
+                                if h.server_name.is_empty()
+                                    || h.revision < revision::CLIENT_INFO
+                                    || !ends_syscall(input, 1 + c.pos) =>
+                            {
+                                Err(malformed("not a server Hello"))
+                            }
                             Ok(h) => {
                                 // Without the client's Hello only an upper bound is known.
                                 self.layout = Some(match self.client_revision {
@@ -791,7 +854,12 @@ impl ClickHouseParser {
                 match self.pick_layout(input, c.pos, packets::PROGRESS_LAYOUT_THRESHOLDS, |c, r| {
                     packets::progress(c, r)
                 }) {
-                    Ok((p, len)) => {
+                    Ok(Picked {
+                        value: p,
+                        len,
+                        narrowed,
+                    }) => {
+                        self.narrow_layout(narrowed);
                         if let Some(q) = &mut self.query {
                             let written = p.written_rows > 0 || p.written_bytes > 0;
                             q.progress_written |= written;
@@ -813,7 +881,12 @@ impl ClickHouseParser {
                     packets::PROFILE_INFO_LAYOUT_THRESHOLDS,
                     packets::profile_info,
                 ) {
-                    Ok((p, len)) => {
+                    Ok(Picked {
+                        value: p,
+                        len,
+                        narrowed,
+                    }) => {
+                        self.narrow_layout(narrowed);
                         if let Some(q) = &mut self.query {
                             q.profile_rows += p.rows;
                         }
@@ -875,42 +948,109 @@ impl ClickHouseParser {
         result
     }
 
-    /// Parses a packet body whose layout depends on the revision; with an inferred revision
-    /// range, prefers the layout that ends where the syscall ends. Returns the packet length.
-    fn pick_layout<T>(
+    /// Parses a packet body whose layout depends on the revision. With an inferred revision
+    /// range, each candidate layout is judged by what follows it: the end of a syscall (the
+    /// writer's side flushes after every packet) or, when the reader's side gathered several
+    /// packets into one syscall, the start of another server packet. A candidate followed by
+    /// neither misreads bytes of the next packet. When exactly one candidate fits (none still
+    /// waits for bytes), the layout range shrinks to it, so later packets are unambiguous.
+    fn pick_layout<T: Copy>(
         &self,
         input: &Input<'_>,
         body_at: usize,
         thresholds: &[u64],
         parse: impl Fn(&mut Cursor<'_>, u64) -> WireResult<T>,
-    ) -> WireResult<(T, usize)> {
+    ) -> WireResult<Picked<T>> {
         let layout = self.layout.unwrap_or(Layout {
             lo: revision::CLIENT_INFO,
             hi: revision::NEWEST,
         });
         let (candidates, n) = layout.candidates(thresholds);
+        if n == 1 {
+            let mut c = Cursor::new(input.bytes);
+            c.pos = body_at;
+            let value = parse(&mut c, candidates[0])?;
+            return Ok(Picked {
+                value,
+                len: c.pos,
+                narrowed: None,
+            });
+        }
+        // First candidate ending its syscall, first followed by a packet, first parsed.
+        let mut at_boundary = None;
+        let mut followed = None;
         let mut fallback = None;
+        let mut fitting = 0;
+        let mut short = false;
         let mut err = WireError::Bad("no layout");
         for &r in &candidates[..n] {
             let mut c = Cursor::new(input.bytes);
             c.pos = body_at;
             match parse(&mut c, r) {
                 Ok(v) => {
-                    if n == 1 || ends_syscall(input, c.pos) {
-                        return Ok((v, c.pos));
-                    }
-                    if fallback.is_none() {
-                        fallback = Some((v, c.pos));
+                    let found = (v, c.pos, r);
+                    if ends_syscall(input, c.pos) {
+                        fitting += 1;
+                        at_boundary.get_or_insert(found);
+                    } else if self.server_packet_may_start(&input.bytes[c.pos..]) {
+                        fitting += 1;
+                        followed.get_or_insert(found);
+                    } else {
+                        fallback.get_or_insert(found);
                     }
                 }
-                Err(e) => {
-                    if err != WireError::Short {
-                        err = e;
-                    }
-                }
+                Err(WireError::Short) => short = true,
+                Err(e) => err = e,
             }
         }
-        fallback.ok_or(err)
+        let (value, len, r) = match at_boundary.or(followed) {
+            Some(found) => found,
+            // A longer layout may still fit once more bytes arrive.
+            None if short => return Err(WireError::Short),
+            None => fallback.ok_or(err)?,
+        };
+        let narrowed = (fitting == 1 && !short).then(|| layout.narrowed_to(r, thresholds));
+        Ok(Picked {
+            value,
+            len,
+            narrowed,
+        })
+    }
+
+    /// Whether a server packet may start at `buf[0]` (bytes after a packet inside one
+    /// syscall). Permissive: every real packet start passes, bytes still to come included;
+    /// what fails is an unknown packet code or a body that cannot be that packet's.
+    fn server_packet_may_start(&self, buf: &[u8]) -> bool {
+        let mut c = Cursor::new(buf);
+        let code = match c.varuint() {
+            Ok(code) => ServerPacket(code),
+            Err(e) => return e == WireError::Short,
+        };
+        let fits = |r: WireResult<()>| r.is_ok() || r == Err(WireError::Short);
+        match code {
+            ServerPacket::DATA
+            | ServerPacket::TOTALS
+            | ServerPacket::EXTREMES
+            | ServerPacket::LOG
+            | ServerPacket::PROFILE_EVENTS
+            | ServerPacket::PREVIEW_DATA => match c.string(MAX_NAME) {
+                Ok(_) => {
+                    let rest = c.rest();
+                    fits(FrameHeader::parse(rest).map(|_| ()))
+                        || fits(read_block_header(&mut Cursor::new(rest)).map(|_| ()))
+                }
+                Err(e) => e == WireError::Short,
+            },
+            ServerPacket::EXCEPTION => fits(packets::exception(&mut c).map(|_| ())),
+            ServerPacket::PROGRESS => {
+                fits(packets::progress(&mut c, revision::CLIENT_INFO).map(|_| ()))
+            }
+            ServerPacket::PROFILE_INFO => {
+                fits(packets::profile_info(&mut c, revision::CLIENT_INFO).map(|_| ()))
+            }
+            ServerPacket::HELLO => false,
+            other => other.name().is_some(),
+        }
     }
 
     /// Whether the bytes at a syscall boundary start a server packet, checked strictly.
@@ -938,7 +1078,7 @@ impl ClickHouseParser {
                     marks: &marks,
                 };
                 matches!(self.pick_layout(&sub, 1, packets::PROGRESS_LAYOUT_THRESHOLDS, packets::progress),
-                    Ok((_, len)) if len == syscall_len)
+                    Ok(p) if p.len == syscall_len)
             }
             ServerPacket::PROFILE_INFO => {
                 let marks = [(syscall_len, 0)];
@@ -947,7 +1087,7 @@ impl ClickHouseParser {
                     marks: &marks,
                 };
                 matches!(self.pick_layout(&sub, 1, packets::PROFILE_INFO_LAYOUT_THRESHOLDS, packets::profile_info),
-                    Ok((_, len)) if len == syscall_len)
+                    Ok(p) if p.len == syscall_len)
             }
             ServerPacket::DATA
             | ServerPacket::TOTALS
@@ -973,6 +1113,10 @@ impl ClickHouseParser {
                 if compressed {
                     return FrameHeader::parse(c.rest()).is_ok();
                 }
+                // Every block starts with BlockInfo field 1 then field 2.
+                if !looks_uncompressed(c.rest()) {
+                    return false;
+                }
                 let Ok((cols, _rows)) = read_block_header(&mut c) else {
                     return false;
                 };
@@ -997,6 +1141,113 @@ impl ClickHouseParser {
         }
     }
 
+    /// Whether server packets start at a syscall boundary, checked strictly: one packet that
+    /// [`Self::plausible_server_packet`] accepts, or, where the reading process gathered
+    /// several packets into one syscall, whole packets one after another up to one it
+    /// accepts (e.g. ProfileInfo, Progress, an empty Data block, then EndOfStream ending the
+    /// syscall).
+    fn plausible_server_packets(&mut self, input: &Input<'_>, at: usize) -> bool {
+        if self.plausible_server_packet(input, at) {
+            return true;
+        }
+        let end = syscall_end(input, at);
+        let mut pos = at;
+        for _ in 0..MAX_GATHERED_PACKETS {
+            let Some(len) = self.whole_server_packet(&input.bytes[pos..end]) else {
+                return false;
+            };
+            pos += len;
+            if pos >= end {
+                // A packet that goes on after the syscall's bytes proves nothing.
+                return false;
+            }
+            if self.plausible_server_packet(input, pos) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The length of the server packet at `buf[0]` when it lies whole inside `buf` and the
+    /// response goes on after it: Progress, ProfileInfo, or a block (Data, Totals, Extremes,
+    /// Log) walked to its end.
+    fn whole_server_packet(&mut self, buf: &[u8]) -> Option<usize> {
+        let mut c = Cursor::new(buf);
+        let code = ServerPacket(c.varuint().ok()?);
+        let marks = [(buf.len(), 0)];
+        let sub = Input {
+            bytes: buf,
+            marks: &marks,
+        };
+        let r = self.layout_hi();
+        match code {
+            ServerPacket::PROGRESS => self
+                .pick_layout(
+                    &sub,
+                    c.pos,
+                    packets::PROGRESS_LAYOUT_THRESHOLDS,
+                    packets::progress,
+                )
+                .ok()
+                .map(|p| p.len),
+            ServerPacket::PROFILE_INFO => self
+                .pick_layout(
+                    &sub,
+                    c.pos,
+                    packets::PROFILE_INFO_LAYOUT_THRESHOLDS,
+                    packets::profile_info,
+                )
+                .ok()
+                .map(|p| p.len),
+            ServerPacket::DATA
+            | ServerPacket::TOTALS
+            | ServerPacket::EXTREMES
+            | ServerPacket::LOG
+            | ServerPacket::PROFILE_EVENTS => {
+                let name = c.string(MAX_NAME).ok()?;
+                if !is_printable(name) {
+                    return None;
+                }
+                let is_log = matches!(code, ServerPacket::LOG | ServerPacket::PROFILE_EVENTS);
+                let rest = c.rest();
+                let compressed = match self.query_compressed() {
+                    Some(q) => {
+                        q && (!is_log || r >= revision::COMPRESSED_LOGS_PROFILE_EVENTS_COLUMNS)
+                    }
+                    None => !looks_uncompressed(rest),
+                };
+                let block_len = if compressed {
+                    let mut frames = FrameWalk::default();
+                    let mut at = 0usize;
+                    loop {
+                        match frames.step(&rest[at..]) {
+                            Ok(FrameStep::Frame(n)) => {
+                                at = at.checked_add(usize::try_from(n).ok()?)?;
+                                if at > rest.len() {
+                                    return None;
+                                }
+                            }
+                            Ok(FrameStep::BlockEnd) => break at,
+                            Ok(FrameStep::NeedMore) | Err(_) => return None,
+                        }
+                    }
+                } else {
+                    if !looks_uncompressed(rest) {
+                        return None;
+                    }
+                    let custom = self.custom_serialization();
+                    self.scratch_walker.start(custom);
+                    match self.scratch_walker.step(rest) {
+                        Ok(WalkStep::Done(n)) => usize::try_from(n).ok()?,
+                        _ => return None,
+                    }
+                };
+                Some(c.pos + block_len)
+            }
+            _ => None,
+        }
+    }
+
     fn resync_server(
         &mut self,
         input: &Input<'_>,
@@ -1006,7 +1257,7 @@ impl ClickHouseParser {
         let aligned = self.aligned[Direction::ServerToClient.index()];
         let candidates: smallvec_boundaries::Boundaries = boundaries(input, aligned).collect();
         for &b in candidates.as_slice() {
-            if self.plausible_server_packet(input, b) {
+            if self.plausible_server_packets(input, b) {
                 self.server = ServerState::Ready;
                 if b == 0 {
                     return self.server_packet(input, out);
@@ -1191,6 +1442,9 @@ impl ClickHouseParser {
         }
     }
 }
+
+/// Packets a resynchronisation walks through inside one syscall before giving up.
+const MAX_GATHERED_PACKETS: usize = 16;
 
 /// An uncompressed block starts with BlockInfo field 1 (`is_overflows`) then field 2; a
 /// compression frame starts with a checksum (random bytes).

@@ -3,22 +3,58 @@
 //! (re-bless with `UPDATE_EXPECT=1 cargo test -p l7tap-protocols clickhouse`). Then
 //! properties over all fixtures: re-chunking, every prefix, mid-stream starts, gaps, garbage,
 //! and that the password never reaches a record.
+//!
+//! Fixtures dumped from live captures (`l7tap dump`) may end a line with `cut=<n>`: `n` more
+//! bytes of that syscall were not captured by the kernel. [`load`] reads them, and the
+//! replays here feed them to the driver as the pipeline does.
 use std::fmt::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::ClickHouseParser;
-use crate::fixture::{parse_chunks, Chunk};
-use crate::stream::{replay_chunks, StreamDriver};
+use crate::fixture::parse_chunks;
+use crate::stream::StreamDriver;
 use crate::{Details, Direction, Record, RequestRecord, Status};
+
+/// One syscall of a fixture: direction, timestamp, captured bytes, bytes cut after them.
+type Chunk = (Direction, u64, Vec<u8>, u64);
 
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/clickhouse")
 }
 
 fn load(name: &str) -> Vec<Chunk> {
-    let path = fixture_dir().join(format!("{name}.chunks"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    parse_chunks(&text).unwrap()
+    load_path(&fixture_dir().join(format!("{name}.chunks")))
+}
+
+fn load_path(path: &Path) -> Vec<Chunk> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    parse_cut_chunks(&text)
+}
+
+/// The `.chunks` format plus the optional `cut=<n>` field of `l7tap dump`.
+fn parse_cut_chunks(text: &str) -> Vec<Chunk> {
+    let chunks = parse_chunks(text).unwrap();
+    let cuts: Vec<u64> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let fields: Vec<&str> = l.split_ascii_whitespace().collect();
+            match fields.get(3) {
+                None => 0,
+                Some(f) => f
+                    .strip_prefix("cut=")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("bad fourth field {f:?}")),
+            }
+        })
+        .collect();
+    assert_eq!(cuts.len(), chunks.len());
+    chunks
+        .into_iter()
+        .zip(cuts)
+        .map(|((d, t, b), cut)| (d, t, b, cut))
+        .collect()
 }
 
 fn all_fixtures() -> Vec<String> {
@@ -33,15 +69,30 @@ fn all_fixtures() -> Vec<String> {
     names
 }
 
-fn borrowed(chunks: &[Chunk]) -> Vec<(Direction, u64, &[u8])> {
-    chunks
-        .iter()
-        .map(|(d, t, b)| (*d, *t, b.as_slice()))
-        .collect()
+fn has_cuts(chunks: &[Chunk]) -> bool {
+    chunks.iter().any(|c| c.3 > 0)
 }
 
+/// Feeds `chunks` to a fresh driver, each split into pieces of at most `piece` bytes (a cut
+/// follows the last piece), and closes at the end.
 fn run(chunks: &[Chunk], piece: usize) -> (Vec<RequestRecord>, StreamDriver<ClickHouseParser>) {
-    let (out, driver) = replay_chunks(ClickHouseParser::default(), &borrowed(chunks), piece);
+    let mut driver = StreamDriver::new(ClickHouseParser::default());
+    let mut out = Vec::new();
+    let mut last_ts = 0;
+    for (dir, ts, bytes, cut) in chunks {
+        let pieces: Vec<&[u8]> = if bytes.is_empty() {
+            vec![&[]]
+        } else {
+            bytes.chunks(piece.max(1)).collect()
+        };
+        let n = pieces.len();
+        for (i, part) in pieces.into_iter().enumerate() {
+            let c = if i + 1 == n { *cut } else { 0 };
+            driver.push(*dir, *ts, part, c, &mut out);
+        }
+        last_ts = *ts;
+    }
+    driver.close(last_ts, &mut out);
     (requests(out), driver)
 }
 
@@ -200,6 +251,49 @@ golden! {
     golden_synth_54470_chunked => "synth_54470_chunked",
     golden_synth_ch_go_54450_midstream => "synth_ch_go_54450_midstream",
     golden_synth_ch_go_54460_otel => "synth_ch_go_54460_otel",
+    golden_live_pool_client => "live_pool_client",
+    golden_live_pool_server => "live_pool_server",
+    golden_live_py_million_cut => "live_py_million_cut",
+    golden_live_py_throwif => "live_py_throwif",
+    golden_live_py_throwif_cut => "live_py_throwif_cut",
+}
+
+/// Both ends of one live connection (a Distributed pool connection opened before the
+/// capture): the reading end sees the server's packets gathered (Data, ProfileInfo,
+/// Progress, Data, EndOfStream in one syscall), yet makes the same records as the writing end.
+#[test]
+fn both_ends_of_a_connection_make_the_same_records() {
+    let (client, client_driver) = run(&load("live_pool_client"), usize::MAX);
+    let (server, _) = run(&load("live_pool_server"), usize::MAX);
+    assert_eq!(client.len(), 6);
+    assert!(client.iter().all(|r| r.status == Status::Ok));
+    let untimed_client: Vec<_> = client.iter().map(untimed).collect();
+    let untimed_server: Vec<_> = server.iter().map(untimed).collect();
+    assert_eq!(untimed_client, untimed_server);
+    assert_eq!(client_driver.counters().n_parse_errors, 0);
+}
+
+/// Where the kernel cut the end of a response (the reading end gathers it into one large
+/// read), the query stays `incomplete`: its end was never seen. The queries after it are
+/// whole again.
+#[test]
+fn a_response_whose_end_was_cut_stays_incomplete() {
+    for name in ["live_py_million_cut", "live_py_throwif_cut"] {
+        let chunks = load(name);
+        assert!(has_cuts(&chunks));
+        let (records, _) = run(&chunks, usize::MAX);
+        let cut: Vec<_> = records
+            .iter()
+            .filter(|r| r.status == Status::Incomplete)
+            .collect();
+        assert_eq!(cut.len(), 1, "{name}");
+        assert!(
+            cut[0].query.as_deref().unwrap().contains("system.numbers"),
+            "{name}"
+        );
+        assert_eq!(cut[0].end_ns, cut[0].start_ns, "{name}");
+        assert!(records.len() > 1, "{name}");
+    }
 }
 
 fn total_bytes(chunks: &[Chunk]) -> usize {
@@ -211,8 +305,9 @@ fn rechunking_gives_identical_records() {
     for name in all_fixtures() {
         let chunks = load(&name);
         let (whole, driver) = run(&chunks, usize::MAX);
-        if driver.parser_counters().n_resync_bytes > 0 {
-            // Resynchronisation trusts syscall boundaries, which re-chunking moves.
+        if driver.parser_counters().n_resyncs > 0 || has_cuts(&chunks) {
+            // Resynchronisation (after a gap, or from a connection's middle) trusts syscall
+            // boundaries, which re-chunking moves.
             continue;
         }
         let pieces: &[usize] = if total_bytes(&chunks) > 200_000 {
@@ -239,12 +334,13 @@ fn complete(records: &[RequestRecord]) -> Vec<&RequestRecord> {
 fn prefix(chunks: &[Chunk], keep: usize) -> Vec<Chunk> {
     let mut left = keep;
     let mut out = Vec::new();
-    for (d, t, b) in chunks {
+    for (d, t, b, cut) in chunks {
         if left == 0 {
             break;
         }
         let n = b.len().min(left);
-        out.push((*d, *t, b[..n].to_vec()));
+        // A cut belongs to the end of its syscall's captured bytes.
+        out.push((*d, *t, b[..n].to_vec(), if n == b.len() { *cut } else { 0 }));
         left -= n;
     }
     out
@@ -285,30 +381,77 @@ fn key(r: &RequestRecord) -> (u64, u64, Option<String>, Status, Option<i32>, Str
 #[test]
 fn mid_stream_starts_never_misparse() {
     for name in all_fixtures() {
-        let chunks = load(&name);
-        let total = total_bytes(&chunks);
-        let (whole, _) = run(&chunks, usize::MAX);
-        let known: Vec<_> = whole.iter().map(key).collect();
-        let step = if total > 20_000 { total / 300 + 1 } else { 1 };
-        for drop in (1..total).step_by(step) {
-            // Drop the first `drop` bytes of the conversation.
-            let mut left = drop;
-            let mut rest = Vec::new();
-            for (d, t, b) in &chunks {
-                let n = b.len().min(left);
-                left -= n;
-                if n < b.len() {
-                    rest.push((*d, *t, b[n..].to_vec()));
+        let plain = load(&name);
+        // Also as a reading process sees the conversation: packets gathered in fewer syscalls.
+        for (view, chunks) in [("", plain.clone()), (" (gathered)", gathered(&plain))] {
+            let total = total_bytes(&chunks);
+            let (whole, _) = run(&chunks, usize::MAX);
+            let known: Vec<_> = whole.iter().map(key).collect();
+            let step = if total > 20_000 { total / 300 + 1 } else { 1 };
+            for drop in (1..total).step_by(step) {
+                // Drop the first `drop` bytes of the conversation.
+                let mut left = drop;
+                let mut rest = Vec::new();
+                for (d, t, b, cut) in &chunks {
+                    let n = b.len().min(left);
+                    left -= n;
+                    if n < b.len() {
+                        rest.push((*d, *t, b[n..].to_vec(), *cut));
+                    }
+                }
+                let (records, _) = run(&rest, usize::MAX);
+                for r in complete(&records) {
+                    assert!(
+                        known.contains(&key(r)),
+                        "{name}{view}: drop {drop}: misparsed {r:?}"
+                    );
                 }
             }
-            let (records, _) = run(&rest, usize::MAX);
-            for r in complete(&records) {
-                assert!(
-                    known.contains(&key(r)),
-                    "{name}: drop {drop}: misparsed {r:?}"
-                );
-            }
         }
+    }
+}
+
+/// A record without its timestamps (which move when syscalls are merged).
+fn untimed(r: &RequestRecord) -> RequestRecord {
+    RequestRecord {
+        start_ns: 0,
+        end_ns: 0,
+        ..r.clone()
+    }
+}
+
+/// The conversation as a reading process sees it: every run of one direction's syscalls
+/// gathered into one read (stamped when its last bytes came).
+fn gathered(chunks: &[Chunk]) -> Vec<Chunk> {
+    let mut out: Vec<Chunk> = Vec::new();
+    for (d, t, b, cut) in chunks {
+        match out.last_mut() {
+            Some(last) if last.0 == *d && last.3 == 0 => {
+                last.1 = *t;
+                last.2.extend_from_slice(b);
+                last.3 = *cut;
+            }
+            _ => out.push((*d, *t, b.clone(), *cut)),
+        }
+    }
+    out
+}
+
+/// The reading end of a connection sees the writer's packets gathered into fewer syscalls
+/// (a Progress, a ProfileInfo and the EndOfStream in one read): the same records come out.
+#[test]
+fn reads_that_gather_packets_give_the_same_records() {
+    for name in all_fixtures() {
+        let chunks = load(&name);
+        let (whole, driver) = run(&chunks, usize::MAX);
+        if driver.parser_counters().n_resync_bytes > 0 || has_cuts(&chunks) {
+            // Resynchronisation trusts syscall boundaries, which gathering moves.
+            continue;
+        }
+        let (records, _) = run(&gathered(&chunks), usize::MAX);
+        let expected: Vec<_> = whole.iter().map(untimed).collect();
+        let actual: Vec<_> = records.iter().map(untimed).collect();
+        assert_eq!(actual, expected, "{name}");
     }
 }
 
@@ -321,13 +464,13 @@ fn a_gap_in_a_response_loses_at_most_that_query() {
             .iter()
             .filter(|r| r.status != Status::Incomplete)
             .count();
-        for (i, (dir, _, b)) in chunks.iter().enumerate() {
+        for (i, (dir, _, b, _)) in chunks.iter().enumerate() {
             if *dir != Direction::ServerToClient || b.len() < 4 {
                 continue;
             }
             let mut driver = StreamDriver::new(ClickHouseParser::default());
             let mut out = Vec::new();
-            for (j, (d, t, bytes)) in chunks.iter().enumerate() {
+            for (j, (d, t, bytes, _)) in chunks.iter().enumerate() {
                 if j == i {
                     // Only the first 2 bytes of this syscall were captured.
                     driver.push(*d, *t, &bytes[..2], bytes.len() as u64 - 2, &mut out);
@@ -472,7 +615,7 @@ fn syscalls(dir: Direction, ts: &mut u64, bytes: &[u8], size: usize) -> Vec<Chun
         .chunks(size)
         .map(|c| {
             *ts += 10;
-            (dir, *ts, c.to_vec())
+            (dir, *ts, c.to_vec(), 0)
         })
         .collect()
 }
@@ -481,12 +624,16 @@ fn syscalls(dir: Direction, ts: &mut u64, bytes: &[u8], size: usize) -> Vec<Chun
 fn a_million_string_rows_keep_the_end_of_the_query() {
     use Direction::*;
     let (hello_c, hello_s) = build::handshake_54412();
-    let mut chunks = vec![(ClientToServer, 1, hello_c), (ServerToClient, 2, hello_s)];
+    let mut chunks = vec![
+        (ClientToServer, 1, hello_c, 0),
+        (ServerToClient, 2, hello_s, 0),
+    ];
     let mut ts = 10;
     chunks.push((
         ClientToServer,
         ts,
         build::query_54412(b"SELECT toString(number) FROM numbers(1000000)"),
+        0,
     ));
     let mut blocks = Vec::new();
     for b in 0..16u64 {
@@ -501,7 +648,7 @@ fn a_million_string_rows_keep_the_end_of_the_query() {
         &[6, 0xc0, 0x84, 0x3d, 16, 0x80, 0x80, 0x40, 0, 0, 1],
         1 << 20,
     ));
-    chunks.push((ServerToClient, ts + 100, vec![5]));
+    chunks.push((ServerToClient, ts + 100, vec![5], 0));
     let (records, driver) = run(&chunks, usize::MAX);
     assert_eq!(records.len(), 1);
     let r = &records[0];
@@ -528,14 +675,17 @@ fn a_query_longer_than_the_buffer_is_kept_bounded() {
         text.extend_from_slice("(1, 'é'),".as_bytes());
     }
     let mut ts = 10;
-    let mut chunks = vec![(ClientToServer, 1, hello_c), (ServerToClient, 2, hello_s)];
+    let mut chunks = vec![
+        (ClientToServer, 1, hello_c, 0),
+        (ServerToClient, 2, hello_s, 0),
+    ];
     chunks.extend(syscalls(
         ClientToServer,
         &mut ts,
         &build::query_54412(&text),
         65_536,
     ));
-    chunks.push((ServerToClient, ts + 5, vec![5]));
+    chunks.push((ServerToClient, ts + 5, vec![5], 0));
     let (records, driver) = run(&chunks, usize::MAX);
     assert_eq!(records.len(), 1, "{:?}", driver.counters());
     let r = &records[0];
@@ -557,4 +707,26 @@ fn a_query_cut_by_close_is_incomplete() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].status, Status::Incomplete);
     assert_eq!(records[0].end_ns, records[0].start_ns);
+}
+
+/// Prints the records of any `.chunks` file, or of every file of a directory
+/// (`CH_CHUNKS=path cargo test -p l7tap-protocols describe_chunks_file -- --ignored
+/// --nocapture`): how live dumps are examined.
+#[test]
+#[ignore]
+fn describe_chunks_file() {
+    let path = PathBuf::from(std::env::var("CH_CHUNKS").expect("CH_CHUNKS=<file.chunks|dir>"));
+    let mut files = vec![path.clone()];
+    if path.is_dir() {
+        files = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "chunks"))
+            .collect();
+        files.sort();
+    }
+    for file in files {
+        let (records, driver) = run(&load_path(&file), usize::MAX);
+        println!("== {}\n{}", file.display(), describe(&records, &driver));
+    }
 }
