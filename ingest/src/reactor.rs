@@ -19,7 +19,8 @@ use crate::{monotonic_ns, Router};
 /// probe writes its event within microseconds of taking the timestamp.
 pub const WATERMARK_SLACK_NS: u64 = 5_000_000;
 
-const POLL_TIMEOUT: Duration = Duration::from_millis(10);
+/// The ring buffer does not wake the reader per event: this bounds how late events are read.
+const POLL_TIMEOUT: Duration = Duration::from_millis(2);
 const TICK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]

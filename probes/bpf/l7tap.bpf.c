@@ -46,6 +46,8 @@ volatile const __u32 capture_bytes_clickhouse = 16384;
 volatile const __u32 capture_bytes_zookeeper = 65536;
 volatile const __u32 classify_budget = 16;
 volatile const __u32 transport = L7_TRANSPORT_PERF;
+/* Ring buffer fill level above which the reader is woken at once. */
+volatile const __u64 ring_wakeup_bytes = 1 << 20;
 
 struct conn_state {
 	__u64 start_ns;
@@ -130,7 +132,12 @@ static __always_inline void output(void *ctx, void *data, __u64 size, __u64 payl
 {
 	long err;
 	if (transport == L7_TRANSPORT_RINGBUF)
-		err = bpf_ringbuf_output(&ring, data, size, 0);
+		/* No wakeup per event (a self-interrupt inside the traced syscall): the reader
+		 * polls every few milliseconds; it is woken only once the buffer fills up. */
+		err = bpf_ringbuf_output(&ring, data, size,
+					 bpf_ringbuf_query(&ring, BPF_RB_AVAIL_DATA) > ring_wakeup_bytes
+						 ? BPF_RB_FORCE_WAKEUP
+						 : BPF_RB_NO_WAKEUP);
 	else
 		err = bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, data, size);
 	struct l7_counters *c = counters_get();

@@ -49,9 +49,13 @@ pub const MAX_CAPTURE_BYTES: u32 = events::layout::MAX_PAYLOAD * events::layout:
 /// How events leave the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
-    /// One perf event array buffer per CPU (the default).
+    /// One perf event array buffer per CPU (the default). aya opens them with
+    /// `wakeup_events = 1`: every event wakes the reader, a self-interrupt inside the traced
+    /// syscall.
     PerfArray,
-    /// One BPF ring buffer shared by all CPUs.
+    /// One BPF ring buffer shared by all CPUs: events are written without a wakeup and the
+    /// reader polls every few milliseconds, woken early only when the buffer is a quarter
+    /// full.
     RingBuf,
 }
 
@@ -183,6 +187,7 @@ impl Probes {
             .set_global("capture_bytes_zookeeper", &capture_zk, true)
             .set_global("classify_budget", &config.classify_budget, true)
             .set_global("transport", &transport, true)
+            .set_global("ring_wakeup_bytes", &(u64::from(ring) / 4), true)
             .set_max_entries("conns", config.max_tracked_fds)
             .set_max_entries("socks", config.max_tracked_fds)
             .set_max_entries("ring", ring)
