@@ -186,7 +186,7 @@ fn live_capture_classifies_real_servers_and_replay_reproduces_it() {
     let counts = run(Command::new("python3").arg("-c").arg(format!(
         "import duckdb\n\
          for t in ['requests', 'intervals', 'capture_stats']:\n\
-         \x20   print(duckdb.sql(\"select count(*) from read_parquet('{d}/\" + t + \"/*/*/*.parquet')\").fetchone()[0])",
+         \x20   print(duckdb.sql(\"select count(*) from read_parquet('{d}/\" + t + \"/*/*/*.parquet')\").fetchall()[0][0])",
         d = out_dir.display()
     )));
     let counts: Vec<u64> = counts.lines().map(|l| l.trim().parse().unwrap()).collect();
