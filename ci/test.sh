@@ -9,6 +9,6 @@ cd "$(dirname "$0")/.."
 bash ci/install-deps.sh
 cargo build --release --workspace --bins
 # Unit tests, parser fixture tests and the live tests (feature live-tests of the binary).
-cargo test --release --workspace --features l7tap/live-tests
+cargo test --release --workspace --no-fail-fast --features l7tap/live-tests
 # Benches compile (running them is ci/bench.sh's job, not a test's).
 cargo bench --workspace --no-run
