@@ -109,7 +109,12 @@ fn memcpy_set(set: &[Vec<Chunk>], dst: &mut [u8]) -> u8 {
 }
 
 fn max_chunk(set: &[Vec<Chunk>]) -> usize {
-    set.iter().flatten().map(|c| c.2.len()).max().unwrap_or(0).max(1)
+    set.iter()
+        .flatten()
+        .map(|c| c.2.len())
+        .max()
+        .unwrap_or(0)
+        .max(1)
 }
 
 fn bench(c: &mut Criterion) {
@@ -223,7 +228,13 @@ fn allocations_per_packet() {
             driver.push(*dir, *ts, bytes, 0, &mut out);
         }
         let during = N_ALLOCATIONS.load(Ordering::Relaxed) - before;
-        assert_eq!(out.len(), 1, "the query ends with EndOfStream: {:?} {:?}", driver.counters(), driver.parser().counters());
+        assert_eq!(
+            out.len(),
+            1,
+            "the query ends with EndOfStream: {:?} {:?}",
+            driver.counters(),
+            driver.parser().counters()
+        );
         let packets = driver.parser().counters().n_messages;
         println!(
             "  allocations: {during} while parsing {packets} packets ({n} Data packets of 100 rows; includes the handshake, the record and its strings)"

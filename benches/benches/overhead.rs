@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 const MESSAGE: usize = 64;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Round trips per second of a 64-byte echo over loopback for `secs`.
@@ -62,7 +65,10 @@ fn start_agent(bin: &PathBuf, ready: &PathBuf) -> Child {
         .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
     let t0 = Instant::now();
     while !ready.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "l7tap did not attach in 30 s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "l7tap did not attach in 30 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child
