@@ -79,6 +79,8 @@ pub struct WindowStats {
 #[derive(Clone, Copy, Debug, Default)]
 struct Totals {
     events: u64,
+    /// Payload bytes the kernel captured (`bytes - captured` were cut).
+    captured: u64,
     bytes: u64,
     parse_errors: u64,
     resyncs: u64,
@@ -336,12 +338,11 @@ impl ActorState {
                 if self.filtered.contains(&h.conn) {
                     return;
                 }
-                self.summary.add("events.data", 1);
+                // Per-event counts go to plain fields (no map lookup on the hot path); they
+                // reach the summary in `finish`.
                 self.totals.events += 1;
                 self.totals.bytes += data.total;
-                self.summary
-                    .add("bytes.captured", data.payload.len() as u64);
-                self.summary.add("bytes.cut", data.cut());
+                self.totals.captured += data.payload.len() as u64;
                 if !self.conns.contains_key(&h.conn) {
                     // Its open event was lost: keep what the header says.
                     self.summary.add("connections.without_open", 1);
@@ -459,6 +460,12 @@ impl ActorState {
             self.send_batch();
         }
         self.flush_windows(u64::MAX);
+        self.summary.add("events.data", self.totals.events);
+        self.summary.add("bytes.captured", self.totals.captured);
+        self.summary.add(
+            "bytes.cut",
+            self.totals.bytes.saturating_sub(self.totals.captured),
+        );
         self.tally.add_to(&mut self.summary);
         for protocol in [Protocol::ClickHouse, Protocol::ZooKeeper] {
             for status in [
