@@ -1,0 +1,61 @@
+//! Acceptance tests against the real servers of `ci/testbed.sh`: each runs a script under
+//! `ci/accept/` that drives a known workload while `l7tap capture` runs and compares the
+//! Parquet output with the workload's own counts and the servers' own records. Needs root;
+//! built only with `--features live-tests` (see ci/test.sh). The tests run one at a time:
+//! the server-side oracles (`mntr`, `system.query_log`) count everything a server does.
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Starts the test bed, runs `ci/accept/<name>` with the built binary and a fresh work
+/// directory, and fails with the script's report unless it exits 0.
+fn accept(name: &str, extra: &[&str]) {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for step in ["start", "schema"] {
+        let status = Command::new("bash")
+            .arg(root().join("ci/testbed.sh"))
+            .arg(step)
+            .current_dir(root())
+            .status()
+            .unwrap();
+        assert!(status.success(), "ci/testbed.sh {step} failed");
+    }
+    let workdir = std::env::temp_dir().join(format!(
+        "l7tap-accept-{}-{}",
+        name.trim_end_matches(".py"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&workdir);
+    let out = Command::new("python3")
+        .arg(root().join("ci/accept").join(name))
+        .arg("--l7tap")
+        .arg(env!("CARGO_BIN_EXE_l7tap"))
+        .arg("--workdir")
+        .arg(&workdir)
+        .args(extra)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{report}");
+    assert!(out.status.success(), "ci/accept/{name} failed:\n{report}");
+    let _ = std::fs::remove_dir_all(&workdir);
+}
+
+/// Issue acceptance for ZooKeeper: a kazoo workload of > 5,000 ops with > 500 in flight;
+/// records per op and outcome equal what it sent on both sides, the server side equals
+/// the `mntr` packets_received delta, and the auth secret reaches no output.
+#[test]
+fn zookeeper_records_match_the_workload_and_mntr() {
+    accept("zookeeper.py", &[]);
+}
