@@ -130,7 +130,7 @@ fn workload(rows: usize) -> Vec<CapturedRequest> {
                     Protocol::ClickHouse,
                     "SELECT",
                     query,
-                    Details::ClickHouse(ClickHouseDetails {
+                    Details::ClickHouse(Box::new(ClickHouseDetails {
                         query_id: format!("{:016x}-{:016x}", rng.next(), rng.next()),
                         query_kind: Some(QueryKind::Initial),
                         initial_query_id: String::new(),
@@ -142,7 +142,7 @@ fn workload(rows: usize) -> Vec<CapturedRequest> {
                         bytes_read: rng.next() % 100_000_000,
                         result_rows: rng.next() % 100,
                         ..Default::default()
-                    }),
+                    })),
                 )
             };
             CapturedRequest {

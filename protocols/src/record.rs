@@ -98,7 +98,9 @@ pub struct RequestRecord {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Details {
-    ClickHouse(ClickHouseDetails),
+    /// Boxed: a ClickHouse query's strings would otherwise make every record (and every
+    /// move of one, ZooKeeper's included) several times larger.
+    ClickHouse(Box<ClickHouseDetails>),
     ZooKeeper(ZooKeeperDetails),
 }
 
@@ -137,7 +139,8 @@ pub struct ZooKeeperDetails {
     /// Expected znode version a delete / setData / setACL / check carried (-1 = any).
     pub version: Option<i32>,
     /// For the session handshake (operation `connect`): what was asked and granted.
-    pub connect: Option<ZooKeeperConnect>,
+    /// Boxed: one record per session has it, every record would carry its size.
+    pub connect: Option<Box<ZooKeeperConnect>>,
 }
 
 /// The session handshake of a ZooKeeper connection (ConnectRequest / ConnectResponse).

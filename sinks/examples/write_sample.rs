@@ -44,7 +44,7 @@ fn request(conn: &Arc<ConnectionInfo>, i: u64) -> CapturedRequest {
             Protocol::ClickHouse,
             "SELECT",
             format!("SELECT count() FROM events WHERE id = {i}"),
-            Details::ClickHouse(ClickHouseDetails {
+            Details::ClickHouse(Box::new(ClickHouseDetails {
                 query_id: format!("00000000-0000-4000-8000-{i:012}"),
                 query_kind: Some(QueryKind::Initial),
                 initial_query_id: format!("00000000-0000-4000-8000-{i:012}"),
@@ -56,7 +56,7 @@ fn request(conn: &Arc<ConnectionInfo>, i: u64) -> CapturedRequest {
                 bytes_read: i * 80,
                 result_rows: 1,
                 ..Default::default()
-            }),
+            })),
             status,
         )
     } else {

@@ -80,7 +80,7 @@ fn clickhouse_query(
             query_truncated: false,
             bytes_sent: 100,
             bytes_received: 200,
-            details: Details::ClickHouse(ClickHouseDetails::default()),
+            details: Details::ClickHouse(Box::default()),
         },
     }
 }

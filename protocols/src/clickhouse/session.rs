@@ -663,7 +663,7 @@ impl ClickHouseParser {
             query_truncated: truncated,
             bytes_sent: 0,
             bytes_received: 0,
-            details: Details::ClickHouse(ClickHouseDetails {
+            details: Details::ClickHouse(Box::new(ClickHouseDetails {
                 query_id: text(head.query_id),
                 query_kind: Some(match head.kind {
                     1 => QueryKind::Initial,
@@ -677,7 +677,7 @@ impl ClickHouseParser {
                 revision,
                 compressed: head.compression,
                 ..Default::default()
-            }),
+            })),
         };
         self.query = Some(InFlight {
             record,
@@ -1414,13 +1414,13 @@ impl ClickHouseParser {
             query_truncated: false,
             bytes_sent: 0,
             bytes_received: len,
-            details: Details::ClickHouse(ClickHouseDetails {
+            details: Details::ClickHouse(Box::new(ClickHouseDetails {
                 user: self.user.clone(),
                 client_name: self.client_name.clone(),
                 client_version: self.client_version.clone(),
                 revision: self.client_revision.unwrap_or(0),
                 ..Default::default()
-            }),
+            })),
         }));
     }
 

@@ -381,14 +381,14 @@ impl ZooKeeperParser {
             }
             Detect::Yes(connect) => {
                 let mut details = self.details(0);
-                details.connect = Some(ZooKeeperConnect {
+                details.connect = Some(Box::new(ZooKeeperConnect {
                     protocol_version: connect.protocol_version,
                     requested_timeout_ms: connect.timeout_ms,
                     negotiated_timeout_ms: 0,
                     resumed_session_id: connect.session_id,
                     last_zxid_seen: connect.last_zxid_seen,
                     read_only: connect.read_only,
-                });
+                }));
                 let record = request_record(
                     Cow::Borrowed("connect"),
                     input.ts_at(0),

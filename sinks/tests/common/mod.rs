@@ -87,7 +87,7 @@ pub fn clickhouse_request(
             query_truncated: false,
             bytes_sent: 120,
             bytes_received: 3400,
-            details: Details::ClickHouse(ClickHouseDetails {
+            details: Details::ClickHouse(Box::new(ClickHouseDetails {
                 query_id: "9f1c2d4e-0000-4000-8000-000000000001".to_string(),
                 query_kind: Some(QueryKind::Initial),
                 initial_query_id: "9f1c2d4e-0000-4000-8000-000000000001".to_string(),
@@ -101,7 +101,7 @@ pub fn clickhouse_request(
                 bytes_written: 0,
                 result_rows: 10,
                 compressed: false,
-            }),
+            })),
         },
     }
 }
