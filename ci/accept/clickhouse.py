@@ -35,8 +35,8 @@ table against each server's own `system.query_log`:
      query_duration_ms, or else at most 2 ms longer than the server's own end-to-end time
      for that query (from its log, rounded to 1 ms; it can be longer than the record: the
      Stopwatch also covers the work after EndOfStream, and the thread may wait for a CPU on
-     its way back from the read before starting it). INSERTs log no line with their
-     query_id, so theirs must be within 2 ms of query_duration_ms. An end taken at a later
+     its way back from the read before starting it; see processed_in() for how a line is
+     tied to its query). An end taken at a later
      packet would disagree with both clocks; a start or end taken inside the server's work
      would make records shorter than query_duration_ms;
   3. no event was lost (kernel, rings);
@@ -76,31 +76,49 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def processed_in(path, offset, prefix, query_ids):
+def processed_in(path, offset, prefix, query_ids, ok_ids):
     """The server's own end-to-end time per query, ms, from its log since `offset`: TCPHandler
     starts a Stopwatch right after the read that brings a packet and logs "Processed in X sec."
-    (rounded to 1 ms) after answering it, the same span as a server-side record. The line has no
-    query_id: it belongs to the query whose id the same thread logged last (executeQuery's
-    "Read N rows" at level information, or the exception). INSERTs log no line with their id
-    at that level, so they have no such time."""
-    times = {}
+    (rounded to 1 ms) after answering a query (not a Ping), the same span as a server-side
+    record. The line has no query_id: it belongs to the query whose id the same thread logged
+    last (executeQuery's "Read N rows" at level information, or the exception). INSERTs log no
+    line with their id at that level; theirs are the lines between two queries of one ch_load
+    client, `-c<k>-<n>` and `-c<k>-<n+j+1>`, on one thread when the first ended well: the
+    connection (one thread each) stayed open, so the j lines between are `<n+1>` .. `<n+j>`."""
     if not os.path.exists(path):
-        return times
+        return {}
+    lines = collections.defaultdict(list)  # thread -> [query_id or None per "Processed in"]
+    times = []
     last = {}
     with open(path, "rb") as f:
         if os.path.getsize(path) >= offset:  # else the log was rotated: read the new one whole
             f.seek(offset)
         for raw in f:
-            line = raw.decode("utf-8", "replace")
-            m = LOG_LINE.match(line)
+            m = LOG_LINE.match(raw.decode("utf-8", "replace"))
             if not m:
                 continue
             thread, qid, source, message = m.groups()
             if qid in query_ids:
                 last[thread] = qid
-            elif source == "TCPHandler" and message.startswith("Processed in ") and thread in last:
-                times[last.pop(thread)] = float(message.split()[2]) * 1000
-    return times
+            elif source == "TCPHandler" and message.startswith("Processed in "):
+                lines[thread].append(len(times))
+                times.append((last.pop(thread, None), float(message.split()[2]) * 1000))
+    out = {qid: ms for qid, ms in times if qid is not None}
+    own = re.compile(re.escape(prefix) + r"-c(\d+)-(\d+)$")
+    for seq in lines.values():
+        ids = [times[i][0] for i in seq]
+        for a, qa in enumerate(ids):
+            ma = qa and own.match(qa)
+            if not ma or qa not in ok_ids:
+                continue
+            b = a + 1
+            while b < len(ids) and ids[b] is None:
+                b += 1
+            mb = b < len(ids) and ids[b] and own.match(ids[b])
+            if b > a + 1 and mb and mb[1] == ma[1] and int(mb[2]) == int(ma[2]) + (b - a):
+                for j in range(a + 1, b):
+                    out[f"{prefix}-c{ma[1]}-{int(ma[2]) + (j - a)}"] = times[seq[j]][1]
+    return out
 
 
 def query_log(port, prefix, t0, t1):
@@ -281,8 +299,9 @@ def main():
           f"they are counted above, not timed")
 
     # 2. Durations (see the module docstring for what is compared and why).
-    processed = {port: processed_in(path, offsets[port], prefix, {q["query_id"] for _, q, _ in pairs})
-                 for port, path in logs.items()}
+    ids = {q["query_id"] for _, q, _ in pairs}
+    ok_ids = {q["query_id"] for _, q, _ in pairs if q["type"] == 2}
+    processed = {port: processed_in(path, offsets[port], prefix, ids, ok_ids) for port, path in logs.items()}
     by_kind = collections.defaultdict(lambda: collections.Counter())
     worst, below = [], []
     with open(f"{args.workdir}/durations.tsv", "w") as f:
