@@ -8,13 +8,13 @@
 # For each workload (real ClickHouse 18.16 and ZooKeeper 3.8 flat out, a loopback echo at
 # saturation, and the fixture responder at 10 k, 50 k and flat-out req/s) it runs the load
 # generator (tools/loadgen) without an agent and with `l7tap capture`, alternated A/B/B/A...,
-# plus runs with `l7tap capture --transport ringbuf` and with `tcpdump -w` on the same ports,
+# plus runs with `l7tap capture --transport perf` and with `tcpdump -w` on the same ports,
 # and prints ONE table (also written to bench-results.md, or $BENCH_OUT):
 #   throughput with / without; client latency p50 and p99 with / without; agent CPU per
 #   captured request (process user+sys from /proc/<pid>/stat plus the eBPF programs' run_time_ns from
 #   `bpftool prog show`, kernel.bpf_stats_enabled=1); events lost (kernel.events_failed) and
 #   l7tap's records against the requests the load generator completed; the agent's VmHWM;
-#   the same for the ring buffer transport and tcpdump's throughput ratio.
+#   the same for the perf buffer transport and tcpdump's throughput ratio.
 # Timing goals are printed (✗ where missed), never asserted.
 #
 # Needs root (eBPF). Installs what it needs (ci/install-deps.sh, tcpdump, jq), builds the
@@ -168,7 +168,7 @@ run_load() {
   "$LOADGEN" $1 2>>"$WORK/loadgen.log" | tail -n1 || true
 }
 
-# run_one WORKLOAD MODE: one run of the workload in MODE (none, l7tap, l7tap-ringbuf, tcpdump).
+# run_one WORKLOAD MODE: one run of the workload in MODE (none, l7tap, l7tap-perf, tcpdump).
 run_one() {
   local spec=$1 mode=$2 name protocol goal ports args
   IFS='|' read -r name protocol goal ports args <<<"$spec"
@@ -177,9 +177,9 @@ run_one() {
     none)
       load=$(run_load "$args")
       ;;
-    l7tap | l7tap-ringbuf)
-      local transport=perf
-      [ "$mode" = l7tap-ringbuf ] && transport=ringbuf
+    l7tap | l7tap-perf)
+      local transport=ringbuf
+      [ "$mode" = l7tap-perf ] && transport=perf
       rm -f "$WORK/agent.ready" "$WORK/summary.json"
       bpf_prog_ids >"$WORK/ids.before"
       "$L7TAP" capture --transport "$transport" --ready-file "$WORK/agent.ready" \
@@ -265,7 +265,7 @@ for spec in "${WORKLOADS[@]}"; do
   run_load "$(echo "$spec" | cut -d'|' -f5 | sed 's/--duration [^ ]*/--duration 1s/')" >/dev/null
   for ((round = 0; round < PAIRS; round++)); do
     modes=(none l7tap)
-    if [ $round -lt $EXTRA_ROUNDS ]; then modes+=(tcpdump l7tap-ringbuf); fi
+    if [ $round -lt $EXTRA_ROUNDS ]; then modes+=(tcpdump l7tap-perf); fi
     # Rotate the order each round so drift (page cache, JIT, other load) cancels.
     n=${#modes[@]}
     for ((k = 0; k < n; k++)); do

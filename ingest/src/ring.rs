@@ -1,26 +1,51 @@
 //! Lock-free single-producer single-consumer byte rings (rtrb) carrying frames from the
 //! reactor to one actor. A frame is copied into the ring once; the consumer reads it in
 //! place unless it wraps around the ring's end.
+//!
+//! An idle consumer sleeps instead of polling: it parks its thread after announcing it on
+//! the ring's [`Doorbell`], and the producer rings the bell once per batch of frames (the
+//! reactor: after each sweep of the kernel buffers), not once per frame.
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::Duration;
+
 use crate::frame::{self, Tag, FRAME_HEADER};
 
 pub struct FrameProducer {
     inner: rtrb::Producer<u8>,
+    doorbell: Arc<Doorbell>,
 }
 
 pub struct FrameConsumer {
     inner: rtrb::Consumer<u8>,
     /// Holds a frame that wraps around the ring's end.
     scratch: Vec<u8>,
+    doorbell: Arc<Doorbell>,
+}
+
+/// How a sleeping consumer is woken.
+#[derive(Default)]
+struct Doorbell {
+    /// The consumer is parked, or about to park.
+    sleeping: AtomicBool,
+    /// The consumer's thread, known from its first wait.
+    consumer: OnceLock<Thread>,
 }
 
 /// A ring of `bytes` capacity.
 pub fn frame_ring(bytes: usize) -> (FrameProducer, FrameConsumer) {
     let (p, c) = rtrb::RingBuffer::new(bytes);
+    let doorbell = Arc::new(Doorbell::default());
     (
-        FrameProducer { inner: p },
+        FrameProducer {
+            inner: p,
+            doorbell: doorbell.clone(),
+        },
         FrameConsumer {
             inner: c,
             scratch: Vec::new(),
+            doorbell,
         },
     )
 }
@@ -57,6 +82,8 @@ impl FrameProducer {
             if spins < 64 {
                 std::hint::spin_loop();
             } else {
+                // The consumer may be asleep with a full ring to read.
+                self.wake_consumer();
                 std::thread::sleep(std::time::Duration::from_micros(50));
             }
         }
@@ -65,6 +92,29 @@ impl FrameProducer {
 
     pub fn is_abandoned(&self) -> bool {
         self.inner.is_abandoned()
+    }
+
+    /// Wakes the consumer if it sleeps. Call after a batch of pushes; cheap when it is
+    /// awake (one fence and one load).
+    pub fn wake_consumer(&self) {
+        // Orders the frames just committed before the load of `sleeping`; pairs with the
+        // fence in `FrameConsumer::wait` so that either the consumer sees the frames or we
+        // see it sleeping.
+        fence(Ordering::SeqCst);
+        if self.doorbell.sleeping.load(Ordering::Relaxed) {
+            if let Some(thread) = self.doorbell.consumer.get() {
+                thread.unpark();
+            }
+        }
+    }
+}
+
+impl Drop for FrameProducer {
+    /// A consumer waiting for frames must notice that none will come.
+    fn drop(&mut self) {
+        if let Some(thread) = self.doorbell.consumer.get() {
+            thread.unpark();
+        }
     }
 }
 
@@ -138,6 +188,19 @@ impl FrameConsumer {
     pub fn is_empty(&self) -> bool {
         self.inner.is_empty()
     }
+
+    /// Sleeps until the producer rings (frames arrived, or it is gone) or `timeout`
+    /// passes; returns at once if frames are already there.
+    pub fn wait(&mut self, timeout: Duration) {
+        self.doorbell.consumer.get_or_init(std::thread::current);
+        self.doorbell.sleeping.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `FrameProducer::wake_consumer`.
+        fence(Ordering::SeqCst);
+        if self.inner.is_empty() && !self.inner.is_abandoned() {
+            std::thread::park_timeout(timeout);
+        }
+        self.doorbell.sleeping.store(false, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +217,38 @@ mod tests {
             assert_eq!(got, (Tag::KernelEvent, body));
         }
         assert!(c.pop(|_, _| ()).is_none());
+    }
+
+    #[test]
+    fn a_waiting_consumer_wakes_for_frames_and_for_a_dropped_producer() {
+        let (mut p, mut c) = frame_ring(1024);
+        let consumer = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let started = std::time::Instant::now();
+            loop {
+                while let Some(body) = c.pop(|_, b| b.to_vec()) {
+                    got.push(body);
+                }
+                if c.is_abandoned() && c.is_empty() {
+                    break;
+                }
+                c.wait(Duration::from_secs(30));
+            }
+            (got, started.elapsed())
+        });
+        for i in 0..100u8 {
+            assert!(p.try_push(Tag::Watermark, &[&[i; 8]]));
+            p.wake_consumer();
+            if i % 10 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        drop(p);
+        let (got, elapsed) = consumer.join().unwrap();
+        assert_eq!(got.len(), 100);
+        assert_eq!(got[99], vec![99; 8]);
+        // Woken by the bell, not by the 30 s timeout.
+        assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
     }
 
     #[test]

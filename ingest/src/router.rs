@@ -67,7 +67,10 @@ impl Router {
         let shard = shard_of(&header.conn, self.rings.len());
         let ring = &mut self.rings[shard];
         let pushed = if self.wait_when_full {
-            ring.push_blocking(Tag::KernelEvent, &[raw])
+            // Replay: no sweeps to batch by, so every frame may wake a sleeping actor.
+            let pushed = ring.push_blocking(Tag::KernelEvent, &[raw]);
+            ring.wake_consumer();
+            pushed
         } else {
             ring.try_push(Tag::KernelEvent, &[raw])
         };
@@ -96,6 +99,8 @@ impl Router {
         for ring in &mut self.rings {
             // A watermark is never dropped: it is what lets actors release held events.
             ring.push_blocking(Tag::Watermark, &[&body]);
+            // The end of a batch: wake the actor if it sleeps.
+            ring.wake_consumer();
         }
         if let Some(rec) = &mut self.recorder {
             rec.write(Tag::Watermark, &[&body])?;

@@ -60,9 +60,10 @@ struct CaptureArgs {
     /// server answers pipelined requests in one large write, and every reply counts.
     #[arg(long, default_value_t = 65536)]
     capture_bytes_zookeeper: u32,
-    /// Kernel-to-user transport: per-CPU perf buffers (each event wakes the reader), or the
-    /// shared BPF ring buffer (read without per-event wakeups).
-    #[arg(long, value_enum, default_value_t = TransportArg::Perf)]
+    /// Kernel-to-user transport: the shared BPF ring buffer, read without per-event
+    /// wakeups, or per-CPU perf buffers (each event wakes the reader: several times the
+    /// CPU per request, see ARCHITECTURE.md).
+    #[arg(long, value_enum, default_value_t = TransportArg::Ringbuf)]
     transport: TransportArg,
     /// Pages per CPU of each perf buffer (a power of two; 1024 = 4 MiB).
     #[arg(long, default_value_t = 1024)]

@@ -47,7 +47,7 @@ pub struct AgentMeasure {
 #[derive(Clone, Debug, Deserialize)]
 pub struct RunResult {
     pub workload: String,
-    /// `none`, `l7tap`, `l7tap-ringbuf` or `tcpdump`.
+    /// `none`, `l7tap`, `l7tap-perf` or `tcpdump`.
     pub mode: String,
     /// `clickhouse`, `zookeeper` or `none`: whose records l7tap should produce.
     #[serde(default)]
@@ -191,7 +191,7 @@ pub struct Table {
     pub missing: Vec<String>,
 }
 
-const HEADER: &str = "| workload | req/s without | l7tap ÷ | tcpdump ÷ | p50 µs | p50 ÷ | p99 µs | p99 ÷ | l7tap µs per captured request (proc + bpf) | events lost | records / expected | l7tap RSS MiB | ringbuf ÷ | ringbuf lost | ringbuf µs per captured request | runs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+const HEADER: &str = "| workload | req/s without | l7tap ÷ | tcpdump ÷ | p50 µs | p50 ÷ | p99 µs | p99 ÷ | l7tap µs per captured request (proc + bpf) | events lost | records / expected | l7tap RSS MiB | perf ÷ | perf lost | perf µs per captured request | runs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
 
 /// Builds the table from all runs, rows in the order of `expected` (then any other workload).
 pub fn table(results: &[RunResult], expected: &[String]) -> Table {
@@ -210,10 +210,10 @@ pub fn table(results: &[RunResult], expected: &[String]) -> Table {
                 .filter(|r| &r.workload == workload && r.mode == m && r.load.is_some())
                 .collect(),
         };
-        let (none, l7tap, ringbuf, tcpdump) = (
+        let (none, l7tap, perf, tcpdump) = (
             mode("none"),
             mode("l7tap"),
-            mode("l7tap-ringbuf"),
+            mode("l7tap-perf"),
             mode("tcpdump"),
         );
         let errors: Vec<&str> = results
@@ -302,13 +302,13 @@ pub fn table(results: &[RunResult], expected: &[String]) -> Table {
             lost(&l7tap),
             records,
             fmt_opt(l7tap.hwm_mib(), 0),
-            fmt_opt(ratio(ringbuf.throughput(), base_tput), 3),
-            lost(&ringbuf),
-            cpu(&ringbuf),
+            fmt_opt(ratio(perf.throughput(), base_tput), 3),
+            lost(&perf),
+            cpu(&perf),
             none.runs.len(),
             l7tap.runs.len(),
             tcpdump.runs.len(),
-            ringbuf.runs.len(),
+            perf.runs.len(),
         );
     }
     markdown.push_str(
@@ -319,7 +319,7 @@ pub fn table(results: &[RunResult], expected: &[String]) -> Table {
          events lost: kernel.events_failed / kernel.events_emitted over all l7tap runs. \
          records / expected: l7tap's records.<protocol>.{ok,error,cancelled,incomplete} against the load generator's \
          answered requests × connection ends on this host (n/a until the parsers produce records). \
-         runs: without / l7tap / tcpdump / l7tap ring buffer.\n",
+         runs: without / l7tap (ring buffer, the default) / tcpdump / l7tap over perf buffers.\n",
     );
     Table { markdown, missing }
 }
