@@ -12,3 +12,6 @@ cargo build --release --workspace --bins
 cargo test --release --workspace --no-fail-fast --features l7tap/live-tests
 # Benches compile (running them is ci/bench.sh's job, not a test's).
 cargo bench --workspace --no-run
+# The benchmark suite's smoke mode: every row of the overhead table is produced (the
+# goals are printed, not asserted: timing is never a test here).
+BENCH_OUT=$(mktemp -d)/bench-smoke.md bash ci/bench.sh --smoke
