@@ -6,7 +6,8 @@
 //!
 //! `cargo build --release -p l7tap && cargo bench -p l7tap-benches --bench pipeline`
 //! (environment: `L7TAP_BIN`, `PIPELINE_REQUESTS` (default 1 000 000), `PIPELINE_ROUNDS`
-//! (default 3)). Goal: ≥ 500 k requests/s.
+//! (default 3), `PIPELINE_RECORDING=FILE` to keep the recording for profiling, e.g.
+//! `taskset -c 1 perf record -g l7tap replay FILE --actors 1`). Goal: ≥ 500 k requests/s.
 //!
 //! Baselines measured in the same run, alternated with it:
 //! - `read`: this process reads the recording frame by frame (file and framing only);
@@ -73,7 +74,8 @@ fn main() {
     );
     let dir = std::env::temp_dir().join(format!("l7tap-bench-pipeline-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let recording = dir.join("synthetic.rec");
+    let keep = std::env::var_os("PIPELINE_RECORDING").map(PathBuf::from);
+    let recording = keep.clone().unwrap_or_else(|| dir.join("synthetic.rec"));
     let out = dir.join("out");
     let requests = env_or("PIPELINE_REQUESTS", 1_000_000);
     let rounds = env_or("PIPELINE_ROUNDS", 3);
@@ -119,6 +121,9 @@ fn main() {
         full = best(full, p);
     }
     let _ = std::fs::remove_dir_all(&dir);
+    if keep.is_none() {
+        let _ = std::fs::remove_file(&recording);
+    }
     let (frames, full) = (frames.unwrap(), full.unwrap());
     let rate = |t: Duration| produced.requests as f64 / t.as_secs_f64();
     println!(
