@@ -7,7 +7,8 @@
 //! in the same run, alternated.
 //!
 //! `cargo build --release -p l7tap && cargo bench -p l7tap-benches --bench connections`
-//! (environment: `L7TAP_BIN`, `CONNECTIONS` (default 10 000)). Goal: ≤ 256 MiB.
+//! (environment: `L7TAP_BIN`, `CONNECTIONS` (default 10 000), `CONNECTIONS_KEEP=1` keeps the
+//! recordings in the temporary directory it prints, for profiling). Goal: ≤ 256 MiB.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -119,7 +120,11 @@ fn main() {
         few_rss = few_rss.max(f.max_rss_bytes);
         many_rss = many_rss.max(m.max_rss_bytes);
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("CONNECTIONS_KEEP").is_some() {
+        println!("recordings kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     println!(
         "connections: peak RSS {:.1} MiB with {many} open tracked connections, {:.1} MiB with 10 \
          (baseline, same {} requests): {:.1} KiB per connection; goal <= 256 MiB",
