@@ -20,3 +20,9 @@ fi
 
 python3 -c 'import clickhouse_driver, kazoo, clickhouse_cityhash, lz4, zstd, pyarrow, duckdb' 2>/dev/null \
   || python3 -m pip install -q 'clickhouse-driver==0.2.9' 'kazoo==2.10.0' 'pyarrow' 'duckdb' 'clickhouse-cityhash' 'lz4' 'zstd'
+
+# Parquet read-back test (tools/tests/sinks_accept.rs): ClickHouse's reader embedded in the
+# chdb wheel, and Spark in local mode (pyspark runs on the JVM the zookeeper package brings).
+python3 -c 'import chdb, pyspark' 2>/dev/null \
+  || python3 -m pip install -q 'chdb' 'pyspark'
+java -version >/dev/null 2>&1 || { echo "install-deps: no java for pyspark" >&2; exit 1; }

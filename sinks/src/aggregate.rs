@@ -34,6 +34,7 @@
 //! State is recycled between windows (key statistics and histograms go back to pools), and the
 //! first [`INLINE_SAMPLES`] durations of a key in a window are kept inline so that rarely seen keys
 //! never need a (16 KiB+) dense histogram while the window is open.
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
@@ -219,15 +220,115 @@ pub struct IntervalRow {
     pub sum_ns: u64,
     pub min_ns: u64,
     pub max_ns: u64,
-    /// Durations clamped to 1 µs ..= 1 h, 3 significant digits.
-    pub histogram: Histogram<u64>,
+    /// Durations clamped to 1 µs ..= 1 h, 3 significant digits (see [`IntervalRow::histogram`]).
+    pub durations: RowDurations,
     pub heatmap_sub_window_ns: u64,
     /// `window_ns / heatmap_sub_window_ns` runs of [`HEATMAP_BUCKETS`] counts, sub-window by
     /// sub-window (row-major: `heatmap[sub_window * HEATMAP_BUCKETS + bucket]`).
     pub heatmap: Vec<u64>,
 }
 
+/// The durations of one [`IntervalRow`], clamped to 1 µs ..= 1 h: up to [`INLINE_SAMPLES`] kept
+/// as values, more in a dense HDR histogram. A dense histogram takes 16 KiB or more however few
+/// values it holds, and a window has a row per key (per client address, among others): with
+/// 10 000 clients of a few requests each, dense rows alone would take hundreds of MiB.
+#[derive(Clone, Debug)]
+pub enum RowDurations {
+    Inline {
+        samples: [u64; INLINE_SAMPLES],
+        len: usize,
+    },
+    Histogram(Histogram<u64>),
+}
+
+impl RowDurations {
+    /// The durations as an HDR histogram (built on the fly from inline values).
+    pub fn histogram(&self) -> Cow<'_, Histogram<u64>> {
+        match self {
+            RowDurations::Histogram(histogram) => Cow::Borrowed(histogram),
+            RowDurations::Inline { samples, len } => {
+                let mut histogram = new_duration_histogram();
+                for &sample in &samples[..*len] {
+                    record_in(&mut histogram, sample);
+                }
+                Cow::Owned(histogram)
+            }
+        }
+    }
+
+    /// Values recorded.
+    pub fn len(&self) -> u64 {
+        match self {
+            RowDurations::Histogram(histogram) => histogram.len(),
+            RowDurations::Inline { len, .. } => *len as u64,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn add(&mut self, other: &RowDurations) -> Result<(), MergeError> {
+        if let (
+            RowDurations::Inline { samples, len },
+            RowDurations::Inline {
+                samples: theirs,
+                len: their_len,
+            },
+        ) = (&mut *self, other)
+        {
+            if *len + their_len <= INLINE_SAMPLES {
+                samples[*len..*len + their_len].copy_from_slice(&theirs[..*their_len]);
+                *len += their_len;
+                return Ok(());
+            }
+        }
+        let mut histogram = match std::mem::replace(
+            self,
+            RowDurations::Inline {
+                samples: [0; INLINE_SAMPLES],
+                len: 0,
+            },
+        ) {
+            RowDurations::Histogram(histogram) => histogram,
+            inline => inline.histogram().into_owned(),
+        };
+        let result = match other {
+            RowDurations::Histogram(theirs) => histogram
+                .add(theirs)
+                .map_err(|_| MergeError::HistogramRange),
+            RowDurations::Inline { samples, len } => {
+                for &sample in &samples[..*len] {
+                    record_in(&mut histogram, sample);
+                }
+                Ok(())
+            }
+        };
+        *self = RowDurations::Histogram(histogram);
+        result
+    }
+}
+
 impl IntervalRow {
+    /// The durations as an HDR histogram (what the `hdr` column holds).
+    pub fn histogram(&self) -> Cow<'_, Histogram<u64>> {
+        self.durations.histogram()
+    }
+
+    /// Durations at each of `quantiles` (0..=1), bounded by the exact min and max; builds the
+    /// histogram of an inline row once for all of them.
+    pub fn quantiles_ns<const N: usize>(&self, quantiles: [f64; N]) -> [u64; N] {
+        if self.count == 0 {
+            return [0; N];
+        }
+        let histogram = self.histogram();
+        quantiles.map(|q| {
+            histogram
+                .value_at_quantile(q)
+                .clamp(self.min_ns, self.max_ns)
+        })
+    }
+
     /// Heatmap sub-windows in this row.
     pub fn sub_windows(&self) -> usize {
         self.heatmap.len() / HEATMAP_BUCKETS
@@ -240,12 +341,7 @@ impl IntervalRow {
 
     /// Duration at `quantile` (0..=1) from the histogram, bounded by the exact min and max.
     pub fn quantile_ns(&self, quantile: f64) -> u64 {
-        if self.count == 0 {
-            return 0;
-        }
-        self.histogram
-            .value_at_quantile(quantile)
-            .clamp(self.min_ns, self.max_ns)
+        self.quantiles_ns([quantile])[0]
     }
 
     /// Adds another row of the same window and key (e.g. from another actor thread's aggregator).
@@ -262,9 +358,7 @@ impl IntervalRow {
         self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
         self.min_ns = self.min_ns.min(other.min_ns);
         self.max_ns = self.max_ns.max(other.max_ns);
-        self.histogram
-            .add(&other.histogram)
-            .map_err(|_| MergeError::HistogramRange)?;
+        self.durations.add(&other.durations)?;
         for (mine, theirs) in self.heatmap.iter_mut().zip(&other.heatmap) {
             *mine += theirs;
         }
@@ -406,8 +500,9 @@ struct KeyStats {
     inline_samples: [u64; INLINE_SAMPLES],
     inline_len: usize,
     histogram: Option<Histogram<u64>>,
-    /// `sub_windows * HEATMAP_BUCKETS` counts.
-    heatmap: Box<[u64]>,
+    /// `sub_windows * HEATMAP_BUCKETS` counts, saturating. u32: a key's heatmap is 310 counts
+    /// with the default 1 s sub-windows, and a window can hold a key per client.
+    heatmap: Box<[u32]>,
 }
 
 impl KeyStats {
@@ -485,7 +580,8 @@ impl KeyStats {
         self.sum_ns = self.sum_ns.saturating_add(duration_ns);
         self.min_ns = self.min_ns.min(duration_ns);
         self.max_ns = self.max_ns.max(duration_ns);
-        self.heatmap[sub_window * HEATMAP_BUCKETS + heatmap_bucket(duration_ns)] += 1;
+        let cell = &mut self.heatmap[sub_window * HEATMAP_BUCKETS + heatmap_bucket(duration_ns)];
+        *cell = cell.saturating_add(1);
     }
 
     /// Adds `other` into `self`. With `late`, all of `other`'s heatmap counts go to the first
@@ -511,11 +607,12 @@ impl KeyStats {
         self.max_ns = self.max_ns.max(other.max_ns);
         if late {
             for (index, count) in other.heatmap.iter().enumerate() {
-                self.heatmap[index % HEATMAP_BUCKETS] += count;
+                let cell = &mut self.heatmap[index % HEATMAP_BUCKETS];
+                *cell = cell.saturating_add(*count);
             }
         } else {
             for (mine, theirs) in self.heatmap.iter_mut().zip(other.heatmap.iter()) {
-                *mine += theirs;
+                *mine = mine.saturating_add(*theirs);
             }
         }
         Ok(())
@@ -527,15 +624,12 @@ impl KeyStats {
         config: &AggregatorConfig,
         key: IntervalKey,
     ) -> IntervalRow {
-        let histogram = match &self.histogram {
-            Some(histogram) => histogram.clone(),
-            None => {
-                let mut histogram = new_duration_histogram();
-                for &sample in &self.inline_samples[..self.inline_len] {
-                    record_in(&mut histogram, sample);
-                }
-                histogram
-            }
+        let durations = match &self.histogram {
+            Some(histogram) => RowDurations::Histogram(histogram.clone()),
+            None => RowDurations::Inline {
+                samples: self.inline_samples,
+                len: self.inline_len,
+            },
         };
         IntervalRow {
             window_start_unix_ns,
@@ -546,9 +640,9 @@ impl KeyStats {
             sum_ns: self.sum_ns,
             min_ns: if self.count == 0 { 0 } else { self.min_ns },
             max_ns: self.max_ns,
-            histogram,
+            durations,
             heatmap_sub_window_ns: config.heatmap_sub_window_ns,
-            heatmap: self.heatmap.to_vec(),
+            heatmap: self.heatmap.iter().map(|&count| u64::from(count)).collect(),
         }
     }
 }

@@ -28,7 +28,7 @@ pub mod time;
 
 pub use aggregate::{
     merge_interval_rows, Aggregator, AggregatorConfig, AggregatorConfigError, IntervalKey,
-    IntervalRow, MergeError,
+    IntervalRow, MergeError, RowDurations,
 };
 pub use capture_stats::CaptureStatsRow;
 pub use error::SinkError;

@@ -406,7 +406,7 @@ fn intervals_round_trip_with_histogram_heatmap_and_metadata() {
     assert_eq!(decoded.len(), 100);
     let median = decoded.value_at_quantile(0.5);
     assert!(decoded.equivalent(median, 1_500_000), "median {median}");
-    assert_eq!(decoded, rows[0].histogram);
+    assert_eq!(decoded, *rows[0].histogram());
 
     // Heatmap: 10 sub-windows × HEATMAP_BUCKETS; the ok requests end in second 2,
     // 1.5 ms falls in (1 ms, 2 ms]; the error row in second 5, 30 µs in (20 µs, 50 µs].

@@ -124,6 +124,13 @@ pub struct CommonArgs {
     /// Replace literals in query text with `?` (queries can contain secrets).
     #[arg(long)]
     redact: bool,
+    /// Publish a Parquet file and start the next once it holds this many encoded bytes.
+    #[arg(long, default_value_t = l7tap_sinks::sink::DEFAULT_ROLL_BYTES)]
+    roll_bytes: u64,
+    /// Publish a Parquet file and start the next once it is this old (wall clock), so a
+    /// slow trickle of rows still becomes readable.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    roll_age: Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

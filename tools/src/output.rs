@@ -14,6 +14,8 @@ pub struct OutputConfig {
     pub monotonic_to_unix_ns: i64,
     pub window_ns: u64,
     pub redact: bool,
+    pub roll_bytes: u64,
+    pub roll_age: Duration,
     pub n_actors: usize,
 }
 
@@ -48,6 +50,8 @@ pub fn run(
             config.monotonic_to_unix_ns,
         );
         c.redact_queries = config.redact;
+        c.roll_bytes = config.roll_bytes;
+        c.roll_age = config.roll_age;
         c
     };
     let mut sink = match ParquetSink::new(sink_config) {

@@ -91,6 +91,8 @@ fn start_workers(
         monotonic_to_unix_ns,
         window_ns,
         redact: common.redact,
+        roll_bytes: common.roll_bytes,
+        roll_age: common.roll_age,
         n_actors: n,
     };
     let output = std::thread::Builder::new()

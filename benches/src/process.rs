@@ -1,0 +1,91 @@
+//! Running the `l7tap` binary from a benchmark and measuring that one child: wall time, CPU
+//! time and peak RSS from `wait4` (per child, unlike `RUSAGE_CHILDREN`, whose peak RSS is the
+//! largest of every child ever waited for).
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The release `l7tap` binary: `$L7TAP_BIN`, else `$CARGO_TARGET_DIR/release/l7tap`, else
+/// `target/release/l7tap` of this workspace. Build it first (`cargo build --release -p l7tap`).
+pub fn l7tap_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("L7TAP_BIN") {
+        return bin.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("release/l7tap")
+}
+
+/// What one child used.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    pub wall: Duration,
+    /// User + system CPU time of all its threads.
+    pub cpu: Duration,
+    pub max_rss_bytes: u64,
+    pub exit_code: i32,
+}
+
+/// A CPU this process may run on (the last one allowed), for pinning children to one core.
+pub fn last_allowed_cpu() -> usize {
+    // SAFETY: `set` is a plain bitmask the kernel fills; sched_getaffinity writes only into
+    // it, and at most `size_of::<cpu_set_t>()` bytes.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return 0;
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .rev()
+            .find(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .unwrap_or(0)
+    }
+}
+
+/// Runs `command` to its end, all its threads on `cpu` if given, and measures it.
+pub fn run_measured(command: &mut Command, cpu: Option<usize>) -> io::Result<Usage> {
+    if let Some(cpu) = cpu {
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // sched_setaffinity, a plain system call (async-signal-safe, no allocation); `set`
+        // lives on the child's stack.
+        unsafe {
+            command.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let started = Instant::now();
+    let child = command.spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it and `status`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not yet waited for (the `Child` handle is dropped
+    // without waiting); both pointers are valid for writes.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    drop(child);
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1_000);
+    Ok(Usage {
+        wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        // Linux reports ru_maxrss in KiB.
+        max_rss_bytes: usage.ru_maxrss as u64 * 1024,
+        exit_code: if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        },
+    })
+}
