@@ -533,20 +533,26 @@ schema() {
     done
   done
 
-  # A synchronous insert into the Distributed table must land on both shards.
-  local marker before1 before2 after1 after2
+  # A synchronous insert into the Distributed table must land on both shards. Rows are
+  # counted by this run's marker (other runs may insert at the same time), and for a few
+  # seconds: 18.16 can acknowledge the insert before the remote shard's part is visible.
+  local marker on1 on2 total deadline
   marker="testbed-verify-$(date +%s%N)"
-  before1=$(chq $CH1_TCP "SELECT count() FROM l7tap.events_local WHERE kind = 'testbed-verify'")
-  before2=$(chq $CH2_TCP "SELECT count() FROM l7tap.events_local WHERE kind = 'testbed-verify'")
   chq $CH1_TCP "INSERT INTO l7tap.events SELECT now(), number, 'testbed-verify', rand() / 1e9, '$marker'
     FROM system.numbers LIMIT 200 SETTINGS insert_distributed_sync = 1"
-  after1=$(chq $CH1_TCP "SELECT count() FROM l7tap.events_local WHERE kind = 'testbed-verify'")
-  after2=$(chq $CH2_TCP "SELECT count() FROM l7tap.events_local WHERE kind = 'testbed-verify'")
-  local total
-  total=$(chq $CH2_TCP "SELECT count() FROM l7tap.events WHERE payload = '$marker'")
-  [ "$after1" -gt "$before1" ] && [ "$after2" -gt "$before2" ] && [ "$total" = 200 ] \
-    || die "schema: 200 rows inserted into l7tap.events: shard 1 +$((after1 - before1)), shard 2 +$((after2 - before2)), read back $total"
-  log "schema ok: Distributed insert of 200 rows -> ch1 +$((after1 - before1)), ch2 +$((after2 - before2)); replicas registered in ZooKeeper"
+  deadline=$((SECONDS + 15))
+  while :; do
+    on1=$(chq $CH1_TCP "SELECT count() FROM l7tap.events_local WHERE payload = '$marker'")
+    on2=$(chq $CH2_TCP "SELECT count() FROM l7tap.events_local WHERE payload = '$marker'")
+    total=$(chq $CH2_TCP "SELECT count() FROM l7tap.events WHERE payload = '$marker'")
+    if [ "$on1" -gt 0 ] && [ "$on2" -gt 0 ] && [ $((on1 + on2)) = 200 ] && [ "$total" = 200 ]; then
+      break
+    fi
+    [ $SECONDS -lt $deadline ] \
+      || die "schema: 200 rows inserted into l7tap.events: shard 1 +$on1, shard 2 +$on2, read back $total"
+    sleep 0.5
+  done
+  log "schema ok: Distributed insert of 200 rows -> ch1 +$on1, ch2 +$on2; replicas registered in ZooKeeper"
 }
 
 # ---------------------------------------------------------------------------------------------
