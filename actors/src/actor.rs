@@ -113,9 +113,10 @@ pub struct ActorState {
     closed: Totals,
     /// Unix time up to which windows were flushed.
     flushed_until: i64,
-    conns: HashMap<ConnId, Conn>,
+    /// foldhash: the default SipHash showed up in profiles (a lookup per event).
+    conns: HashMap<ConnId, Conn, foldhash::fast::RandomState>,
     /// Connections the filter dropped: their events are ignored until they close.
-    filtered: std::collections::HashSet<ConnId>,
+    filtered: std::collections::HashSet<ConnId, foldhash::fast::RandomState>,
     reorder: Reorder,
     batch: Vec<CapturedRequest>,
     parsed: Vec<Record>,
@@ -184,7 +185,7 @@ impl ActorState {
             reported: Totals::default(),
             closed: Totals::default(),
             flushed_until: i64::MIN,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             filtered: Default::default(),
             reorder: Reorder::default(),
             batch: Vec::with_capacity(BATCH),

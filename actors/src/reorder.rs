@@ -1,27 +1,26 @@
 //! Puts events back in timestamp order. Events of one connection can come from different
-//! CPUs' buffers; they are held until the watermark says nothing older can still arrive,
-//! then released oldest first (ties keep arrival order).
+//! CPUs; they are held until the watermark says nothing older can still arrive, then
+//! released oldest first (ties keep arrival order).
+//!
+//! Most events arrive already in order (the ring buffer is filled in reservation order),
+//! so those wait in a FIFO at O(1); only an event older than the newest one held goes to a
+//! heap, and release merges the two.
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
+/// A held event: timestamp, arrival sequence (breaks ties), slot of its bytes.
+type Held = (u64, u64, usize);
+
+#[derive(Default)]
 pub struct Reorder {
-    heap: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    /// Events that arrived in timestamp order.
+    in_order: VecDeque<Held>,
+    /// Events that arrived after a newer one.
+    late: BinaryHeap<Reverse<Held>>,
     slots: Vec<Vec<u8>>,
     free: Vec<usize>,
     seq: u64,
     watermark: u64,
-}
-
-impl Default for Reorder {
-    fn default() -> Self {
-        Reorder {
-            heap: BinaryHeap::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
-            seq: 0,
-            watermark: 0,
-        }
-    }
 }
 
 impl Reorder {
@@ -32,7 +31,7 @@ impl Reorder {
 
     #[cfg(test)]
     pub fn held(&self) -> usize {
-        self.heap.len()
+        self.in_order.len() + self.late.len()
     }
 
     /// Holds a copy of `raw` (its buffer comes from a pool: no allocation in steady state).
@@ -47,18 +46,35 @@ impl Reorder {
         let buf = &mut self.slots[slot];
         buf.clear();
         buf.extend_from_slice(raw);
-        self.heap.push(Reverse((ts_ns, self.seq, slot)));
+        let held = (ts_ns, self.seq, slot);
         self.seq += 1;
+        match self.in_order.back() {
+            Some(&(newest, _, _)) if ts_ns < newest => self.late.push(Reverse(held)),
+            _ => self.in_order.push_back(held),
+        }
     }
 
     /// Releases, oldest first, every held event stamped before `watermark`.
     pub fn release(&mut self, watermark: u64, mut f: impl FnMut(&[u8])) {
         self.watermark = self.watermark.max(watermark);
-        while let Some(&Reverse((ts, _, slot))) = self.heap.peek() {
+        loop {
+            let fifo = self.in_order.front().copied();
+            let heap = self.late.peek().map(|r| r.0);
+            let (next, from_fifo) = match (fifo, heap) {
+                (Some(a), Some(b)) if b < a => (b, false),
+                (Some(a), _) => (a, true),
+                (None, Some(b)) => (b, false),
+                (None, None) => break,
+            };
+            let (ts, _, slot) = next;
             if ts >= watermark && watermark != u64::MAX {
                 break;
             }
-            self.heap.pop();
+            if from_fifo {
+                self.in_order.pop_front();
+            } else {
+                self.late.pop();
+            }
             f(&self.slots[slot]);
             self.free.push(slot);
         }
@@ -81,6 +97,32 @@ mod tests {
         assert_eq!(out, vec![b"a".to_vec(), b"b1".to_vec(), b"b2".to_vec()]);
         r.release(u64::MAX, |b| out.push(b.to_vec()));
         assert_eq!(out.last().unwrap(), b"c");
+        assert_eq!(r.held(), 0);
+    }
+
+    #[test]
+    fn in_order_and_late_events_merge_by_timestamp_then_arrival() {
+        let mut r = Reorder::default();
+        for (ts, body) in [
+            (10, "a"),
+            (20, "c1"),
+            (15, "b"),
+            (30, "e"),
+            (20, "c2"),
+            (25, "d"),
+            (40, "f"),
+            (5, "0"),
+        ] {
+            r.hold(ts, body.as_bytes());
+        }
+        let mut out = vec![];
+        r.release(26, |b| out.push(String::from_utf8(b.to_vec()).unwrap()));
+        assert_eq!(out, ["0", "a", "b", "c1", "c2", "d"]);
+        r.hold(35, b"e2");
+        r.release(u64::MAX, |b| {
+            out.push(String::from_utf8(b.to_vec()).unwrap())
+        });
+        assert_eq!(out[6..], ["e", "e2", "f"]);
         assert_eq!(r.held(), 0);
     }
 }
