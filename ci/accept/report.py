@@ -313,9 +313,9 @@ def query_log(port, prefix):
     client = Client("127.0.0.1", port=port)
     client.execute("SYSTEM FLUSH LOGS")
     rows = client.execute(
-        f"SELECT extract(query_id, '^{prefix}-(c[0-9]+)-'), count(), countIf(type != 2) "
+        f"SELECT extract(query_id, '^{prefix}-(c[0-9]+)-') AS client, count(), countIf(type != 2) "
         f"FROM system.query_log WHERE query_id LIKE '{prefix}-c%' AND type IN (2, 3, 4) "
-        "GROUP BY 1")
+        "GROUP BY client")  # 18.16: no GROUP BY position
     client.disconnect()
     return {f"l7acc-{c}": (n, e) for c, n, e in rows}
 
