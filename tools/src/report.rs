@@ -17,13 +17,16 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{
-    Array, AsArray, BinaryArray, Int32Array, Int64Array, ListArray, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, BinaryArray, Int32Array, Int64Array, ListArray, RecordBatch,
+    StringArray, TimestampMicrosecondArray,
 };
-use arrow::datatypes::Int64Type;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::hdr_sum::HdrSum;
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection,
+};
 use parquet::arrow::ProjectionMask;
 use parquet::file::statistics::Statistics;
 
@@ -209,9 +212,67 @@ pub fn read_projected(
     selection: &Selection,
     slack_us: i64,
 ) -> Result<(Vec<RecordBatch>, HashMap<String, String>), ReadError> {
+    read_projected_where(path, columns, time_column, selection, slack_us, None)
+}
+
+/// [`read_projected`], keeping only the rows where the column `non_null` is not null: that
+/// column is decoded first, the others only for the rows kept.
+pub fn read_projected_where(
+    path: &Path,
+    columns: &[&str],
+    time_column: &str,
+    selection: &Selection,
+    slack_us: i64,
+    non_null: Option<&str>,
+) -> Result<(Vec<RecordBatch>, HashMap<String, String>), ReadError> {
+    read_inner(
+        path,
+        columns,
+        time_column,
+        selection,
+        slack_us,
+        non_null,
+        None,
+    )
+}
+
+/// [`read_projected`] of some rows only: `rows` are sorted indices among the rows that
+/// `read_projected` with the same arguments returns (pages holding none are not decoded).
+pub fn read_rows(
+    path: &Path,
+    columns: &[&str],
+    time_column: &str,
+    selection: &Selection,
+    slack_us: i64,
+    rows: &[usize],
+) -> Result<Vec<RecordBatch>, ReadError> {
+    read_inner(
+        path,
+        columns,
+        time_column,
+        selection,
+        slack_us,
+        None,
+        Some(rows),
+    )
+    .map(|r| r.0)
+}
+
+fn read_inner(
+    path: &Path,
+    columns: &[&str],
+    time_column: &str,
+    selection: &Selection,
+    slack_us: i64,
+    non_null: Option<&str>,
+    rows: Option<&[usize]>,
+) -> Result<(Vec<RecordBatch>, HashMap<String, String>), ReadError> {
     let file = File::open(path).map_err(|e| ReadError::Io(path.to_path_buf(), e))?;
     let parquet_err = |e| ReadError::Parquet(path.to_path_buf(), e);
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
+    // With a row selection, the page index lets the reader skip pages holding no chosen row.
+    let options = ArrowReaderOptions::new().with_page_index(rows.is_some());
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+        .map_err(parquet_err)?;
     let metadata = builder.metadata().clone();
     let key_values: HashMap<String, String> = metadata
         .file_metadata()
@@ -243,6 +304,22 @@ pub fn read_projected(
         })
         .collect();
     let mask = ProjectionMask::columns(schema_descr, columns.iter().copied());
+    let mut builder = builder;
+    if let Some(name) = non_null {
+        let filter_mask = ProjectionMask::columns(schema_descr, [name]);
+        let predicate = ArrowPredicateFn::new(filter_mask, |batch: RecordBatch| {
+            arrow::compute::is_not_null(batch.column(0).as_ref())
+        });
+        builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
+    }
+    if let Some(rows) = rows {
+        let total: usize = row_groups
+            .iter()
+            .map(|&i| metadata.row_group(i).num_rows() as usize)
+            .sum();
+        let ranges = rows.iter().map(|&r| r..r + 1);
+        builder = builder.with_row_selection(RowSelection::from_consecutive_ranges(ranges, total));
+    }
     let reader = builder
         .with_projection(mask)
         .with_row_groups(row_groups)
@@ -261,7 +338,7 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, R
         .ok_or_else(|| ReadError::Format(format!("column {name} missing or of another type")))
 }
 
-/// One `intervals` row, decoded (the heatmap is kept only when asked for).
+/// One `intervals` row, decoded (the histogram and heatmap only when asked for).
 pub struct IntervalRecord {
     pub window_start_us: i64,
     pub window_ns: i64,
@@ -274,9 +351,16 @@ pub struct IntervalRecord {
     pub count: i64,
     pub errors: i64,
     pub histogram_bytes: Option<Vec<u8>>,
-    /// One list of bucket counts per heatmap sub-window.
-    pub heatmap: Vec<Vec<i64>>,
+    /// The row's heatmap, a list per sub-window of bucket counts (a slice of the batch read,
+    /// not a copy): see [`heatmap_counts`].
+    pub heatmap: Option<ArrayRef>,
     pub heatmap_sub_window_ns: i64,
+}
+
+/// The bucket counts of each heatmap sub-window of a row's `heatmap`.
+pub fn heatmap_counts(heatmap: &ArrayRef) -> impl Iterator<Item = ArrayRef> + '_ {
+    let sub_windows = heatmap.as_list::<i32>();
+    (0..sub_windows.len()).map(move |i| sub_windows.value(i))
 }
 
 /// What to read of `intervals` besides the keys and counts.
@@ -286,12 +370,14 @@ pub struct IntervalColumns {
     pub heatmap: bool,
 }
 
-/// Reads the selected `intervals` rows and the heatmap bucket upper bounds (ns) of the files.
-pub fn read_intervals(
+/// Hands each selected `intervals` row to `visit`, one file in memory at a time (a day of
+/// windows, held at once, took gigabytes), and returns the heatmap bucket upper bounds (ns).
+pub fn for_each_interval(
     dir: &Path,
     selection: &Selection,
     wanted: IntervalColumns,
-) -> Result<(Vec<IntervalRecord>, Vec<i64>), ReadError> {
+    mut visit: impl FnMut(IntervalRecord) -> Result<(), ReadError>,
+) -> Result<Vec<i64>, ReadError> {
     let mut columns = vec![
         "window_start",
         "window_ns",
@@ -303,14 +389,14 @@ pub fn read_intervals(
         "status",
         "count",
         "errors",
+        "heatmap_sub_window_ns",
     ];
     if wanted.histogram {
         columns.push("hdr");
     }
     if wanted.heatmap {
-        columns.extend(["heatmap_counts", "heatmap_sub_window_ns"]);
+        columns.push("heatmap_counts");
     }
-    let mut records = Vec::new();
     let mut bucket_bounds: Vec<i64> = Vec::new();
     for path in table_files(dir, "intervals", selection) {
         let (batches, metadata) = read_projected(&path, &columns, "window_start", selection, 0)?;
@@ -342,11 +428,9 @@ pub fn read_intervals(
             } else {
                 None
             };
+            let sub_window_ns = column::<Int64Array>(batch, "heatmap_sub_window_ns")?;
             let heatmap = if wanted.heatmap {
-                Some((
-                    column::<ListArray>(batch, "heatmap_counts")?,
-                    column::<Int64Array>(batch, "heatmap_sub_window_ns")?,
-                ))
+                Some(column::<ListArray>(batch, "heatmap_counts")?)
             } else {
                 None
             };
@@ -361,11 +445,7 @@ pub fn read_intervals(
                 {
                     continue;
                 }
-                let (heatmap_rows, sub_window_ns) = match heatmap {
-                    Some((lists, sub)) => (decode_heatmap(lists, row), sub.value(row)),
-                    None => (Vec::new(), 0),
-                };
-                records.push(IntervalRecord {
+                visit(IntervalRecord {
                     window_start_us: start,
                     window_ns: window_ns.value(row),
                     protocol: protocol.value(row).to_string(),
@@ -377,40 +457,49 @@ pub fn read_intervals(
                     count: count.value(row),
                     errors: errors.value(row),
                     histogram_bytes: hdr.map(|h| h.value(row).to_vec()),
-                    heatmap: heatmap_rows,
-                    heatmap_sub_window_ns: sub_window_ns,
-                });
+                    heatmap: heatmap.map(|lists| lists.value(row)),
+                    heatmap_sub_window_ns: sub_window_ns.value(row),
+                })?;
             }
         }
     }
-    Ok((records, bucket_bounds))
+    Ok(bucket_bounds)
 }
 
-fn decode_heatmap(lists: &ListArray, row: usize) -> Vec<Vec<i64>> {
-    let sub_windows = lists.value(row);
-    let sub_windows = sub_windows.as_list::<i32>();
-    (0..sub_windows.len())
-        .map(|i| {
-            let counts = sub_windows.value(i);
-            counts.as_primitive::<Int64Type>().values().to_vec()
-        })
-        .collect()
-}
+/// The side shown per (protocol, server): `server` when the capture has rows of the server's
+/// own view, else `client`.
+pub type Sides = BTreeMap<(String, String), String>;
 
-/// Keeps, per (protocol, server), the rows of one side: `server` when any exist, else `client`.
-/// Returns the side chosen per server.
-pub fn prefer_server_side(records: &mut Vec<IntervalRecord>) -> BTreeMap<(String, String), String> {
-    let mut sides: BTreeMap<(String, String), String> = BTreeMap::new();
-    for r in records.iter() {
-        let side = sides
-            .entry((r.protocol.clone(), r.server.clone()))
-            .or_insert_with(|| r.side.clone());
-        if r.side == "server" {
+/// First pass over `intervals` (keys only): the side per server, and the shortest heatmap
+/// sub-window (ns; 0 when there are no rows).
+pub fn server_sides(dir: &Path, selection: &Selection) -> Result<(Sides, i64), ReadError> {
+    let mut sides = Sides::new();
+    let mut sub_window_ns = 0i64;
+    let keys_only = IntervalColumns {
+        histogram: false,
+        heatmap: false,
+    };
+    for_each_interval(dir, selection, keys_only, |r| {
+        if r.heatmap_sub_window_ns > 0
+            && (sub_window_ns == 0 || r.heatmap_sub_window_ns < sub_window_ns)
+        {
+            sub_window_ns = r.heatmap_sub_window_ns;
+        }
+        let server_side = r.side == "server";
+        let side = sides.entry((r.protocol, r.server)).or_insert(r.side);
+        if server_side {
             *side = "server".to_string();
         }
-    }
-    records.retain(|r| sides[&(r.protocol.clone(), r.server.clone())] == r.side);
+        Ok(())
+    })?;
+    Ok((sides, sub_window_ns))
+}
+
+/// Whether a row is of the side shown for its server.
+pub fn on_shown_side(sides: &Sides, protocol: &str, server: &str, side: &str) -> bool {
     sides
+        .get(&(protocol.to_string(), server.to_string()))
+        .is_some_and(|s| s == side)
 }
 
 /// A time span as reported: first window start to last window end, Unix µs.
@@ -428,6 +517,8 @@ struct ClientFigures {
     errors: i64,
     incomplete: i64,
     latencies: Histogram<u64>,
+    /// The windows' histograms, summed before `latencies` is built from them.
+    latency_sum: HdrSum,
     error_names: BTreeMap<String, i64>,
 }
 
@@ -449,18 +540,19 @@ pub struct ReportOptions {
 /// Builds the report (text or JSON) for `options`.
 pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
     let selection = &options.selection;
-    let (mut records, _) = read_intervals(
-        &options.dir,
-        selection,
-        IntervalColumns {
-            histogram: true,
-            heatmap: false,
-        },
-    )?;
-    let sides = prefer_server_side(&mut records);
-    let span = records.iter().fold(None::<Span>, |span, r| {
+    let (sides, _) = server_sides(&options.dir, selection)?;
+    let mut span = None::<Span>;
+    let mut servers: FiguresByServer = BTreeMap::new();
+    let with_histograms = IntervalColumns {
+        histogram: true,
+        heatmap: false,
+    };
+    for_each_interval(&options.dir, selection, with_histograms, |r| {
+        if !on_shown_side(&sides, &r.protocol, &r.server, &r.side) {
+            return Ok(());
+        }
         let end = r.window_start_us + r.window_ns / NANOS_PER_MICRO;
-        Some(match span {
+        span = Some(match span {
             None => Span {
                 start_us: r.window_start_us,
                 end_us: end,
@@ -469,19 +561,7 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
                 start_us: s.start_us.min(r.window_start_us),
                 end_us: s.end_us.max(end),
             },
-        })
-    });
-    let span = span.map(|s| Span {
-        start_us: selection.since_us.unwrap_or(s.start_us),
-        end_us: selection.until_us.unwrap_or(s.end_us),
-    });
-    let seconds = span
-        .map_or(0.0, |s| (s.end_us - s.start_us) as f64 / 1e6)
-        .max(1e-9);
-
-    let mut deserializer = Deserializer::new();
-    let mut servers: FiguresByServer = BTreeMap::new();
-    for r in &records {
+        });
         let figures = servers
             .entry((r.protocol.clone(), r.server.clone()))
             .or_default()
@@ -493,21 +573,44 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
                 errors: 0,
                 incomplete: 0,
                 latencies: new_histogram(),
+                latency_sum: HdrSum::default(),
                 error_names: BTreeMap::new(),
             });
         figures.requests += r.count;
         figures.errors += r.errors;
         if r.status == "incomplete" {
             figures.incomplete += r.count;
-            continue;
+            return Ok(());
         }
         if let Some(bytes) = &r.histogram_bytes {
-            let histogram: Histogram<u64> = deserializer
-                .deserialize(&mut bytes.as_slice())
-                .map_err(|e| ReadError::Histogram(format!("hdr of {}: {e:?}", r.server)))?;
+            figures
+                .latency_sum
+                .add(bytes)
+                .map_err(|e| ReadError::Histogram(format!("hdr of {}: {e}", r.server)))?;
+        }
+        Ok(())
+    })?;
+    let span = span.map(|s| Span {
+        start_us: selection.since_us.unwrap_or(s.start_us),
+        end_us: selection.until_us.unwrap_or(s.end_us),
+    });
+    let seconds = span
+        .map_or(0.0, |s| (s.end_us - s.start_us) as f64 / 1e6)
+        .max(1e-9);
+
+    let mut deserializer = Deserializer::new();
+    for figures in servers
+        .values_mut()
+        .flat_map(|clients| clients.values_mut())
+    {
+        if let Some(sum) = figures
+            .latency_sum
+            .histogram(&mut deserializer)
+            .map_err(ReadError::Histogram)?
+        {
             figures
                 .latencies
-                .add(&histogram)
+                .add(&sum)
                 .map_err(|e| ReadError::Histogram(format!("merging histograms: {e:?}")))?;
         }
     }
@@ -719,7 +822,10 @@ fn add_error_names(
         "error_name",
     ];
     for path in table_files(dir, "requests", selection) {
-        let (batches, _) = read_projected(&path, &columns, "ts", selection, 0)?;
+        // Error rows are the ones with an error code: that one integer column is decoded for
+        // every row, the strings only for errors (about 1 % of a day's rows, not 100 %).
+        let (batches, _) =
+            read_projected_where(&path, &columns, "ts", selection, 0, Some("error_code"))?;
         for batch in &batches {
             let ts = column::<TimestampMicrosecondArray>(batch, "ts")?;
             let protocol = column::<StringArray>(batch, "protocol")?;
