@@ -381,7 +381,33 @@ fn main() {
             ],
         ),
         ("heatmap --out day.png", vec!["heatmap", d, "--out", png]),
+        (
+            "heatmap --out day.png, one hour",
+            vec![
+                "heatmap",
+                d,
+                "--out",
+                png,
+                "--since",
+                "2024-06-01T12:00:00Z",
+                "--until",
+                "2024-06-01T13:00:00Z",
+            ],
+        ),
         ("heatmap --out day.html", vec!["heatmap", d, "--out", html]),
+        (
+            "heatmap --out html, 10 min (embeds rows)",
+            vec![
+                "heatmap",
+                d,
+                "--out",
+                html,
+                "--since",
+                "2024-06-01T12:00:00Z",
+                "--until",
+                "2024-06-01T12:10:00Z",
+            ],
+        ),
     ];
     println!(
         "{:<40} {:>10} {:>12}",

@@ -446,6 +446,12 @@ fn read_embedded_requests(
         .map(|((p, s), side)| (p.as_str(), s.as_str(), side.as_str()))
         .collect();
     let quota = cell_quota(grid, MAX_EMBEDDED_REQUESTS);
+    if quota == 0 {
+        // More non-empty cells than rows the page may hold: no cell gets a share, so nothing
+        // is read. The grid's counts are the requests that matched.
+        let matched = grid.counts.iter().flatten().sum::<i64>().max(0) as usize;
+        return Ok((Vec::new(), matched));
+    }
     let slack_us = grid.column_us.max(10_000_000);
     let files = table_files(dir, "requests", selection);
     let mut cells: HashMap<(i64, usize), BinaryHeap<Candidate>> = HashMap::new();
