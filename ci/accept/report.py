@@ -294,8 +294,12 @@ def check_html(page, expected_sleep, expected_errors, failures):
             print(f"html drag over the {name}: {selection['heading']!r}")
             for key in sorted(set(listed) | set(expected)):
                 if listed.get(key, 0) != expected.get(key, 0):
+                    # The durations tell a misplaced row from a query that really took that
+                    # long (a fast query stalled by a loaded machine).
+                    durations = [row[1] for row in selection["rows"] if (row[3], row[5]) == key]
                     failures.append(f"drag over the {name}: {key[0]} {key[1]!r}: listed "
-                                    f"{listed.get(key, 0)}, sent {expected.get(key, 0)}")
+                                    f"{listed.get(key, 0)} (durations {durations[:10]}), "
+                                    f"sent {expected.get(key, 0)}")
         problems = page_problems(browser.events)
         for p in problems:
             failures.append("page: " + p)
