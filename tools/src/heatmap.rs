@@ -19,8 +19,8 @@ use arrow::datatypes::Int64Type;
 use plotters::prelude::*;
 
 use crate::report::{
-    for_each_interval, format_time_us, heatmap_counts, ip_of, on_shown_side, read_projected,
-    read_rows, server_sides, table_files, IntervalColumns, ReadError, Selection,
+    for_each_interval, format_time_us, heatmap_counts, ip_of, read_projected, read_rows,
+    server_sides, table_files, IntervalColumns, ReadError, Selection, ShownSides,
 };
 
 /// Requests embedded in an HTML heatmap at most.
@@ -97,6 +97,7 @@ fn short_ns(ns: i64) -> String {
 /// one adding each row's heatmap into its columns (no row is kept).
 pub fn build_grid(dir: &Path, selection: &Selection) -> Result<HeatmapGrid, ReadError> {
     let (sides, sub_window_ns) = server_sides(dir, selection)?;
+    let shown = ShownSides::new(&sides);
     if sides.is_empty() {
         return Err(ReadError::Format(format!(
             "no intervals rows selected under {}",
@@ -115,7 +116,7 @@ pub fn build_grid(dir: &Path, selection: &Selection) -> Result<HeatmapGrid, Read
         heatmap: true,
     };
     let bounds = for_each_interval(dir, selection, with_heatmap, |r| {
-        if r.status == "incomplete" || !on_shown_side(&sides, &r.protocol, &r.server, &r.side) {
+        if r.status == "incomplete" || !shown.is_shown(r.protocol, r.server, r.side) {
             return Ok(());
         }
         let Some(heatmap) = &r.heatmap else {

@@ -338,19 +338,20 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, R
         .ok_or_else(|| ReadError::Format(format!("column {name} missing or of another type")))
 }
 
-/// One `intervals` row, decoded (the histogram and heatmap only when asked for).
-pub struct IntervalRecord {
+/// One `intervals` row, borrowed from the batch it was read in (the histogram and heatmap
+/// only when asked for).
+pub struct IntervalRecord<'a> {
     pub window_start_us: i64,
     pub window_ns: i64,
-    pub protocol: String,
-    pub side: String,
-    pub client_ip: String,
-    pub comm: String,
-    pub server: String,
-    pub status: String,
+    pub protocol: &'a str,
+    pub side: &'a str,
+    pub client_ip: &'a str,
+    pub comm: &'a str,
+    pub server: &'a str,
+    pub status: &'a str,
     pub count: i64,
     pub errors: i64,
-    pub histogram_bytes: Option<Vec<u8>>,
+    pub histogram_bytes: Option<&'a [u8]>,
     /// The row's heatmap, a list per sub-window of bucket counts (a slice of the batch read,
     /// not a copy): see [`heatmap_counts`].
     pub heatmap: Option<ArrayRef>,
@@ -376,7 +377,7 @@ pub fn for_each_interval(
     dir: &Path,
     selection: &Selection,
     wanted: IntervalColumns,
-    mut visit: impl FnMut(IntervalRecord) -> Result<(), ReadError>,
+    mut visit: impl FnMut(IntervalRecord<'_>) -> Result<(), ReadError>,
 ) -> Result<Vec<i64>, ReadError> {
     let mut columns = vec![
         "window_start",
@@ -448,15 +449,15 @@ pub fn for_each_interval(
                 visit(IntervalRecord {
                     window_start_us: start,
                     window_ns: window_ns.value(row),
-                    protocol: protocol.value(row).to_string(),
-                    side: side.value(row).to_string(),
-                    client_ip: client.value(row).to_string(),
-                    comm: comm.value(row).to_string(),
-                    server: server.value(row).to_string(),
-                    status: status.value(row).to_string(),
+                    protocol: protocol.value(row),
+                    side: side.value(row),
+                    client_ip: client.value(row),
+                    comm: comm.value(row),
+                    server: server.value(row),
+                    status: status.value(row),
                     count: count.value(row),
                     errors: errors.value(row),
-                    histogram_bytes: hdr.map(|h| h.value(row).to_vec()),
+                    histogram_bytes: hdr.map(|h| h.value(row)),
                     heatmap: heatmap.map(|lists| lists.value(row)),
                     heatmap_sub_window_ns: sub_window_ns.value(row),
                 })?;
@@ -473,7 +474,7 @@ pub type Sides = BTreeMap<(String, String), String>;
 /// First pass over `intervals` (keys only): the side per server, and the shortest heatmap
 /// sub-window (ns; 0 when there are no rows).
 pub fn server_sides(dir: &Path, selection: &Selection) -> Result<(Sides, i64), ReadError> {
-    let mut sides = Sides::new();
+    let mut sides = ShownSides::default();
     let mut sub_window_ns = 0i64;
     let keys_only = IntervalColumns {
         histogram: false,
@@ -485,21 +486,60 @@ pub fn server_sides(dir: &Path, selection: &Selection) -> Result<(Sides, i64), R
         {
             sub_window_ns = r.heatmap_sub_window_ns;
         }
-        let server_side = r.side == "server";
-        let side = sides.entry((r.protocol, r.server)).or_insert(r.side);
-        if server_side {
-            *side = "server".to_string();
+        match sides
+            .0
+            .get_mut(r.protocol)
+            .and_then(|s| s.get_mut(r.server))
+        {
+            Some(side) => {
+                if r.side == "server" && side != "server" {
+                    *side = "server".to_string();
+                }
+            }
+            None => {
+                let servers = sides.0.entry(r.protocol.to_string()).or_default();
+                servers.insert(r.server.to_string(), r.side.to_string());
+            }
         }
         Ok(())
     })?;
-    Ok((sides, sub_window_ns))
+    let flat = sides
+        .0
+        .into_iter()
+        .flat_map(|(p, servers)| {
+            servers
+                .into_iter()
+                .map(move |(s, side)| ((p.clone(), s), side))
+        })
+        .collect();
+    Ok((flat, sub_window_ns))
 }
 
-/// Whether a row is of the side shown for its server.
-pub fn on_shown_side(sides: &Sides, protocol: &str, server: &str, side: &str) -> bool {
-    sides
-        .get(&(protocol.to_string(), server.to_string()))
-        .is_some_and(|s| s == side)
+/// [`Sides`] nested by protocol and server, so that a row's borrowed strings look it up
+/// without building an owned key per row.
+#[derive(Default)]
+pub struct ShownSides(BTreeMap<String, BTreeMap<String, String>>);
+
+impl ShownSides {
+    pub fn new(sides: &Sides) -> Self {
+        let mut nested = ShownSides::default();
+        for ((protocol, server), side) in sides {
+            nested
+                .0
+                .entry(protocol.clone())
+                .or_default()
+                .insert(server.clone(), side.clone());
+        }
+        nested
+    }
+
+    /// Whether a row is of the side shown for its server.
+    pub fn is_shown(&self, protocol: &str, server: &str, side: &str) -> bool {
+        self.0
+            .get(protocol)
+            .and_then(|servers| servers.get(server))
+            .is_some_and(|s| s == side)
+    }
 }
 
 /// A time span as reported: first window start to last window end, Unix µs.
@@ -541,14 +581,18 @@ pub struct ReportOptions {
 pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
     let selection = &options.selection;
     let (sides, _) = server_sides(&options.dir, selection)?;
+    let shown = ShownSides::new(&sides);
     let mut span = None::<Span>;
-    let mut servers: FiguresByServer = BTreeMap::new();
+    // Figures in a vector, found by a key built in one reused buffer (no allocation per row).
+    let mut figures_at: HashMap<String, usize> = HashMap::new();
+    let mut all_figures: Vec<((String, String), ClientFigures)> = Vec::new();
+    let mut key = String::new();
     let with_histograms = IntervalColumns {
         histogram: true,
         heatmap: false,
     };
     for_each_interval(&options.dir, selection, with_histograms, |r| {
-        if !on_shown_side(&sides, &r.protocol, &r.server, &r.side) {
+        if !shown.is_shown(r.protocol, r.server, r.side) {
             return Ok(());
         }
         let end = r.window_start_us + r.window_ns / NANOS_PER_MICRO;
@@ -562,27 +606,39 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
                 end_us: s.end_us.max(end),
             },
         });
-        let figures = servers
-            .entry((r.protocol.clone(), r.server.clone()))
-            .or_default()
-            .entry((r.client_ip.clone(), r.comm.clone()))
-            .or_insert_with(|| ClientFigures {
-                client_ip: r.client_ip.clone(),
-                comm: r.comm.clone(),
-                requests: 0,
-                errors: 0,
-                incomplete: 0,
-                latencies: new_histogram(),
-                latency_sum: HdrSum::default(),
-                error_names: BTreeMap::new(),
-            });
+        key.clear();
+        for part in [r.protocol, r.server, r.client_ip, r.comm] {
+            key.push_str(part);
+            key.push('\0');
+        }
+        let index = match figures_at.get(key.as_str()) {
+            Some(&i) => i,
+            None => {
+                figures_at.insert(key.clone(), all_figures.len());
+                all_figures.push((
+                    (r.protocol.to_string(), r.server.to_string()),
+                    ClientFigures {
+                        client_ip: r.client_ip.to_string(),
+                        comm: r.comm.to_string(),
+                        requests: 0,
+                        errors: 0,
+                        incomplete: 0,
+                        latencies: new_histogram(),
+                        latency_sum: HdrSum::default(),
+                        error_names: BTreeMap::new(),
+                    },
+                ));
+                all_figures.len() - 1
+            }
+        };
+        let figures = &mut all_figures[index].1;
         figures.requests += r.count;
         figures.errors += r.errors;
         if r.status == "incomplete" {
             figures.incomplete += r.count;
             return Ok(());
         }
-        if let Some(bytes) = &r.histogram_bytes {
+        if let Some(bytes) = r.histogram_bytes {
             figures
                 .latency_sum
                 .add(bytes)
@@ -590,6 +646,13 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
         }
         Ok(())
     })?;
+    let mut servers: FiguresByServer = BTreeMap::new();
+    for (server, figures) in all_figures {
+        servers
+            .entry(server)
+            .or_default()
+            .insert((figures.client_ip.clone(), figures.comm.clone()), figures);
+    }
     let span = span.map(|s| Span {
         start_us: selection.since_us.unwrap_or(s.start_us),
         end_us: selection.until_us.unwrap_or(s.end_us),
