@@ -19,8 +19,9 @@ use arrow::datatypes::Int64Type;
 use plotters::prelude::*;
 
 use crate::report::{
-    for_each_interval, format_time_us, heatmap_counts, ip_of, read_projected, read_rows,
-    server_sides, table_files, IntervalColumns, ReadError, Selection, ShownSides,
+    for_each_interval, format_time_us, heatmap_counts, ip_of, read_files_in_parallel,
+    read_projected, read_rows, server_sides, table_files, IntervalColumns, ReadError, Selection,
+    ShownSides,
 };
 
 /// Requests embedded in an HTML heatmap at most.
@@ -457,8 +458,11 @@ fn read_embedded_requests(
     let files = table_files(dir, "requests", selection);
     let mut cells: HashMap<(i64, usize), BinaryHeap<Candidate>> = HashMap::new();
     let mut matched = 0usize;
-    for (file, path) in files.iter().enumerate() {
-        let (batches, _) = read_projected(path, &place_columns, "ts", selection, slack_us)?;
+    let decoded_files = read_files_in_parallel(files.clone(), |path| {
+        read_projected(path, &place_columns, "ts", selection, slack_us)
+    });
+    for (file, (_, decoded)) in decoded_files.enumerate() {
+        let (batches, _) = decoded?;
         let mut first_row = 0;
         for batch in &batches {
             let ts = typed::<TimestampMicrosecondArray>(batch, "ts")?;

@@ -331,6 +331,31 @@ fn read_inner(
     Ok((batches, key_values))
 }
 
+/// `read(file)` of every file, decoded on up to one thread per core (8 at most) a few files
+/// at a time, yielded in file order: Parquet decoding is most of a long report's time, and
+/// only that many files' batches are in memory at once.
+pub fn read_files_in_parallel<'a, T: Send + 'a>(
+    files: Vec<PathBuf>,
+    read: impl Fn(&Path) -> Result<T, ReadError> + Sync + 'a,
+) -> impl Iterator<Item = (PathBuf, Result<T, ReadError>)> + 'a {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let chunks: Vec<Vec<PathBuf>> = files.chunks(threads).map(|c| c.to_vec()).collect();
+    chunks.into_iter().flat_map(move |chunk| {
+        let read = &read;
+        let decoded: Vec<Result<T, ReadError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = chunk
+                .iter()
+                .map(|path| scope.spawn(move || read(path)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a Parquet reader thread panicked"))
+                .collect()
+        });
+        chunk.into_iter().zip(decoded).collect::<Vec<_>>()
+    })
+}
+
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, ReadError> {
     batch
         .column_by_name(name)
@@ -399,8 +424,12 @@ pub fn for_each_interval(
         columns.push("heatmap_counts");
     }
     let mut bucket_bounds: Vec<i64> = Vec::new();
-    for path in table_files(dir, "intervals", selection) {
-        let (batches, metadata) = read_projected(&path, &columns, "window_start", selection, 0)?;
+    for (path, decoded) in
+        read_files_in_parallel(table_files(dir, "intervals", selection), |path| {
+            read_projected(path, &columns, "window_start", selection, 0)
+        })
+    {
+        let (batches, metadata) = decoded?;
         if let Some(bounds) = metadata.get("l7tap.heatmap.bucket_upper_bounds_ns") {
             let parsed: Vec<i64> = serde_json::from_str(bounds).map_err(|e| {
                 ReadError::Format(format!("{}: bucket bounds: {e}", path.display()))
@@ -884,11 +913,12 @@ fn add_error_names(
         "status",
         "error_name",
     ];
-    for path in table_files(dir, "requests", selection) {
-        // Error rows are the ones with an error code: that one integer column is decoded for
-        // every row, the strings only for errors (about 1 % of a day's rows, not 100 %).
-        let (batches, _) =
-            read_projected_where(&path, &columns, "ts", selection, 0, Some("error_code"))?;
+    // Error rows are the ones with an error code: that one integer column is decoded for
+    // every row, the strings only for errors (about 1 % of a day's rows, not 100 %).
+    for (_, decoded) in read_files_in_parallel(table_files(dir, "requests", selection), |path| {
+        read_projected_where(path, &columns, "ts", selection, 0, Some("error_code"))
+    }) {
+        let (batches, _) = decoded?;
         for batch in &batches {
             let ts = column::<TimestampMicrosecondArray>(batch, "ts")?;
             let protocol = column::<StringArray>(batch, "protocol")?;
