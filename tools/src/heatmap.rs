@@ -742,6 +742,31 @@ mod tests {
         }
     }
 
+    fn grid(counts: Vec<Vec<i64>>) -> HeatmapGrid {
+        HeatmapGrid {
+            bucket_bounds_ns: vec![1_000, 2_000],
+            first_bucket: 0,
+            last_bucket: 2,
+            start_us: 0,
+            column_us: 1_000_000,
+            errors: vec![0; counts.len()],
+            counts,
+            sides: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_quota_is_the_largest_share_every_cell_can_keep() {
+        // Cells of 50, 30, 5 and 1 requests: 10 each keeps 10 + 10 + 5 + 1 = 26.
+        let g = grid(vec![vec![50, 0, 30], vec![5, 1, 0]]);
+        assert_eq!(cell_quota(&g, 86), usize::MAX);
+        assert_eq!(cell_quota(&g, 26), 10);
+        assert_eq!(cell_quota(&g, 27), 10);
+        assert_eq!(cell_quota(&g, 28), 11);
+        // Fewer rows than non-empty cells: no cell gets a share.
+        assert_eq!(cell_quota(&g, 3), 0);
+    }
+
     #[test]
     fn a_cut_keeps_every_cell_errors_and_slowest_first() {
         let mut requests: Vec<EmbeddedRequest> =
