@@ -158,7 +158,8 @@ class Chromium:
         self.stderr = open(f"{self.tmp}/stderr", "w")
         self.proc = subprocess.Popen(
             ["bash", "-c", f'exec "$@" 3<&{to_browser_r} 4>&{from_browser_w}', "bash", *command],
-            pass_fds=(to_browser_r, from_browser_w), stdout=subprocess.DEVNULL, stderr=self.stderr)
+            pass_fds=(to_browser_r, from_browser_w), stdout=subprocess.DEVNULL, stderr=self.stderr,
+            start_new_session=True)  # its own process group: its helpers end with it
         os.close(to_browser_r)
         os.close(from_browser_w)
         self.buffer, self.next_id, self.events = b"", 0, []
@@ -194,8 +195,16 @@ class Chromium:
             self.events.append(self._read())
 
     def close(self):
-        self.proc.kill()
-        self.proc.wait()
+        # A clean shutdown ends the helper processes too; then nothing writes to the profile
+        # while it is removed.
+        try:
+            os.write(self.to_browser, json.dumps({"id": 0, "method": "Browser.close"}).encode() + b"\0")
+            self.proc.wait(timeout=15)
+        except (OSError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for fd in (self.to_browser, self.from_browser):
+            os.close(fd)
         self.stderr.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
