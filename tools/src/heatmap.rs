@@ -9,15 +9,19 @@
 //! every cell keeps the same share, errors and slowest first; the page says when rows were cut). Requests whose answer was never seen (`incomplete`,
 //! no duration) are left out. Per server, the server's own view is used when captured (as in
 //! `l7tap report`).
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::Int64Type;
 use plotters::prelude::*;
 
 use crate::report::{
-    format_time_us, ip_of, prefer_server_side, read_intervals, read_projected, table_files,
-    IntervalColumns, ReadError, Selection,
+    for_each_interval, format_time_us, heatmap_counts, ip_of, read_files_in_parallel,
+    read_projected, read_rows, server_sides, table_files, IntervalColumns, ReadError, Selection,
+    ShownSides,
 };
 
 /// Requests embedded in an HTML heatmap at most.
@@ -90,45 +94,65 @@ fn short_ns(ns: i64) -> String {
     format!("{value}{unit}")
 }
 
-/// Builds the grid of the selected `intervals` rows.
+/// Builds the grid of the selected `intervals` rows: one pass for the side shown per server,
+/// one adding each row's heatmap into its columns (no row is kept).
 pub fn build_grid(dir: &Path, selection: &Selection) -> Result<HeatmapGrid, ReadError> {
-    let (mut records, bounds) = read_intervals(
-        dir,
-        selection,
-        IntervalColumns {
-            histogram: false,
-            heatmap: true,
-        },
-    )?;
-    let sides = prefer_server_side(&mut records);
-    if records.is_empty() {
+    let (sides, sub_window_ns) = server_sides(dir, selection)?;
+    let shown = ShownSides::new(&sides);
+    if sides.is_empty() {
         return Err(ReadError::Format(format!(
             "no intervals rows selected under {}",
             dir.display()
         )));
     }
-    let column_us = records
-        .iter()
-        .map(|r| r.heatmap_sub_window_ns / 1_000)
-        .filter(|&c| c > 0)
-        .min()
-        .unwrap_or(1_000_000);
-    let buckets = bounds.len() + 1;
-    let mut cells: BTreeMap<i64, (Vec<i64>, i64)> = BTreeMap::new();
-    for r in records.iter().filter(|r| r.status != "incomplete") {
+    let column_us = if sub_window_ns > 0 {
+        (sub_window_ns / 1_000).max(1)
+    } else {
+        1_000_000
+    };
+    let mut buckets = 0;
+    let mut cells: HashMap<i64, (Vec<i64>, i64)> = HashMap::new();
+    let with_heatmap = IntervalColumns {
+        histogram: false,
+        heatmap: true,
+    };
+    let bounds = for_each_interval(dir, selection, with_heatmap, |r| {
+        if r.status == "incomplete" || !shown.is_shown(r.protocol, r.server, r.side) {
+            return Ok(());
+        }
+        let Some(heatmap) = &r.heatmap else {
+            return Ok(());
+        };
+        let error = r.status == "error";
         let sub_us = (r.heatmap_sub_window_ns / 1_000).max(1);
-        for (i, counts) in r.heatmap.iter().enumerate() {
+        for (i, counts) in heatmap_counts(heatmap).enumerate() {
+            let counts = counts.as_primitive::<Int64Type>().values();
+            if buckets == 0 {
+                buckets = counts.len();
+            }
             let column_start = r.window_start_us + i as i64 * sub_us;
             let column = (column_start.div_euclid(column_us)) * column_us;
             let cell = cells.entry(column).or_insert_with(|| (vec![0; buckets], 0));
             for (k, &c) in counts.iter().enumerate().take(buckets) {
                 cell.0[k] += c;
-                if r.status == "error" {
+                if error {
                     cell.1 += c;
                 }
             }
         }
+        Ok(())
+    })?;
+    let buckets = bounds.len() + 1;
+    for (cell, _) in cells.values_mut() {
+        cell.resize(buckets, 0);
     }
+    if cells.is_empty() {
+        return Err(ReadError::Format(format!(
+            "no answered requests in the intervals rows selected under {}",
+            dir.display()
+        )));
+    }
+    let cells: BTreeMap<i64, (Vec<i64>, i64)> = cells.into_iter().collect();
     let used: Vec<usize> = (0..buckets)
         .filter(|&k| cells.values().any(|(c, _)| c[k] > 0))
         .collect();
@@ -357,66 +381,112 @@ struct EmbeddedRequest {
     query: String,
 }
 
+/// A request the first pass keeps for the page: its rank in its cell (errors first, then the
+/// slowest) and where it is (file, row among the file's selected row groups).
+type Candidate = std::cmp::Reverse<(bool, i64, usize, usize)>;
+
+/// Typed columns of one `requests` batch.
+fn typed<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, ReadError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| ReadError::Format(format!("requests.{name} missing or of another type")))
+}
+
+/// The per-cell quota that keeps at most `limit` requests, from the grid's own counts (errors
+/// are in the latency rows too); `usize::MAX` when everything fits.
+fn cell_quota(grid: &HeatmapGrid, limit: usize) -> usize {
+    let cells: Vec<usize> = grid
+        .counts
+        .iter()
+        .flatten()
+        .map(|&c| c.max(0) as usize)
+        .collect();
+    if cells.iter().sum::<usize>() <= limit {
+        return usize::MAX;
+    }
+    let kept_with = |quota: usize| cells.iter().map(|&c| c.min(quota)).sum::<usize>();
+    let (mut low, mut high) = (0, limit);
+    while low < high {
+        let quota = (low + high).div_ceil(2);
+        if kept_with(quota) <= limit {
+            low = quota;
+        } else {
+            high = quota - 1;
+        }
+    }
+    low
+}
+
 /// Reads the requests shown by the grid (its side per server, answered ones), keeping the
 /// [`MAX_EMBEDDED_REQUESTS`] spread over the cells. Returns them and how many matched in all.
+///
+/// Two passes, so that a day of requests costs neither the memory of all its rows nor the
+/// decoding of all its query texts: the first reads the few columns that place a request in a
+/// cell and keeps, per cell, the best candidates up to the quota the grid's counts allow; the
+/// second reads the text columns of the kept rows only (a row selection per file).
 fn read_embedded_requests(
     dir: &Path,
     selection: &Selection,
     grid: &HeatmapGrid,
 ) -> Result<(Vec<EmbeddedRequest>, usize), ReadError> {
-    let columns = [
+    let mut place_columns = vec![
         "ts",
         "duration_ns",
         "protocol",
         "side",
-        "client_addr",
         "server_addr",
         "status",
-        "query",
     ];
-    let mut requests = Vec::new();
+    if selection.client.is_some() {
+        place_columns.push("client_addr");
+    }
+    // Side shown per (protocol, server), compared as &str (no allocation per row).
+    let sides: Vec<(&str, &str, &str)> = grid
+        .sides
+        .iter()
+        .map(|((p, s), side)| (p.as_str(), s.as_str(), side.as_str()))
+        .collect();
+    let quota = cell_quota(grid, MAX_EMBEDDED_REQUESTS);
+    if quota == 0 {
+        // More non-empty cells than rows the page may hold: no cell gets a share, so nothing
+        // is read. The grid's counts are the requests that matched.
+        let matched = grid.counts.iter().flatten().sum::<i64>().max(0) as usize;
+        return Ok((Vec::new(), matched));
+    }
     let slack_us = grid.column_us.max(10_000_000);
-    for path in table_files(dir, "requests", selection) {
-        let (batches, _) = read_projected(&path, &columns, "ts", selection, slack_us)?;
+    let files = table_files(dir, "requests", selection);
+    let mut cells: HashMap<(i64, usize), BinaryHeap<Candidate>> = HashMap::new();
+    let mut matched = 0usize;
+    let decoded_files = read_files_in_parallel(files.clone(), |path| {
+        read_projected(path, &place_columns, "ts", selection, slack_us)
+    });
+    for (file, (_, decoded)) in decoded_files.enumerate() {
+        let (batches, _) = decoded?;
+        let mut first_row = 0;
         for batch in &batches {
-            let get = |name: &str| {
-                batch
-                    .column_by_name(name)
-                    .ok_or_else(|| ReadError::Format(format!("requests: no column {name}")))
+            let ts = typed::<TimestampMicrosecondArray>(batch, "ts")?;
+            let duration = typed::<Int64Array>(batch, "duration_ns")?;
+            let protocol = typed::<StringArray>(batch, "protocol")?;
+            let side = typed::<StringArray>(batch, "side")?;
+            let server = typed::<StringArray>(batch, "server_addr")?;
+            let status = typed::<StringArray>(batch, "status")?;
+            let client = match selection.client {
+                Some(_) => Some(typed::<StringArray>(batch, "client_addr")?),
+                None => None,
             };
-            let ts = get("ts")?
-                .as_any()
-                .downcast_ref::<TimestampMicrosecondArray>()
-                .ok_or_else(|| ReadError::Format("requests.ts type".into()))?;
-            let duration = get("duration_ns")?
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .ok_or_else(|| ReadError::Format("requests.duration_ns type".into()))?;
-            let strings = |name: &str| -> Result<&StringArray, ReadError> {
-                get(name)?
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .ok_or_else(|| ReadError::Format(format!("requests.{name} type")))
-            };
-            let (protocol, side, client, server, status, query) = (
-                strings("protocol")?,
-                strings("side")?,
-                strings("client_addr")?,
-                strings("server_addr")?,
-                strings("status")?,
-                strings("query")?,
-            );
             for row in 0..batch.num_rows() {
-                let key = (
-                    protocol.value(row).to_string(),
-                    server.value(row).to_string(),
-                );
+                let (p, s) = (protocol.value(row), server.value(row));
                 if status.value(row) == "incomplete"
-                    || grid.sides.get(&key).is_none_or(|s| s != side.value(row))
-                    || selection
-                        .client
-                        .as_deref()
-                        .is_some_and(|c| ip_of(c) != ip_of(client.value(row)))
+                    || !sides
+                        .iter()
+                        .any(|&(sp, ss, sd)| sp == p && ss == s && sd == side.value(row))
+                    || client.is_some_and(|c| {
+                        selection
+                            .client
+                            .as_deref()
+                            .is_some_and(|want| ip_of(want) != ip_of(c.value(row)))
+                    })
                 {
                     continue;
                 }
@@ -431,11 +501,70 @@ fn read_embedded_requests(
                     .iter()
                     .position(|&b| duration_ns.max(1) <= b)
                     .unwrap_or(grid.bucket_bounds_ns.len());
+                matched += 1;
+                let heap = cells.entry((end_column, bucket)).or_default();
+                heap.push(std::cmp::Reverse((
+                    status.value(row) == "error",
+                    duration_ns,
+                    file,
+                    first_row + row,
+                )));
+                if heap.len() > quota {
+                    heap.pop();
+                }
+            }
+            first_row += batch.num_rows();
+        }
+    }
+    let mut by_file: BTreeMap<usize, Vec<(usize, i64, usize)>> = BTreeMap::new();
+    for ((end_column, bucket), heap) in cells {
+        for std::cmp::Reverse((_, _, file, row)) in heap {
+            by_file
+                .entry(file)
+                .or_default()
+                .push((row, end_column, bucket));
+        }
+    }
+    let text_columns = [
+        "ts",
+        "duration_ns",
+        "client_addr",
+        "server_addr",
+        "status",
+        "query",
+    ];
+    let mut requests = Vec::new();
+    for (file, mut rows) in by_file {
+        rows.sort_unstable();
+        let wanted: Vec<usize> = rows.iter().map(|r| r.0).collect();
+        let batches = read_rows(
+            &files[file],
+            &text_columns,
+            "ts",
+            selection,
+            slack_us,
+            &wanted,
+        )?;
+        let mut kept = rows.iter();
+        for batch in &batches {
+            let ts = typed::<TimestampMicrosecondArray>(batch, "ts")?;
+            let duration = typed::<Int64Array>(batch, "duration_ns")?;
+            let client = typed::<StringArray>(batch, "client_addr")?;
+            let server = typed::<StringArray>(batch, "server_addr")?;
+            let status = typed::<StringArray>(batch, "status")?;
+            let query = typed::<StringArray>(batch, "query")?;
+            for row in 0..batch.num_rows() {
+                let &(_, end_column, bucket) = kept.next().ok_or_else(|| {
+                    ReadError::Format(format!(
+                        "{}: more rows than selected",
+                        files[file].display()
+                    ))
+                })?;
                 requests.push(EmbeddedRequest {
                     end_column,
                     bucket,
                     ts_us: ts.value(row),
-                    duration_ns,
+                    duration_ns: duration.value(row),
                     client: client.value(row).to_string(),
                     server: server.value(row).to_string(),
                     status: status.value(row).to_string(),
@@ -448,7 +577,7 @@ fn read_embedded_requests(
             }
         }
     }
-    let matched = requests.len();
+    // The grid's counts set the quota; the rows' own cells set the final cut.
     let mut requests = sample_per_cell(requests, MAX_EMBEDDED_REQUESTS);
     requests.sort_by_key(|r| r.ts_us);
     Ok((requests, matched))
@@ -611,6 +740,31 @@ mod tests {
             status: status.to_string(),
             query: String::new(),
         }
+    }
+
+    fn grid(counts: Vec<Vec<i64>>) -> HeatmapGrid {
+        HeatmapGrid {
+            bucket_bounds_ns: vec![1_000, 2_000],
+            first_bucket: 0,
+            last_bucket: 2,
+            start_us: 0,
+            column_us: 1_000_000,
+            errors: vec![0; counts.len()],
+            counts,
+            sides: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_quota_is_the_largest_share_every_cell_can_keep() {
+        // Cells of 50, 30, 5 and 1 requests: 10 each keeps 10 + 10 + 5 + 1 = 26.
+        let g = grid(vec![vec![50, 0, 30], vec![5, 1, 0]]);
+        assert_eq!(cell_quota(&g, 86), usize::MAX);
+        assert_eq!(cell_quota(&g, 26), 10);
+        assert_eq!(cell_quota(&g, 27), 10);
+        assert_eq!(cell_quota(&g, 28), 11);
+        // Fewer rows than non-empty cells: no cell gets a share.
+        assert_eq!(cell_quota(&g, 3), 0);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `l7tap`: capture ClickHouse-native and ZooKeeper traffic with eBPF, or replay a recording.
 mod dump;
+mod hdr_sum;
 mod heatmap;
 mod output;
 mod pipeline;

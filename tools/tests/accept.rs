@@ -68,3 +68,13 @@ fn zookeeper_records_match_the_workload_and_mntr() {
 fn clickhouse_records_match_query_log() {
     accept("clickhouse.py", &[]);
 }
+
+/// Issue acceptance for `report` and `heatmap`: three clients run fast SELECTs, `SELECT
+/// sleep(0.2)` and failing queries; the report's requests and errors per client equal
+/// `system.query_log`; the PNG's 200 ms+ row and errors row are drawn; in headless Chromium
+/// the HTML page logs no error and a drag over the 200 ms+ row (the errors row) lists exactly
+/// the sleep (failing) queries.
+#[test]
+fn report_and_heatmap_match_query_log() {
+    accept("report.py", &[]);
+}
