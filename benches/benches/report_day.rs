@@ -172,14 +172,14 @@ fn request(
                 operation,
                 duration_ns,
                 query,
-                Details::ClickHouse(ClickHouseDetails {
+                Details::ClickHouse(Box::new(ClickHouseDetails {
                     query_id: format!("{:016x}", rng.next()),
                     query_kind: Some(QueryKind::Initial),
                     user: "default".into(),
                     client_name: "python-driver".into(),
                     rows_read: rng.next() % 1_000_000,
                     ..Default::default()
-                }),
+                })),
                 60,
                 "UNKNOWN_TABLE",
             )
