@@ -82,7 +82,18 @@ impl ConnParser {
             WireProtocol::ZooKeeper => "zookeeper",
             WireProtocol::Unknown => "unknown",
         };
-        each!(self, d => count_driver(d, p, summary))
+        each!(self, d => count_driver(d, p, summary));
+        if let ConnParser::ZooKeeper(d) = self {
+            // Pairing outcomes: a reply that matched nothing is dropped, so it must at
+            // least be counted.
+            let zk = d.parser().zk_counters();
+            summary.add("parse.zookeeper.unmatched_replies", zk.n_unmatched_replies);
+            summary.add("parse.zookeeper.overtaken", zk.n_overtaken);
+            summary.add(
+                "parse.zookeeper.in_flight_overflows",
+                zk.n_in_flight_overflows,
+            );
+        }
     }
 }
 
