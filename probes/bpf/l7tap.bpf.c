@@ -27,9 +27,6 @@ char LICENSE[] SEC("license") = "GPL";
 /* Segments of an iovec syscall sent as their own events; the rest is reported as cut. */
 #define MAX_SEGMENTS 8
 #define MAX_PIECES L7_MAX_PIECES
-/* Pieces per iovec segment: fewer, so that MAX_SEGMENTS x pieces stays within the
- * verifier's instruction budget. */
-#define MAX_IOV_PIECES 4
 /* Bytes the classifier looks at. */
 #define WINDOW 256
 
@@ -46,7 +43,7 @@ volatile const __u32 self_tgid = 0;
  * pipelined requests in large writes; ClickHouse's large writes are data blocks the parser
  * skips by their sizes). */
 volatile const __u32 capture_bytes_clickhouse = 16384;
-volatile const __u32 capture_bytes_zookeeper = 131072;
+volatile const __u32 capture_bytes_zookeeper = 65536;
 volatile const __u32 classify_budget = 16;
 volatile const __u32 transport = L7_TRANSPORT_PERF;
 /* Ring buffer fill level above which the reader is woken at once. */
@@ -688,17 +685,15 @@ static __always_inline void fill_header(struct l7_data_event *ev, struct conn_st
 }
 
 /* Data events for `len` bytes at `base`: the first `limit` bytes (the connection's capture
- * limit, up to max_pieces * L7_MAX_PAYLOAD) in pieces of at most L7_MAX_PAYLOAD, the last
+ * limit, up to MAX_PIECES * L7_MAX_PAYLOAD) in pieces of at most L7_MAX_PAYLOAD, the last
  * piece also counting the cut rest in its `total`. */
 static __always_inline void emit_segment(void *ctx, struct l7_data_event *ev, __u64 base,
-					 __u64 len, __u16 segment, __u32 limit, const int max_pieces)
+					 __u64 len, __u16 segment, __u32 limit)
 {
 	__u64 left = len;
 	__u64 budget = limit;
 	ev->segment = segment;
 	for (int piece = 0; piece < MAX_PIECES; piece++) {
-		if (piece >= max_pieces)
-			break;
 		__u32 take = left < L7_MAX_PAYLOAD ? left : L7_MAX_PAYLOAD;
 		if (take > budget)
 			take = budget;
@@ -707,7 +702,7 @@ static __always_inline void emit_segment(void *ctx, struct l7_data_event *ev, __
 			take = L7_MAX_PAYLOAD;
 		budget -= take;
 		/* the last piece carries what remains uncaptured */
-		int last = budget == 0 || left == take || piece == max_pieces - 1;
+		int last = budget == 0 || left == take || piece == MAX_PIECES - 1;
 		ev->total = last ? left : take;
 		if (take && bpf_probe_read_user(ev->payload, take, (void *)base))
 			take = 0; /* unreadable: report the bytes as cut */
@@ -735,7 +730,7 @@ static __always_inline void emit_data(void *ctx, struct conn_state *c, struct sy
 	__u32 limit = c->protocol == L7_PROTO_ZOOKEEPER ? capture_bytes_zookeeper
 							 : capture_bytes_clickhouse;
 	if (!args->iovcnt) {
-		emit_segment(ctx, ev, args->buf, ret, 0, limit, MAX_PIECES);
+		emit_segment(ctx, ev, args->buf, ret, 0, limit);
 		return;
 	}
 	__u64 left = ret;
@@ -748,7 +743,7 @@ static __always_inline void emit_data(void *ctx, struct conn_state *c, struct sy
 		__u64 len = iov.iov_len < left ? iov.iov_len : left;
 		left -= len;
 		if (len)
-			emit_segment(ctx, ev, (__u64)iov.iov_base, len, i, limit, MAX_IOV_PIECES);
+			emit_segment(ctx, ev, (__u64)iov.iov_base, len, i, limit);
 	}
 	if (left) {
 		/* more segments than sent one by one: the rest is reported as cut bytes */

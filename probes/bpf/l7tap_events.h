@@ -12,7 +12,7 @@
 #define L7_MAX_PAYLOAD 16384
 /* A syscall segment larger than one event is sent as up to this many events, so up to
  * L7_MAX_PIECES * L7_MAX_PAYLOAD bytes of it can be captured. */
-#define L7_MAX_PIECES 8
+#define L7_MAX_PIECES 4
 
 enum l7_event_kind {
 	L7_EVENT_DATA = 1,  /* bytes of one syscall (or one iovec segment of it) */

@@ -53,13 +53,13 @@ struct CaptureArgs {
     /// Write the raw event stream to FILE for `l7tap replay`.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
-    /// Payload bytes captured per syscall on ClickHouse connections (at most 131072; 65536 per iovec segment). Large
+    /// Payload bytes captured per syscall on ClickHouse connections (at most 65536). Large
     /// result blocks need not be captured: the parser skips them by their sizes.
     #[arg(long, default_value_t = 16384)]
     capture_bytes_clickhouse: u32,
-    /// Payload bytes captured per syscall on ZooKeeper connections (at most 131072; 65536 per iovec segment): a
+    /// Payload bytes captured per syscall on ZooKeeper connections (at most 65536): a
     /// server answers pipelined requests in one large write, and every reply counts.
-    #[arg(long, default_value_t = 131072)]
+    #[arg(long, default_value_t = 65536)]
     capture_bytes_zookeeper: u32,
     /// Kernel-to-user transport: the shared BPF ring buffer, read without per-event
     /// wakeups, or per-CPU perf buffers (each event wakes the reader: several times the
