@@ -26,6 +26,13 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Segments of an iovec syscall sent as their own events; the rest is reported as cut. */
 #define MAX_SEGMENTS 8
+/* iovecs a gathered syscall can have (IOV_MAX), and the payload bytes of one gathered event:
+ * half the payload, because the verifier does not relate the bounds of offset and length
+ * (see gather_iovec). */
+#define MAX_GATHER 1024
+#define GATHER_BYTES (L7_MAX_PAYLOAD / 2)
+/* events a gathered syscall may take: 8 x 8 KiB = the largest capture limit */
+#define MAX_GATHER_EVENTS 1
 #define MAX_PIECES L7_MAX_PIECES
 /* Bytes the classifier looks at. */
 #define WINDOW 256
@@ -719,9 +726,110 @@ static __always_inline void emit_segment(void *ctx, struct l7_data_event *ev, __
 	}
 }
 
+/* State of gathering a writev/readv's iovecs into events (bpf_loop callback context). */
+struct gather_state {
+	__u64 iov_array;
+	__u64 left; /* bytes of the syscall not gathered yet */
+	__u32 iovcnt;
+	__u32 next; /* next iovec */
+	__u32 off;  /* bytes in the current event's payload */
+	__u32 stop; /* GATHER_FULL or GATHER_FAILED once the loop stopped early */
+};
+
+#define GATHER_FULL 1
+#define GATHER_FAILED 2
+
+/* bpf_loop callback: appends the next iovec to the scratch event, or stops when it does not
+ * fit. The verifier checks this body once, whatever the number of iovecs (an unrolled loop
+ * of hundreds exceeds its budget). */
+static long gather_iovec(__u32 i, void *data)
+{
+	struct gather_state *g = data;
+	if (g->next >= g->iovcnt || g->left == 0)
+		return 1;
+	__u32 zero = 0;
+	struct l7_data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
+	if (!ev)
+		goto fail;
+	struct iovec iov = {};
+	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(g->iov_array + g->next * sizeof(iov))))
+		goto fail;
+	__u64 len = iov.iov_len < g->left ? iov.iov_len : g->left;
+	if (len == 0) {
+		g->next++;
+		return 0;
+	}
+	if (len > GATHER_BYTES)
+		goto fail;
+	if (g->off + len > GATHER_BYTES) {
+		g->stop = GATHER_FULL;
+		return 1;
+	}
+	/* The mask and the clamp never change a value (checked just above); they bound the
+	 * registers the copy uses, for the verifier. */
+	__u32 at = g->off;
+	barrier_var(at);
+	at &= GATHER_BYTES - 1; /* a power of two */
+	__u32 take = len;
+	barrier_var(take);
+	if (take > GATHER_BYTES)
+		take = GATHER_BYTES;
+	if (bpf_probe_read_user(ev->payload + at, take, iov.iov_base))
+		goto fail;
+	g->off += take;
+	g->left -= len;
+	g->next++;
+	return 0;
+fail:
+	g->stop = GATHER_FAILED;
+	return 1;
+}
+
+/* Pipelining clients hand writev hundreds of small iovecs (one per request), more than the
+ * MAX_SEGMENTS sent one by one: copies them back to back into events of up to GATHER_BYTES,
+ * up to `limit` bytes in all, the rest reported as cut. Returns 0, having sent nothing, if
+ * the first event cannot be gathered (an iovec larger than GATHER_BYTES, or unreadable):
+ * the syscall then goes segment by segment. */
+static __always_inline int emit_gathered(void *ctx, struct conn_state *c,
+					 struct syscall_args *args, __u64 ret, __u64 ts, __u32 limit)
+{
+	struct gather_state g = {
+		.iov_array = args->buf, .left = ret, .iovcnt = args->iovcnt,
+	};
+	__u32 zero = 0;
+	__u32 captured = 0;
+	for (int round = 0; round < MAX_GATHER_EVENTS; round++) {
+		g.off = 0;
+		g.stop = 0;
+		bpf_loop(MAX_GATHER, gather_iovec, &g, 0);
+		if (round == 0 && g.stop == GATHER_FAILED)
+			return 0;
+		struct l7_data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
+		if (!ev)
+			return 1;
+		captured += g.off;
+		int last = g.left == 0 || g.stop == GATHER_FAILED || g.next >= g.iovcnt ||
+			   captured + GATHER_BYTES > limit || round == MAX_GATHER_EVENTS - 1;
+		__u32 off = g.off;
+		fill_header(ev, c, args, ts);
+		ev->total = last ? off + g.left : off;
+		ev->captured = off;
+		ev->segment = 0;
+		__u64 size = offsetof(struct l7_data_event, payload) + off;
+		barrier_var(size);
+		if (size > sizeof(*ev))
+			size = sizeof(*ev);
+		output(ctx, ev, size, off);
+		if (last)
+			return 1;
+	}
+	return 1;
+}
+
 static __always_inline void emit_data(void *ctx, struct conn_state *c, struct syscall_args *args,
 				      __u64 ret, __u64 ts)
 {
+
 	__u32 zero = 0;
 	struct l7_data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
 	if (!ev)
@@ -733,6 +841,8 @@ static __always_inline void emit_data(void *ctx, struct conn_state *c, struct sy
 		emit_segment(ctx, ev, args->buf, ret, 0, limit);
 		return;
 	}
+	if (args->iovcnt > MAX_SEGMENTS && emit_gathered(ctx, c, args, ret, ts, limit))
+		return;
 	__u64 left = ret;
 	for (int i = 0; i < MAX_SEGMENTS; i++) {
 		if (i >= args->iovcnt || left == 0)
