@@ -48,11 +48,12 @@ reported, not checked: ch_load's connection handling is not what this issue is a
 
     ci/accept/clickhouse.py --l7tap target/release/l7tap --workdir /tmp/ch-accept
 """
-import argparse, collections, json, math, os, re, shutil, signal, subprocess, sys, time
+import argparse, collections, json, math, os, re, subprocess, sys, time
 
 import duckdb
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import ROOT, Capture, secret_reached_output, verdict
+
 PORTS = {9000: "ch1", 9001: "ch2"}
 PASSWORD = "l7tap-secret-pw"  # ch_load's default --l7tap-password (client 0)
 TESTBED = os.environ.get("L7TAP_TESTBED_DIR", "/tmp/l7tap-testbed")
@@ -164,28 +165,12 @@ def main():
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--transport", default="perf", choices=["perf", "ringbuf"])
     ap.add_argument("--record", help="also write the raw event stream here (holds the password: "
                                      "for investigation only)")
     args = ap.parse_args()
-    os.makedirs(args.workdir, exist_ok=True)
-    out_dir = f"{args.workdir}/out"
-    shutil.rmtree(out_dir, ignore_errors=True)  # only this run's tables are compared
-    ready = f"{args.workdir}/ready"
-    if os.path.exists(ready):
-        os.remove(ready)
-    summary_path = f"{args.workdir}/summary.json"
-    log_path = f"{args.workdir}/capture.log"
-    capture = subprocess.Popen([args.l7tap, "capture", "--protocols", "clickhouse", "--out", out_dir,
-                                "--summary-json", summary_path, "--ready-file", ready,
-                                "--transport", args.transport]
-                               + (["--record", args.record] if args.record else []),
-                               stderr=open(log_path, "w"))
-    t_start = time.time()
-    while not os.path.exists(ready):
-        if capture.poll() is not None or time.time() - t_start > 60:
-            sys.exit("capture did not start: " + open(log_path).read())
-        time.sleep(0.05)
+    capture = Capture(args.l7tap, args.workdir, ["--protocols", "clickhouse"]
+                      + (["--record", args.record] if args.record else []))
+    out_dir = capture.out_dir
     # The forwarded INSERTs are selected by whole seconds of the run: the capture must cover
     # the second before the load starts too.
     time.sleep(1.1)
@@ -197,9 +182,7 @@ def main():
                             stdout=subprocess.PIPE, text=True)
     load_stdout, _ = load.communicate()
     if load.returncode != 0:
-        capture.send_signal(signal.SIGINT)
-        capture.wait(timeout=120)
-        sys.exit(f"ch_load.py failed ({load.returncode}): {load_stdout[-2000:]}")
+        capture.abandon(f"ch_load.py failed ({load.returncode}): {load_stdout[-2000:]}")
     workload = json.loads(load_stdout)
     prefix = workload["query_id_prefix"]
     t0 = math.floor(workload["started_unix"])
@@ -208,9 +191,7 @@ def main():
         ch(port, "SYSTEM FLUSH LOGS")
     time.sleep(1)  # the flush's own queries and the last answers reach the actors
     cpu_s = cpu_seconds(capture.pid)
-    capture.send_signal(signal.SIGINT)
-    if capture.wait(timeout=120) != 0:
-        sys.exit("capture failed: " + open(log_path).read())
+    capture.stop()
     failures = []
 
     # The workload itself must be what the issue asks for.
@@ -346,7 +327,7 @@ def main():
         failures.append(f"{b[0]} {b[1]} {b[2]}: l7tap {b[4]:.3f} ms is shorter than query_duration_ms {b[3]}")
 
     # 3. Loss.
-    summary = json.load(open(summary_path))
+    summary = json.load(open(capture.summary_path))
     lost = {k: v for k, v in summary.items()
             if k in ("kernel.events_failed", "ingest.ring_drops") and v}
     if lost:
@@ -359,14 +340,10 @@ def main():
           ", ".join(f"{s} {c} {st}: {n}" for (s, c, st), n in sorted(client.items())))
 
     # 4. Credentials.
-    check = subprocess.run([sys.executable, f"{ROOT}/ci/check-no-secrets.py", out_dir, PASSWORD,
-                            "--also", summary_path, log_path])
-    if check.returncode != 0:
+    if secret_reached_output(PASSWORD, out_dir, capture.summary_path, capture.log_path):
         failures.append("the password reached the output")
 
-    for f in failures:
-        print("FAIL:", f)
-    sys.exit(1 if failures else 0)
+    verdict(failures)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import time
 import uuid
 import zlib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import Capture, verdict
 
 SLEEP_SQL = "SELECT sleep(0.2)"
 FAST_SQL = ["SELECT 1", "SELECT number FROM system.numbers LIMIT 100"]
@@ -354,21 +354,9 @@ def main():
     if not args.l7tap or not args.workdir:
         ap.error("--l7tap and --workdir are required")
 
-    os.makedirs(args.workdir, exist_ok=True)
-    out_dir = f"{args.workdir}/out"
-    shutil.rmtree(out_dir, ignore_errors=True)  # only this run's tables are read
-    ready = f"{args.workdir}/ready"
-    if os.path.exists(ready):
-        os.remove(ready)
-    capture = subprocess.Popen([args.l7tap, "capture", "--protocols", "clickhouse", "--out", out_dir,
-                                "--comm", ",".join(c[0] for c in CLIENTS),
-                                "--summary-json", f"{args.workdir}/summary.json", "--ready-file", ready],
-                               stderr=open(f"{args.workdir}/capture.log", "w"))
-    t0 = time.time()
-    while not os.path.exists(ready):
-        if capture.poll() is not None or time.time() - t0 > 60:
-            sys.exit("capture did not start: " + open(f"{args.workdir}/capture.log").read())
-        time.sleep(0.05)
+    capture = Capture(args.l7tap, args.workdir,
+                      ["--protocols", "clickhouse", "--comm", ",".join(c[0] for c in CLIENTS)])
+    out_dir = capture.out_dir
 
     run = f"l7accept-{uuid.uuid4().hex[:10]}"
     clients = []
@@ -381,14 +369,10 @@ def main():
     for p in clients:
         stdout, _ = p.communicate()
         if p.returncode != 0:
-            capture.send_signal(signal.SIGINT)
-            capture.wait(timeout=120)
-            sys.exit(f"a client failed ({p.returncode})")
+            capture.abandon(f"a client failed ({p.returncode})")
         sent.append(json.loads(stdout))
     time.sleep(1)
-    capture.send_signal(signal.SIGINT)
-    if capture.wait(timeout=120) != 0:
-        sys.exit("capture failed: " + open(f"{args.workdir}/capture.log").read())
+    capture.stop()
     failures = []
 
     # What the clients sent, per (server, client name).
@@ -410,7 +394,7 @@ def main():
             "error_names": {ERROR_NAMES[code]: n for code, n in codes.items() if code is not None},
         }
 
-    summary = json.load(open(f"{args.workdir}/summary.json"))
+    summary = json.load(open(capture.summary_path))
     lost = {k: summary.get(k, 0) for k in ("kernel.events_failed", "ingest.ring_drops")}
     if any(lost.values()):
         failures.append(f"events were lost: {lost}")
@@ -473,12 +457,8 @@ def main():
     l7tap(args.l7tap, "heatmap", out_dir, "--protocol", "clickhouse", "--out", html_path)
     check_html(html_path, expected_sleep, expected_errors, failures)
 
-    for f in failures:
-        print("FAIL:", f)
-    if not failures:
-        print("OK: report counts equal system.query_log; sleep queries in the 200 ms band and "
-              "failures in the errors row of both heatmaps")
-    sys.exit(1 if failures else 0)
+    verdict(failures, "OK: report counts equal system.query_log; sleep queries in the 200 ms band "
+                      "and failures in the errors row of both heatmaps")
 
 
 if __name__ == "__main__":

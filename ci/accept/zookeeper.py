@@ -15,11 +15,11 @@ Parquet `requests` table:
 
     ci/accept/zookeeper.py --l7tap target/release/l7tap --workdir /tmp/zk-accept
 """
-import argparse, collections, json, os, shutil, signal, subprocess, sys, time
+import argparse, collections, json, subprocess, sys, time
 
 import duckdb
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import ROOT, Capture, secret_reached_output, verdict
 
 
 def mntr():
@@ -34,32 +34,18 @@ def main():
     ap.add_argument("--ops", type=int, default=6000)
     ap.add_argument("--inflight", type=int, default=600)
     args = ap.parse_args()
-    os.makedirs(args.workdir, exist_ok=True)
-    out_dir = f"{args.workdir}/out"
-    shutil.rmtree(out_dir, ignore_errors=True)  # only this run's tables are compared
-    ready = f"{args.workdir}/ready"
-    if os.path.exists(ready):
-        os.remove(ready)
-    capture = subprocess.Popen([args.l7tap, "capture", "--protocols", "zookeeper", "--out", out_dir,
-                                "--summary-json", f"{args.workdir}/summary.json", "--ready-file", ready],
-                               stderr=open(f"{args.workdir}/capture.log", "w"))
-    t0 = time.time()
-    while not os.path.exists(ready):
-        if capture.poll() is not None or time.time() - t0 > 60:
-            sys.exit("capture did not start: " + open(f"{args.workdir}/capture.log").read())
-        time.sleep(0.05)
+    capture = Capture(args.l7tap, args.workdir, ["--protocols", "zookeeper"])
+    out_dir = capture.out_dir
 
     before = mntr()
     load = subprocess.Popen([sys.executable, f"{ROOT}/ci/load/zk_load.py", "--ops", str(args.ops),
                              "--inflight", str(args.inflight)], stdout=subprocess.PIPE, text=True)
     load_stdout, _ = load.communicate()
     if load.returncode != 0:
-        sys.exit(f"zk_load.py failed ({load.returncode})")
+        capture.abandon(f"zk_load.py failed ({load.returncode})")
     after = mntr()
     time.sleep(1)
-    capture.send_signal(signal.SIGINT)
-    if capture.wait(timeout=120) != 0:
-        sys.exit("capture failed: " + open(f"{args.workdir}/capture.log").read())
+    capture.stop()
     workload = json.loads(load_stdout)
     failures = []
 
@@ -97,7 +83,7 @@ def main():
 
     # 2. Server side against mntr, between the two mntr four-letter words (exact only when
     #    nothing else loses events meanwhile: the summary's kernel.events_failed must be 0).
-    summary = json.load(open(f"{args.workdir}/summary.json"))
+    summary = json.load(open(capture.summary_path))
     if summary.get("kernel.events_failed", 0) or summary.get("ingest.ring_drops", 0):
         failures.append(f"events were lost: {summary.get('kernel.events_failed', 0)} in the kernel, "
                         f"{summary.get('ingest.ring_drops', 0)} on rings")
@@ -120,13 +106,10 @@ def main():
             failures.append(f"server-side requests {len(between)} + 1 != mntr delta {delta} ({dict(by_op)})")
 
     # 3. Credentials.
-    check = subprocess.run([sys.executable, f"{ROOT}/ci/check-no-secrets.py", out_dir, "zk-secret-auth"])
-    if check.returncode != 0:
+    if secret_reached_output("zk-secret-auth", out_dir):
         failures.append("the auth secret reached the output")
 
-    for f in failures:
-        print("FAIL:", f)
-    sys.exit(1 if failures else 0)
+    verdict(failures)
 
 
 if __name__ == "__main__":
