@@ -31,8 +31,6 @@ char LICENSE[] SEC("license") = "GPL";
  * (see gather_iovec). */
 #define MAX_GATHER 1024
 #define GATHER_BYTES (L7_MAX_PAYLOAD / 2)
-/* events a gathered syscall may take: 8 x 8 KiB = the largest capture limit */
-#define MAX_GATHER_EVENTS 1
 #define MAX_PIECES L7_MAX_PIECES
 /* Bytes the classifier looks at. */
 #define WINDOW 256
@@ -691,6 +689,17 @@ static __always_inline void fill_header(struct l7_data_event *ev, struct conn_st
 	ev->hdr.direction = args->direction;
 }
 
+/* Sends the data event `ev` carrying `captured` payload bytes. */
+static __always_inline void send_data(void *ctx, struct l7_data_event *ev, __u32 captured)
+{
+	ev->captured = captured;
+	__u64 size = offsetof(struct l7_data_event, payload) + captured;
+	barrier_var(size);
+	if (size > sizeof(*ev))
+		size = sizeof(*ev);
+	output(ctx, ev, size, captured);
+}
+
 /* Data events for `len` bytes at `base`: the first `limit` bytes (the connection's capture
  * limit, up to MAX_PIECES * L7_MAX_PAYLOAD) in pieces of at most L7_MAX_PAYLOAD, the last
  * piece also counting the cut rest in its `total`. */
@@ -713,12 +722,7 @@ static __always_inline void emit_segment(void *ctx, struct l7_data_event *ev, __
 		ev->total = last ? left : take;
 		if (take && bpf_probe_read_user(ev->payload, take, (void *)base))
 			take = 0; /* unreadable: report the bytes as cut */
-		ev->captured = take;
-		__u64 size = offsetof(struct l7_data_event, payload) + take;
-		barrier_var(size);
-		if (size > sizeof(*ev))
-			size = sizeof(*ev);
-		output(ctx, ev, size, take);
+		send_data(ctx, ev, take);
 		if (last)
 			break;
 		left -= take;
@@ -726,18 +730,15 @@ static __always_inline void emit_segment(void *ctx, struct l7_data_event *ev, __
 	}
 }
 
-/* State of gathering a writev/readv's iovecs into events (bpf_loop callback context). */
+/* State of gathering a writev/readv's iovecs into one event (bpf_loop callback context). */
 struct gather_state {
 	__u64 iov_array;
 	__u64 left; /* bytes of the syscall not gathered yet */
 	__u32 iovcnt;
-	__u32 next; /* next iovec */
-	__u32 off;  /* bytes in the current event's payload */
-	__u32 stop; /* GATHER_FULL or GATHER_FAILED once the loop stopped early */
+	__u32 next;  /* next iovec */
+	__u32 off;    /* bytes gathered */
+	__u32 failed; /* an iovec was unreadable or larger than GATHER_BYTES */
 };
-
-#define GATHER_FULL 1
-#define GATHER_FAILED 2
 
 /* bpf_loop callback: appends the next iovec to the scratch event, or stops when it does not
  * fit. The verifier checks this body once, whatever the number of iovecs (an unrolled loop
@@ -761,10 +762,8 @@ static long gather_iovec(__u32 i, void *data)
 	}
 	if (len > GATHER_BYTES)
 		goto fail;
-	if (g->off + len > GATHER_BYTES) {
-		g->stop = GATHER_FULL;
-		return 1;
-	}
+	if (g->off + len > GATHER_BYTES)
+		return 1; /* full: the rest is cut */
 	/* The mask and the clamp never change a value (checked just above); they bound the
 	 * registers the copy uses, for the verifier. */
 	__u32 at = g->off;
@@ -781,48 +780,32 @@ static long gather_iovec(__u32 i, void *data)
 	g->next++;
 	return 0;
 fail:
-	g->stop = GATHER_FAILED;
+	g->failed = 1;
 	return 1;
 }
 
 /* Pipelining clients hand writev hundreds of small iovecs (one per request), more than the
- * MAX_SEGMENTS sent one by one: copies them back to back into events of up to GATHER_BYTES,
- * up to `limit` bytes in all, the rest reported as cut. Returns 0, having sent nothing, if
- * the first event cannot be gathered (an iovec larger than GATHER_BYTES, or unreadable):
- * the syscall then goes segment by segment. */
-static __always_inline int emit_gathered(void *ctx, struct conn_state *c,
-					 struct syscall_args *args, __u64 ret, __u64 ts, __u32 limit)
+ * MAX_SEGMENTS sent one by one: copies them back to back into one event of up to
+ * GATHER_BYTES, the rest reported as cut. Returns 0, having sent nothing, if an iovec is
+ * larger than GATHER_BYTES or unreadable, or if the capture limit is below GATHER_BYTES:
+ * the syscall then goes segment by segment. (A bound taken from the limit, or several
+ * events per syscall, made the verifier give up.) */
+static __always_inline int emit_gathered(void *ctx, struct l7_data_event *ev,
+					 struct syscall_args *args, __u64 ret, __u32 limit)
 {
+	if (limit < GATHER_BYTES)
+		return 0;
 	struct gather_state g = {
-		.iov_array = args->buf, .left = ret, .iovcnt = args->iovcnt,
+		.iov_array = args->buf,
+		.left = ret,
+		.iovcnt = args->iovcnt,
 	};
-	__u32 zero = 0;
-	__u32 captured = 0;
-	for (int round = 0; round < MAX_GATHER_EVENTS; round++) {
-		g.off = 0;
-		g.stop = 0;
-		bpf_loop(MAX_GATHER, gather_iovec, &g, 0);
-		if (round == 0 && g.stop == GATHER_FAILED)
-			return 0;
-		struct l7_data_event *ev = bpf_map_lookup_elem(&scratch, &zero);
-		if (!ev)
-			return 1;
-		captured += g.off;
-		int last = g.left == 0 || g.stop == GATHER_FAILED || g.next >= g.iovcnt ||
-			   captured + GATHER_BYTES > limit || round == MAX_GATHER_EVENTS - 1;
-		__u32 off = g.off;
-		fill_header(ev, c, args, ts);
-		ev->total = last ? off + g.left : off;
-		ev->captured = off;
-		ev->segment = 0;
-		__u64 size = offsetof(struct l7_data_event, payload) + off;
-		barrier_var(size);
-		if (size > sizeof(*ev))
-			size = sizeof(*ev);
-		output(ctx, ev, size, off);
-		if (last)
-			return 1;
-	}
+	bpf_loop(MAX_GATHER, gather_iovec, &g, 0);
+	if (g.failed)
+		return 0;
+	ev->total = g.off + g.left;
+	ev->segment = 0;
+	send_data(ctx, ev, g.off);
 	return 1;
 }
 
@@ -841,7 +824,7 @@ static __always_inline void emit_data(void *ctx, struct conn_state *c, struct sy
 		emit_segment(ctx, ev, args->buf, ret, 0, limit);
 		return;
 	}
-	if (args->iovcnt > MAX_SEGMENTS && emit_gathered(ctx, c, args, ret, ts, limit))
+	if (args->iovcnt > MAX_SEGMENTS && emit_gathered(ctx, ev, args, ret, limit))
 		return;
 	__u64 left = ret;
 	for (int i = 0; i < MAX_SEGMENTS; i++) {

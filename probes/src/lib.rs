@@ -213,13 +213,7 @@ impl Probes {
     /// Attaches every program to its tracepoint.
     pub fn attach(&mut self) -> Result<(), ProbeError> {
         for &(name, category, tracepoint) in PROGRAMS {
-            let program: &mut TracePoint = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(ProbeError::MissingProgram { name })?
-                .try_into()
-                .map_err(|source| ProbeError::Program { name, source })?;
-            let link = program
+            let link = tracepoint_program(&mut self.ebpf, name)?
                 .attach(category, tracepoint)
                 .map_err(|source| ProbeError::Program { name, source })?;
             self.links.push((name, link));
@@ -230,13 +224,7 @@ impl Probes {
     /// Detaches every program; events stop. Maps (counters) stay readable.
     pub fn detach(&mut self) -> Result<(), ProbeError> {
         for (name, link) in self.links.drain(..) {
-            let program: &mut TracePoint = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(ProbeError::MissingProgram { name })?
-                .try_into()
-                .map_err(|source| ProbeError::Program { name, source })?;
-            program
+            tracepoint_program(&mut self.ebpf, name)?
                 .detach(link)
                 .map_err(|source| ProbeError::Program { name, source })?;
         }
@@ -304,4 +292,15 @@ impl Probes {
 
 pub fn online_cpus() -> Result<Vec<u32>, ProbeError> {
     aya::util::online_cpus().map_err(|(what, e)| ProbeError::Cpus(format!("{what}: {e}")))
+}
+
+/// The loaded tracepoint program `name`.
+fn tracepoint_program<'a>(
+    ebpf: &'a mut aya::Ebpf,
+    name: &'static str,
+) -> Result<&'a mut TracePoint, ProbeError> {
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| ProbeError::Program { name, source })
 }
