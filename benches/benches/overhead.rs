@@ -114,7 +114,7 @@ fn main() {
     println!("pair  without (rt/s)  with (rt/s)  ratio");
     for pair in 0..pairs {
         // Alternate which side goes first so drift cancels.
-        let mut run_with = || {
+        let run_with = || {
             let agent = start_agent(&bin, &ready);
             let r = echo_rate(secs);
             stop_agent(agent);

@@ -3,13 +3,13 @@
 //! ZooKeeper server seen from both sides (the report must prefer the server's view).
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use l7tap_protocols::{
-    CapturedRequest, ClickHouseDetails, ConnectionInfo, Details, Protocol, RequestRecord, Side,
-    Status, ZooKeeperDetails,
+    CapturedRequest, ConnectionInfo, Details, Protocol, RequestRecord, Side, Status,
+    ZooKeeperDetails,
 };
 use l7tap_sinks::{
     merge_interval_rows, Aggregator, AggregatorConfig, CaptureStatsRow, ParquetSink, SinkConfig,
@@ -24,22 +24,12 @@ const MS: u64 = 1_000_000;
 const CLICKHOUSE_SERVER: &str = "10.0.0.1:9000";
 const SLOW_NS: u64 = 210 * MS;
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("l7tap-report-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory removed when the test ends.
+fn temp_dir(label: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("l7tap-report-{label}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn connection(side: Side, client: &str, server: &str, comm: &str) -> Arc<ConnectionInfo> {
@@ -222,9 +212,9 @@ fn assert_near(actual: f64, expected: f64, relative: f64, what: &str) {
 
 #[test]
 fn report_counts_errors_and_quantiles_per_client() {
-    let dir = TempDir::new("json");
-    write_dataset(&dir.0);
-    let text = l7tap(&["report", dir.0.to_str().unwrap(), "--format", "json"]);
+    let dir = temp_dir("json");
+    write_dataset(&dir.path());
+    let text = l7tap(&["report", dir.path().to_str().unwrap(), "--format", "json"]);
     let report: Value = serde_json::from_str(&text).unwrap();
 
     let clickhouse = server(&report, CLICKHOUSE_SERVER);
@@ -311,7 +301,7 @@ fn report_counts_errors_and_quantiles_per_client() {
     // Filters: protocol, and a time range that keeps only the first 10 s window.
     let only_zk: Value = serde_json::from_str(&l7tap(&[
         "report",
-        dir.0.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
         "--format",
         "json",
         "--protocol",
@@ -321,7 +311,7 @@ fn report_counts_errors_and_quantiles_per_client() {
     assert_eq!(only_zk["servers"].as_array().unwrap().len(), 1);
     let first_window: Value = serde_json::from_str(&l7tap(&[
         "report",
-        dir.0.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
         "--format",
         "json",
         "--server",
@@ -347,19 +337,19 @@ fn report_counts_errors_and_quantiles_per_client() {
     assert_eq!(a_first["errors"], failing as u64);
 
     // The text report names the view and the health.
-    let text = l7tap(&["report", dir.0.to_str().unwrap()]);
+    let text = l7tap(&["report", dir.path().to_str().unwrap()]);
     assert!(text.contains("server's own view"), "{text}");
     assert!(text.contains("lost samples 5"), "{text}");
 }
 
 #[test]
 fn heatmap_png_has_the_slow_band_and_the_errors_row() {
-    let dir = TempDir::new("png");
-    write_dataset(&dir.0);
-    let png = dir.0.join("heatmap.png");
+    let dir = temp_dir("png");
+    write_dataset(&dir.path());
+    let png = dir.path().join("heatmap.png");
     let layout: Value = serde_json::from_str(&l7tap(&[
         "heatmap",
-        dir.0.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
         "--out",
         png.to_str().unwrap(),
         "--server",
@@ -416,12 +406,12 @@ fn heatmap_png_has_the_slow_band_and_the_errors_row() {
 
 #[test]
 fn heatmap_html_is_self_contained_and_embeds_the_slow_requests() {
-    let dir = TempDir::new("html");
-    write_dataset(&dir.0);
-    let html_path = dir.0.join("heatmap.html");
+    let dir = temp_dir("html");
+    write_dataset(&dir.path());
+    let html_path = dir.path().join("heatmap.html");
     let summary: Value = serde_json::from_str(&l7tap(&[
         "heatmap",
-        dir.0.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
         "--out",
         html_path.to_str().unwrap(),
         "--protocol",

@@ -11,22 +11,12 @@ use l7tap_benches::synthetic::{write_recording, Produced, Traffic};
 /// Signal number of SIGKILL on Linux.
 const SIGKILL: i32 = 9;
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("l7tap-sinks-accept-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory removed when the test ends.
+fn temp_dir(label: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("l7tap-sinks-accept-{label}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn l7tap() -> Command {
@@ -75,8 +65,8 @@ fn read_rows(path: &Path) -> Result<usize, String> {
 /// exact quantiles of `requests`.
 #[test]
 fn replayed_tables_read_back_with_pyarrow_duckdb_clickhouse_and_spark() {
-    let dir = TempDir::new("readers");
-    let recording = dir.0.join("synthetic.rec");
+    let dir = temp_dir("readers");
+    let recording = dir.path().join("synthetic.rec");
     // 35 s of event time: four 10 s windows, each key with hundreds of requests.
     let produced: Produced = write_recording(
         &recording,
@@ -88,8 +78,8 @@ fn replayed_tables_read_back_with_pyarrow_duckdb_clickhouse_and_spark() {
         },
     )
     .unwrap();
-    let out = dir.0.join("out");
-    let summary = dir.0.join("summary.json");
+    let out = dir.path().join("out");
+    let summary = dir.path().join("summary.json");
     let replay = l7tap()
         .arg("replay")
         .arg(&recording)
@@ -129,8 +119,8 @@ fn replayed_tables_read_back_with_pyarrow_duckdb_clickhouse_and_spark() {
 /// and what it was still writing is only ever a hidden `.….parquet.tmp`.
 #[test]
 fn sigkill_mid_replay_leaves_every_published_file_readable() {
-    let dir = TempDir::new("kill");
-    let recording = dir.0.join("synthetic.rec");
+    let dir = temp_dir("kill");
+    let recording = dir.path().join("synthetic.rec");
     let produced = write_recording(
         &recording,
         &Traffic {
@@ -141,7 +131,7 @@ fn sigkill_mid_replay_leaves_every_published_file_readable() {
         },
     )
     .unwrap();
-    let out = dir.0.join("out");
+    let out = dir.path().join("out");
     let mut child = l7tap()
         .arg("replay")
         .arg(&recording)
