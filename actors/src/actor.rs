@@ -9,7 +9,7 @@ use crossbeam_channel::Sender;
 use l7tap_ingest::ring::FrameConsumer;
 use l7tap_ingest::Tag;
 use l7tap_probes::events::{self, ConnId, Event, Flow, Header, Role, WireProtocol};
-use l7tap_protocols::{CapturedRequest, ConnectionInfo, Direction, Protocol, Record, Side, Status};
+use l7tap_protocols::{CapturedBatch, ConnectionInfo, Direction, Protocol, Side, Status};
 use l7tap_sinks::{Aggregator, AggregatorConfig, IntervalRow};
 
 use crate::conn::ConnParser;
@@ -52,7 +52,7 @@ impl Default for ActorConfig {
 /// What an actor sends on.
 pub enum ActorOutput {
     /// Finished requests (the `requests` table).
-    Requests(Vec<CapturedRequest>),
+    Requests(CapturedBatch),
     /// Every window ending at or before `until_unix_ns` is closed in this actor: its interval
     /// rows (to be merged with the other actors') and its counters for those windows.
     Windows {
@@ -118,8 +118,9 @@ pub struct ActorState {
     /// Connections the filter dropped: their events are ignored until they close.
     filtered: std::collections::HashSet<ConnId, foldhash::fast::RandomState>,
     reorder: Reorder,
-    batch: Vec<CapturedRequest>,
-    parsed: Vec<Record>,
+    /// Parsers append their records (and text) straight to this batch; the connection of
+    /// each is assigned right after.
+    batch: CapturedBatch,
     summary: Summary,
     /// Records by protocol and status, counted without building a key per record.
     n_records: [[u64; 4]; 2],
@@ -128,6 +129,14 @@ pub struct ActorState {
 }
 
 const BATCH: usize = 1024;
+
+/// Text bytes per record a new batch is sized for (ZooKeeper paths, ClickHouse ids and
+/// queries); the arena grows past it when needed.
+const BATCH_TEXT_PER_RECORD: usize = 64;
+
+fn new_batch() -> CapturedBatch {
+    CapturedBatch::with_capacity(BATCH, BATCH * BATCH_TEXT_PER_RECORD)
+}
 
 impl Actor {
     pub fn new(
@@ -188,8 +197,7 @@ impl ActorState {
             conns: HashMap::default(),
             filtered: Default::default(),
             reorder: Reorder::default(),
-            batch: Vec::with_capacity(BATCH),
-            parsed: Vec::new(),
+            batch: new_batch(),
             summary: Summary::default(),
             n_records: [[0; 4]; 2],
             tally: RecordTally::default(),
@@ -365,9 +373,14 @@ impl ActorState {
                 let conn = self.conns.get_mut(&h.conn).expect("inserted above");
                 conn.last_ts = h.ts_ns;
                 let dir = direction(conn.role, h.flow);
-                conn.parser
-                    .push(dir, h.ts_ns, data.payload, data.cut(), &mut self.parsed);
-                if !self.parsed.is_empty() {
+                conn.parser.push(
+                    dir,
+                    h.ts_ns,
+                    data.payload,
+                    data.cut(),
+                    &mut self.batch.records,
+                );
+                if self.batch.records.len() > self.batch.conns.len() {
                     let info = conn.info.clone();
                     self.collect(&info);
                 }
@@ -396,7 +409,7 @@ impl ActorState {
         let (errors, resyncs) = conn.parser.error_counts();
         self.closed.parse_errors += errors;
         self.closed.resyncs += resyncs;
-        conn.parser.close(ts, &mut self.parsed);
+        conn.parser.close(ts, &mut self.batch.records);
         self.collect(&conn.info.clone());
         conn.parser.count_into(conn.protocol, &mut self.summary);
         self.summary.add("connections.closed", 1);
@@ -418,19 +431,19 @@ impl ActorState {
         }
     }
 
+    /// The records the parser of `info`'s connection just appended to the batch: counted,
+    /// aggregated and given their connection.
     fn collect(&mut self, info: &Arc<ConnectionInfo>) {
-        for record in self.parsed.drain(..) {
-            let Record::Request(record) = record;
+        let first_new = self.batch.conns.len();
+        self.batch.assign_new(info);
+        for i in first_new..self.batch.len() {
+            let request = self.batch.get(i).expect("index below the batch length");
+            let record = request.record;
             self.n_records[record.protocol as usize][record.status as usize] += 1;
-            self.tally.count(&record, info.side);
-            let captured = CapturedRequest {
-                conn: info.clone(),
-                record,
-            };
+            self.tally.count(record, info.side);
             if let Some(agg) = &mut self.aggregator {
-                agg.record(&captured);
+                agg.record(&request);
             }
-            self.batch.push(captured);
         }
         if self.batch.len() >= BATCH {
             self.send_batch();
@@ -438,7 +451,7 @@ impl ActorState {
     }
 
     fn send_batch(&mut self) {
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let batch = std::mem::replace(&mut self.batch, new_batch());
         // A receiver that went away (no sink) is not an error: records are then counted only.
         let _ = self.records.send(ActorOutput::Requests(batch));
     }

@@ -5,7 +5,7 @@ use l7tap_protocols::clickhouse::{ClickHouseConfig, ClickHouseParser};
 use l7tap_protocols::debug::FrameCounter;
 use l7tap_protocols::stream::StreamDriver;
 use l7tap_protocols::zookeeper::{ZooKeeperParser, ZooKeeperSettings};
-use l7tap_protocols::{Direction, Parser, Record};
+use l7tap_protocols::{Direction, Parser, Records};
 
 use crate::actor::ActorConfig;
 use crate::summary::Summary;
@@ -62,11 +62,11 @@ impl ConnParser {
         }
     }
 
-    pub fn push(&mut self, dir: Direction, ts: u64, bytes: &[u8], cut: u64, out: &mut Vec<Record>) {
+    pub fn push(&mut self, dir: Direction, ts: u64, bytes: &[u8], cut: u64, out: &mut Records) {
         each!(self, d => d.push(dir, ts, bytes, cut, out))
     }
 
-    pub fn close(&mut self, ts: u64, out: &mut Vec<Record>) {
+    pub fn close(&mut self, ts: u64, out: &mut Records) {
         each!(self, d => d.close(ts, out))
     }
 

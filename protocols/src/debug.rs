@@ -2,7 +2,7 @@
 //! ended by bytes in the other direction (a request or a response turn). It produces no
 //! records; it lets the capture path be checked end to end before the real parsers exist,
 //! and gives a count that a replay must reproduce exactly.
-use crate::{Direction, Input, ParseError, Parser, ParserCounters, Record, Step};
+use crate::{Direction, Input, ParseError, Parser, ParserCounters, Records, Step};
 
 #[derive(Debug, Default)]
 pub struct FrameCounter {
@@ -17,7 +17,7 @@ impl Parser for FrameCounter {
         &mut self,
         dir: Direction,
         input: &Input<'_>,
-        _out: &mut Vec<Record>,
+        _out: &mut Records,
     ) -> Result<Step, ParseError> {
         if self.current != Some(dir) {
             self.current = Some(dir);
@@ -31,7 +31,7 @@ impl Parser for FrameCounter {
         self.n_bytes[dir.index()] += len;
     }
 
-    fn close(&mut self, _ts_ns: u64, _out: &mut Vec<Record>) {}
+    fn close(&mut self, _ts_ns: u64, _out: &mut Records) {}
 
     fn counters(&self) -> ParserCounters {
         ParserCounters {

@@ -145,7 +145,7 @@ pub trait Parser {
         &mut self,
         dir: Direction,
         input: &Input<'_>,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) -> Result<Step, ParseError>;
 
     /// `len` bytes of `dir` were never seen: cut by the kernel's payload limit, lost, or
@@ -155,7 +155,7 @@ pub trait Parser {
 
     /// The connection ended (closed, or expired while idle) at `ts_ns`: finish what is in
     /// flight with a distinct status.
-    fn close(&mut self, ts_ns: u64, out: &mut Vec<Record>);
+    fn close(&mut self, ts_ns: u64, out: &mut Records);
 
     fn counters(&self) -> ParserCounters;
 }

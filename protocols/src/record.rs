@@ -1,7 +1,13 @@
 //! The records parsers produce: one per ClickHouse query or ZooKeeper request (or watch
 //! notification). Connection facts (pid, comm, addresses, side) are added by the actor.
+//!
+//! Records own no heap memory: their text (query, path, ids, error message) is a [`Text`]
+//! span of the [`TextArena`] of the [`Records`] batch they were appended to. A parser in
+//! steady state therefore allocates nothing per request, and the sink copies each text once,
+//! from the arena into its Arrow column.
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
@@ -84,9 +90,9 @@ pub struct RequestRecord {
     /// Symbolic error name (`UNKNOWN_TABLE`, `NoNode`, ...).
     pub error_name: Option<Cow<'static, str>>,
     /// First line of the error message, bounded.
-    pub error_message: Option<String>,
+    pub error_message: Option<Text>,
     /// ClickHouse query text or ZooKeeper path, bounded by the parser's limit.
-    pub query: Option<String>,
+    pub query: Option<Text>,
     /// `query` was cut at the limit.
     pub query_truncated: bool,
     /// Bytes of this request's messages client → server.
@@ -98,21 +104,20 @@ pub struct RequestRecord {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Details {
-    /// Boxed: a ClickHouse query's strings would otherwise make every record (and every
-    /// move of one, ZooKeeper's included) several times larger.
-    ClickHouse(Box<ClickHouseDetails>),
+    ClickHouse(ClickHouseDetails),
     ZooKeeper(ZooKeeperDetails),
 }
 
+/// ClickHouse fields of a record; empty texts were not sent.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClickHouseDetails {
-    pub query_id: String,
+    pub query_id: Text,
     pub query_kind: Option<QueryKind>,
-    pub initial_query_id: String,
-    pub user: String,
-    pub client_name: String,
+    pub initial_query_id: Text,
+    pub user: Text,
+    pub client_name: Text,
     /// `major.minor.patch` or `major.minor` as sent in the Hello / ClientInfo.
-    pub client_version: String,
+    pub client_version: Text,
     /// Protocol revision in use (negotiated, or inferred from the Query packet).
     pub revision: u64,
     pub rows_read: u64,
@@ -132,8 +137,9 @@ pub struct ZooKeeperDetails {
     pub zxid: i64,
     pub session_id: Option<i64>,
     pub watch: bool,
-    /// Op names of a multi's sub-operations, in order.
-    pub multi_ops: Vec<&'static str>,
+    /// Op names of a multi's sub-operations, in order, joined by `,` (empty: not a multi);
+    /// [`Records::multi_ops`] splits them.
+    pub multi_ops: Text,
     /// For a watch notification: event type and keeper state.
     pub notification: Option<(i32, i32)>,
     /// Expected znode version a delete / setData / setACL / check carried (-1 = any).
@@ -159,12 +165,6 @@ pub struct ZooKeeperConnect {
     pub last_zxid_seen: i64,
     /// The client accepts a read-only server.
     pub read_only: bool,
-}
-
-/// What parsers emit.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Record {
-    Request(RequestRecord),
 }
 
 /// Which end of the connection the observed process is.
@@ -196,9 +196,456 @@ pub struct ConnectionInfo {
     pub server_addr: std::net::SocketAddr,
 }
 
-/// A record with the connection it was seen on: one row of the `requests` table.
+impl RequestRecord {
+    /// Calls `f` with every text span of the record (to move it to another arena).
+    pub fn for_each_text_mut(&mut self, mut f: impl FnMut(&mut Text)) {
+        if let Some(t) = &mut self.error_message {
+            f(t);
+        }
+        if let Some(t) = &mut self.query {
+            f(t);
+        }
+        match &mut self.details {
+            Details::ClickHouse(ch) => {
+                f(&mut ch.query_id);
+                f(&mut ch.initial_query_id);
+                f(&mut ch.user);
+                f(&mut ch.client_name);
+                f(&mut ch.client_version);
+            }
+            Details::ZooKeeper(zk) => f(&mut zk.multi_ops),
+        }
+    }
+}
+
+/// Where a record's text lies in its [`TextArena`]: a span of bytes. The default is the
+/// empty text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Text {
+    start: u32,
+    len: u32,
+}
+
+impl Text {
+    pub const EMPTY: Text = Text { start: 0, len: 0 };
+
+    pub const fn len(self) -> usize {
+        self.len as usize
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Text appended back to back; a [`Text`] names a span of it. Clearing keeps the capacity,
+/// so an arena reused batch after batch stops allocating once it has grown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TextArena {
+    text: String,
+}
+
+impl TextArena {
+    pub fn with_capacity(bytes: usize) -> Self {
+        TextArena {
+            text: String::with_capacity(bytes),
+        }
+    }
+
+    /// Appends `s`. Arenas are bounded far below 4 GiB by their users (batches, per-connection
+    /// state); past that, the text is dropped (empty) rather than wrapped.
+    pub fn push(&mut self, s: &str) -> Text {
+        let start = self.text.len();
+        match u32::try_from(start + s.len()) {
+            Ok(_) if !s.is_empty() => {
+                self.text.push_str(s);
+                Text {
+                    start: start as u32,
+                    len: s.len() as u32,
+                }
+            }
+            _ => Text::EMPTY,
+        }
+    }
+
+    /// Appends wire bytes as text: UTF-8 as is (the fast, common case); a character cut by a
+    /// length bound at the end is dropped; other invalid bytes become U+FFFD.
+    pub fn push_lossy(&mut self, bytes: &[u8]) -> Text {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => self.push(s),
+            Err(e) => {
+                let start = self.text.len();
+                let valid = e.valid_up_to();
+                let bytes = if e.error_len().is_none() {
+                    &bytes[..valid]
+                } else {
+                    bytes
+                };
+                for chunk in bytes.utf8_chunks() {
+                    self.text.push_str(chunk.valid());
+                    if !chunk.invalid().is_empty() {
+                        self.text.push(char::REPLACEMENT_CHARACTER);
+                    }
+                }
+                self.span_from(start)
+            }
+        }
+    }
+
+    /// Appends `parts` joined by `separator`, as one text.
+    pub fn push_joined<'a>(&mut self, parts: impl IntoIterator<Item = &'a str>, separator: char) -> Text {
+        let start = self.text.len();
+        for (i, part) in parts.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push(separator);
+            }
+            self.text.push_str(part);
+        }
+        self.span_from(start)
+    }
+
+    /// Appends `separator` (unless the text is empty) and `part` to `text`, which must be the
+    /// arena's last text.
+    pub fn extend_last(&mut self, text: Text, separator: char, part: &str) -> Text {
+        debug_assert_eq!(text.start as usize + text.len(), self.text.len());
+        let start = if text.is_empty() {
+            self.text.len()
+        } else {
+            self.text.push(separator);
+            text.start as usize
+        };
+        self.text.push_str(part);
+        self.span_from(start)
+    }
+
+    fn span_from(&mut self, start: usize) -> Text {
+        match u32::try_from(self.text.len()) {
+            Ok(end) => Text {
+                start: start as u32,
+                len: end - start as u32,
+            },
+            Err(_) => {
+                self.text.truncate(start);
+                Text::EMPTY
+            }
+        }
+    }
+
+    /// The text of `span` (empty if it is not a span of this arena).
+    #[inline]
+    pub fn get(&self, span: Text) -> &str {
+        let start = span.start as usize;
+        self.text.get(start..start + span.len()).unwrap_or("")
+    }
+
+    /// Copies `span` of `other` into this arena.
+    pub fn copy_from(&mut self, other: &TextArena, span: Text) -> Text {
+        self.push(other.get(span))
+    }
+
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.text.clear();
+    }
+
+    /// Forgets everything appended after the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.text.truncate(len);
+    }
+
+    /// Drops the first `len` bytes; spans after them must be rebased with [`Text::shifted_back`].
+    pub fn drain_front(&mut self, len: usize) {
+        self.text.drain(..len.min(self.text.len()));
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.text.capacity()
+    }
+
+    pub fn shrink_to(&mut self, bytes: usize) {
+        self.text.shrink_to(bytes);
+    }
+}
+
+impl Text {
+    /// Where this span lies once the arena dropped its first `by` bytes (which must all
+    /// precede it).
+    pub fn shifted_back(self, by: usize) -> Text {
+        Text {
+            start: self.start - by as u32,
+            len: self.len,
+        }
+    }
+
+    /// Offset of the span's first byte in its arena.
+    pub fn start(self) -> usize {
+        self.start as usize
+    }
+}
+
+/// What parsers append to: records, and the arena their text lives in.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Records {
+    records: Vec<RequestRecord>,
+    pub text: TextArena,
+}
+
+impl Records {
+    pub fn with_capacity(records: usize, text_bytes: usize) -> Self {
+        Records {
+            records: Vec::with_capacity(records),
+            text: TextArena::with_capacity(text_bytes),
+        }
+    }
+
+    /// Appends a record whose text is already in this batch's arena.
+    #[inline]
+    pub fn push(&mut self, record: RequestRecord) {
+        self.records.push(record);
+    }
+
+    /// Appends a record whose text lies in `from`, copying the text into this batch.
+    pub fn push_from(&mut self, mut record: RequestRecord, from: &TextArena) {
+        let text = &mut self.text;
+        record.for_each_text_mut(|span| *span = text.copy_from(from, *span));
+        self.records.push(record);
+    }
+
+    /// The text of `span`.
+    #[inline]
+    pub fn str(&self, span: Text) -> &str {
+        self.text.get(span)
+    }
+
+    /// The text of an optional span.
+    pub fn opt_str(&self, span: Option<Text>) -> Option<&str> {
+        span.map(|t| self.text.get(t))
+    }
+
+    /// The op names of a ZooKeeper multi (none for other records).
+    pub fn multi_ops(&self, zk: &ZooKeeperDetails) -> impl Iterator<Item = &str> {
+        let joined = self.text.get(zk.multi_ops);
+        joined.split(',').filter(|op| !op.is_empty())
+    }
+
+    pub fn records(&self) -> &[RequestRecord] {
+        &self.records
+    }
+
+    pub fn records_mut(&mut self) -> &mut [RequestRecord] {
+        &mut self.records
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, RequestRecord> {
+        self.records.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn last(&self) -> Option<&RequestRecord> {
+        self.records.last()
+    }
+
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.text.clear();
+    }
+
+    /// Moves every record of `other` (and its text) to the end of this batch.
+    pub fn append(&mut self, other: &mut Records) {
+        for record in other.records.drain(..) {
+            let text = &mut self.text;
+            let mut record = record;
+            record.for_each_text_mut(|span| *span = text.copy_from(&other.text, *span));
+            self.records.push(record);
+        }
+        other.text.clear();
+    }
+}
+
+impl<'a> IntoIterator for &'a Records {
+    type Item = &'a RequestRecord;
+    type IntoIter = std::slice::Iter<'a, RequestRecord>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.records.iter()
+    }
+}
+
+/// Requests with the connection each was seen on: what an actor hands to the sink, one
+/// batch at a time. `conns[i]` is the connection of record `i`.
+#[derive(Clone, Debug, Default)]
+pub struct CapturedBatch {
+    pub records: Records,
+    pub conns: Vec<Arc<ConnectionInfo>>,
+}
+
+impl CapturedBatch {
+    pub fn with_capacity(records: usize, text_bytes: usize) -> Self {
+        CapturedBatch {
+            records: Records::with_capacity(records, text_bytes),
+            conns: Vec::with_capacity(records),
+        }
+    }
+
+    /// Appends a record (text already in this batch's arena) seen on `conn`.
+    pub fn push(&mut self, conn: Arc<ConnectionInfo>, record: RequestRecord) {
+        self.records.push(record);
+        self.conns.push(conn);
+    }
+
+    /// Gives the records appended to `records` since the last call the connection `conn`.
+    pub fn assign_new(&mut self, conn: &Arc<ConnectionInfo>) {
+        let new = self.records.len().saturating_sub(self.conns.len());
+        self.conns.extend(std::iter::repeat_n(conn, new).cloned());
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.conns.clear();
+    }
+
+    /// The requests, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = CapturedRequest<'_>> + '_ {
+        self.records
+            .records
+            .iter()
+            .zip(&self.conns)
+            .map(|(record, conn)| CapturedRequest {
+                conn,
+                record,
+                text: &self.records.text,
+            })
+    }
+
+    pub fn get(&self, i: usize) -> Option<CapturedRequest<'_>> {
+        Some(CapturedRequest {
+            conn: self.conns.get(i)?,
+            record: self.records.records.get(i)?,
+            text: &self.records.text,
+        })
+    }
+}
+
+/// A record with the connection it was seen on: one row of the `requests` table, borrowed
+/// from its [`CapturedBatch`].
+#[derive(Clone, Copy, Debug)]
+pub struct CapturedRequest<'a> {
+    pub conn: &'a Arc<ConnectionInfo>,
+    pub record: &'a RequestRecord,
+    pub text: &'a TextArena,
+}
+
+impl<'a> CapturedRequest<'a> {
+    /// The text of `span`.
+    #[inline]
+    pub fn str(&self, span: Text) -> &'a str {
+        self.text.get(span)
+    }
+
+    pub fn opt_str(&self, span: Option<Text>) -> Option<&'a str> {
+        span.map(|t| self.text.get(t))
+    }
+
+    /// The query text or ZooKeeper path.
+    pub fn query(&self) -> Option<&'a str> {
+        self.opt_str(self.record.query)
+    }
+
+    /// The op names of a ZooKeeper multi (none for other records).
+    pub fn multi_ops(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let joined = match &self.record.details {
+            Details::ZooKeeper(zk) => self.text.get(zk.multi_ops),
+            Details::ClickHouse(_) => "",
+        };
+        joined.split(',').filter(|op| !op.is_empty())
+    }
+}
+
+/// One record with its own copy of its text, apart from any batch: for tests, and for code
+/// that keeps a few records around. Derefs to the record.
 #[derive(Clone, Debug, PartialEq)]
-pub struct CapturedRequest {
-    pub conn: std::sync::Arc<ConnectionInfo>,
+pub struct OwnedRecord {
     pub record: RequestRecord,
+    pub text: TextArena,
+}
+
+impl std::ops::Deref for OwnedRecord {
+    type Target = RequestRecord;
+
+    fn deref(&self) -> &RequestRecord {
+        &self.record
+    }
+}
+
+impl std::ops::DerefMut for OwnedRecord {
+    fn deref_mut(&mut self) -> &mut RequestRecord {
+        &mut self.record
+    }
+}
+
+impl OwnedRecord {
+    /// The text of `span`.
+    pub fn str(&self, span: Text) -> &str {
+        self.text.get(span)
+    }
+
+    /// The query text or ZooKeeper path.
+    pub fn query(&self) -> Option<&str> {
+        self.record.query.map(|t| self.text.get(t))
+    }
+
+    pub fn error_message(&self) -> Option<&str> {
+        self.record.error_message.map(|t| self.text.get(t))
+    }
+
+    /// The op names of a ZooKeeper multi (empty for other records).
+    pub fn multi_ops(&self) -> Vec<&str> {
+        match &self.record.details {
+            Details::ZooKeeper(zk) => self
+                .text
+                .get(zk.multi_ops)
+                .split(',')
+                .filter(|op| !op.is_empty())
+                .collect(),
+            Details::ClickHouse(_) => Vec::new(),
+        }
+    }
+}
+
+impl Records {
+    /// Every record with its own copy of its text.
+    pub fn to_owned_records(&self) -> Vec<OwnedRecord> {
+        self.records
+            .iter()
+            .map(|record| {
+                let mut text = TextArena::default();
+                let mut record = record.clone();
+                record.for_each_text_mut(|span| *span = text.copy_from(&self.text, *span));
+                OwnedRecord { record, text }
+            })
+            .collect()
+    }
 }

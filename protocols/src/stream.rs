@@ -3,7 +3,7 @@
 //! The driver receives each syscall's bytes (already in timestamp order), keeps what the
 //! parser has not consumed, discards what it asked to skip, turns cut or lost bytes into
 //! [`Parser::gap`] calls, and caps the bytes held per direction.
-use crate::{Direction, Input, ParseError, Parser, ParserCounters, Record, Step};
+use crate::{Direction, Input, ParseError, Parser, ParserCounters, Records, Step};
 
 /// Default cap on the unconsumed bytes held per direction.
 pub const DEFAULT_MAX_BUFFERED: usize = 256 * 1024;
@@ -134,7 +134,7 @@ impl<P: Parser> StreamDriver<P> {
         ts_ns: u64,
         bytes: &[u8],
         cut: u64,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) {
         if self.dropped {
             return;
@@ -202,7 +202,7 @@ impl<P: Parser> StreamDriver<P> {
     }
 
     /// The connection ended: flush in-flight requests.
-    pub fn close(&mut self, ts_ns: u64, out: &mut Vec<Record>) {
+    pub fn close(&mut self, ts_ns: u64, out: &mut Records) {
         self.parser.close(ts_ns, out);
         for d in &mut self.dirs {
             d.clear();
@@ -211,7 +211,7 @@ impl<P: Parser> StreamDriver<P> {
         }
     }
 
-    fn drain_buffer(&mut self, dir: Direction, out: &mut Vec<Record>) {
+    fn drain_buffer(&mut self, dir: Direction, out: &mut Records) {
         let d = &mut self.dirs[dir.index()];
         let start = d.start;
         let bytes = std::mem::take(&mut d.bytes);
@@ -242,7 +242,7 @@ impl<P: Parser> StreamDriver<P> {
 
     /// Calls the parser until it needs more bytes; returns how many bytes of `input` were
     /// consumed (a skip beyond the input is recorded in the direction's `skip`).
-    fn run(&mut self, dir: Direction, input: Input<'_>, out: &mut Vec<Record>) -> usize {
+    fn run(&mut self, dir: Direction, input: Input<'_>, out: &mut Records) -> usize {
         let mut pos = 0usize;
         let mut errors_without_progress = 0u32;
         while pos < input.bytes.len() {
@@ -375,9 +375,9 @@ pub fn replay_chunks<P: Parser>(
     parser: P,
     chunks: &[(Direction, u64, &[u8])],
     piece: usize,
-) -> (Vec<Record>, StreamDriver<P>) {
+) -> (Records, StreamDriver<P>) {
     let mut driver = StreamDriver::new(parser);
-    let mut out = Vec::new();
+    let mut out = Records::default();
     let mut last_ts = 0;
     for &(dir, ts, bytes) in chunks {
         for part in bytes.chunks(piece.max(1)) {
@@ -397,8 +397,8 @@ pub fn feed_fuzz_input<P: Parser>(
     driver: &mut StreamDriver<P>,
     data: &[u8],
     mut check: impl FnMut(&StreamDriver<P>),
-) -> Vec<Record> {
-    let mut out = Vec::new();
+) -> Records {
+    let mut out = Records::default();
     let mut rest = data;
     let mut ts = 1u64;
     while let [control, length, tail @ ..] = rest {
@@ -451,7 +451,7 @@ mod tests {
             &mut self,
             dir: Direction,
             input: &Input<'_>,
-            _out: &mut Vec<Record>,
+            _out: &mut Records,
         ) -> Result<Step, ParseError> {
             let Some(&len) = input.bytes.first() else {
                 return Ok(Step::NeedMore);
@@ -483,7 +483,7 @@ mod tests {
         fn gap(&mut self, dir: Direction, len: u64, _ts: u64) {
             self.gaps.push((dir, len));
         }
-        fn close(&mut self, _ts: u64, _out: &mut Vec<Record>) {}
+        fn close(&mut self, _ts: u64, _out: &mut Records) {}
         fn counters(&self) -> ParserCounters {
             ParserCounters::default()
         }
@@ -494,7 +494,7 @@ mod tests {
     #[test]
     fn messages_split_across_syscalls_keep_first_and_last_timestamps() {
         let mut d = StreamDriver::new(LenPrefixed::default());
-        let mut out = vec![];
+        let mut out = crate::Records::default();
         d.push(C2S, 10, &[3, b'a'], 0, &mut out);
         d.push(C2S, 20, &[b'b'], 0, &mut out);
         d.push(C2S, 30, &[b'c', 1, b'x', 2], 0, &mut out);
@@ -533,7 +533,7 @@ mod tests {
             ..Default::default()
         };
         let mut d = StreamDriver::new(parser);
-        let mut out = vec![];
+        let mut out = crate::Records::default();
         // A 100-byte body: header seen, 3 body bytes captured, 50 cut, 47 in the next call.
         d.push(C2S, 1, &[100, 0, 0, 0], 50, &mut out);
         d.push(C2S, 2, &[0; 47], 0, &mut out);
@@ -548,7 +548,7 @@ mod tests {
     #[test]
     fn cut_inside_a_message_is_a_gap_that_includes_the_buffered_part() {
         let mut d = StreamDriver::new(LenPrefixed::default());
-        let mut out = vec![];
+        let mut out = crate::Records::default();
         d.push(C2S, 1, &[9, 1, 2], 7, &mut out);
         assert_eq!(d.parser().gaps, vec![(C2S, 10)]);
         d.push(C2S, 2, &[1, 7], 0, &mut out);
@@ -558,7 +558,7 @@ mod tests {
     #[test]
     fn buffer_cap_turns_an_endless_message_into_a_gap() {
         let mut d = StreamDriver::with_max_buffered(LenPrefixed::default(), 64);
-        let mut out = vec![];
+        let mut out = crate::Records::default();
         d.push(C2S, 1, &[200; 40], 0, &mut out);
         d.push(C2S, 2, &[200; 40], 0, &mut out);
         assert_eq!(d.counters().n_overflows, 1);
@@ -568,7 +568,7 @@ mod tests {
     #[test]
     fn unfollowable_stream_drops_the_connection() {
         let mut d = StreamDriver::new(LenPrefixed::default());
-        let mut out = vec![];
+        let mut out = crate::Records::default();
         d.push(C2S, 1, &[0xff, 1, 2], 0, &mut out);
         assert!(d.is_dropped());
         d.push(C2S, 2, &[1, 1], 0, &mut out);

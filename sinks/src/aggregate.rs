@@ -712,7 +712,7 @@ impl Aggregator {
     /// Adds one request. Allocates only for keys, strings or windows not seen before (or when
     /// the pools have not yet grown to the steady-state number of keys).
     #[inline]
-    pub fn record(&mut self, request: &CapturedRequest) {
+    pub fn record(&mut self, request: &CapturedRequest<'_>) {
         let record = &request.record;
         let conn = &*request.conn;
         let duration_ns = record.end_ns.saturating_sub(record.start_ns);

@@ -1,5 +1,6 @@
 //! Builds the `requests` table's Arrow columns directly from [`CapturedRequest`]s: one builder
-//! per column, fed field by field, no intermediate row struct.
+//! per column, fed field by field, no intermediate row struct; text is copied once, from the
+//! batch's arena into its column.
 //!
 //! Mapping choices: ClickHouse-only columns are null on ZooKeeper rows and vice versa; empty
 //! ClickHouse strings (query id, user, ...) are stored as null; addresses are formatted once per
@@ -186,12 +187,12 @@ impl RequestColumns {
 
     /// The row's `ts` (Unix µs) without appending it.
     #[inline]
-    pub fn ts_micros(&self, request: &CapturedRequest) -> i64 {
+    pub fn ts_micros(&self, request: &CapturedRequest<'_>) -> i64 {
         monotonic_ns_to_unix_micros(request.record.start_ns, self.monotonic_to_unix_offset_ns)
     }
 
     /// Appends one row.
-    pub fn append(&mut self, request: &CapturedRequest) {
+    pub fn append(&mut self, request: &CapturedRequest<'_>) {
         let record = &request.record;
         let conn = &request.conn;
         let (client_addr, server_addr) = self.addresses.get(conn);
@@ -214,7 +215,7 @@ impl RequestColumns {
         self.status.append_value(record.status.name());
         self.error_code.append_option(record.error_code);
         self.error_name.append_option(record.error_name.as_deref());
-        match &record.query {
+        match request.query() {
             Some(query) if self.redact_queries && record.protocol == Protocol::ClickHouse => {
                 redact_query_into(query, &mut self.redacted_query);
                 self.query.append_value(&self.redacted_query);
@@ -227,24 +228,24 @@ impl RequestColumns {
         self.bytes_received
             .append_value(saturating_i64(record.bytes_received));
         self.error_message
-            .append_option(record.error_message.as_deref());
+            .append_option(request.opt_str(record.error_message));
         self.query_truncated.append_value(record.query_truncated);
         self.cgroup_id.append_value(conn.cgroup_id as i64);
 
         match &record.details {
             Details::ClickHouse(ch) => {
-                append_non_empty(&mut self.query_id, &ch.query_id);
+                append_non_empty(&mut self.query_id, request.str(ch.query_id));
                 self.query_kind.append_option(
                     ch.query_kind
                         .map(|kind| kind.name())
                         .filter(|n| !n.is_empty()),
                 );
-                append_non_empty(&mut self.initial_query_id, &ch.initial_query_id);
-                append_non_empty(&mut self.user, &ch.user);
-                append_non_empty(&mut self.client_name, &ch.client_name);
+                append_non_empty(&mut self.initial_query_id, request.str(ch.initial_query_id));
+                append_non_empty(&mut self.user, request.str(ch.user));
+                append_non_empty(&mut self.client_name, request.str(ch.client_name));
                 self.rows_read.append_value(saturating_i64(ch.rows_read));
                 self.bytes_read.append_value(saturating_i64(ch.bytes_read));
-                append_non_empty(&mut self.client_version, &ch.client_version);
+                append_non_empty(&mut self.client_version, request.str(ch.client_version));
                 self.rows_written
                     .append_value(saturating_i64(ch.rows_written));
                 self.bytes_written
@@ -278,7 +279,7 @@ impl RequestColumns {
                 if zk.multi_ops.is_empty() {
                     self.zk_multi_ops.append_null();
                 } else {
-                    for op in &zk.multi_ops {
+                    for op in request.multi_ops() {
                         self.zk_multi_ops.values().append_value(op);
                     }
                     self.zk_multi_ops.append(true);

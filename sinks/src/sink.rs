@@ -5,10 +5,10 @@
 //!
 //! ```no_run
 //! # use l7tap_sinks::{ParquetSink, SinkConfig};
-//! # fn rows() -> Vec<l7tap_protocols::CapturedRequest> { vec![] }
+//! # fn batches() -> Vec<l7tap_protocols::CapturedBatch> { vec![] }
 //! let mut sink = ParquetSink::new(SinkConfig::new("/var/lib/l7tap", "host1", 0)).unwrap();
-//! for request in rows() {
-//!     sink.push_request(&request); // no I/O, never fails
+//! for batch in batches() {
+//!     sink.push_batch(&batch); // no I/O, never fails
 //! }
 //! if let Err(error) = sink.try_flush() {
 //!     // Full disk, unwritable directory...: rows stay buffered; call try_flush again later.
@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use l7tap_protocols::CapturedRequest;
+use l7tap_protocols::{CapturedBatch, CapturedRequest};
 
 use crate::aggregate::IntervalRow;
 use crate::capture_stats::{CaptureStatsColumns, CaptureStatsRow};
@@ -224,7 +224,7 @@ impl ParquetSink {
     /// Buffers one `requests` row. No I/O; never fails (a row is dropped and counted only when
     /// the sink is over `max_buffered_bytes` because writes have been failing).
     #[inline]
-    pub fn push_request(&mut self, request: &CapturedRequest) {
+    pub fn push_request(&mut self, request: &CapturedRequest<'_>) {
         if self.over_budget {
             self.requests.drop_row();
             return;
@@ -233,6 +233,13 @@ impl ParquetSink {
         self.requests.before_row(ts_us);
         self.requests.columns.append(request);
         self.requests.after_row();
+    }
+
+    /// Buffers every row of `batch`, in order.
+    pub fn push_batch(&mut self, batch: &CapturedBatch) {
+        for request in batch.iter() {
+            self.push_request(&request);
+        }
     }
 
     /// Buffers one `intervals` row (see [`crate::aggregate::Aggregator::flush_until`]).

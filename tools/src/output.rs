@@ -155,9 +155,7 @@ fn handle(
 ) {
     match msg {
         ActorOutput::Requests(batch) => {
-            for r in &batch {
-                sink.push_request(r);
-            }
+            sink.push_batch(&batch);
             report.requests += batch.len() as u64;
         }
         ActorOutput::Windows {

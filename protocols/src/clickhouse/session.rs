@@ -23,6 +23,7 @@
 //! candidate layout; the one followed by the syscall's end or by another packet wins, and when
 //! only one fits, the range shrinks to it for the rest of the connection.
 use std::borrow::Cow;
+use std::io::Write as _;
 
 use super::block::{read_block_header, BlockWalker, TypeArena, WalkError, WalkStep};
 use super::codes::{revision, ClientPacket, ServerPacket};
@@ -33,7 +34,7 @@ use super::statement::statement_type;
 use super::wire::{bounded_text, is_printable, Cursor, WireError, WireResult, MAX_NAME};
 use crate::{
     ClickHouseDetails, Details, Direction, Input, ParseError, Parser, ParserCounters, Protocol,
-    QueryKind, Record, RequestRecord, Status, Step,
+    QueryKind, Records, RequestRecord, Status, Step, TextArena,
 };
 
 /// Limits of what a record keeps.
@@ -197,6 +198,8 @@ pub struct ClickHouseParser {
     hello_ts: Option<u64>,
     handshake_failed: bool,
     query: Option<InFlight>,
+    /// Text of the query in flight (its record's spans); reset when the next one starts.
+    query_text: TextArena,
     counters: ParserCounters,
     /// Scratch space for the type names seen while resynchronising.
     scratch_types: TypeArena,
@@ -278,6 +281,7 @@ impl ClickHouseParser {
             hello_ts: None,
             handshake_failed: false,
             query: None,
+            query_text: TextArena::default(),
             counters: ParserCounters::default(),
             scratch_types: TypeArena::default(),
             scratch_walker: BlockWalker::default(),
@@ -318,7 +322,7 @@ impl ClickHouseParser {
     fn parse_client(
         &mut self,
         input: &Input<'_>,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) -> Result<Step, ParseError> {
         let buf = input.bytes;
         loop {
@@ -407,7 +411,7 @@ impl ClickHouseParser {
     fn client_packet(
         &mut self,
         input: &Input<'_>,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) -> Result<Step, ParseError> {
         let buf = input.bytes;
         let mut c = Cursor::new(buf);
@@ -567,7 +571,7 @@ impl ClickHouseParser {
     fn query_packet(
         &mut self,
         input: &Input<'_>,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) -> Result<Step, ParseError> {
         let buf = input.bytes;
         let QueryMatch { head, layout } = match self.match_query(input) {
@@ -601,7 +605,7 @@ impl ClickHouseParser {
             return Ok(Step::NeedMore);
         };
         let captured = &buf[text_at..(text_at + kept).min(buf.len())];
-        let (query_text, cut) = bounded_text(captured, max);
+        let (query_bytes, cut) = bounded_text(captured, max);
         let truncated = cut || head.text_len as usize > max;
         match self.layout {
             None => self.layout = Some(layout),
@@ -615,7 +619,7 @@ impl ClickHouseParser {
         }
         // The record reports what the Query itself shows (the negotiated revision, or the
         // highest its layout allows), not what later packets proved on this side.
-        self.start_query(&head, layout.hi, query_text, truncated, input.ts_at(0), out);
+        self.start_query(&head, layout.hi, query_bytes, truncated, input.ts_at(0), out);
         self.client = next;
         self.counters.n_messages += 1;
         Ok(Step::Consumed(packet_len))
@@ -625,30 +629,37 @@ impl ClickHouseParser {
         &mut self,
         head: &QueryHead<'_>,
         revision: u64,
-        query: String,
+        query: &[u8],
         truncated: bool,
         ts: u64,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) {
         if let Some(previous) = self.query.take() {
             self.emit(previous, Status::Incomplete, None, out);
         }
-        let operation = statement_type(query.as_bytes());
+        let operation = statement_type(query);
+        let text = &mut self.query_text;
+        text.clear();
+        let query = text.push_lossy(query);
         let (client_name, client_version) = if head.client_name.is_empty() {
-            (self.client_name.clone(), self.client_version.clone())
+            (text.push(&self.client_name), text.push(&self.client_version))
         } else {
-            let version = match head.version_patch {
-                Some(p) => format!("{}.{}.{}", head.version_major, head.version_minor, p),
-                None => format!("{}.{}", head.version_major, head.version_minor),
+            let name = text.push_lossy(head.client_name);
+            let mut version = [0u8; 64];
+            let mut cursor = std::io::Cursor::new(&mut version[..]);
+            let _ = match head.version_patch {
+                Some(p) => write!(cursor, "{}.{}.{}", head.version_major, head.version_minor, p),
+                None => write!(cursor, "{}.{}", head.version_major, head.version_minor),
             };
-            (text(head.client_name), version)
+            let written = cursor.position() as usize;
+            (name, text.push_lossy(&version[..written]))
         };
         // An interserver connection authenticates each query for its initial user.
         let user =
             if self.user.is_empty() || self.user.as_bytes() == packets::INTERSERVER_SECRET_USER {
-                text(head.initial_user)
+                text.push_lossy(head.initial_user)
             } else {
-                self.user.clone()
+                text.push(&self.user)
             };
         let record = RequestRecord {
             protocol: Protocol::ClickHouse,
@@ -663,21 +674,21 @@ impl ClickHouseParser {
             query_truncated: truncated,
             bytes_sent: 0,
             bytes_received: 0,
-            details: Details::ClickHouse(Box::new(ClickHouseDetails {
-                query_id: text(head.query_id),
+            details: Details::ClickHouse(ClickHouseDetails {
+                query_id: text.push_lossy(head.query_id),
                 query_kind: Some(match head.kind {
                     1 => QueryKind::Initial,
                     2 => QueryKind::Secondary,
                     _ => QueryKind::Unknown,
                 }),
-                initial_query_id: text(head.initial_query_id),
+                initial_query_id: text.push_lossy(head.initial_query_id),
                 user,
                 client_name,
                 client_version,
                 revision,
                 compressed: head.compression,
                 ..Default::default()
-            })),
+            }),
         };
         self.query = Some(InFlight {
             record,
@@ -691,7 +702,7 @@ impl ClickHouseParser {
     fn resync_client(
         &mut self,
         input: &Input<'_>,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) -> Result<Step, ParseError> {
         let buf = input.bytes;
         let aligned = self.aligned[Direction::ClientToServer.index()];
@@ -738,7 +749,7 @@ impl ClickHouseParser {
     fn parse_server(
         &mut self,
         input: &Input<'_>,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) -> Result<Step, ParseError> {
         let buf = input.bytes;
         loop {
@@ -809,7 +820,7 @@ impl ClickHouseParser {
     fn server_packet(
         &mut self,
         input: &Input<'_>,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) -> Result<Step, ParseError> {
         let buf = input.bytes;
         let mut c = Cursor::new(buf);
@@ -1251,7 +1262,7 @@ impl ClickHouseParser {
     fn resync_server(
         &mut self,
         input: &Input<'_>,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) -> Result<Step, ParseError> {
         let buf = input.bytes;
         let aligned = self.aligned[Direction::ServerToClient.index()];
@@ -1332,7 +1343,7 @@ impl ClickHouseParser {
         e: &packets::ExceptionHead<'_>,
         ts: u64,
         len: u64,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) {
         let status = if q.cancelled {
             Status::Cancelled
@@ -1345,14 +1356,14 @@ impl ClickHouseParser {
         let (code, name, message) = self.error_fields(e);
         q.record.error_code = Some(code);
         q.record.error_name = name;
-        q.record.error_message = Some(message);
+        q.record.error_message = Some(self.query_text.push_lossy(message));
         self.emit(q, status, Some(ts), out);
     }
 
-    fn error_fields(
+    fn error_fields<'a>(
         &self,
-        e: &packets::ExceptionHead<'_>,
-    ) -> (i32, Option<Cow<'static, str>>, String) {
+        e: &packets::ExceptionHead<'a>,
+    ) -> (i32, Option<Cow<'static, str>>, &'a [u8]) {
         let first_line = e.message.split(|&b| b == b'\n').next().unwrap_or(b"");
         let (message, _) = bounded_text(first_line, self.config.max_error_message_bytes);
         (e.code, error_name(e.code).map(Cow::Borrowed), message)
@@ -1364,7 +1375,7 @@ impl ClickHouseParser {
         status: Status,
         ts: u64,
         len: u64,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) {
         q.record.bytes_received += len;
         self.emit(q, status, Some(ts), out);
@@ -1375,7 +1386,7 @@ impl ClickHouseParser {
         mut q: InFlight,
         status: Status,
         end_ts: Option<u64>,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) {
         q.record.status = status;
         q.record.end_ns = end_ts.unwrap_or(q.record.start_ns);
@@ -1389,7 +1400,7 @@ impl ClickHouseParser {
         if is_insert && !progress_written && d.rows_written == 0 {
             d.rows_written = client_rows;
         }
-        out.push(Record::Request(q.record));
+        out.push_from(q.record, &self.query_text);
     }
 
     fn login_failed(
@@ -1397,11 +1408,20 @@ impl ClickHouseParser {
         e: &packets::ExceptionHead<'_>,
         ts: u64,
         len: u64,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) {
         self.handshake_failed = true;
         let (code, name, message) = self.error_fields(e);
-        out.push(Record::Request(RequestRecord {
+        let text = &mut out.text;
+        let error_message = Some(text.push_lossy(message));
+        let details = Details::ClickHouse(ClickHouseDetails {
+            user: text.push(&self.user),
+            client_name: text.push(&self.client_name),
+            client_version: text.push(&self.client_version),
+            revision: self.client_revision.unwrap_or(0),
+            ..Default::default()
+        });
+        out.push(RequestRecord {
             protocol: Protocol::ClickHouse,
             start_ns: self.hello_ts.unwrap_or(ts),
             end_ns: ts,
@@ -1409,19 +1429,13 @@ impl ClickHouseParser {
             status: Status::Error,
             error_code: Some(code),
             error_name: name,
-            error_message: Some(message),
+            error_message,
             query: None,
             query_truncated: false,
             bytes_sent: 0,
             bytes_received: len,
-            details: Details::ClickHouse(Box::new(ClickHouseDetails {
-                user: self.user.clone(),
-                client_name: self.client_name.clone(),
-                client_version: self.client_version.clone(),
-                revision: self.client_revision.unwrap_or(0),
-                ..Default::default()
-            })),
-        }));
+            details,
+        });
     }
 
     /// The in-flight query, if a response packet sent at `ts` can end it: a packet older than
@@ -1543,7 +1557,7 @@ impl Parser for ClickHouseParser {
         &mut self,
         dir: Direction,
         input: &Input<'_>,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) -> Result<Step, ParseError> {
         if input.bytes.is_empty() {
             return Ok(Step::NeedMore);
@@ -1587,7 +1601,7 @@ impl Parser for ClickHouseParser {
         }
     }
 
-    fn close(&mut self, _ts_ns: u64, out: &mut Vec<Record>) {
+    fn close(&mut self, _ts_ns: u64, out: &mut Records) {
         if let Some(q) = self.query.take() {
             self.emit(q, Status::Incomplete, None, out);
         }

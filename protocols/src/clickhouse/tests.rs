@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use super::ClickHouseParser;
 use crate::fixture::parse_chunks;
 use crate::stream::StreamDriver;
-use crate::{Details, Direction, Record, RequestRecord, Status};
+use crate::{Details, Direction, OwnedRecord, Records, Status};
 
 /// One syscall of a fixture: direction, timestamp, captured bytes, bytes cut after them.
 type Chunk = (Direction, u64, Vec<u8>, u64);
@@ -75,9 +75,9 @@ fn has_cuts(chunks: &[Chunk]) -> bool {
 
 /// Feeds `chunks` to a fresh driver, each split into pieces of at most `piece` bytes (a cut
 /// follows the last piece), and closes at the end.
-fn run(chunks: &[Chunk], piece: usize) -> (Vec<RequestRecord>, StreamDriver<ClickHouseParser>) {
+fn run(chunks: &[Chunk], piece: usize) -> (Vec<OwnedRecord>, StreamDriver<ClickHouseParser>) {
     let mut driver = StreamDriver::new(ClickHouseParser::default());
-    let mut out = Vec::new();
+    let mut out = Records::default();
     let mut last_ts = 0;
     for (dir, ts, bytes, cut) in chunks {
         let pieces: Vec<&[u8]> = if bytes.is_empty() {
@@ -96,11 +96,11 @@ fn run(chunks: &[Chunk], piece: usize) -> (Vec<RequestRecord>, StreamDriver<Clic
     (requests(out), driver)
 }
 
-fn requests(out: Vec<Record>) -> Vec<RequestRecord> {
-    out.into_iter().map(|Record::Request(r)| r).collect()
+fn requests(out: Records) -> Vec<OwnedRecord> {
+    out.to_owned_records()
 }
 
-fn describe(records: &[RequestRecord], driver: &StreamDriver<ClickHouseParser>) -> String {
+fn describe(records: &[OwnedRecord], driver: &StreamDriver<ClickHouseParser>) -> String {
     let mut s = String::new();
     for (i, r) in records.iter().enumerate() {
         let Details::ClickHouse(d) = &r.details else {
@@ -120,12 +120,12 @@ fn describe(records: &[RequestRecord], driver: &StreamDriver<ClickHouseParser>) 
         let _ = writeln!(
             s,
             "   id={:?} kind={} initial_id={:?} user={:?} client={:?} version={:?} revision={} compressed={}",
-            d.query_id,
+            r.str(d.query_id),
             d.query_kind.map_or("-", |k| k.name()),
-            d.initial_query_id,
-            d.user,
-            d.client_name,
-            d.client_version,
+            r.str(d.initial_query_id),
+            r.str(d.user),
+            r.str(d.client_name),
+            r.str(d.client_version),
             d.revision,
             d.compressed
         );
@@ -134,7 +134,7 @@ fn describe(records: &[RequestRecord], driver: &StreamDriver<ClickHouseParser>) 
             "   read={}r/{}b written={}r/{}b result_rows={}",
             d.rows_read, d.bytes_read, d.rows_written, d.bytes_written, d.result_rows
         );
-        if let Some(q) = &r.query {
+        if let Some(q) = r.query() {
             let _ = writeln!(
                 s,
                 "   query={:?}{}",
@@ -152,7 +152,7 @@ fn describe(records: &[RequestRecord], driver: &StreamDriver<ClickHouseParser>) 
                 "   error={} {} {:?}",
                 code,
                 r.error_name.as_deref().unwrap_or("?"),
-                r.error_message.as_deref().unwrap_or("")
+                r.error_message().unwrap_or("")
             );
         }
     }
@@ -288,7 +288,7 @@ fn a_response_whose_end_was_cut_stays_incomplete() {
             .collect();
         assert_eq!(cut.len(), 1, "{name}");
         assert!(
-            cut[0].query.as_deref().unwrap().contains("system.numbers"),
+            cut[0].query().unwrap().contains("system.numbers"),
             "{name}"
         );
         assert_eq!(cut[0].end_ns, cut[0].start_ns, "{name}");
@@ -323,7 +323,7 @@ fn rechunking_gives_identical_records() {
 }
 
 /// Records that are complete (not cut off by the end of the bytes).
-fn complete(records: &[RequestRecord]) -> Vec<&RequestRecord> {
+fn complete(records: &[OwnedRecord]) -> Vec<&OwnedRecord> {
     records
         .iter()
         .filter(|r| r.status != Status::Incomplete)
@@ -364,17 +364,17 @@ fn every_prefix_gives_a_prefix_of_the_records() {
 }
 
 /// The fields a record from a mid-stream start must get right when it exists at all.
-fn key(r: &RequestRecord) -> (u64, u64, Option<String>, Status, Option<i32>, String) {
+fn key(r: &OwnedRecord) -> (u64, u64, Option<String>, Status, Option<i32>, String) {
     let Details::ClickHouse(d) = &r.details else {
         unreachable!()
     };
     (
         r.start_ns,
         r.end_ns,
-        r.query.clone(),
+        r.query().map(str::to_owned),
         r.status,
         r.error_code,
-        d.query_id.clone(),
+        r.str(d.query_id).to_owned(),
     )
 }
 
@@ -412,12 +412,11 @@ fn mid_stream_starts_never_misparse() {
 }
 
 /// A record without its timestamps (which move when syscalls are merged).
-fn untimed(r: &RequestRecord) -> RequestRecord {
-    RequestRecord {
-        start_ns: 0,
-        end_ns: 0,
-        ..r.clone()
-    }
+fn untimed(r: &OwnedRecord) -> OwnedRecord {
+    let mut r = r.clone();
+    r.start_ns = 0;
+    r.end_ns = 0;
+    r
 }
 
 /// The conversation as a reading process sees it: every run of one direction's syscalls
@@ -469,7 +468,7 @@ fn a_gap_in_a_response_loses_at_most_that_query() {
                 continue;
             }
             let mut driver = StreamDriver::new(ClickHouseParser::default());
-            let mut out = Vec::new();
+            let mut out = Records::default();
             for (j, (d, t, bytes, _)) in chunks.iter().enumerate() {
                 if j == i {
                     // Only the first 2 bytes of this syscall were captured.
@@ -504,7 +503,7 @@ fn garbage_makes_no_records() {
     };
     for round in 0..200 {
         let mut driver = StreamDriver::new(ClickHouseParser::default());
-        let mut out = Vec::new();
+        let mut out = Records::default();
         for i in 0..20 {
             let len = (next() % 300) as usize;
             let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
@@ -690,7 +689,7 @@ fn a_query_longer_than_the_buffer_is_kept_bounded() {
     assert_eq!(records.len(), 1, "{:?}", driver.counters());
     let r = &records[0];
     assert!(r.query_truncated);
-    let q = r.query.as_deref().unwrap();
+    let q = r.query().unwrap();
     assert!(q.len() <= 4096 && q.starts_with("INSERT INTO t VALUES (1, 'é')"));
     assert_eq!(
         (r.operation.as_ref(), r.status, r.start_ns),

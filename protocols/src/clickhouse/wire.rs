@@ -140,16 +140,16 @@ pub(crate) fn is_printable(s: &[u8]) -> bool {
 }
 
 /// Lossy UTF-8 of at most `max` bytes, cut at a character boundary; `(text, truncated)`.
-pub(crate) fn bounded_text(s: &[u8], max: usize) -> (String, bool) {
+pub(crate) fn bounded_text(s: &[u8], max: usize) -> (&[u8], bool) {
     if s.len() <= max {
-        return (String::from_utf8_lossy(s).into_owned(), false);
+        return (s, false);
     }
     let mut cut = max;
     // Do not split a UTF-8 sequence: back up over continuation bytes.
     while cut > 0 && cut < s.len() && (s[cut] & 0xc0) == 0x80 {
         cut -= 1;
     }
-    (String::from_utf8_lossy(&s[..cut]).into_owned(), true)
+    (&s[..cut], true)
 }
 
 #[cfg(test)]
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn bounded_text_cuts_at_char_boundaries() {
-        assert_eq!(bounded_text("héllo".as_bytes(), 2), ("h".to_string(), true));
-        assert_eq!(bounded_text(b"abc", 3), ("abc".to_string(), false));
+        assert_eq!(bounded_text("héllo".as_bytes(), 2), (&b"h"[..], true));
+        assert_eq!(bounded_text(b"abc", 3), (&b"abc"[..], false));
     }
 }

@@ -40,8 +40,8 @@ use std::borrow::Cow;
 pub use codes::{ErrorCode, OpCode};
 
 use crate::{
-    Direction, Input, ParseError, Parser, ParserCounters, Protocol, Record, RequestRecord, Status,
-    Step, ZooKeeperConnect, ZooKeeperDetails,
+    Direction, Input, ParseError, Parser, ParserCounters, Protocol, Records, RequestRecord, Status,
+    Step, TextArena, ZooKeeperConnect, ZooKeeperDetails,
 };
 use codes::{four_letter_word, protocol_version, xid, SET_TRACE_MASK};
 use decoding::{
@@ -109,10 +109,14 @@ pub struct ZooKeeperParser {
     tentative_four_letter: Option<(&'static str, u64, usize)>,
     /// Handshake sent, answer not seen yet.
     pending_connect: Option<(ConnectRequest, RequestRecord)>,
-    /// A reply whose body the parser is skipping: emitted at the body's last byte.
+    /// A reply whose body the parser is skipping: emitted at the body's last byte. Its text
+    /// is in `pending_text`.
     pending_reply: Option<RequestRecord>,
+    pending_text: TextArena,
     /// Replies whose last byte fell in a gap: emitted with the next call.
-    finished_in_gap: Vec<Record>,
+    finished_in_gap: Records,
+    /// A multi's op names, gathered while its frame is examined.
+    multi_ops: Vec<&'static str>,
     in_flight: InFlightQueue,
     session_id: Option<i64>,
     xid_width: XidWidth,
@@ -221,7 +225,6 @@ enum Examined<T> {
 struct RequestFrame<'a> {
     header: RequestHeader,
     fields: RequestFields<'a>,
-    multi_ops: Vec<&'static str>,
     frame_len: usize,
 }
 
@@ -255,7 +258,9 @@ impl ZooKeeperParser {
             tentative_four_letter: None,
             pending_connect: None,
             pending_reply: None,
-            finished_in_gap: Vec::new(),
+            pending_text: TextArena::default(),
+            finished_in_gap: Records::default(),
+            multi_ops: Vec::new(),
             in_flight: InFlightQueue::new(settings.max_in_flight),
             session_id: None,
             xid_width: XidWidth::Bits32,
@@ -306,7 +311,7 @@ impl ZooKeeperParser {
     fn parse_requests(
         &mut self,
         input: &Input<'_>,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) -> Result<Step, ParseError> {
         let bytes = input.bytes;
         if let Conversation::FourLetter(exchange) = &mut self.conversation {
@@ -430,8 +435,13 @@ impl ZooKeeperParser {
         Step::Consumed(len as u64)
     }
 
-    /// Checks the request frame at the front of `bytes` without recording anything.
-    fn examine_request<'a>(&self, bytes: &'a [u8], strict: bool) -> Examined<RequestFrame<'a>> {
+    /// Checks the request frame at the front of `bytes` without recording anything (a
+    /// multi's op names go to `self.multi_ops`).
+    fn examine_request<'a>(
+        &mut self,
+        bytes: &'a [u8],
+        strict: bool,
+    ) -> Examined<RequestFrame<'a>> {
         let Some(len) = declared_length(bytes) else {
             return Examined::NeedMore;
         };
@@ -472,20 +482,19 @@ impl ZooKeeperParser {
             at_hand = at_hand.min(4 + self.settings.max_path_bytes + 64);
         }
         let mut reader = JuteReader::new(&bytes[body_start..body_start + at_hand], body_len);
-        let mut multi_ops = Vec::new();
+        self.multi_ops.clear();
         match request_fields(
             header.op,
             &mut reader,
             self.settings.max_path_bytes,
             strict,
-            &mut multi_ops,
+            &mut self.multi_ops,
         ) {
             Err(what) => Examined::Invalid(what),
             Ok(_) if at_hand < needed => Examined::NeedMore,
             Ok(fields) => Examined::Frame(RequestFrame {
                 header,
                 fields,
-                multi_ops,
                 frame_len: LENGTH_PREFIX + len,
             }),
         }
@@ -495,12 +504,11 @@ impl ZooKeeperParser {
         &mut self,
         input: &Input<'_>,
         frame: RequestFrame<'_>,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) -> Step {
         let RequestFrame {
             header,
             fields,
-            multi_ops,
             frame_len,
         } = frame;
         self.counters.n_messages += 1;
@@ -517,6 +525,9 @@ impl ZooKeeperParser {
         let path = fields
             .path
             .or(fields.auth_scheme.map(|scheme| (scheme, false)));
+        let text = self.in_flight.text_mut();
+        let path_text = path.map(|(p, _)| text.push_lossy(p));
+        let multi_ops = text.push_joined(self.multi_ops.iter().copied(), ',');
         self.in_flight.push(
             InFlight {
                 xid: header.xid,
@@ -524,7 +535,7 @@ impl ZooKeeperParser {
                 start_ns: input.ts_at(0),
                 bytes_sent: frame_len as u64,
                 session_id: self.session_id,
-                path: path.map(|(p, _)| text(p)),
+                path: path_text,
                 path_truncated: path.is_some_and(|(_, truncated)| truncated),
                 watch: fields.watch,
                 version,
@@ -544,7 +555,7 @@ impl ZooKeeperParser {
     fn parse_replies(
         &mut self,
         input: &Input<'_>,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) -> Result<Step, ParseError> {
         let bytes = input.bytes;
         if self.replies.at_start {
@@ -577,7 +588,8 @@ impl ZooKeeperParser {
                     if left == 0 {
                         self.replies.position = Position::AtFrame;
                         if let Some(record) = self.pending_reply.take() {
-                            out.push(Record::Request(record));
+                            out.push_from(record, &self.pending_text);
+                            self.pending_text.clear();
                         }
                     } else {
                         self.replies.position = Position::InReplyBody { remaining: left };
@@ -605,7 +617,7 @@ impl ZooKeeperParser {
 
     /// The server's first bytes: the answer to a four-letter word, a ConnectResponse, or
     /// (returns `None`) frames of a session that started before the capture.
-    fn server_opening(&mut self, input: &Input<'_>, out: &mut Vec<Record>) -> Option<Step> {
+    fn server_opening(&mut self, input: &Input<'_>, out: &mut Records) -> Option<Step> {
         let bytes = input.bytes;
         let first = *bytes.first()?;
         if let Some((operation, start_ns, word_len)) = self.tentative_four_letter.take() {
@@ -659,7 +671,7 @@ impl ZooKeeperParser {
                 } else {
                     record.status = Status::Ok;
                 }
-                out.push(Record::Request(record));
+                out.push(record);
                 let compressed = request.use_compression
                     || request.protocol_version == protocol_version::KEEPER_TRACING;
                 if compressed && response.protocol_version == request.protocol_version {
@@ -741,7 +753,7 @@ impl ZooKeeperParser {
         &mut self,
         input: &Input<'_>,
         frame: ReplyFrame<'_>,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) -> Step {
         let ReplyFrame {
             header,
@@ -764,7 +776,8 @@ impl ZooKeeperParser {
             record.status = Status::Ok;
             record.end_ns = end_ns;
             record.bytes_received = frame_len as u64;
-            record.query = Some(text(event.path.0));
+            self.pending_text.clear();
+            record.query = Some(self.pending_text.push_lossy(event.path.0));
             record.query_truncated = event.path.1;
             record
         } else {
@@ -784,13 +797,19 @@ impl ZooKeeperParser {
             };
             if at_hand == frame_len {
                 // The common case, kept free of record moves.
-                out.push(Record::Request(request.answered(answer)));
+                self.in_flight.emit(request.answered(answer), out);
                 return Step::Consumed(frame_len as u64);
             }
-            request.answered(answer)
+            // The record waits for the reply's last byte: its text moves out of the queue.
+            let mut record = request.answered(answer);
+            self.pending_text.clear();
+            let (queue_text, pending_text) = (self.in_flight.text(), &mut self.pending_text);
+            record.for_each_text_mut(|span| *span = pending_text.copy_from(queue_text, *span));
+            record
         };
         if at_hand == frame_len {
-            out.push(Record::Request(record));
+            out.push_from(record, &self.pending_text);
+            self.pending_text.clear();
             return Step::Consumed(frame_len as u64);
         }
         // Emit at the reply's last byte, once the parser has skipped the rest of the body.
@@ -869,7 +888,7 @@ impl Parser for ZooKeeperParser {
         &mut self,
         dir: Direction,
         input: &Input<'_>,
-        out: &mut Vec<Record>,
+        out: &mut Records,
     ) -> Result<Step, ParseError> {
         if let Conversation::Unfollowable(what) = self.conversation {
             return Err(ParseError::Unfollowable {
@@ -916,7 +935,8 @@ impl Parser for ZooKeeperParser {
             }
             self.replies.position = Position::AtFrame;
             if let Some(record) = self.pending_reply.take() {
-                self.finished_in_gap.push(Record::Request(record));
+                self.finished_in_gap.push_from(record, &self.pending_text);
+                self.pending_text.clear();
             }
             if len == remaining {
                 return;
@@ -925,21 +945,23 @@ impl Parser for ZooKeeperParser {
         self.direction(dir).unsure();
     }
 
-    fn close(&mut self, ts_ns: u64, out: &mut Vec<Record>) {
+    fn close(&mut self, ts_ns: u64, out: &mut Records) {
         out.append(&mut self.finished_in_gap);
         if let Some((operation, start_ns, word_len)) = self.tentative_four_letter.take() {
             // A four-letter word nobody answered.
             self.start_four_letter(operation, start_ns, word_len as u64);
         }
         if let Conversation::FourLetter(exchange) = &self.conversation {
-            out.push(Record::Request(exchange.record()));
+            let record = exchange.record(&mut out.text);
+            out.push(record);
             self.conversation = Conversation::Frames;
         }
         if let Some((_, record)) = self.pending_connect.take() {
-            out.push(Record::Request(record));
+            out.push(record);
         }
         if let Some(record) = self.pending_reply.take() {
-            out.push(Record::Request(record));
+            out.push_from(record, &self.pending_text);
+            self.pending_text.clear();
         }
         self.in_flight.close(ts_ns, out);
     }
@@ -950,7 +972,8 @@ impl Parser for ZooKeeperParser {
 }
 
 impl FourLetterExchange {
-    fn record(&self) -> RequestRecord {
+    /// The exchange's record; its text goes to `text`.
+    fn record(&self, text: &mut TextArena) -> RequestRecord {
         let mut record = request_record(
             Cow::Borrowed(self.operation),
             self.start_ns,
@@ -968,23 +991,11 @@ impl FourLetterExchange {
             record.status = Status::Error;
             record.error_name = Some(Cow::Borrowed("NotInWhitelist"));
             let line = head.split(|&b| b == b'\n').next().unwrap_or(head);
-            record.error_message = Some(text(line));
+            record.error_message = Some(text.push_lossy(line));
         } else {
             record.status = Status::Ok;
         }
         record
-    }
-}
-
-/// Wire bytes as a record's text: UTF-8 as is (the fast, common case); a character cut by
-/// a length bound is dropped; other invalid bytes become U+FFFD.
-fn text(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        Err(e) if e.error_len().is_none() => {
-            String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned()
-        }
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 

@@ -10,10 +10,14 @@
 //!   matched one can no longer be answered: they end `Incomplete`;
 //! - a reply that matches nothing is counted and dropped, never recorded;
 //! - the queue is bounded: at the cap the oldest request ends `Incomplete`.
+//!
+//! The paths and multi op names of the requests in flight live in the queue's own text arena
+//! (cleared whenever the queue empties, compacted when it grows), so queueing a request
+//! allocates nothing once the connection is warm.
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-use crate::{Details, Protocol, Record, RequestRecord, Status, ZooKeeperDetails};
+use crate::{Details, Protocol, Records, RequestRecord, Status, Text, TextArena, ZooKeeperDetails};
 
 use super::codes::{ErrorCode, OpCode};
 
@@ -26,12 +30,14 @@ pub struct InFlight {
     pub start_ns: u64,
     pub bytes_sent: u64,
     pub session_id: Option<i64>,
-    /// Path (or an auth request's scheme), bounded, and whether it was cut.
-    pub path: Option<String>,
+    /// Path (or an auth request's scheme), bounded, in the queue's arena, and whether it
+    /// was cut.
+    pub path: Option<Text>,
     pub path_truncated: bool,
     pub watch: bool,
     pub version: Option<i32>,
-    pub multi_ops: Vec<&'static str>,
+    /// A multi's op names joined by `,`, in the queue's arena.
+    pub multi_ops: Text,
 }
 
 /// What a reply says about its request.
@@ -45,7 +51,7 @@ pub struct Answer {
 
 impl InFlight {
     /// The record of the answered request, built in one go (records are large: every
-    /// move of one costs).
+    /// move of one costs). Its text spans are those of the queue's arena.
     pub fn answered(self, answer: Answer) -> RequestRecord {
         let (status, error_code, error_name) = outcome(answer.err);
         RequestRecord {
@@ -101,10 +107,17 @@ pub fn clamp_xid(xid: i64) -> i32 {
     i32::try_from(xid).unwrap_or(if xid < 0 { i32::MIN } else { i32::MAX })
 }
 
+/// Arena size from which the queue's text is compacted (while requests stay in flight).
+const MIN_COMPACTION_BYTES: usize = 64 * 1024;
+
 /// Requests in flight, oldest first.
 #[derive(Debug)]
 pub struct InFlightQueue {
     queue: VecDeque<InFlight>,
+    /// Text of the requests in the queue (and of nothing else).
+    text: TextArena,
+    /// Arena length at which to drop the text of requests no longer in flight.
+    compact_at: usize,
     cap: usize,
     /// Requests ended `Incomplete` because the queue was full.
     pub n_overflows: u64,
@@ -116,6 +129,8 @@ impl InFlightQueue {
     pub fn new(cap: usize) -> Self {
         InFlightQueue {
             queue: VecDeque::new(),
+            text: TextArena::default(),
+            compact_at: MIN_COMPACTION_BYTES,
             cap: cap.max(1),
             n_overflows: 0,
             n_overtaken: 0,
@@ -126,14 +141,62 @@ impl InFlightQueue {
         self.queue.len()
     }
 
-    pub fn push(&mut self, request: InFlight, out: &mut Vec<Record>) {
+    /// The arena that a request's text must be in before it is pushed.
+    pub fn text_mut(&mut self) -> &mut TextArena {
+        if self.queue.is_empty() {
+            self.text.clear();
+        } else if self.text.len() >= self.compact_at {
+            self.compact();
+        }
+        &mut self.text
+    }
+
+    /// The text of the requests in flight.
+    pub fn text(&self) -> &TextArena {
+        &self.text
+    }
+
+    /// Emits `record` (text in this queue's arena) into `out`.
+    pub fn emit(&self, record: RequestRecord, out: &mut Records) {
+        out.push_from(record, &self.text);
+    }
+
+    pub fn push(&mut self, request: InFlight, out: &mut Records) {
         if self.queue.len() >= self.cap {
             if let Some(oldest) = self.queue.pop_front() {
                 self.n_overflows += 1;
-                out.push(Record::Request(oldest.unanswered()));
+                out.push_from(oldest.unanswered(), &self.text);
             }
         }
         self.queue.push_back(request);
+    }
+
+    /// Drops the text before the oldest span still in flight and rebases the rest.
+    fn compact(&mut self) {
+        let live_start = self
+            .queue
+            .iter()
+            .flat_map(|r| [r.path.unwrap_or(Text::EMPTY), r.multi_ops])
+            .filter(|t| !t.is_empty())
+            .map(Text::start)
+            .min();
+        match live_start {
+            None => self.text.clear(),
+            Some(dead) => {
+                self.text.drain_front(dead);
+                for r in &mut self.queue {
+                    if let Some(path) = &mut r.path {
+                        if !path.is_empty() {
+                            *path = path.shifted_back(dead);
+                        }
+                    }
+                    if !r.multi_ops.is_empty() {
+                        r.multi_ops = r.multi_ops.shifted_back(dead);
+                    }
+                }
+            }
+        }
+        self.compact_at = MIN_COMPACTION_BYTES.max(2 * self.text.len());
     }
 
     /// The type of the request a reply with `xid` would be paired with.
@@ -149,7 +212,7 @@ impl InFlightQueue {
 
     /// Takes the request a reply with `xid` answers; older requests of the same kind end
     /// `Incomplete` (their replies were lost).
-    pub fn take(&mut self, xid: i64, out: &mut Vec<Record>) -> Option<InFlight> {
+    pub fn take(&mut self, xid: i64, out: &mut Records) -> Option<InFlight> {
         let at = self.queue.iter().position(|r| r.xid == xid)?;
         if at == 0 {
             return self.queue.pop_front();
@@ -161,7 +224,7 @@ impl InFlightQueue {
             if xid_kind(self.queue[i].xid) == kind {
                 let lost = self.queue.remove(i).expect("index in range");
                 self.n_overtaken += 1;
-                out.push(Record::Request(lost.unanswered()));
+                out.push_from(lost.unanswered(), &self.text);
                 target -= 1;
             } else {
                 i += 1;
@@ -173,7 +236,7 @@ impl InFlightQueue {
     /// The connection ended at `ts_ns`: everything in flight ends. A closeSession the server
     /// did not answer was answered by the close itself (ClickHouse Keeper never replies to
     /// it); everything else is `Incomplete`.
-    pub fn close(&mut self, ts_ns: u64, out: &mut Vec<Record>) {
+    pub fn close(&mut self, ts_ns: u64, out: &mut Records) {
         for request in self.queue.drain(..) {
             let record = if request.op == OpCode::CLOSE_SESSION {
                 let answer = Answer {
@@ -186,8 +249,9 @@ impl InFlightQueue {
             } else {
                 request.unanswered()
             };
-            out.push(Record::Request(record));
+            out.push_from(record, &self.text);
         }
+        self.text.clear();
     }
 }
 
@@ -267,20 +331,18 @@ mod tests {
             path_truncated: false,
             watch: false,
             version: None,
-            multi_ops: Vec::new(),
+            multi_ops: Text::EMPTY,
         }
     }
 
-    fn statuses(out: &[Record]) -> Vec<(u64, Status)> {
-        out.iter()
-            .map(|Record::Request(r)| (r.start_ns, r.status))
-            .collect()
+    fn statuses(out: &Records) -> Vec<(u64, Status)> {
+        out.iter().map(|r| (r.start_ns, r.status)).collect()
     }
 
     #[test]
     fn a_reply_overtakes_only_older_requests_of_its_kind() {
         let mut q = InFlightQueue::new(100);
-        let mut out = vec![];
+        let mut out = Records::default();
         q.push(request(1, OpCode::GET_DATA, 1), &mut out);
         q.push(request(xid::PING, OpCode::PING, 2), &mut out);
         q.push(request(2, OpCode::GET_DATA, 3), &mut out);
@@ -300,7 +362,7 @@ mod tests {
     #[test]
     fn overflow_ends_the_oldest_and_close_ends_the_rest() {
         let mut q = InFlightQueue::new(2);
-        let mut out = vec![];
+        let mut out = Records::default();
         q.push(request(1, OpCode::GET_DATA, 1), &mut out);
         q.push(request(2, OpCode::GET_DATA, 2), &mut out);
         q.push(request(3, OpCode::CLOSE_SESSION, 3), &mut out);

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use super::*;
 use crate::fixture::{parse_chunks, Chunk};
 use crate::stream::{replay_chunks, StreamDriver};
-use crate::Details;
+use crate::{Details, OwnedRecord};
 
 const C2S: Direction = Direction::ClientToServer;
 const S2C: Direction = Direction::ServerToClient;
@@ -46,16 +46,16 @@ fn as_refs(chunks: &[Chunk]) -> Vec<(Direction, u64, &[u8])> {
         .collect()
 }
 
-fn replay(chunks: &[Chunk], piece: usize) -> (Vec<RequestRecord>, StreamDriver<ZooKeeperParser>) {
+fn replay(chunks: &[Chunk], piece: usize) -> (Vec<OwnedRecord>, StreamDriver<ZooKeeperParser>) {
     let (out, driver) = replay_chunks(ZooKeeperParser::default(), &as_refs(chunks), piece);
     (requests(out), driver)
 }
 
-fn requests(out: Vec<Record>) -> Vec<RequestRecord> {
-    out.into_iter().map(|Record::Request(r)| r).collect()
+fn requests(out: Records) -> Vec<OwnedRecord> {
+    out.to_owned_records()
 }
 
-fn zk(record: &RequestRecord) -> &ZooKeeperDetails {
+fn zk(record: &OwnedRecord) -> &ZooKeeperDetails {
     match &record.details {
         Details::ZooKeeper(d) => d,
         Details::ClickHouse(_) => panic!("not a ZooKeeper record"),
@@ -63,8 +63,8 @@ fn zk(record: &RequestRecord) -> &ZooKeeperDetails {
 }
 
 /// One line per record, times relative to `base_ns`, in start order.
-fn format_records(records: &[RequestRecord], base_ns: u64) -> String {
-    let mut sorted: Vec<&RequestRecord> = records.iter().collect();
+fn format_records(records: &[OwnedRecord], base_ns: u64) -> String {
+    let mut sorted: Vec<&OwnedRecord> = records.iter().collect();
     sorted.sort_by_key(|r| (r.start_ns, zk(r).xid));
     let mut s = String::new();
     for r in sorted {
@@ -83,14 +83,14 @@ fn format_records(records: &[RequestRecord], base_ns: u64) -> String {
                 let _ = write!(s, "({code})");
             }
         }
-        if let Some(msg) = &r.error_message {
+        if let Some(msg) = r.error_message() {
             let _ = write!(s, " {msg:?}");
         }
         let _ = write!(s, " xid={} zxid={:#x}", d.xid, d.zxid);
         if let Some(id) = d.session_id {
             let _ = write!(s, " session={id:#x}");
         }
-        if let Some(q) = &r.query {
+        if let Some(q) = r.query() {
             let _ = write!(s, " path={q:?}");
             if r.query_truncated {
                 s.push('…');
@@ -102,8 +102,8 @@ fn format_records(records: &[RequestRecord], base_ns: u64) -> String {
         if let Some(v) = d.version {
             let _ = write!(s, " version={v}");
         }
-        if !d.multi_ops.is_empty() {
-            let _ = write!(s, " ops=[{}]", d.multi_ops.join(","));
+        if !r.multi_ops().is_empty() {
+            let _ = write!(s, " ops=[{}]", r.multi_ops().join(","));
         }
         if let Some((t, st)) = d.notification {
             let _ = write!(s, " event={t} state={st}");
@@ -167,10 +167,10 @@ fn check(name: &str) {
 }
 
 /// The records of a complete replay, by request start and xid.
-struct FullRun<'a>(HashMap<(u64, i32), Vec<&'a RequestRecord>>);
+struct FullRun<'a>(HashMap<(u64, i32), Vec<&'a OwnedRecord>>);
 
 impl<'a> FullRun<'a> {
-    fn new(records: &'a [RequestRecord]) -> Self {
+    fn new(records: &'a [OwnedRecord]) -> Self {
         let mut index: HashMap<_, Vec<_>> = HashMap::new();
         for r in records {
             index.entry((r.start_ns, zk(r).xid)).or_default().push(r);
@@ -182,7 +182,7 @@ impl<'a> FullRun<'a> {
 /// Whether `r`, from a partial or shifted replay, says nothing that the complete replay
 /// contradicts: it is one of `full`'s records (same request, same outcome), or that
 /// request ended early (`Incomplete`, or its answer's body not seen to the end).
-fn consistent_with(r: &RequestRecord, full: &FullRun<'_>, same_session: bool) -> bool {
+fn consistent_with(r: &OwnedRecord, full: &FullRun<'_>, same_session: bool) -> bool {
     let candidates = full.0.get(&(r.start_ns, zk(r).xid));
     candidates.into_iter().flatten().any(|f| {
         let (dr, df) = (zk(r), zk(f));
@@ -197,9 +197,9 @@ fn consistent_with(r: &RequestRecord, full: &FullRun<'_>, same_session: bool) ->
         let same_request = f.operation == r.operation
             && f.start_ns == r.start_ns
             && dr.xid == df.xid
-            && f.query == r.query
+            && f.query() == r.query()
             && f.bytes_sent == r.bytes_sent
-            && dr.multi_ops == df.multi_ops;
+            && f.multi_ops() == r.multi_ops();
         if !same_request {
             return false;
         }
@@ -457,7 +457,7 @@ fn random_bytes_neither_panic_nor_make_records() {
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     for round in 0..200 {
         let mut driver = StreamDriver::new(ZooKeeperParser::default());
-        let mut out = Vec::new();
+        let mut out = Records::default();
         for i in 0..50 {
             let len = rng.below(300) + 1;
             let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
@@ -484,7 +484,7 @@ fn garbage_between_frames_is_skipped_and_counted() {
         let (records, driver) = replay(&chunks, piece);
         let paths: Vec<_> = records
             .iter()
-            .map(|r| (r.query.clone(), r.status))
+            .map(|r| (r.query().map(str::to_owned), r.status))
             .collect();
         assert_eq!(
             paths,
@@ -503,7 +503,7 @@ fn garbage_between_frames_is_skipped_and_counted() {
 #[test]
 fn oversized_lengths_are_rejected_without_buffering() {
     let mut driver = StreamDriver::new(ZooKeeperParser::default());
-    let mut out = Vec::new();
+    let mut out = Records::default();
     let mut bytes = vec![0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 1, 0, 0, 0, 4];
     bytes.extend_from_slice(&[0x41; 100]);
     driver.push(C2S, 1, &bytes, 0, &mut out);
@@ -536,7 +536,7 @@ fn truncated_conversation_ends_requests_incomplete() {
 #[test]
 fn a_lost_reply_ends_its_request_when_a_later_one_is_answered() {
     let mut driver = StreamDriver::new(ZooKeeperParser::default());
-    let mut out = Vec::new();
+    let mut out = Records::default();
     for xid in 1..=3 {
         driver.push(
             C2S,
@@ -568,7 +568,7 @@ fn a_lost_reply_ends_its_request_when_a_later_one_is_answered() {
 #[test]
 fn a_lost_request_leaves_its_reply_unmatched() {
     let mut driver = StreamDriver::new(ZooKeeperParser::default());
-    let mut out = Vec::new();
+    let mut out = Records::default();
     driver.push(C2S, 1, &get_data_request(1, "/a"), 0, &mut out);
     driver.lost(C2S, 20, 2); // request 2 lost
     driver.push(C2S, 3, &get_data_request(3, "/c"), 0, &mut out);
@@ -594,7 +594,7 @@ fn a_lost_request_leaves_its_reply_unmatched() {
 fn a_gap_inside_a_skipped_reply_body_keeps_the_frame() {
     // 500 KB getData reply whose middle was cut by the capture's payload limit.
     let mut driver = StreamDriver::new(ZooKeeperParser::default());
-    let mut out = Vec::new();
+    let mut out = Records::default();
     driver.push(C2S, 1, &get_data_request(1, "/big"), 0, &mut out);
     let big = get_data_reply(1, 4, 500_000);
     driver.push(S2C, 2, &big[..4096], 100_000, &mut out);
@@ -619,7 +619,7 @@ fn a_gap_inside_a_skipped_reply_body_keeps_the_frame() {
 #[test]
 fn a_gap_mid_frame_resyncs_at_the_next_syscall() {
     let mut driver = StreamDriver::new(ZooKeeperParser::default());
-    let mut out = Vec::new();
+    let mut out = Records::default();
     let lost = get_data_request(1, "/lost");
     driver.push(C2S, 1, &lost[..6], (lost.len() - 6) as u64, &mut out);
     driver.push(C2S, 2, &get_data_request(2, "/kept"), 0, &mut out);
@@ -628,7 +628,7 @@ fn a_gap_mid_frame_resyncs_at_the_next_syscall() {
     driver.close(9, &mut out);
     let got: Vec<_> = requests(out)
         .iter()
-        .map(|r| (r.query.clone(), r.status))
+        .map(|r| (r.query().map(str::to_owned), r.status))
         .collect();
     assert_eq!(got, vec![(Some("/kept".into()), Status::Ok)]);
     assert_eq!(driver.parser_counters().n_resyncs, 0);
@@ -653,7 +653,7 @@ fn five_hundred_in_flight_all_pair() {
             assert_eq!(r.status, Status::Ok);
             assert_eq!(zk(r).xid, xid);
             assert_eq!(zk(r).zxid, 1000 + xid as i64);
-            assert_eq!(r.query.as_deref(), Some(format!("/p/{xid}").as_str()));
+            assert_eq!(r.query(), Some(format!("/p/{xid}").as_str()));
         }
         assert_eq!(driver.parser().zk_counters().n_unmatched_replies, 0);
     }
@@ -679,7 +679,7 @@ fn in_flight_overflow_drops_the_oldest() {
         ..Default::default()
     };
     let mut driver = StreamDriver::new(ZooKeeperParser::new(settings));
-    let mut out = Vec::new();
+    let mut out = Records::default();
     for xid in 1..=15 {
         driver.push(C2S, xid as u64, &get_data_request(xid, "/x"), 0, &mut out);
     }
@@ -707,8 +707,7 @@ fn credentials_never_reach_a_record() {
         if name != "auth-3" {
             assert!(
                 records.iter().any(|r| r.operation == "auth"
-                    && r.query
-                        .as_deref()
+                    && r.query()
                         .is_some_and(|q| q == "digest" || q == "bogus-scheme")),
                 "{name}: {records:#?}"
             );
@@ -801,7 +800,7 @@ fn keeper_sixty_four_bit_xids_are_followed_after_their_handshake() {
     let (records, driver) = replay(&[(C2S, 1, c2s), (S2C, 2, s2c)], usize::MAX);
     let got: Vec<_> = records
         .iter()
-        .map(|r| (r.operation.as_ref(), r.status, r.query.clone()))
+        .map(|r| (r.operation.as_ref(), r.status, r.query().map(str::to_owned)))
         .collect();
     assert_eq!(
         got,
@@ -893,7 +892,7 @@ fn long_paths_are_cut_and_flagged() {
         (S2C, 2, get_data_reply(1, 1, 0)),
     ];
     let (records, _) = replay(&chunks, usize::MAX);
-    assert_eq!(records[0].query.as_ref().map(String::len), Some(512));
+    assert_eq!(records[0].query().map(str::len), Some(512));
     assert!(records[0].query_truncated);
     // A character cut by the bound is dropped, not replaced.
     let path = format!("/{}", "é".repeat(300));
@@ -902,5 +901,5 @@ fn long_paths_are_cut_and_flagged() {
         (S2C, 2, get_data_reply(1, 1, 0)),
     ];
     let (records, _) = replay(&chunks, usize::MAX);
-    assert_eq!(records[0].query.as_ref().map(String::len), Some(511));
+    assert_eq!(records[0].query().map(str::len), Some(511));
 }
