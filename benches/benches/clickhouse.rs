@@ -15,7 +15,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use l7tap_protocols::clickhouse::ClickHouseParser;
 use l7tap_protocols::fixture::{parse_chunks, Chunk};
 use l7tap_protocols::stream::StreamDriver;
-use l7tap_protocols::{Direction, Parser, Record};
+use l7tap_protocols::{Direction, Parser, Records};
 
 /// Counts allocations (not frees) made through the global allocator.
 struct CountingAllocator;
@@ -82,7 +82,7 @@ fn bytes_of(set: &[Vec<Chunk>]) -> u64 {
     set.iter().flatten().map(|c| c.2.len() as u64).sum()
 }
 
-fn parse_set(set: &[Vec<Chunk>], out: &mut Vec<Record>) -> usize {
+fn parse_set(set: &[Vec<Chunk>], out: &mut Records) -> usize {
     let mut n = 0;
     for conv in set {
         let mut driver = StreamDriver::new(ClickHouseParser::default());
@@ -123,7 +123,7 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(bytes_of(&set)));
         group.measurement_time(Duration::from_secs(3));
         group.sample_size(20);
-        let mut out = Vec::new();
+        let mut out = Records::default();
         group.bench_function(BenchmarkId::new("parse", name), |b| {
             b.iter(|| parse_set(black_box(&set), &mut out))
         });
@@ -153,7 +153,7 @@ fn summary() {
     println!("\nclickhouse parse vs memcpy (same bytes, same run; medians):");
     for (name, set) in sets() {
         let bytes = bytes_of(&set) as f64;
-        let mut out = Vec::new();
+        let mut out = Records::default();
         let parse = median_secs(31, || {
             black_box(parse_set(black_box(&set), &mut out));
         });
@@ -221,7 +221,7 @@ fn long_result(n: usize) -> Vec<Chunk> {
 fn allocations_per_packet() {
     for n in [1_000usize, 10_000] {
         let chunks = long_result(n);
-        let mut out = Vec::with_capacity(16);
+        let mut out = Records::with_capacity(16, 4096);
         let mut driver = StreamDriver::new(ClickHouseParser::default());
         let before = N_ALLOCATIONS.load(Ordering::Relaxed);
         for (dir, ts, bytes) in &chunks {
@@ -237,7 +237,7 @@ fn allocations_per_packet() {
         );
         let packets = driver.parser().counters().n_messages;
         println!(
-            "  allocations: {during} while parsing {packets} packets ({n} Data packets of 100 rows; includes the handshake, the record and its strings)"
+            "  allocations: {during} while parsing {packets} packets ({n} Data packets of 100 rows; includes the handshake and the connection's first buffers; the record's text goes to the preallocated output arena)"
         );
     }
 }

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use l7tap_protocols::{
-    CapturedRequest, ClickHouseDetails, ConnectionInfo, Details, Protocol, QueryKind,
-    RequestRecord, Side, Status, ZooKeeperDetails,
+    CapturedBatch, ClickHouseDetails, ConnectionInfo, Details, Protocol, QueryKind, RequestRecord,
+    Side, Status, ZooKeeperDetails,
 };
 use l7tap_sinks::{
     merge_interval_rows, Aggregator, AggregatorConfig, CaptureStatsRow, ParquetSink, SinkConfig,
@@ -104,7 +104,9 @@ fn request(
     i: u64,
     zookeeper: &[Arc<ConnectionInfo>],
     clickhouse: &[Arc<ConnectionInfo>],
-) -> CapturedRequest {
+    batch: &mut CapturedBatch,
+) {
+    let text = &mut batch.records.text;
     const ZK_OPS: [&str; 6] = [
         "getData",
         "exists",
@@ -121,11 +123,11 @@ fn request(
         if zookeeper_request {
             let conn = zookeeper[(rng.next() % zookeeper.len() as u64) as usize].clone();
             let op = ZK_OPS[(rng.next() % ZK_OPS.len() as u64) as usize];
-            let path = format!(
+            let path = text.push(&format!(
                 "/clickhouse/tables/{}/events/replicas/r{}/queue",
                 rng.next() % 20,
                 rng.next() % 3
-            );
+            ));
             (
                 conn,
                 Protocol::ZooKeeper,
@@ -171,22 +173,22 @@ fn request(
                 Protocol::ClickHouse,
                 operation,
                 duration_ns,
-                query,
-                Details::ClickHouse(Box::new(ClickHouseDetails {
-                    query_id: format!("{:016x}", rng.next()),
+                text.push(&query),
+                Details::ClickHouse(ClickHouseDetails {
+                    query_id: text.push(&format!("{:016x}", rng.next())),
                     query_kind: Some(QueryKind::Initial),
-                    user: "default".into(),
-                    client_name: "python-driver".into(),
+                    user: text.push("default"),
+                    client_name: text.push("python-driver"),
                     rows_read: rng.next() % 1_000_000,
                     ..Default::default()
-                })),
+                }),
                 60,
                 "UNKNOWN_TABLE",
             )
         };
-    CapturedRequest {
+    batch.push(
         conn,
-        record: RequestRecord {
+        RequestRecord {
             protocol,
             start_ns,
             end_ns: start_ns + duration_ns,
@@ -201,7 +203,7 @@ fn request(
             bytes_received: 50 + rng.next() % 5_000,
             details,
         },
-    }
+    );
 }
 
 /// Writes the day under `dir` as `l7tap capture` would: requests as they end, the aggregator's
@@ -218,8 +220,11 @@ fn generate(dir: &Path) {
     let mut sink = ParquetSink::new(SinkConfig::new(dir, "bench", OFFSET_NS)).unwrap();
     let clock = Instant::now();
     let mut next_flush_ns = BASE_MONOTONIC_NS + WINDOW_NS;
+    let mut one = CapturedBatch::default();
     for i in 0..ROWS {
-        let request = request(&mut rng, i, &zookeeper, &clickhouse);
+        one.clear();
+        request(&mut rng, i, &zookeeper, &clickhouse, &mut one);
+        let request = one.get(0).expect("one request");
         if request.record.start_ns >= next_flush_ns {
             // Windows ending 10 s ago are closed (the longest request is 1 s).
             let until_unix_ns = next_flush_ns as i64 + OFFSET_NS - WINDOW_NS as i64;

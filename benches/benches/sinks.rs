@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use l7tap_protocols::{
-    CapturedRequest, ClickHouseDetails, ConnectionInfo, Details, Protocol, QueryKind,
-    RequestRecord, Side, Status, ZooKeeperDetails,
+    CapturedBatch, CapturedRequest, ClickHouseDetails, ConnectionInfo, Details, Protocol,
+    QueryKind, RequestRecord, Side, Status, ZooKeeperDetails,
 };
 use l7tap_sinks::requests::RequestColumns;
 use l7tap_sinks::table::TableColumns;
@@ -52,7 +52,7 @@ impl Rng {
 /// A realistic mix: 70 % ZooKeeper requests from ClickHouse servers (short paths), 30 %
 /// ClickHouse queries (~100-byte texts from 50 shapes with varying literals), 200 connections,
 /// 50 µs .. 5 s durations, 1 % errors; 100 k requests per second of capture time.
-fn workload(rows: usize) -> Vec<CapturedRequest> {
+fn workload(rows: usize) -> CapturedBatch {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let conns: Vec<Arc<ConnectionInfo>> = (0..200)
         .map(|i| {
@@ -88,83 +88,96 @@ fn workload(rows: usize) -> Vec<CapturedRequest> {
         "setData",
         "multi",
     ];
-    (0..rows)
-        .map(|i| {
-            let conn = conns[(rng.next() % conns.len() as u64) as usize].clone();
-            let start_ns = BASE_MONOTONIC_NS + i as u64 * 10_000;
-            let duration_ns = 50_000 + (rng.next() % 1_000) * (rng.next() % 5_000);
-            let status = if rng.next() % 100 == 0 { Status::Error } else { Status::Ok };
-            let (protocol, operation, query, details) = if conn.server_addr.port() == 2181 {
-                let op = zk_ops[(rng.next() % zk_ops.len() as u64) as usize];
-                (
-                    Protocol::ZooKeeper,
-                    op,
-                    format!(
-                        "/clickhouse/tables/{}/events/replicas/r{}/queue",
-                        rng.next() % 20,
-                        rng.next() % 3
-                    ),
-                    Details::ZooKeeper(ZooKeeperDetails {
-                        xid: i as i32,
-                        zxid: 0x1_0000_0000 + i as i64,
-                        session_id: Some(0x0100_0000_0000_0000 + conn.pid as i64),
-                        watch: op == "exists",
-                        multi_ops: if op == "multi" {
-                            vec!["create", "remove"]
-                        } else {
-                            Vec::new()
-                        },
-                        ..Default::default()
-                    }),
-                )
-            } else {
-                let mut query = String::new();
-                let _ = write!(
+    let mut batch = CapturedBatch::with_capacity(rows, rows * 64);
+    for i in 0..rows {
+        let text = &mut batch.records.text;
+        let conn = conns[(rng.next() % conns.len() as u64) as usize].clone();
+        let start_ns = BASE_MONOTONIC_NS + i as u64 * 10_000;
+        let duration_ns = 50_000 + (rng.next() % 1_000) * (rng.next() % 5_000);
+        let status = if rng.next() % 100 == 0 {
+            Status::Error
+        } else {
+            Status::Ok
+        };
+        let (protocol, operation, query, details) = if conn.server_addr.port() == 2181 {
+            let op = zk_ops[(rng.next() % zk_ops.len() as u64) as usize];
+            (
+                Protocol::ZooKeeper,
+                op,
+                text.push(&format!(
+                    "/clickhouse/tables/{}/events/replicas/r{}/queue",
+                    rng.next() % 20,
+                    rng.next() % 3
+                )),
+                Details::ZooKeeper(ZooKeeperDetails {
+                    xid: i as i32,
+                    zxid: 0x1_0000_0000 + i as i64,
+                    session_id: Some(0x0100_0000_0000_0000 + conn.pid as i64),
+                    watch: op == "exists",
+                    multi_ops: if op == "multi" {
+                        text.push("create,remove")
+                    } else {
+                        Default::default()
+                    },
+                    ..Default::default()
+                }),
+            )
+        } else {
+            let mut query = String::new();
+            let _ = write!(
                     query,
                     "SELECT count(), avg(value) FROM db.table_{} WHERE user_id = {} AND date >= '2024-05-{:02}' GROUP BY key",
                     rng.next() % 50,
                     rng.next() % 1_000_000,
                     rng.next() % 28 + 1
                 );
-                (
-                    Protocol::ClickHouse,
-                    "SELECT",
-                    query,
-                    Details::ClickHouse(Box::new(ClickHouseDetails {
-                        query_id: format!("{:016x}-{:016x}", rng.next(), rng.next()),
-                        query_kind: Some(QueryKind::Initial),
-                        initial_query_id: String::new(),
-                        user: "default".into(),
-                        client_name: "python-driver".into(),
-                        client_version: "20.10.2".into(),
-                        revision: 54441,
-                        rows_read: rng.next() % 1_000_000,
-                        bytes_read: rng.next() % 100_000_000,
-                        result_rows: rng.next() % 100,
-                        ..Default::default()
-                    })),
-                )
-            };
-            CapturedRequest {
-                conn,
-                record: RequestRecord {
-                    protocol,
-                    start_ns,
-                    end_ns: start_ns + duration_ns,
-                    operation: Cow::Borrowed(operation),
-                    status,
-                    error_code: (status == Status::Error).then_some(60),
-                    error_name: (status == Status::Error).then_some(Cow::Borrowed("UNKNOWN_TABLE")),
-                    error_message: None,
-                    query: Some(query),
-                    query_truncated: false,
-                    bytes_sent: 100 + rng.next() % 200,
-                    bytes_received: 50 + rng.next() % 5_000,
-                    details,
-                },
-            }
-        })
-        .collect()
+            (
+                Protocol::ClickHouse,
+                "SELECT",
+                text.push(&query),
+                Details::ClickHouse(ClickHouseDetails {
+                    query_id: text.push(&format!("{:016x}-{:016x}", rng.next(), rng.next())),
+                    query_kind: Some(QueryKind::Initial),
+                    initial_query_id: Default::default(),
+                    user: text.push("default"),
+                    client_name: text.push("python-driver"),
+                    client_version: text.push("20.10.2"),
+                    revision: 54441,
+                    rows_read: rng.next() % 1_000_000,
+                    bytes_read: rng.next() % 100_000_000,
+                    result_rows: rng.next() % 100,
+                    ..Default::default()
+                }),
+            )
+        };
+        batch.push(
+            conn,
+            RequestRecord {
+                protocol,
+                start_ns,
+                end_ns: start_ns + duration_ns,
+                operation: Cow::Borrowed(operation),
+                status,
+                error_code: (status == Status::Error).then_some(60),
+                error_name: (status == Status::Error).then_some(Cow::Borrowed("UNKNOWN_TABLE")),
+                error_message: None,
+                query: Some(query),
+                query_truncated: false,
+                bytes_sent: 100 + rng.next() % 200,
+                bytes_received: 50 + rng.next() % 5_000,
+                details,
+            },
+        );
+    }
+    batch
+}
+
+/// Index ranges of `batch` in chunks of `size`.
+fn chunks(batch: &CapturedBatch, size: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let len = batch.len();
+    (0..len)
+        .step_by(size)
+        .map(move |start| start..(start + size).min(len))
 }
 
 /// CPU time this thread has used (user + system).
@@ -196,11 +209,9 @@ fn out_dir(label: &str) -> PathBuf {
     dir
 }
 
-fn write_with_sink(rows: &[CapturedRequest], dir: &PathBuf) -> u64 {
+fn write_with_sink(rows: &CapturedBatch, dir: &PathBuf) -> u64 {
     let mut sink = ParquetSink::new(SinkConfig::new(dir, "bench", OFFSET_NS)).unwrap();
-    for row in rows {
-        sink.push_request(row);
-    }
+    sink.push_batch(rows);
     sink.finish().unwrap();
     sink.take_committed_files().iter().map(|f| f.bytes).sum()
 }
@@ -222,9 +233,9 @@ impl PlainColumns {
         self.offsets[column].push(self.strings[column].len() as u32);
     }
 
-    fn append(&mut self, request: &CapturedRequest, addresses: &mut (String, String)) {
-        let r = &request.record;
-        let c = &request.conn;
+    fn append(&mut self, request: &CapturedRequest<'_>, addresses: &mut (String, String)) {
+        let r = request.record;
+        let c = request.conn;
         self.ts.push((r.start_ns as i64 + OFFSET_NS) / 1_000);
         self.duration.push((r.end_ns - r.start_ns) as i64);
         self.pid.push(c.pid as i32);
@@ -240,14 +251,14 @@ impl PlainColumns {
         self.push_str(5, &r.operation);
         self.push_str(6, r.status.name());
         self.push_str(7, r.error_name.as_deref().unwrap_or(""));
-        self.push_str(8, r.query.as_deref().unwrap_or(""));
+        self.push_str(8, request.query().unwrap_or(""));
         let (query_id, user) = match &r.details {
-            Details::ClickHouse(ch) => (ch.query_id.as_str(), ch.user.as_str()),
+            Details::ClickHouse(ch) => (request.str(ch.query_id), request.str(ch.user)),
             Details::ZooKeeper(_) => ("", ""),
         };
         self.push_str(9, query_id);
         self.push_str(10, user);
-        self.push_str(11, r.error_message.as_deref().unwrap_or(""));
+        self.push_str(11, request.opt_str(r.error_message).unwrap_or(""));
         let numbers = match &r.details {
             Details::ClickHouse(ch) => [
                 Some(ch.rows_read as i64),
@@ -321,9 +332,9 @@ fn requests(c: &mut Criterion) {
             cpu_timed(iterations, || {
                 let mut columns = RequestColumns::new(8192, OFFSET_NS, false);
                 let mut arrays = 0;
-                for chunk in rows.chunks(8192) {
-                    for row in chunk {
-                        columns.append(row);
+                for chunk in chunks(&rows, 8192) {
+                    for i in chunk {
+                        columns.append(&rows.get(i).expect("in range"));
                     }
                     arrays += black_box(columns.finish()).len();
                 }
@@ -336,10 +347,10 @@ fn requests(c: &mut Criterion) {
             cpu_timed(iterations, || {
                 let mut addresses = (String::new(), String::new());
                 let mut total = 0;
-                for chunk in rows.chunks(8192) {
+                for chunk in chunks(&rows, 8192) {
                     let mut columns = PlainColumns::default();
-                    for row in chunk {
-                        columns.append(row, &mut addresses);
+                    for i in chunk {
+                        columns.append(&rows.get(i).expect("in range"), &mut addresses);
                     }
                     total += black_box(columns).ts.len();
                 }
@@ -380,18 +391,14 @@ fn aggregator(c: &mut Criterion) {
             let mut timed = Duration::ZERO;
             for _ in 0..iterations {
                 shift_ns += 3_000_000_000;
-                let shifted: Vec<CapturedRequest> = rows
-                    .iter()
-                    .map(|r| {
-                        let mut r = r.clone();
-                        r.record.start_ns += shift_ns;
-                        r.record.end_ns += shift_ns;
-                        r
-                    })
-                    .collect();
+                let mut shifted = rows.clone();
+                for r in shifted.records.records_mut() {
+                    r.start_ns += shift_ns;
+                    r.end_ns += shift_ns;
+                }
                 timed += cpu_timed(1, || {
-                    for row in &shifted {
-                        warm.record(row);
+                    for row in shifted.iter() {
+                        warm.record(&row);
                     }
                 });
                 let now_unix_ns = BASE_UNIX_NS + shift_ns as i64;
@@ -404,9 +411,7 @@ fn aggregator(c: &mut Criterion) {
         b.iter_custom(|iterations| {
             cpu_timed(iterations, || {
                 let mut aggregator = Aggregator::new(config).unwrap();
-                for row in &rows {
-                    aggregator.record(row);
-                }
+                aggregator.record_batch(&rows);
                 aggregator.flush_until(i64::MAX / 2).len()
             })
         })

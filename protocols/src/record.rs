@@ -293,7 +293,11 @@ impl TextArena {
     }
 
     /// Appends `parts` joined by `separator`, as one text.
-    pub fn push_joined<'a>(&mut self, parts: impl IntoIterator<Item = &'a str>, separator: char) -> Text {
+    pub fn push_joined<'a>(
+        &mut self,
+        parts: impl IntoIterator<Item = &'a str>,
+        separator: char,
+    ) -> Text {
         let start = self.text.len();
         for (i, part) in parts.into_iter().enumerate() {
             if i > 0 {
@@ -508,6 +512,12 @@ impl CapturedBatch {
         self.conns.push(conn);
     }
 
+    /// Moves every request of `other` to the end of this batch.
+    pub fn append(&mut self, mut other: CapturedBatch) {
+        self.records.append(&mut other.records);
+        self.conns.append(&mut other.conns);
+    }
+
     /// Gives the records appended to `records` since the last call the connection `conn`.
     pub fn assign_new(&mut self, conn: &Arc<ConnectionInfo>) {
         let new = self.records.len().saturating_sub(self.conns.len());
@@ -546,6 +556,16 @@ impl CapturedBatch {
             record: self.records.records.get(i)?,
             text: &self.records.text,
         })
+    }
+}
+
+impl FromIterator<CapturedBatch> for CapturedBatch {
+    fn from_iter<I: IntoIterator<Item = CapturedBatch>>(batches: I) -> Self {
+        let mut all = CapturedBatch::default();
+        for batch in batches {
+            all.append(batch);
+        }
+        all
     }
 }
 

@@ -128,14 +128,7 @@ impl<P: Parser> StreamDriver<P> {
 
     /// Feeds one syscall's captured `bytes` of `dir`, at `ts_ns`; `cut` more bytes of the same
     /// syscall were not captured.
-    pub fn push(
-        &mut self,
-        dir: Direction,
-        ts_ns: u64,
-        bytes: &[u8],
-        cut: u64,
-        out: &mut Records,
-    ) {
+    pub fn push(&mut self, dir: Direction, ts_ns: u64, bytes: &[u8], cut: u64, out: &mut Records) {
         if self.dropped {
             return;
         }

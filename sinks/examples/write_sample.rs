@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use l7tap_protocols::{
-    CapturedRequest, ClickHouseDetails, ConnectionInfo, Details, Protocol, QueryKind,
-    RequestRecord, Side, Status, ZooKeeperDetails,
+    CapturedBatch, ClickHouseDetails, ConnectionInfo, Details, Protocol, QueryKind, RequestRecord,
+    Side, Status, ZooKeeperDetails,
 };
 use l7tap_sinks::{
     merge_interval_rows, Aggregator, AggregatorConfig, CaptureStatsRow, ParquetSink, SinkConfig,
@@ -31,7 +31,9 @@ fn connection(side: Side, client: &str, server: &str, comm: &str) -> Arc<Connect
     })
 }
 
-fn request(conn: &Arc<ConnectionInfo>, i: u64) -> CapturedRequest {
+/// Appends request `i` of `conn` to `batch`.
+fn request(batch: &mut CapturedBatch, conn: &Arc<ConnectionInfo>, i: u64) {
+    let text = &mut batch.records.text;
     let start_ns = BASE_MONOTONIC_NS + i * 50_000_000;
     let duration_ns = 20_000 + (i * 7_919 % 200) * 10_000;
     let (protocol, operation, query, details, status) = if conn.server_addr.port() == 9000 {
@@ -43,20 +45,20 @@ fn request(conn: &Arc<ConnectionInfo>, i: u64) -> CapturedRequest {
         (
             Protocol::ClickHouse,
             "SELECT",
-            format!("SELECT count() FROM events WHERE id = {i}"),
-            Details::ClickHouse(Box::new(ClickHouseDetails {
-                query_id: format!("00000000-0000-4000-8000-{i:012}"),
+            text.push(&format!("SELECT count() FROM events WHERE id = {i}")),
+            Details::ClickHouse(ClickHouseDetails {
+                query_id: text.push(&format!("00000000-0000-4000-8000-{i:012}")),
                 query_kind: Some(QueryKind::Initial),
-                initial_query_id: format!("00000000-0000-4000-8000-{i:012}"),
-                user: "default".into(),
-                client_name: "ClickHouse client".into(),
-                client_version: "24.3.1".into(),
+                initial_query_id: text.push(&format!("00000000-0000-4000-8000-{i:012}")),
+                user: text.push("default"),
+                client_name: text.push("ClickHouse client"),
+                client_version: text.push("24.3.1"),
                 revision: 54467,
                 rows_read: i * 10,
                 bytes_read: i * 80,
                 result_rows: 1,
                 ..Default::default()
-            })),
+            }),
             status,
         )
     } else {
@@ -64,16 +66,16 @@ fn request(conn: &Arc<ConnectionInfo>, i: u64) -> CapturedRequest {
         (
             Protocol::ZooKeeper,
             if multi { "multi" } else { "getData" },
-            format!("/clickhouse/tables/{}/replicas", i % 3),
+            text.push(&format!("/clickhouse/tables/{}/replicas", i % 3)),
             Details::ZooKeeper(ZooKeeperDetails {
                 xid: i as i32,
                 zxid: 0x1_0000_0000 + i as i64,
                 session_id: Some(0x0100_0000_0000_0042),
                 watch: i % 2 == 0,
                 multi_ops: if multi {
-                    vec!["create", "setData"]
+                    text.push("create,setData")
                 } else {
-                    Vec::new()
+                    Default::default()
                 },
                 notification: (i % 7 == 0).then_some((3, 3)),
                 ..Default::default()
@@ -86,9 +88,10 @@ fn request(conn: &Arc<ConnectionInfo>, i: u64) -> CapturedRequest {
         )
     };
     let failed = status == Status::Error;
-    CapturedRequest {
-        conn: conn.clone(),
-        record: RequestRecord {
+    let error_message = failed.then(|| text.push("no such thing"));
+    batch.push(
+        conn.clone(),
+        RequestRecord {
             protocol,
             start_ns,
             end_ns: start_ns + duration_ns,
@@ -104,14 +107,14 @@ fn request(conn: &Arc<ConnectionInfo>, i: u64) -> CapturedRequest {
             } else {
                 "NoNode"
             })),
-            error_message: failed.then(|| "no such thing".to_string()),
+            error_message,
             query: Some(query),
             query_truncated: false,
             bytes_sent: 100 + i,
             bytes_received: 200 + i,
             details,
         },
-    }
+    );
 }
 
 fn main() {
@@ -148,8 +151,10 @@ fn main() {
         ),
     ];
     // 60 s of traffic from 10:59:30 to 11:00:30, 20 requests per second.
+    let mut batch = CapturedBatch::default();
     for i in 0..1200 {
-        let captured = request(&conns[(i % 3) as usize], i);
+        request(&mut batch, &conns[(i % 3) as usize], i);
+        let captured = batch.get(batch.len() - 1).expect("just pushed");
         sink.push_request(&captured);
         actors[(i % 2) as usize].record(&captured);
     }

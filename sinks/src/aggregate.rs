@@ -41,7 +41,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
-use l7tap_protocols::{CapturedRequest, Protocol, Side, Status};
+use l7tap_protocols::{CapturedBatch, CapturedRequest, Protocol, Side, Status};
 
 /// Shortest duration recorded in the histograms (1 µs); shorter durations are recorded as this.
 pub const HISTOGRAM_LOWEST_NS: u64 = 1_000;
@@ -712,6 +712,13 @@ impl Aggregator {
     /// Adds one request. Allocates only for keys, strings or windows not seen before (or when
     /// the pools have not yet grown to the steady-state number of keys).
     #[inline]
+    /// Records every request of `batch`.
+    pub fn record_batch(&mut self, batch: &CapturedBatch) {
+        for request in batch.iter() {
+            self.record(&request);
+        }
+    }
+
     pub fn record(&mut self, request: &CapturedRequest<'_>) {
         let record = &request.record;
         let conn = &*request.conn;

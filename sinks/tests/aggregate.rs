@@ -10,7 +10,7 @@ use arrow::array::{BinaryArray, TimestampMicrosecondArray};
 use common::*;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
-use l7tap_protocols::{CapturedRequest, ConnectionInfo, Side, Status};
+use l7tap_protocols::{CapturedBatch, ConnectionInfo, Side, Status};
 use l7tap_sinks::aggregate::{heatmap_bucket, HEATMAP_BUCKETS, HEATMAP_BUCKET_UPPER_BOUNDS_NS};
 use l7tap_sinks::{
     merge_interval_rows, Aggregator, AggregatorConfig, AggregatorConfigError, IntervalRow,
@@ -34,7 +34,7 @@ fn ending_at(
     end_offset_ns: u64,
     duration_ns: u64,
     status: Status,
-) -> CapturedRequest {
+) -> CapturedBatch {
     zookeeper_request(
         conn,
         end_offset_ns - duration_ns,
@@ -70,7 +70,7 @@ fn windows_are_aligned_to_the_wall_clock_and_flushed_when_closed() {
     let c = conn(Side::Client, "10.0.0.1:1000", "10.0.0.2:2181", "zkcli");
     // Ends at base + 3 s, + 9.999 s (window 0), + 10 s and + 15 s (window 1).
     for end in [3 * SECOND, WINDOW - 1_000, WINDOW, 15 * SECOND] {
-        aggregator.record(&ending_at(&c, end, 2_000_000, Status::Ok));
+        aggregator.record_batch(&ending_at(&c, end, 2_000_000, Status::Ok));
     }
     assert_eq!(aggregator.open_windows(), 2);
     assert!(aggregator
@@ -103,11 +103,11 @@ fn key_ignores_the_client_port_and_separates_status_and_operation() {
         "java",
     );
     let other_comm = conn(Side::Server, "10.0.0.1:3000", "10.0.0.2:2181", "zkServer");
-    aggregator.record(&ending_at(&a, SECOND, 1_000_000, Status::Ok));
-    aggregator.record(&ending_at(&b, SECOND, 3_000_000, Status::Ok));
-    aggregator.record(&ending_at(&a, SECOND, 5_000_000, Status::Error));
-    aggregator.record(&ending_at(&other_comm, SECOND, 5_000_000, Status::Ok));
-    aggregator.record(&zookeeper_request(&a, 0, 1_000, "exists", "/p", Status::Ok));
+    aggregator.record_batch(&ending_at(&a, SECOND, 1_000_000, Status::Ok));
+    aggregator.record_batch(&ending_at(&b, SECOND, 3_000_000, Status::Ok));
+    aggregator.record_batch(&ending_at(&a, SECOND, 5_000_000, Status::Error));
+    aggregator.record_batch(&ending_at(&other_comm, SECOND, 5_000_000, Status::Ok));
+    aggregator.record_batch(&zookeeper_request(&a, 0, 1_000, "exists", "/p", Status::Ok));
     let rows = aggregator.flush_until(BASE_UNIX_NS + WINDOW as i64);
     let summary: Vec<(String, &str, &str, u64, u64, u64, u64)> = rows
         .iter()
@@ -166,13 +166,13 @@ fn key_ignores_the_client_port_and_separates_status_and_operation() {
 fn late_records_go_to_the_oldest_open_window_and_are_counted() {
     let mut aggregator = aggregator();
     let c = conn(Side::Client, "10.0.0.1:1000", "10.0.0.2:2181", "zkcli");
-    aggregator.record(&ending_at(&c, SECOND, 1_000_000, Status::Ok));
+    aggregator.record_batch(&ending_at(&c, SECOND, 1_000_000, Status::Ok));
     assert_eq!(
         aggregator.flush_until(BASE_UNIX_NS + WINDOW as i64).len(),
         1
     );
     // Ends in the closed window 0: counted in window 1, sub-window 0.
-    aggregator.record(&ending_at(&c, 5 * SECOND, 1_000_000, Status::Ok));
+    aggregator.record_batch(&ending_at(&c, 5 * SECOND, 1_000_000, Status::Ok));
     assert_eq!(aggregator.late_records(), 1);
     let rows = aggregator.flush_until(BASE_UNIX_NS + 2 * WINDOW as i64);
     assert_eq!(rows.len(), 1);
@@ -194,8 +194,8 @@ fn durations_are_clamped_in_the_histogram_and_bucketed_in_the_heatmap() {
     let mut aggregator = aggregator();
     let c = conn(Side::Client, "10.0.0.1:1000", "10.0.0.2:2181", "zkcli");
     let two_hours = 7_200 * SECOND;
-    aggregator.record(&ending_at(&c, two_hours + SECOND, 300, Status::Ok));
-    aggregator.record(&ending_at(&c, two_hours + SECOND, two_hours, Status::Ok));
+    aggregator.record_batch(&ending_at(&c, two_hours + SECOND, 300, Status::Ok));
+    aggregator.record_batch(&ending_at(&c, two_hours + SECOND, two_hours, Status::Ok));
     let rows = aggregator.flush_until(BASE_UNIX_NS + (two_hours + WINDOW) as i64);
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
@@ -218,7 +218,7 @@ fn durations_are_clamped_in_the_histogram_and_bucketed_in_the_heatmap() {
 }
 
 /// Requests over three windows, several keys, log-uniform durations from 2 µs to 20 s.
-fn workload(count: usize, seed: u64) -> Vec<CapturedRequest> {
+fn workload(count: usize, seed: u64) -> CapturedBatch {
     let conns = [
         conn(
             Side::Client,
@@ -280,7 +280,7 @@ fn interval_percentiles_are_within_hdr_precision_of_exact_quantiles_of_the_rows(
     let out = TempDir::new("quantiles");
     let mut sink = ParquetSink::new(SinkConfig::new(out.path(), "h", OFFSET_NS)).unwrap();
     let mut aggregator = aggregator();
-    for request in workload(60_000, 7) {
+    for request in workload(60_000, 7).iter() {
         sink.push_request(&request);
         aggregator.record(&request);
     }
@@ -397,9 +397,9 @@ fn merging_per_thread_aggregators_equals_one_aggregator() {
     let mut single = aggregator();
     let mut threads = [aggregator(), aggregator(), aggregator()];
     for (i, request) in requests.iter().enumerate() {
-        single.record(request);
+        single.record(&request);
         // Uneven split so that some keys stay under the inline-sample threshold on a thread.
-        threads[if i % 50 == 0 { 2 } else { i % 2 }].record(request);
+        threads[if i % 50 == 0 { 2 } else { i % 2 }].record(&request);
     }
     let until = BASE_UNIX_NS + 60 * SECOND as i64;
     let expected = single.flush_until(until);
@@ -427,7 +427,7 @@ fn state_is_recycled_across_windows() {
     for window in 0..5u64 {
         for i in 0..1_000 {
             let end = window * WINDOW + 1 + i * 1_000_000;
-            aggregator.record(&ending_at(&c, end + SECOND, 10_000 + i, Status::Ok));
+            aggregator.record_batch(&ending_at(&c, end + SECOND, 10_000 + i, Status::Ok));
         }
         let rows = aggregator.flush_until(BASE_UNIX_NS + ((window + 1) * WINDOW) as i64);
         assert_eq!(rows.len(), 1);

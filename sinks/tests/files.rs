@@ -28,7 +28,7 @@ fn push_requests(sink: &mut ParquetSink, start_offset_ns: u64, count: u64) {
             i % 7,
             i * 2654435761
         );
-        sink.push_request(&clickhouse_request(
+        sink.push_batch(&clickhouse_request(
             &client,
             start_offset_ns + i * 1_000_000,
             250_000,
@@ -82,7 +82,7 @@ fn files_roll_at_hour_boundaries_and_late_rows_stay_in_the_open_file() {
     // Rows from 10:59:59.990 to 11:00:00.009, then a late row of 10:59:59.
     push_requests(&mut sink, HOUR_NS - 10_000_000, 20);
     let client = conn(Side::Client, "10.1.0.1:40000", "10.1.0.2:9000", "app");
-    sink.push_request(&clickhouse_request(
+    sink.push_batch(&clickhouse_request(
         &client,
         HOUR_NS - 1_000_000_000,
         5_000_000_000,

@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use common::*;
-use l7tap_protocols::{Side, Status};
+use l7tap_protocols::{CapturedBatch, Side, Status};
 use l7tap_sinks::{Aggregator, AggregatorConfig};
 
 thread_local! {
@@ -65,7 +65,7 @@ fn recording_does_not_allocate_in_steady_state() {
     let operations = ["getData", "exists", "create", "setData", "multi"];
     let mut requests = Vec::new();
     for window in 0..4u64 {
-        let mut batch = Vec::new();
+        let mut batch = CapturedBatch::default();
         for i in 0..20_000u64 {
             let conn = &conns[(i % 20) as usize];
             let operation = operations[(i / 20 % 5) as usize];
@@ -76,7 +76,7 @@ fn recording_does_not_allocate_in_steady_state() {
             };
             let duration = 5_000 + (i * 7919) % 50_000_000;
             let end = window * 10 * SECOND + SECOND + i * 100_000;
-            batch.push(zookeeper_request(
+            batch.append(zookeeper_request(
                 conn,
                 end - duration,
                 duration,
@@ -90,8 +90,8 @@ fn recording_does_not_allocate_in_steady_state() {
     let mut per_window = Vec::new();
     for (window, batch) in requests.iter().enumerate() {
         let before = allocations();
-        for request in batch {
-            aggregator.record(request);
+        for request in batch.iter() {
+            aggregator.record(&request);
         }
         per_window.push(allocations() - before);
         let until = common::BASE_UNIX_NS + ((window as u64 + 1) * 10 * SECOND) as i64;

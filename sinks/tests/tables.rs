@@ -36,21 +36,21 @@ fn requests_round_trip_with_schema_and_values() {
         "10.0.0.4:2181",
         "java",
     );
-    sink.push_request(&clickhouse_request(
+    sink.push_batch(&clickhouse_request(
         &client,
         1_500,
         2_000_000,
         "SELECT 1",
         Status::Ok,
     ));
-    sink.push_request(&clickhouse_request(
+    sink.push_batch(&clickhouse_request(
         &client,
         3_000_000,
         5_000_000,
         "SELECT * FROM nope",
         Status::Error,
     ));
-    sink.push_request(&zookeeper_request(
+    sink.push_batch(&zookeeper_request(
         &keeper,
         4_000_000,
         300_000,
@@ -252,14 +252,14 @@ fn parquet_1_files_hold_the_same_rows() {
         let mut sink = ParquetSink::new(config).unwrap();
         let client = conn(Side::Client, "10.0.0.1:50000", "10.0.0.2:9000", "app");
         for i in 0..1000 {
-            sink.push_request(&clickhouse_request(
+            sink.push_batch(&clickhouse_request(
                 &client,
                 i * 1_000,
                 5_000 + i,
                 "SELECT 1",
                 Status::Ok,
             ));
-            sink.push_request(&zookeeper_request(
+            sink.push_batch(&zookeeper_request(
                 &client,
                 i * 1_000 + 1,
                 700,
@@ -286,14 +286,14 @@ fn redaction_replaces_literals_in_clickhouse_queries_only() {
     config.redact_queries = true;
     let mut sink = ParquetSink::new(config).unwrap();
     let client = conn(Side::Client, "10.0.0.1:50000", "10.0.0.2:9000", "app");
-    sink.push_request(&clickhouse_request(
+    sink.push_batch(&clickhouse_request(
         &client,
         0,
         1_000,
         "SELECT * FROM users WHERE email = 'a@b.c' AND id = 42",
         Status::Ok,
     ));
-    sink.push_request(&zookeeper_request(
+    sink.push_batch(&zookeeper_request(
         &client,
         10,
         1_000,
@@ -330,7 +330,7 @@ fn intervals_round_trip_with_histogram_heatmap_and_metadata() {
     // 100 requests of 1.5 ms ending in second 2 of the window, one failed request of 30 µs.
     for i in 0..100 {
         let start = 2_000_000_000 + i * 1_000_000;
-        aggregator.record(&zookeeper_request(
+        aggregator.record_batch(&zookeeper_request(
             &keeper,
             start,
             1_500_000,
@@ -339,7 +339,7 @@ fn intervals_round_trip_with_histogram_heatmap_and_metadata() {
             Status::Ok,
         ));
     }
-    aggregator.record(&zookeeper_request(
+    aggregator.record_batch(&zookeeper_request(
         &keeper,
         5_000_000_000,
         30_000,
@@ -561,7 +561,7 @@ fn addresses_are_formatted_per_connection() {
     let b = conn(Side::Client, "[2001:db8::1]:2", "[2001:db8::9]:9000", "b");
     for i in 0..4 {
         let c = if i % 2 == 0 { &a } else { &b };
-        sink.push_request(&clickhouse_request(
+        sink.push_batch(&clickhouse_request(
             c,
             i * 10,
             1_000,

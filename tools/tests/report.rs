@@ -8,8 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use l7tap_protocols::{
-    CapturedRequest, ConnectionInfo, Details, Protocol, RequestRecord, Side, Status,
-    ZooKeeperDetails,
+    CapturedBatch, ConnectionInfo, Details, Protocol, RequestRecord, Side, Status, ZooKeeperDetails,
 };
 use l7tap_sinks::{
     merge_interval_rows, Aggregator, AggregatorConfig, CaptureStatsRow, ParquetSink, SinkConfig,
@@ -49,11 +48,15 @@ fn clickhouse_query(
     duration_ns: u64,
     query: &str,
     error: Option<&'static str>,
-) -> CapturedRequest {
+) -> CapturedBatch {
     let start_ns = BASE_MONOTONIC_NS + start_ms * MS;
-    CapturedRequest {
-        conn: conn.clone(),
-        record: RequestRecord {
+    let mut batch = CapturedBatch::default();
+    let text = &mut batch.records.text;
+    let error_message = error.map(|e| text.push(&format!("{e} happened")));
+    let query = Some(text.push(query));
+    batch.push(
+        conn.clone(),
+        RequestRecord {
             protocol: Protocol::ClickHouse,
             start_ns,
             end_ns: start_ns + duration_ns,
@@ -65,25 +68,24 @@ fn clickhouse_query(
             },
             error_code: error.map(|_| 60),
             error_name: error.map(Cow::Borrowed),
-            error_message: error.map(|e| format!("{e} happened")),
-            query: Some(query.to_string()),
+            error_message,
+            query,
             query_truncated: false,
             bytes_sent: 100,
             bytes_received: 200,
-            details: Details::ClickHouse(Box::default()),
+            details: Details::ClickHouse(Default::default()),
         },
-    }
+    );
+    batch
 }
 
-fn zookeeper_request(
-    conn: &Arc<ConnectionInfo>,
-    start_ms: u64,
-    duration_ns: u64,
-) -> CapturedRequest {
+fn zookeeper_request(conn: &Arc<ConnectionInfo>, start_ms: u64, duration_ns: u64) -> CapturedBatch {
     let start_ns = BASE_MONOTONIC_NS + start_ms * MS;
-    CapturedRequest {
-        conn: conn.clone(),
-        record: RequestRecord {
+    let mut batch = CapturedBatch::default();
+    let query = Some(batch.records.text.push("/app/config"));
+    batch.push(
+        conn.clone(),
+        RequestRecord {
             protocol: Protocol::ZooKeeper,
             start_ns,
             end_ns: start_ns + duration_ns,
@@ -92,24 +94,25 @@ fn zookeeper_request(
             error_code: None,
             error_name: None,
             error_message: None,
-            query: Some("/app/config".to_string()),
+            query,
             query_truncated: false,
             bytes_sent: 40,
             bytes_received: 60,
             details: Details::ZooKeeper(ZooKeeperDetails::default()),
         },
-    }
+    );
+    batch
 }
 
 /// Client A (10.0.0.2, `app-a`): 100 fast queries (1.00..1.99 ms), 20 of 210 ms, 10 failing
 /// (2.5 ms, UNKNOWN_TABLE ×7, SYNTAX_ERROR ×3). Client B (10.0.0.3, `app-b`): 40 queries of 3 ms.
 /// ZooKeeper 10.0.0.1:2181: 30 requests seen by the client (`zkcli`) and by the server (`java`).
-fn sample_requests() -> Vec<CapturedRequest> {
+fn sample_requests() -> CapturedBatch {
     let a = connection(Side::Client, "10.0.0.2:40001", CLICKHOUSE_SERVER, "app-a");
     let b = connection(Side::Client, "10.0.0.3:40002", CLICKHOUSE_SERVER, "app-b");
-    let mut requests = Vec::new();
+    let mut requests = CapturedBatch::default();
     for i in 0..100u64 {
-        requests.push(clickhouse_query(
+        requests.append(clickhouse_query(
             &a,
             i * 150,
             MS + i * 10_000,
@@ -118,7 +121,7 @@ fn sample_requests() -> Vec<CapturedRequest> {
         ));
     }
     for i in 0..20u64 {
-        requests.push(clickhouse_query(
+        requests.append(clickhouse_query(
             &a,
             3_000 + i * 300,
             SLOW_NS,
@@ -132,7 +135,7 @@ fn sample_requests() -> Vec<CapturedRequest> {
         } else {
             "SYNTAX_ERROR"
         };
-        requests.push(clickhouse_query(
+        requests.append(clickhouse_query(
             &a,
             5_000 + i * 500,
             2_500_000,
@@ -141,13 +144,13 @@ fn sample_requests() -> Vec<CapturedRequest> {
         ));
     }
     for i in 0..40u64 {
-        requests.push(clickhouse_query(&b, i * 400, 3 * MS, "SELECT 2", None));
+        requests.append(clickhouse_query(&b, i * 400, 3 * MS, "SELECT 2", None));
     }
     let zk_client = connection(Side::Client, "10.0.0.4:50000", "10.0.0.1:2181", "zkcli");
     let zk_server = connection(Side::Server, "10.0.0.4:50000", "10.0.0.1:2181", "java");
     for i in 0..30u64 {
-        requests.push(zookeeper_request(&zk_client, i * 500, 600_000));
-        requests.push(zookeeper_request(&zk_server, i * 500, 400_000));
+        requests.append(zookeeper_request(&zk_client, i * 500, 600_000));
+        requests.append(zookeeper_request(&zk_server, i * 500, 400_000));
     }
     requests
 }
@@ -159,7 +162,7 @@ fn write_dataset(dir: &Path) {
     })
     .unwrap();
     let mut sink = ParquetSink::new(SinkConfig::new(dir, "testhost", OFFSET_NS)).unwrap();
-    for request in sample_requests() {
+    for request in sample_requests().iter() {
         aggregator.record(&request);
         sink.push_request(&request);
     }

@@ -319,11 +319,7 @@ impl ClickHouseParser {
 
     // ---------------------------------------------------------------- client direction
 
-    fn parse_client(
-        &mut self,
-        input: &Input<'_>,
-        out: &mut Records,
-    ) -> Result<Step, ParseError> {
+    fn parse_client(&mut self, input: &Input<'_>, out: &mut Records) -> Result<Step, ParseError> {
         let buf = input.bytes;
         loop {
             match self.client {
@@ -408,11 +404,7 @@ impl ClickHouseParser {
         }
     }
 
-    fn client_packet(
-        &mut self,
-        input: &Input<'_>,
-        out: &mut Records,
-    ) -> Result<Step, ParseError> {
+    fn client_packet(&mut self, input: &Input<'_>, out: &mut Records) -> Result<Step, ParseError> {
         let buf = input.bytes;
         let mut c = Cursor::new(buf);
         let code = match c.varuint() {
@@ -568,11 +560,7 @@ impl ClickHouseParser {
         }
     }
 
-    fn query_packet(
-        &mut self,
-        input: &Input<'_>,
-        out: &mut Records,
-    ) -> Result<Step, ParseError> {
+    fn query_packet(&mut self, input: &Input<'_>, out: &mut Records) -> Result<Step, ParseError> {
         let buf = input.bytes;
         let QueryMatch { head, layout } = match self.match_query(input) {
             Ok(m) => m,
@@ -619,7 +607,14 @@ impl ClickHouseParser {
         }
         // The record reports what the Query itself shows (the negotiated revision, or the
         // highest its layout allows), not what later packets proved on this side.
-        self.start_query(&head, layout.hi, query_bytes, truncated, input.ts_at(0), out);
+        self.start_query(
+            &head,
+            layout.hi,
+            query_bytes,
+            truncated,
+            input.ts_at(0),
+            out,
+        );
         self.client = next;
         self.counters.n_messages += 1;
         Ok(Step::Consumed(packet_len))
@@ -642,13 +637,20 @@ impl ClickHouseParser {
         text.clear();
         let query = text.push_lossy(query);
         let (client_name, client_version) = if head.client_name.is_empty() {
-            (text.push(&self.client_name), text.push(&self.client_version))
+            (
+                text.push(&self.client_name),
+                text.push(&self.client_version),
+            )
         } else {
             let name = text.push_lossy(head.client_name);
             let mut version = [0u8; 64];
             let mut cursor = std::io::Cursor::new(&mut version[..]);
             let _ = match head.version_patch {
-                Some(p) => write!(cursor, "{}.{}.{}", head.version_major, head.version_minor, p),
+                Some(p) => write!(
+                    cursor,
+                    "{}.{}.{}",
+                    head.version_major, head.version_minor, p
+                ),
                 None => write!(cursor, "{}.{}", head.version_major, head.version_minor),
             };
             let written = cursor.position() as usize;
@@ -699,11 +701,7 @@ impl ClickHouseParser {
         });
     }
 
-    fn resync_client(
-        &mut self,
-        input: &Input<'_>,
-        out: &mut Records,
-    ) -> Result<Step, ParseError> {
+    fn resync_client(&mut self, input: &Input<'_>, out: &mut Records) -> Result<Step, ParseError> {
         let buf = input.bytes;
         let aligned = self.aligned[Direction::ClientToServer.index()];
         let mut wait_at = None;
@@ -746,11 +744,7 @@ impl ClickHouseParser {
 
     // ---------------------------------------------------------------- server direction
 
-    fn parse_server(
-        &mut self,
-        input: &Input<'_>,
-        out: &mut Records,
-    ) -> Result<Step, ParseError> {
+    fn parse_server(&mut self, input: &Input<'_>, out: &mut Records) -> Result<Step, ParseError> {
         let buf = input.bytes;
         loop {
             match self.server {
@@ -817,11 +811,7 @@ impl ClickHouseParser {
         }
     }
 
-    fn server_packet(
-        &mut self,
-        input: &Input<'_>,
-        out: &mut Records,
-    ) -> Result<Step, ParseError> {
+    fn server_packet(&mut self, input: &Input<'_>, out: &mut Records) -> Result<Step, ParseError> {
         let buf = input.bytes;
         let mut c = Cursor::new(buf);
         let code = match c.varuint() {
@@ -1259,11 +1249,7 @@ impl ClickHouseParser {
         }
     }
 
-    fn resync_server(
-        &mut self,
-        input: &Input<'_>,
-        out: &mut Records,
-    ) -> Result<Step, ParseError> {
+    fn resync_server(&mut self, input: &Input<'_>, out: &mut Records) -> Result<Step, ParseError> {
         let buf = input.bytes;
         let aligned = self.aligned[Direction::ServerToClient.index()];
         let candidates: smallvec_boundaries::Boundaries = boundaries(input, aligned).collect();
@@ -1369,25 +1355,12 @@ impl ClickHouseParser {
         (e.code, error_name(e.code).map(Cow::Borrowed), message)
     }
 
-    fn finish(
-        &mut self,
-        mut q: InFlight,
-        status: Status,
-        ts: u64,
-        len: u64,
-        out: &mut Records,
-    ) {
+    fn finish(&mut self, mut q: InFlight, status: Status, ts: u64, len: u64, out: &mut Records) {
         q.record.bytes_received += len;
         self.emit(q, status, Some(ts), out);
     }
 
-    fn emit(
-        &mut self,
-        mut q: InFlight,
-        status: Status,
-        end_ts: Option<u64>,
-        out: &mut Records,
-    ) {
+    fn emit(&mut self, mut q: InFlight, status: Status, end_ts: Option<u64>, out: &mut Records) {
         q.record.status = status;
         q.record.end_ns = end_ts.unwrap_or(q.record.start_ns);
         let (client_rows, profile_rows, progress_written) =

@@ -287,10 +287,7 @@ fn a_response_whose_end_was_cut_stays_incomplete() {
             .filter(|r| r.status == Status::Incomplete)
             .collect();
         assert_eq!(cut.len(), 1, "{name}");
-        assert!(
-            cut[0].query().unwrap().contains("system.numbers"),
-            "{name}"
-        );
+        assert!(cut[0].query().unwrap().contains("system.numbers"), "{name}");
         assert_eq!(cut[0].end_ns, cut[0].start_ns, "{name}");
         assert!(records.len() > 1, "{name}");
     }

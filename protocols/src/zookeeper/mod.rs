@@ -308,11 +308,7 @@ impl ZooKeeperParser {
 
     // ---- client → server -------------------------------------------------------------
 
-    fn parse_requests(
-        &mut self,
-        input: &Input<'_>,
-        out: &mut Records,
-    ) -> Result<Step, ParseError> {
+    fn parse_requests(&mut self, input: &Input<'_>, out: &mut Records) -> Result<Step, ParseError> {
         let bytes = input.bytes;
         if let Conversation::FourLetter(exchange) = &mut self.conversation {
             let counted = exchange.sent_unconsumed.min(bytes.len() as u64);
@@ -437,11 +433,7 @@ impl ZooKeeperParser {
 
     /// Checks the request frame at the front of `bytes` without recording anything (a
     /// multi's op names go to `self.multi_ops`).
-    fn examine_request<'a>(
-        &mut self,
-        bytes: &'a [u8],
-        strict: bool,
-    ) -> Examined<RequestFrame<'a>> {
+    fn examine_request<'a>(&mut self, bytes: &'a [u8], strict: bool) -> Examined<RequestFrame<'a>> {
         let Some(len) = declared_length(bytes) else {
             return Examined::NeedMore;
         };
@@ -552,11 +544,7 @@ impl ZooKeeperParser {
 
     // ---- server → client -------------------------------------------------------------
 
-    fn parse_replies(
-        &mut self,
-        input: &Input<'_>,
-        out: &mut Records,
-    ) -> Result<Step, ParseError> {
+    fn parse_replies(&mut self, input: &Input<'_>, out: &mut Records) -> Result<Step, ParseError> {
         let bytes = input.bytes;
         if self.replies.at_start {
             if let Some(step) = self.server_opening(input, out) {

@@ -378,4 +378,34 @@ mod tests {
         );
         assert_eq!(q.n_overflows, 1);
     }
+
+    #[test]
+    fn paths_survive_compaction_and_the_text_stays_bounded() {
+        let mut q = InFlightQueue::new(1000);
+        let mut out = Records::default();
+        let path = |i: u64| format!("/clickhouse/tables/01/replicas/r1/queue/query-{i:010}");
+        // Ten requests always in flight, 20,000 answered: about 1 MB of paths went through.
+        for i in 0..20_010u64 {
+            let mut request = request(i as i64 + 1, OpCode::GET_DATA, i);
+            request.path = Some(q.text_mut().push(&path(i)));
+            q.push(request, &mut out);
+            if i >= 10 {
+                let answered = q.take(i as i64 - 9, &mut out).unwrap();
+                let answer = Answer {
+                    end_ns: i,
+                    bytes_received: 1,
+                    zxid: 1,
+                    err: ErrorCode::OK,
+                };
+                q.emit(answered.answered(answer), &mut out);
+                assert!(q.text.len() <= 2 * MIN_COMPACTION_BYTES, "{}", q.text.len());
+            }
+        }
+        q.close(30_000, &mut out);
+        let paths: Vec<_> = out.iter().map(|r| out.opt_str(r.query).unwrap()).collect();
+        assert_eq!(paths.len(), 20_010);
+        for (i, p) in paths.iter().enumerate() {
+            assert_eq!(*p, path(i as u64));
+        }
+    }
 }

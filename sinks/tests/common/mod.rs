@@ -12,8 +12,8 @@ use std::sync::Arc;
 use arrow::array::{Array, RecordBatch};
 use arrow::compute::concat_batches;
 use l7tap_protocols::{
-    CapturedRequest, ClickHouseDetails, ConnectionInfo, Details, Protocol, QueryKind,
-    RequestRecord, Side, Status, ZooKeeperDetails,
+    CapturedBatch, ClickHouseDetails, ConnectionInfo, Details, Protocol, QueryKind, RequestRecord,
+    Side, Status, ZooKeeperDetails,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -69,11 +69,32 @@ pub fn clickhouse_request(
     duration_ns: u64,
     query: &str,
     status: Status,
-) -> CapturedRequest {
+) -> CapturedBatch {
     let start_ns = BASE_MONOTONIC_NS + start_offset_ns;
-    CapturedRequest {
-        conn: conn.clone(),
-        record: RequestRecord {
+    let mut batch = CapturedBatch::default();
+    let text = &mut batch.records.text;
+    let error_message =
+        (status == Status::Error).then(|| text.push("Table default.nope does not exist"));
+    let query = Some(text.push(query));
+    let query_id = text.push("9f1c2d4e-0000-4000-8000-000000000001");
+    let details = ClickHouseDetails {
+        query_id,
+        query_kind: Some(QueryKind::Initial),
+        initial_query_id: query_id,
+        user: text.push("default"),
+        client_name: text.push("ClickHouse client"),
+        client_version: text.push("24.3.1"),
+        revision: 54467,
+        rows_read: 1000,
+        bytes_read: 8000,
+        rows_written: 0,
+        bytes_written: 0,
+        result_rows: 10,
+        compressed: false,
+    };
+    batch.push(
+        conn.clone(),
+        RequestRecord {
             protocol: Protocol::ClickHouse,
             start_ns,
             end_ns: start_ns + duration_ns,
@@ -81,29 +102,15 @@ pub fn clickhouse_request(
             status,
             error_code: (status == Status::Error).then_some(60),
             error_name: (status == Status::Error).then_some(Cow::Borrowed("UNKNOWN_TABLE")),
-            error_message: (status == Status::Error)
-                .then(|| "Table default.nope does not exist".to_string()),
-            query: Some(query.to_string()),
+            error_message,
+            query,
             query_truncated: false,
             bytes_sent: 120,
             bytes_received: 3400,
-            details: Details::ClickHouse(Box::new(ClickHouseDetails {
-                query_id: "9f1c2d4e-0000-4000-8000-000000000001".to_string(),
-                query_kind: Some(QueryKind::Initial),
-                initial_query_id: "9f1c2d4e-0000-4000-8000-000000000001".to_string(),
-                user: "default".to_string(),
-                client_name: "ClickHouse client".to_string(),
-                client_version: "24.3.1".to_string(),
-                revision: 54467,
-                rows_read: 1000,
-                bytes_read: 8000,
-                rows_written: 0,
-                bytes_written: 0,
-                result_rows: 10,
-                compressed: false,
-            })),
+            details: Details::ClickHouse(details),
         },
-    }
+    );
+    batch
 }
 
 /// A ZooKeeper request starting `start_offset_ns` after `BASE_UNIX_NS`.
@@ -114,11 +121,19 @@ pub fn zookeeper_request(
     operation: &'static str,
     path: &str,
     status: Status,
-) -> CapturedRequest {
+) -> CapturedBatch {
     let start_ns = BASE_MONOTONIC_NS + start_offset_ns;
-    CapturedRequest {
-        conn: conn.clone(),
-        record: RequestRecord {
+    let mut batch = CapturedBatch::default();
+    let text = &mut batch.records.text;
+    let query = Some(text.push(path));
+    let multi_ops = if operation == "multi" {
+        text.push("create,setData")
+    } else {
+        Default::default()
+    };
+    batch.push(
+        conn.clone(),
+        RequestRecord {
             protocol: Protocol::ZooKeeper,
             start_ns,
             end_ns: start_ns + duration_ns,
@@ -127,7 +142,7 @@ pub fn zookeeper_request(
             error_code: (status == Status::Error).then_some(-101),
             error_name: (status == Status::Error).then_some(Cow::Borrowed("NoNode")),
             error_message: None,
-            query: Some(path.to_string()),
+            query,
             query_truncated: false,
             bytes_sent: 40,
             bytes_received: 60,
@@ -136,16 +151,13 @@ pub fn zookeeper_request(
                 zxid: 0x1_0000_0042,
                 session_id: Some(0x0100_0000_0000_0001),
                 watch: true,
-                multi_ops: if operation == "multi" {
-                    vec!["create", "setData"]
-                } else {
-                    Vec::new()
-                },
+                multi_ops,
                 notification: None,
                 ..Default::default()
             }),
         },
-    }
+    );
+    batch
 }
 
 /// Every `.parquet` file under `dir`, sorted.
