@@ -720,8 +720,8 @@ impl Aggregator {
     }
 
     pub fn record(&mut self, request: &CapturedRequest<'_>) {
-        let record = &request.record;
-        let conn = &*request.conn;
+        let record = request.record;
+        let conn = &**request.conn;
         let duration_ns = record.end_ns.saturating_sub(record.start_ns);
         let end_unix_ns = self.monotonic_to_unix_ns(record.end_ns);
         let key = CompactKey {
