@@ -471,6 +471,10 @@ impl Records {
 
     /// Moves every record of `other` (and its text) to the end of this batch.
     pub fn append(&mut self, other: &mut Records) {
+        if other.records.is_empty() {
+            other.text.clear();
+            return;
+        }
         for record in other.records.drain(..) {
             let text = &mut self.text;
             let mut record = record;
