@@ -41,7 +41,7 @@ pub use codes::{ErrorCode, OpCode};
 
 use crate::{
     Direction, Input, ParseError, Parser, ParserCounters, Protocol, Records, RequestRecord, Status,
-    Step, TextArena, ZooKeeperConnect, ZooKeeperDetails,
+    Step, Text, TextArena, ZooKeeperConnect, ZooKeeperDetails,
 };
 use codes::{four_letter_word, protocol_version, xid, SET_TRACE_MASK};
 use decoding::{
@@ -519,7 +519,10 @@ impl ZooKeeperParser {
             .or(fields.auth_scheme.map(|scheme| (scheme, false)));
         let text = self.in_flight.text_mut();
         let path_text = path.map(|(p, _)| text.push_lossy(p));
-        let multi_ops = text.push_joined(self.multi_ops.iter().copied(), ',');
+        let multi_ops = match self.multi_ops.is_empty() {
+            true => Text::EMPTY,
+            false => text.push_joined(self.multi_ops.iter().copied(), ','),
+        };
         self.in_flight.push(
             InFlight {
                 xid: header.xid,
@@ -785,7 +788,7 @@ impl ZooKeeperParser {
             };
             if at_hand == frame_len {
                 // The common case, kept free of record moves.
-                self.in_flight.emit(request.answered(answer), out);
+                self.in_flight.emit_answered(request, answer, out);
                 return Step::Consumed(frame_len as u64);
             }
             // The record waits for the reply's last byte: its text moves out of the queue.
@@ -884,7 +887,9 @@ impl Parser for ZooKeeperParser {
                 what,
             });
         }
-        out.append(&mut self.finished_in_gap);
+        if !self.finished_in_gap.is_empty() {
+            out.append(&mut self.finished_in_gap);
+        }
         if input.bytes.is_empty() {
             return Ok(Step::NeedMore);
         }

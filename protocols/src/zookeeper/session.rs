@@ -51,7 +51,8 @@ pub struct Answer {
 
 impl InFlight {
     /// The record of the answered request, built in one go (records are large: every
-    /// move of one costs). Its text spans are those of the queue's arena.
+    /// move of one costs), with the request's text spans as they are.
+    #[inline]
     pub fn answered(self, answer: Answer) -> RequestRecord {
         let (status, error_code, error_name) = outcome(answer.err);
         RequestRecord {
@@ -159,6 +160,18 @@ impl InFlightQueue {
     /// Emits `record` (text in this queue's arena) into `out`.
     pub fn emit(&self, record: RequestRecord, out: &mut Records) {
         out.push_from(record, &self.text);
+    }
+
+    /// Emits the record of `request` (taken from this queue) answered by `answer`: its text
+    /// is copied to `out` first, so the record is built once, with its final spans.
+    pub fn emit_answered(&self, mut request: InFlight, answer: Answer, out: &mut Records) {
+        if let Some(path) = &mut request.path {
+            *path = out.text.copy_from(&self.text, *path);
+        }
+        if !request.multi_ops.is_empty() {
+            request.multi_ops = out.text.copy_from(&self.text, request.multi_ops);
+        }
+        out.push(request.answered(answer));
     }
 
     pub fn push(&mut self, request: InFlight, out: &mut Records) {
@@ -397,7 +410,7 @@ mod tests {
                     zxid: 1,
                     err: ErrorCode::OK,
                 };
-                q.emit(answered.answered(answer), &mut out);
+                q.emit_answered(answered, answer, &mut out);
                 assert!(q.text.len() <= 2 * MIN_COMPACTION_BYTES, "{}", q.text.len());
             }
         }
