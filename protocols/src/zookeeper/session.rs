@@ -157,11 +157,6 @@ impl InFlightQueue {
         &self.text
     }
 
-    /// Emits `record` (text in this queue's arena) into `out`.
-    pub fn emit(&self, record: RequestRecord, out: &mut Records) {
-        out.push_from(record, &self.text);
-    }
-
     /// Emits the record of `request` (taken from this queue) answered by `answer`: its text
     /// is copied to `out` first, so the record is built once, with its final spans.
     pub fn emit_answered(&self, mut request: InFlight, answer: Answer, out: &mut Records) {
