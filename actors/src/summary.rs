@@ -1,6 +1,10 @@
 //! What an actor counted, merged across actors into the capture's summary. A replay of a
 //! recording must produce exactly the summary of the live run that made it.
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use foldhash::fast::RandomState;
+use l7tap_protocols::{Protocol, RequestRecord, Side, Status};
 
 /// Named counters; keys are stable identifiers (`connections.clickhouse.server`, ...).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -79,43 +83,38 @@ mod tests {
 }
 
 /// Counts records by protocol, side, operation, status and error name, for the summary
-/// (tests compare these with what the servers and load generators report). Keys are built
-/// in one reused buffer: no allocation per record once a key has been seen.
+/// (tests compare these with what the servers and load generators report). Counted by a
+/// compact key (names are `'static` but for rare unknown codes); the summary's text keys
+/// are built once, at the end.
 #[derive(Default)]
 pub struct RecordTally {
-    counts: std::collections::HashMap<String, u64>,
-    key: String,
+    operations: HashMap<(Protocol, Side, Cow<'static, str>, Status), u64, RandomState>,
+    errors: HashMap<(Protocol, Side, Cow<'static, str>), u64, RandomState>,
 }
 
 impl RecordTally {
-    pub fn count(&mut self, r: &l7tap_protocols::RequestRecord, side: l7tap_protocols::Side) {
-        use std::fmt::Write;
-        let base_len = {
-            self.key.clear();
-            let _ = write!(self.key, "records.{}.{}.", r.protocol.name(), side.name());
-            self.key.len()
-        };
-        let _ = write!(self.key, "op.{}.{}", r.operation, r.status.name());
-        self.bump();
+    #[inline]
+    pub fn count(&mut self, r: &RequestRecord, side: Side) {
+        let key = (r.protocol, side, r.operation.clone(), r.status);
+        *self.operations.entry(key).or_insert(0) += 1;
         if let Some(name) = &r.error_name {
-            self.key.truncate(base_len);
-            let _ = write!(self.key, "error.{name}");
-            self.bump();
-        }
-    }
-
-    fn bump(&mut self) {
-        match self.counts.get_mut(self.key.as_str()) {
-            Some(n) => *n += 1,
-            None => {
-                self.counts.insert(self.key.clone(), 1);
-            }
+            *self.errors.entry((r.protocol, side, name.clone())).or_insert(0) += 1;
         }
     }
 
     pub fn add_to(&self, summary: &mut Summary) {
-        for (k, v) in &self.counts {
-            summary.add(k, *v);
+        for ((protocol, side, operation, status), n) in &self.operations {
+            let key = format!(
+                "records.{}.{}.op.{operation}.{}",
+                protocol.name(),
+                side.name(),
+                status.name()
+            );
+            summary.add(&key, *n);
+        }
+        for ((protocol, side, name), n) in &self.errors {
+            let key = format!("records.{}.{}.error.{name}", protocol.name(), side.name());
+            summary.add(&key, *n);
         }
     }
 }
