@@ -14,6 +14,7 @@ use l7tap_sinks::{Aggregator, AggregatorConfig, IntervalRow};
 
 use crate::conn::ConnParser;
 use crate::filter::ConnFilter;
+use crate::pool::{BatchPool, BATCH};
 use crate::reorder::Reorder;
 use crate::summary::{RecordTally, Summary};
 
@@ -33,6 +34,8 @@ pub struct ActorConfig {
     pub filter: ConnFilter,
     /// Per-window aggregation (`intervals`); `None` sends records only.
     pub aggregation: Option<AggregatorConfig>,
+    /// Where new record batches come from (share it with whoever receives them).
+    pub batch_pool: BatchPool,
 }
 
 impl Default for ActorConfig {
@@ -45,6 +48,7 @@ impl Default for ActorConfig {
             max_query_bytes: 4096,
             filter: ConnFilter::default(),
             aggregation: None,
+            batch_pool: BatchPool::default(),
         }
     }
 }
@@ -128,15 +132,7 @@ pub struct ActorState {
     last_expiry: u64,
 }
 
-const BATCH: usize = 1024;
 
-/// Text bytes per record a new batch is sized for (ZooKeeper paths, ClickHouse ids and
-/// queries); the arena grows past it when needed.
-const BATCH_TEXT_PER_RECORD: usize = 64;
-
-fn new_batch() -> CapturedBatch {
-    CapturedBatch::with_capacity(BATCH, BATCH * BATCH_TEXT_PER_RECORD)
-}
 
 impl Actor {
     pub fn new(
@@ -185,6 +181,7 @@ impl ActorState {
         let aggregator = config
             .aggregation
             .map(|c| Aggregator::new(c).expect("aggregation settings are validated by the caller"));
+        let batch = config.batch_pool.take();
         ActorState {
             config,
             records,
@@ -197,7 +194,7 @@ impl ActorState {
             conns: HashMap::default(),
             filtered: Default::default(),
             reorder: Reorder::default(),
-            batch: new_batch(),
+            batch,
             summary: Summary::default(),
             n_records: [[0; 4]; 2],
             tally: RecordTally::default(),
@@ -451,7 +448,7 @@ impl ActorState {
     }
 
     fn send_batch(&mut self) {
-        let batch = std::mem::replace(&mut self.batch, new_batch());
+        let batch = std::mem::replace(&mut self.batch, self.config.batch_pool.take());
         // A receiver that went away (no sink) is not an error: records are then counted only.
         let _ = self.records.send(ActorOutput::Requests(batch));
     }

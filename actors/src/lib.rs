@@ -10,9 +10,11 @@
 mod actor;
 mod conn;
 mod filter;
+mod pool;
 mod reorder;
 mod summary;
 
 pub use actor::{Actor, ActorConfig, ActorOutput, ActorState, WindowStats};
 pub use filter::ConnFilter;
+pub use pool::BatchPool;
 pub use summary::Summary;

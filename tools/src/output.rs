@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
-use l7tap_actors::{ActorOutput, WindowStats};
+use l7tap_actors::{ActorOutput, BatchPool, WindowStats};
 use l7tap_sinks::{merge_interval_rows, CaptureStatsRow, IntervalRow, ParquetSink, SinkConfig};
 
 pub struct OutputConfig {
@@ -17,6 +17,8 @@ pub struct OutputConfig {
     pub roll_bytes: u64,
     pub roll_age: Duration,
     pub n_actors: usize,
+    /// Written record batches go back here, for the actors to reuse.
+    pub batch_pool: BatchPool,
 }
 
 /// What the output thread wrote.
@@ -157,6 +159,7 @@ fn handle(
         ActorOutput::Requests(batch) => {
             sink.push_batch(&batch);
             report.requests += batch.len() as u64;
+            config.batch_pool.give(batch);
         }
         ActorOutput::Windows {
             actor,

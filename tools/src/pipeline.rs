@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::Sender;
-use l7tap_actors::{Actor, ActorConfig, Summary};
+use l7tap_actors::{Actor, ActorConfig, BatchPool, Summary};
 use l7tap_ingest::reactor::{self, KernelBuffer, ReactorStats};
 use l7tap_ingest::recording::{RecordingHeader, RecordingReader, RecordingWriter};
 use l7tap_ingest::ring::{frame_ring, FrameProducer};
@@ -62,6 +62,7 @@ fn start_workers(
     l7tap_sinks::Aggregator::new(aggregation)
         .context("invalid --interval / --heatmap-resolution")?;
     let (tx, rx) = crossbeam_channel::bounded(256);
+    let batch_pool = BatchPool::default();
     let mut producers = Vec::with_capacity(n);
     let mut actors = Vec::with_capacity(n);
     for i in 0..n {
@@ -74,6 +75,7 @@ fn start_workers(
             max_query_bytes: common.max_query_bytes,
             filter: common.filter(),
             aggregation: Some(aggregation),
+            batch_pool: batch_pool.clone(),
             ..ActorConfig::default()
         };
         let actor = Actor::new(config, c, tx.clone(), i);
@@ -94,6 +96,7 @@ fn start_workers(
         roll_bytes: common.roll_bytes,
         roll_age: common.roll_age,
         n_actors: n,
+        batch_pool,
     };
     let output = std::thread::Builder::new()
         .name("l7tap-output".into())
