@@ -132,8 +132,6 @@ pub struct ActorState {
     last_expiry: u64,
 }
 
-
-
 impl Actor {
     pub fn new(
         config: ActorConfig,

@@ -28,9 +28,9 @@ impl BatchPool {
 
     /// An empty batch: a spare one if there is any, else a new one.
     pub fn take(&self) -> CapturedBatch {
-        self.spare_rx.try_recv().unwrap_or_else(|_| {
-            CapturedBatch::with_capacity(BATCH, BATCH * BATCH_TEXT_PER_RECORD)
-        })
+        self.spare_rx
+            .try_recv()
+            .unwrap_or_else(|_| CapturedBatch::with_capacity(BATCH, BATCH * BATCH_TEXT_PER_RECORD))
     }
 
     /// Returns a written batch for reuse.

@@ -98,7 +98,10 @@ impl RecordTally {
         let key = (r.protocol, side, r.operation.clone(), r.status);
         *self.operations.entry(key).or_insert(0) += 1;
         if let Some(name) = &r.error_name {
-            *self.errors.entry((r.protocol, side, name.clone())).or_insert(0) += 1;
+            *self
+                .errors
+                .entry((r.protocol, side, name.clone()))
+                .or_insert(0) += 1;
         }
     }
 

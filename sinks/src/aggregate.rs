@@ -95,6 +95,12 @@ pub const HEATMAP_BUCKET_UPPER_BOUNDS_NS: [u64; 30] = [
 /// Number of heatmap latency buckets: one per upper bound plus the overflow bucket.
 pub const HEATMAP_BUCKETS: usize = HEATMAP_BUCKET_UPPER_BOUNDS_NS.len() + 1;
 
+/// Samples a key with a dense histogram buffers before recording them (see `KeyStats::pending`).
+const PENDING_SAMPLES: usize = 256;
+
+/// Reset dense histograms, each with its (empty) pending-sample buffer, for keys to reuse.
+type HistogramPool = Vec<(Histogram<u64>, Vec<u64>)>;
+
 /// Durations kept inline per key and window before a dense histogram is taken from the pool.
 pub const INLINE_SAMPLES: usize = 16;
 
@@ -500,6 +506,10 @@ struct KeyStats {
     inline_samples: [u64; INLINE_SAMPLES],
     inline_len: usize,
     histogram: Option<Histogram<u64>>,
+    /// Clamped durations not yet recorded into `histogram`. A dense histogram spans hundreds
+    /// of KiB: recording into it request by request, between other keys' requests, cost a
+    /// cache miss each; recorded in runs, the misses overlap.
+    pending: Vec<u64>,
     /// `sub_windows * HEATMAP_BUCKETS` counts, saturating. u32: a key's heatmap is 310 counts
     /// with the default 1 s sub-windows, and a window can hold a key per client.
     heatmap: Box<[u32]>,
@@ -516,12 +526,13 @@ impl KeyStats {
             inline_samples: [0; INLINE_SAMPLES],
             inline_len: 0,
             histogram: None,
+            pending: Vec::new(),
             heatmap: vec![0; sub_windows * HEATMAP_BUCKETS].into_boxed_slice(),
         }
     }
 
     /// Clears the counters and hands the histogram (reset) back to the pool.
-    fn reset_into(&mut self, free_histograms: &mut Vec<Histogram<u64>>) {
+    fn reset_into(&mut self, free_histograms: &mut HistogramPool) {
         self.count = 0;
         self.errors = 0;
         self.sum_ns = 0;
@@ -531,33 +542,52 @@ impl KeyStats {
         self.heatmap.fill(0);
         if let Some(mut histogram) = self.histogram.take() {
             histogram.reset();
-            free_histograms.push(histogram);
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.clear();
+            free_histograms.push((histogram, pending));
         }
     }
 
     /// The dense histogram, taken from the pool (or created) and filled with the inline samples
     /// on first use.
-    fn dense_histogram(
-        &mut self,
-        free_histograms: &mut Vec<Histogram<u64>>,
-    ) -> &mut Histogram<u64> {
-        let samples = &self.inline_samples[..self.inline_len];
-        let histogram = self.histogram.get_or_insert_with(|| {
-            let mut histogram = free_histograms.pop().unwrap_or_else(new_duration_histogram);
-            for &sample in samples {
+    fn dense_histogram(&mut self, free_histograms: &mut HistogramPool) -> &mut Histogram<u64> {
+        if self.histogram.is_none() {
+            let (mut histogram, pending) = free_histograms.pop().unwrap_or_else(|| {
+                (
+                    new_duration_histogram(),
+                    Vec::with_capacity(PENDING_SAMPLES),
+                )
+            });
+            for &sample in &self.inline_samples[..self.inline_len] {
                 record_in(&mut histogram, sample);
             }
-            histogram
-        });
-        self.inline_len = 0;
-        histogram
+            self.inline_len = 0;
+            self.pending = pending;
+            self.histogram = Some(histogram);
+        }
+        self.histogram.as_mut().expect("set above")
+    }
+
+    /// Records the pending samples into the histogram.
+    fn settle(&mut self) {
+        if let Some(histogram) = &mut self.histogram {
+            for &sample in &self.pending {
+                record_in(histogram, sample);
+            }
+        }
+        self.pending.clear();
     }
 
     /// Adds one clamped duration to the inline samples or the histogram.
     #[inline]
-    fn add_sample(&mut self, clamped_ns: u64, free_histograms: &mut Vec<Histogram<u64>>) {
+    fn add_sample(&mut self, clamped_ns: u64, free_histograms: &mut HistogramPool) {
         match &mut self.histogram {
-            Some(histogram) => record_in(histogram, clamped_ns),
+            Some(_) => {
+                self.pending.push(clamped_ns);
+                if self.pending.len() >= PENDING_SAMPLES {
+                    self.settle();
+                }
+            }
             None if self.inline_len < INLINE_SAMPLES => {
                 self.inline_samples[self.inline_len] = clamped_ns;
                 self.inline_len += 1;
@@ -572,7 +602,7 @@ impl KeyStats {
         duration_ns: u64,
         is_error: bool,
         sub_window: usize,
-        free_histograms: &mut Vec<Histogram<u64>>,
+        free_histograms: &mut HistogramPool,
     ) {
         self.add_sample(clamp_to_histogram_range(duration_ns), free_histograms);
         self.count += 1;
@@ -590,14 +620,17 @@ impl KeyStats {
         &mut self,
         other: &KeyStats,
         late: bool,
-        free_histograms: &mut Vec<Histogram<u64>>,
+        free_histograms: &mut HistogramPool,
     ) -> Result<(), MergeError> {
         if let Some(theirs) = &other.histogram {
             self.dense_histogram(free_histograms)
                 .add(theirs)
                 .map_err(|_| MergeError::HistogramRange)?;
         }
-        for &sample in &other.inline_samples[..other.inline_len] {
+        for &sample in other.inline_samples[..other.inline_len]
+            .iter()
+            .chain(&other.pending)
+        {
             self.add_sample(sample, free_histograms);
         }
         self.count += other.count;
@@ -619,11 +652,12 @@ impl KeyStats {
     }
 
     fn to_row(
-        &self,
+        &mut self,
         window_start_unix_ns: i64,
         config: &AggregatorConfig,
         key: IntervalKey,
     ) -> IntervalRow {
+        self.settle();
         let durations = match &self.histogram {
             Some(histogram) => RowDurations::Histogram(histogram.clone()),
             None => RowDurations::Inline {
@@ -662,7 +696,7 @@ pub struct Aggregator {
     /// Windows starting before this (Unix ns) were flushed.
     closed_before_unix_ns: i64,
     free_stats: Vec<KeyStats>,
-    free_histograms: Vec<Histogram<u64>>,
+    free_histograms: HistogramPool,
     free_maps: Vec<HashMap<CompactKey, KeyStats, FxBuildHasher>>,
     late_records: u64,
     records: u64,
@@ -709,9 +743,6 @@ impl Aggregator {
         (monotonic_ns as i64).saturating_add(self.config.monotonic_to_unix_offset_ns)
     }
 
-    /// Adds one request. Allocates only for keys, strings or windows not seen before (or when
-    /// the pools have not yet grown to the steady-state number of keys).
-    #[inline]
     /// Records every request of `batch`.
     pub fn record_batch(&mut self, batch: &CapturedBatch) {
         for request in batch.iter() {
@@ -719,6 +750,9 @@ impl Aggregator {
         }
     }
 
+    /// Adds one request. Allocates only for keys, strings or windows not seen before (or when
+    /// the pools have not yet grown to the steady-state number of keys).
+    #[inline]
     pub fn record(&mut self, request: &CapturedRequest<'_>) {
         let record = request.record;
         let conn = &**request.conn;
