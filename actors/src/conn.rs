@@ -10,11 +10,14 @@ use l7tap_protocols::{Direction, Parser, Records};
 use crate::actor::ActorConfig;
 use crate::summary::Summary;
 
+/// Boxed: the connection map holds one entry per connection and allocates slots for up to
+/// twice as many, each the size of the largest variant (over 1 KiB of parser state); boxed,
+/// a slot is a pointer and each connection pays only for its own parser.
 pub enum ConnParser {
-    ClickHouse(StreamDriver<ClickHouseParser>),
-    ZooKeeper(StreamDriver<ZooKeeperParser>),
+    ClickHouse(Box<StreamDriver<ClickHouseParser>>),
+    ZooKeeper(Box<StreamDriver<ZooKeeperParser>>),
     /// Counts frames (direction turns); used for every protocol with `frames_only`.
-    Frames(StreamDriver<FrameCounter>),
+    Frames(Box<StreamDriver<FrameCounter>>),
 }
 
 macro_rules! each {
@@ -31,34 +34,33 @@ impl ConnParser {
     pub fn new(protocol: WireProtocol, config: &ActorConfig) -> Self {
         let cap = config.max_buffered;
         match protocol {
-            _ if config.frames_only => ConnParser::Frames(StreamDriver::with_max_buffered(
-                FrameCounter::default(),
-                cap,
+            _ if config.frames_only => ConnParser::Frames(Box::new(
+                StreamDriver::with_max_buffered(FrameCounter::default(), cap),
             )),
             WireProtocol::ZooKeeper => {
                 let settings = ZooKeeperSettings {
                     max_path_bytes: config.max_query_bytes,
                     ..ZooKeeperSettings::default()
                 };
-                ConnParser::ZooKeeper(StreamDriver::with_max_buffered(
+                ConnParser::ZooKeeper(Box::new(StreamDriver::with_max_buffered(
                     ZooKeeperParser::new(settings),
                     cap,
-                ))
+                )))
             }
             WireProtocol::ClickHouse => {
                 let settings = ClickHouseConfig {
                     max_query_bytes: config.max_query_bytes,
                     ..ClickHouseConfig::default()
                 };
-                ConnParser::ClickHouse(StreamDriver::with_max_buffered(
+                ConnParser::ClickHouse(Box::new(StreamDriver::with_max_buffered(
                     ClickHouseParser::new(settings),
                     cap,
-                ))
+                )))
             }
-            WireProtocol::Unknown => ConnParser::Frames(StreamDriver::with_max_buffered(
+            WireProtocol::Unknown => ConnParser::Frames(Box::new(StreamDriver::with_max_buffered(
                 FrameCounter::default(),
                 cap,
-            )),
+            ))),
         }
     }
 

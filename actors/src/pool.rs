@@ -42,7 +42,7 @@ impl BatchPool {
 
 impl Default for BatchPool {
     fn default() -> Self {
-        BatchPool::new(64)
+        BatchPool::new(16)
     }
 }
 

@@ -8,6 +8,10 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
+/// Slots kept in the pool once nothing is held: events held between two watermarks in
+/// steady state (at 1-2 ms per watermark, a few hundred).
+const KEEP_SLOTS: usize = 1024;
+
 /// A held event: timestamp, arrival sequence (breaks ties), slot of its bytes.
 type Held = (u64, u64, usize);
 
@@ -78,6 +82,15 @@ impl Reorder {
             f(&self.slots[slot]);
             self.free.push(slot);
         }
+        if self.in_order.is_empty() && self.late.is_empty() && self.slots.len() > KEEP_SLOTS {
+            // A burst (every connection's open event at startup, a stalled watermark) grew
+            // the pool; nothing is held now, so give back what steady state does not use.
+            self.slots.truncate(KEEP_SLOTS);
+            self.slots.shrink_to_fit();
+            self.free.clear();
+            self.free.extend(0..KEEP_SLOTS);
+            self.free.shrink_to_fit();
+        }
     }
 }
 
@@ -124,5 +137,25 @@ mod tests {
         });
         assert_eq!(out[6..], ["e", "e2", "f"]);
         assert_eq!(r.held(), 0);
+    }
+
+    #[test]
+    fn the_pool_shrinks_after_a_burst_and_keeps_working() {
+        let mut r = Reorder::default();
+        for ts in 0..3 * KEEP_SLOTS as u64 {
+            r.hold(ts, &ts.to_le_bytes());
+        }
+        let mut n = 0u64;
+        r.release(u64::MAX, |b| {
+            assert_eq!(b, n.to_le_bytes());
+            n += 1;
+        });
+        assert_eq!(n, 3 * KEEP_SLOTS as u64);
+        assert_eq!(r.slots.len(), KEEP_SLOTS);
+        r.hold(7, b"x");
+        r.hold(5, b"y");
+        let mut out = vec![];
+        r.release(u64::MAX, |b| out.push(b.to_vec()));
+        assert_eq!(out, [b"y".to_vec(), b"x".to_vec()]);
     }
 }

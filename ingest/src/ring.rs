@@ -82,9 +82,11 @@ impl FrameProducer {
             if spins < 64 {
                 std::hint::spin_loop();
             } else {
-                // The consumer may be asleep with a full ring to read.
+                // The consumer may be asleep with a full ring to read. 500 µs: a replay
+                // sharing a core with its actor woke every 50 µs to push a few frames, two
+                // context switches each time; a full ring holds far more than 500 µs of work.
                 self.wake_consumer();
-                std::thread::sleep(std::time::Duration::from_micros(50));
+                std::thread::sleep(std::time::Duration::from_micros(500));
             }
         }
         true

@@ -36,6 +36,11 @@ pub const DEFAULT_ROLL_BYTES: u64 = 128 << 20;
 pub const DEFAULT_ROLL_AGE: Duration = Duration::from_secs(300);
 /// Default rows per row group.
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Rows per Arrow batch of the `intervals` table, at most: a row holds a dense heatmap (310
+/// counts, 2.4 KiB), so a window of 10 000 keys is 24 MiB in column builders, and builders
+/// grow by doubling. Smaller batches keep that to a few MiB at a time; row groups are as large
+/// as for the other tables (they are ended by `row_group_rows`, not by batches).
+const INTERVALS_BATCH_ROWS: usize = 1024;
 
 /// Where and how the sink writes.
 #[derive(Clone, Debug)]
@@ -216,7 +221,13 @@ impl ParquetSink {
                     config.redact_queries,
                 ),
             ),
-            intervals: TableWriter::new(settings.clone(), IntervalColumns::new()),
+            intervals: TableWriter::new(
+                TableSettings {
+                    batch_rows: settings.batch_rows.min(INTERVALS_BATCH_ROWS),
+                    ..settings.clone()
+                },
+                IntervalColumns::new(),
+            ),
             capture_stats: TableWriter::new(settings, CaptureStatsColumns::default()),
         })
     }
@@ -251,6 +262,14 @@ impl ParquetSink {
         self.intervals.before_row(IntervalColumns::ts_micros(row));
         self.intervals.columns.append(row);
         self.intervals.after_row();
+    }
+
+    /// Encodes the `intervals` rows pushed so far (in memory, no I/O), so that the dense
+    /// heatmaps of a window with many keys are not held in column builders until the next
+    /// [`ParquetSink::try_flush`]. On error the rows stay pending (or, for rows the encoder
+    /// refuses, are counted as dropped), as with `try_flush`.
+    pub fn encode_intervals(&mut self) -> Result<(), SinkError> {
+        self.intervals.encode(Instant::now())
     }
 
     /// Buffers `intervals` rows, e.g. the result of [`crate::merge_interval_rows`].

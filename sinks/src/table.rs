@@ -351,6 +351,13 @@ impl<C: TableColumns> TableWriter<C> {
         Ok(())
     }
 
+    /// Encodes the rows pushed so far into the open file, in memory (no I/O). Encoded rows
+    /// take a fraction of the memory of the column builders and pending batches.
+    pub fn encode(&mut self, now: Instant) -> Result<(), SinkError> {
+        self.seal_columns();
+        self.encode_pending(now)
+    }
+
     /// Encodes what was pushed, rolls files by age, writes and publishes what it can. On error
     /// nothing is lost: the next call resumes.
     pub fn try_flush(&mut self, now: Instant, close_all: bool) -> Result<(), SinkError> {

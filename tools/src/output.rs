@@ -231,8 +231,14 @@ fn publish_ready(
         let w = pending.remove(&start).expect("key listed above");
         match merge_interval_rows(w.rows) {
             Ok(rows) => {
-                for row in &rows {
-                    sink.push_interval(row);
+                // Encoded as they are pushed: a window of many keys is tens of MiB of dense
+                // heatmaps in column builders, a fraction of that encoded.
+                for chunk in rows.chunks(1024) {
+                    sink.push_intervals(chunk);
+                    if let Err(e) = sink.encode_intervals() {
+                        report.write_errors += 1;
+                        eprintln!("l7tap: encoding interval rows failed: {e}");
+                    }
                 }
                 report.interval_rows += rows.len() as u64;
             }

@@ -61,7 +61,10 @@ fn start_workers(
     // Validate once here, so a bad --interval is a clear error, not an actor panic.
     l7tap_sinks::Aggregator::new(aggregation)
         .context("invalid --interval / --heatmap-resolution")?;
-    let (tx, rx) = crossbeam_channel::bounded(256);
+    // Messages are batches of up to 1024 records or a closed window's rows: 32 of them cover
+    // the output thread's longest pause (a Parquet flush) at any rate an actor reaches,
+    // without holding tens of MiB of records when it falls behind.
+    let (tx, rx) = crossbeam_channel::bounded(32);
     let batch_pool = BatchPool::default();
     let mut producers = Vec::with_capacity(n);
     let mut actors = Vec::with_capacity(n);
