@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p l7tap-benches --bench zookeeper` prints, after criterion's own reports:
 //! - parse and memcpy throughput over the same chunks, and their ratio (goal: parsing at
-//!   least 1/10 of memcpy);
+//!   least 1/10 of memcpy), and, for scale, the stream driver alone (reassembly, no parsing);
 //! - allocations per request/reply pair for each kind of exchange once the connection is
 //!   warm (records keep their text in the output batch's arena, so the goal is none): any
 //!   allocation fails the run.
@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
+use l7tap_protocols::debug::FrameCounter;
 use l7tap_protocols::fixture::{parse_chunks, Chunk};
 use l7tap_protocols::stream::StreamDriver;
 use l7tap_protocols::zookeeper::ZooKeeperParser;
-use l7tap_protocols::{Direction, Records};
+use l7tap_protocols::{Direction, Parser, Records};
 
 /// Counts heap allocations (not frees) made by the whole process.
 struct CountingAllocator;
@@ -78,9 +79,15 @@ fn corpus_bytes(corpus: &[Vec<Chunk>]) -> u64 {
 
 /// Parses every conversation with a fresh driver; returns the records made.
 fn parse_all(corpus: &[Vec<Chunk>], out: &mut Records) -> usize {
+    drive_all(corpus, out, ZooKeeperParser::default)
+}
+
+/// Feeds every conversation to a fresh driver running the parser `new` makes; returns the
+/// records made.
+fn drive_all<P: Parser>(corpus: &[Vec<Chunk>], out: &mut Records, new: impl Fn() -> P) -> usize {
     let mut n = 0;
     for conversation in corpus {
-        let mut driver = StreamDriver::new(ZooKeeperParser::default());
+        let mut driver = StreamDriver::new(new());
         let mut last = 0;
         for (dir, ts, bytes) in conversation {
             driver.push(*dir, *ts, bytes, 0, out);
@@ -151,6 +158,12 @@ fn report_ratio() {
     let budget = Duration::from_millis(500);
     let parse = best_time_per_pass(|| _ = black_box(parse_all(&corpus, &mut out)), budget, 5);
     let copy = best_time_per_pass(|| _ = black_box(copy_all(&corpus, &mut buffer)), budget, 5);
+    let frames = || FrameCounter::default();
+    let driver = best_time_per_pass(
+        || _ = black_box(drive_all(&corpus, &mut out, frames)),
+        budget,
+        5,
+    );
     let mbps = |t: Duration| bytes / t.as_secs_f64() / 1e6;
     println!(
         "zookeeper: {} conversations, {} bytes: parse {:.0} MB/s, memcpy {:.0} MB/s, \
@@ -160,6 +173,12 @@ fn report_ratio() {
         mbps(parse),
         mbps(copy),
         parse.as_secs_f64() / copy.as_secs_f64()
+    );
+    println!(
+        "zookeeper: the stream driver alone (a parser that only consumes bytes): {:.0} MB/s, \
+         1/{:.1} of memcpy",
+        mbps(driver),
+        driver.as_secs_f64() / copy.as_secs_f64()
     );
 }
 
