@@ -154,13 +154,15 @@ impl FrameConsumer {
         if avail < FRAME_HEADER {
             return None;
         }
-        let head = self.inner.read_chunk(FRAME_HEADER).ok()?;
-        let (a, b) = head.as_slices();
         let mut h = [0u8; FRAME_HEADER];
-        for (d, s) in h.iter_mut().zip(a.iter().chain(b)) {
-            *d = *s;
+        {
+            // Peeked, not committed: the frame is consumed as a whole below.
+            let head = self.inner.read_chunk(FRAME_HEADER).ok()?;
+            let (a, b) = head.as_slices();
+            for (d, s) in h.iter_mut().zip(a.iter().chain(b)) {
+                *d = *s;
+            }
         }
-        drop(head);
         let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
         let total = 4 + len;
         // The producer commits whole frames, so a visible header means a visible body.

@@ -489,9 +489,9 @@ mod tests {
         let mut d = StreamDriver::new(LenPrefixed::default());
         let mut out = crate::Records::default();
         d.push(C2S, 10, &[3, b'a'], 0, &mut out);
-        d.push(C2S, 20, &[b'b'], 0, &mut out);
+        d.push(C2S, 20, b"b", 0, &mut out);
         d.push(C2S, 30, &[b'c', 1, b'x', 2], 0, &mut out);
-        d.push(C2S, 40, &[b'y', b'z'], 0, &mut out);
+        d.push(C2S, 40, b"yz", 0, &mut out);
         let seen = &d.parser().seen;
         assert_eq!(
             seen,

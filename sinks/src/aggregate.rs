@@ -651,7 +651,7 @@ impl KeyStats {
         Ok(())
     }
 
-    fn to_row(
+    fn finish_row(
         &mut self,
         window_start_unix_ns: i64,
         config: &AggregatorConfig,
@@ -853,7 +853,7 @@ impl Aggregator {
             live_stats += window.stats.len();
             for (compact, mut stats) in window.stats.drain() {
                 let key = self.expand_key(&compact);
-                rows.push(stats.to_row(window.start_unix_ns, &self.config, key));
+                rows.push(stats.finish_row(window.start_unix_ns, &self.config, key));
                 stats.reset_into(&mut self.free_histograms);
                 self.free_stats.push(stats);
             }
