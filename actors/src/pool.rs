@@ -11,6 +11,9 @@ pub const BATCH: usize = 1024;
 /// queries); the arena grows past it when needed.
 const BATCH_TEXT_PER_RECORD: usize = 64;
 
+/// Text capacity a spare batch may keep (a batch of long ClickHouse queries can reach MiBs).
+const MAX_KEPT_TEXT_BYTES: usize = 1 << 20;
+
 /// Spare batches, shared by the actors (taking) and the output thread (giving back).
 /// Bounded: a batch given back to a full pool is freed.
 #[derive(Clone)]
@@ -33,9 +36,14 @@ impl BatchPool {
             .unwrap_or_else(|_| CapturedBatch::with_capacity(BATCH, BATCH * BATCH_TEXT_PER_RECORD))
     }
 
-    /// Returns a written batch for reuse.
+    /// Returns a written batch for reuse. A text arena that grew past
+    /// [`MAX_KEPT_TEXT_BYTES`] (long queries) is shrunk first, so that spare batches stay
+    /// small.
     pub fn give(&self, mut batch: CapturedBatch) {
         batch.clear();
+        if batch.records.text.capacity() > MAX_KEPT_TEXT_BYTES {
+            batch.records.text.shrink_to(BATCH * BATCH_TEXT_PER_RECORD);
+        }
         let _ = self.spare_tx.try_send(batch);
     }
 }
@@ -68,5 +76,14 @@ mod tests {
         let again = pool.take();
         assert!(again.is_empty() && again.records.text.is_empty());
         assert_eq!(again.records.text.capacity(), capacity);
+    }
+
+    #[test]
+    fn a_batch_whose_text_grew_large_comes_back_shrunk() {
+        let pool = BatchPool::new(2);
+        let mut batch = pool.take();
+        batch.records.text.push(&"x".repeat(4 << 20));
+        pool.give(batch);
+        assert!(pool.take().records.text.capacity() <= MAX_KEPT_TEXT_BYTES);
     }
 }
