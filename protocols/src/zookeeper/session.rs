@@ -146,6 +146,10 @@ impl InFlightQueue {
     pub fn text_mut(&mut self) -> &mut TextArena {
         if self.queue.is_empty() {
             self.text.clear();
+            // Give back what a burst of requests in flight made the arena grow to.
+            if self.text.capacity() > 4 * MIN_COMPACTION_BYTES {
+                self.text.shrink_to(MIN_COMPACTION_BYTES);
+            }
         } else if self.text.len() >= self.compact_at {
             self.compact();
         }
