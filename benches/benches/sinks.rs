@@ -209,9 +209,28 @@ fn out_dir(label: &str) -> PathBuf {
     dir
 }
 
-fn write_with_sink(rows: &CapturedBatch, dir: &PathBuf) -> u64 {
+/// `rows` cut into batches of `size` requests, as actors send them.
+fn as_actor_batches(rows: &CapturedBatch, size: usize) -> Vec<CapturedBatch> {
+    chunks(rows, size)
+        .map(|range| {
+            let mut batch = CapturedBatch::with_capacity(size, size * 64);
+            for i in range {
+                let request = rows.get(i).expect("in range");
+                batch
+                    .records
+                    .push_from(request.record.clone(), request.text);
+                batch.conns.push(request.conn.clone());
+            }
+            batch
+        })
+        .collect()
+}
+
+fn write_with_sink(batches: &[CapturedBatch], dir: &PathBuf) -> u64 {
     let mut sink = ParquetSink::new(SinkConfig::new(dir, "bench", OFFSET_NS)).unwrap();
-    sink.push_batch(rows);
+    for batch in batches {
+        sink.push_batch(batch);
+    }
     sink.finish().unwrap();
     sink.take_committed_files().iter().map(|f| f.bytes).sum()
 }
@@ -293,8 +312,10 @@ impl PlainColumns {
 
 fn requests(c: &mut Criterion) {
     let rows = workload(ROWS);
+    // The sink gets batches of 1024 requests, as from the actors.
+    let batches = as_actor_batches(&rows, 1024);
     let dir = out_dir("requests");
-    let parquet_bytes = write_with_sink(&rows, &dir);
+    let parquet_bytes = write_with_sink(&batches, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!(
         "requests: {ROWS} rows -> {parquet_bytes} bytes of Parquet ({:.1} bytes/row)",
@@ -309,7 +330,7 @@ fn requests(c: &mut Criterion) {
         b.iter_custom(|iterations| {
             let mut timed = Duration::ZERO;
             for _ in 0..iterations {
-                timed += cpu_timed(1, || write_with_sink(&rows, &dir));
+                timed += cpu_timed(1, || write_with_sink(&batches, &dir));
                 let _ = std::fs::remove_dir_all(&dir);
             }
             timed
@@ -320,7 +341,7 @@ fn requests(c: &mut Criterion) {
             let mut timed = Duration::ZERO;
             for _ in 0..iterations {
                 let started = Instant::now();
-                black_box(write_with_sink(&rows, &dir));
+                black_box(write_with_sink(&batches, &dir));
                 timed += started.elapsed();
                 let _ = std::fs::remove_dir_all(&dir);
             }

@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use l7tap_protocols::{CapturedBatch, CapturedRequest};
+use l7tap_protocols::{CapturedBatch, CapturedRequest, Protocol};
 
 use crate::aggregate::IntervalRow;
 use crate::capture_stats::{CaptureStatsColumns, CaptureStatsRow};
@@ -246,10 +246,16 @@ impl ParquetSink {
         self.requests.after_row();
     }
 
-    /// Buffers every row of `batch`, in order.
+    /// Buffers every row of `batch`: its ZooKeeper rows, then its ClickHouse rows, each in
+    /// order. Grouping by protocol gives each protocol's columns (null for the other one)
+    /// long runs, which the Parquet level, dictionary and zstd encoders handle in bulk.
     pub fn push_batch(&mut self, batch: &CapturedBatch) {
-        for request in batch.iter() {
-            self.push_request(&request);
+        for protocol in [Protocol::ZooKeeper, Protocol::ClickHouse] {
+            for request in batch.iter() {
+                if request.record.protocol == protocol {
+                    self.push_request(&request);
+                }
+            }
         }
     }
 
