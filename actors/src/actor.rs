@@ -378,7 +378,8 @@ impl ActorState {
                     conn.parser.push_tail(dir, h.ts_ns, data.payload, out);
                 } else {
                     // An unreadable tail is one more cut.
-                    conn.parser.push(dir, h.ts_ns, data.payload, data.cut(), out);
+                    conn.parser
+                        .push(dir, h.ts_ns, data.payload, data.cut(), out);
                 }
                 if self.batch.records.len() > self.batch.conns.len() {
                     let info = conn.info.clone();

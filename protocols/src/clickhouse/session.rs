@@ -1283,10 +1283,8 @@ impl ClickHouseParser {
                     let Some(len) = self.whole_server_packet(buf) else {
                         return false;
                     };
-                    block_seen |= !matches!(
-                        code,
-                        ServerPacket::PROGRESS | ServerPacket::PROFILE_INFO
-                    );
+                    block_seen |=
+                        !matches!(code, ServerPacket::PROGRESS | ServerPacket::PROFILE_INFO);
                     pos += len;
                     if pos >= end {
                         return false;

@@ -376,7 +376,10 @@ fn every_prefix_gives_a_prefix_of_the_records() {
 }
 
 /// The fields a record from a mid-stream start must get right when it exists at all.
-fn key(r: &OwnedRecord) -> (u64, u64, Option<String>, Status, Option<i32>, String) {
+/// Start, end, query, status, error code, query id.
+type Key = (u64, u64, Option<String>, Status, Option<i32>, String);
+
+fn key(r: &OwnedRecord) -> Key {
     let Details::ClickHouse(d) = &r.details else {
         unreachable!()
     };
@@ -742,7 +745,11 @@ fn client_reads(chunks: &[Chunk], read: usize, capture: usize, tail: usize) -> V
         }
         let mut start = 0;
         let first = bytes.len() % read;
-        let mut end = if first == 0 { read.min(bytes.len()) } else { first };
+        let mut end = if first == 0 {
+            read.min(bytes.len())
+        } else {
+            first
+        };
         while start < bytes.len() {
             let ts = ends.iter().find(|e| e.0 >= end).unwrap().1;
             let r = &bytes[start..end];
@@ -751,7 +758,12 @@ fn client_reads(chunks: &[Chunk], read: usize, capture: usize, tail: usize) -> V
                 let cut = (r.len() - capture - t) as u64;
                 out.push((Direction::ServerToClient, ts, r[..capture].to_vec(), cut));
                 if t > 0 {
-                    out.push((Direction::ServerToClient, ts, r[r.len() - t..].to_vec(), TAIL));
+                    out.push((
+                        Direction::ServerToClient,
+                        ts,
+                        r[r.len() - t..].to_vec(),
+                        TAIL,
+                    ));
                 }
             } else {
                 out.push((Direction::ServerToClient, ts, r.to_vec(), 0));
@@ -770,7 +782,7 @@ fn untimed_end(r: &OwnedRecord) -> OwnedRecord {
     r
 }
 
-fn keys(records: &[OwnedRecord]) -> Vec<(u64, u64, Option<String>, Status, Option<i32>, String)> {
+fn keys(records: &[OwnedRecord]) -> Vec<Key> {
     records.iter().map(key).collect()
 }
 
@@ -796,7 +808,11 @@ fn the_tail_of_a_cut_read_ends_the_query() {
         let reads = client_reads(&chunks, read, capture, tail);
         assert!(reads.iter().any(|c| c.3 == TAIL), "{name}: no tail");
         let (records, driver) = run(&reads, usize::MAX);
-        assert_eq!(keys(&records), keys(&whole), "{name} {read} {capture} {tail}");
+        assert_eq!(
+            keys(&records),
+            keys(&whole),
+            "{name} {read} {capture} {tail}"
+        );
         for (r, w) in records.iter().zip(&whole) {
             assert_eq!(r.error_message(), w.error_message(), "{name}");
             assert_eq!(r.error_name, w.error_name, "{name}");
@@ -834,18 +850,30 @@ fn an_exception_in_the_tail_of_a_cut_read_ends_the_query() {
     let chunks = vec![
         (ClientToServer, 1, hello_c, 0),
         (ServerToClient, 2, hello_s, 0),
-        (ClientToServer, 3, build::query_54412(b"SELECT throwIf(number = 100000)"), 0),
+        (
+            ClientToServer,
+            3,
+            build::query_54412(b"SELECT throwIf(number = 100000)"),
+            0,
+        ),
         (ServerToClient, 4, response, 0),
     ];
     let (whole, _) = run(&chunks, usize::MAX);
     assert_eq!(whole[0].status, Status::Error);
-    for (read, tail, ended) in [(1 << 20, 4096, true), (1 << 20, 1024, false), (300_000, 4096, true)] {
+    for (read, tail, ended) in [
+        (1 << 20, 4096, true),
+        (1 << 20, 1024, false),
+        (300_000, 4096, true),
+    ] {
         let (records, _) = run(&client_reads(&chunks, read, 16384, tail), usize::MAX);
         assert_eq!(records.len(), 1);
         let r = &records[0];
         if ended {
             assert_eq!(key(r), key(&whole[0]), "reads of {read}, tail {tail}");
-            assert_eq!(r.error_name.as_deref(), Some("FUNCTION_THROW_IF_VALUE_IS_NON_ZERO"));
+            assert_eq!(
+                r.error_name.as_deref(),
+                Some("FUNCTION_THROW_IF_VALUE_IS_NON_ZERO")
+            );
             assert_eq!(r.error_message(), whole[0].error_message());
         } else {
             // The Exception does not fit in the tail: its end is not guessed.
