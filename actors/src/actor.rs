@@ -380,13 +380,14 @@ impl ActorState {
                 let conn = self.conns.get_mut(&h.conn).expect("inserted above");
                 conn.last_ts = h.ts_ns;
                 let dir = direction(conn.role, h.flow);
-                conn.parser.push(
-                    dir,
-                    h.ts_ns,
-                    data.payload,
-                    data.cut(),
-                    &mut self.batch.records,
-                );
+                let out = &mut self.batch.records;
+                if data.tail && data.cut() == 0 {
+                    conn.parser.push_tail(dir, h.ts_ns, data.payload, out);
+                } else {
+                    // An unreadable tail is one more cut.
+                    conn.parser
+                        .push(dir, h.ts_ns, data.payload, data.cut(), out);
+                }
                 if self.batch.records.len() > self.batch.conns.len() {
                     let info = conn.info.clone();
                     self.collect(&info);

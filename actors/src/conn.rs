@@ -68,6 +68,11 @@ impl ConnParser {
         each!(self, d => d.push(dir, ts, bytes, cut, out))
     }
 
+    /// The last bytes of a syscall whose middle was cut (see [`StreamDriver::push_tail`]).
+    pub fn push_tail(&mut self, dir: Direction, ts: u64, bytes: &[u8], out: &mut Records) {
+        each!(self, d => d.push_tail(dir, ts, bytes, out))
+    }
+
     pub fn close(&mut self, ts: u64, out: &mut Records) {
         each!(self, d => d.close(ts, out))
     }

@@ -49,6 +49,12 @@ volatile const __u32 self_tgid = 0;
  * skips by their sizes). */
 volatile const __u32 capture_bytes_clickhouse = 16384;
 volatile const __u32 capture_bytes_zookeeper = 65536;
+/* Last bytes of a cut ClickHouse syscall sent as a tail event (0: none; at most
+ * L7_MAX_TAIL). A client reads a large result in reads of up to ~1 MiB, and the last of
+ * them ends with the response's final packets (ProfileInfo, Progress, an empty Data block,
+ * EndOfStream: ~40 bytes on 18.16; or an Exception with its stack trace, up to ~5.4 KiB on
+ * 18.16): the parser finds the query's end there. */
+volatile const __u32 tail_bytes_clickhouse = 8192;
 volatile const __u32 classify_budget = 16;
 volatile const __u32 transport = L7_TRANSPORT_PERF;
 /* Ring buffer fill level above which the reader is woken at once. */
@@ -687,6 +693,7 @@ static __always_inline void fill_header(struct l7_data_event *ev, struct conn_st
 	ev->hdr.protocol = c->protocol;
 	ev->hdr.role = c->role;
 	ev->hdr.direction = args->direction;
+	ev->flags = 0;
 }
 
 /* Sends the data event `ev` carrying `captured` payload bytes. */
@@ -728,6 +735,34 @@ static __always_inline void emit_segment(void *ctx, struct l7_data_event *ev, __
 		left -= take;
 		base += take;
 	}
+}
+
+/* Bytes of a cut segment of `len` bytes to send as its tail: only on ClickHouse connections,
+ * and only past the capture limit (an uncut segment costs this one comparison). */
+static __always_inline __u64 tail_len(struct conn_state *c, __u64 len, __u32 limit)
+{
+	if (len <= limit || c->protocol != L7_PROTO_CLICKHOUSE)
+		return 0;
+	__u64 cut = len - limit;
+	return cut < tail_bytes_clickhouse ? cut : tail_bytes_clickhouse;
+}
+
+/* The tail event of a segment ending at `end`: its last `len` bytes (at most L7_MAX_TAIL),
+ * flagged L7_DATA_TAIL. The head event was sent just before with `total` excluding them. */
+static __always_inline void emit_tail(void *ctx, struct l7_data_event *ev, __u64 end, __u64 len,
+				      __u16 segment)
+{
+	__u32 take = len < L7_MAX_TAIL ? len : L7_MAX_TAIL;
+	barrier_var(take);
+	if (take > L7_MAX_TAIL)
+		take = L7_MAX_TAIL;
+	ev->segment = segment;
+	ev->flags = L7_DATA_TAIL;
+	ev->total = take;
+	if (bpf_probe_read_user(ev->payload, take, (void *)(end - take)))
+		take = 0; /* unreadable: reported as cut */
+	send_data(ctx, ev, take);
+	ev->flags = 0;
 }
 
 /* State of gathering a writev/readv's iovecs into one event (bpf_loop callback context). */
@@ -821,12 +856,18 @@ static __always_inline void emit_data(void *ctx, struct conn_state *c, struct sy
 	__u32 limit = c->protocol == L7_PROTO_ZOOKEEPER ? capture_bytes_zookeeper
 							 : capture_bytes_clickhouse;
 	if (!args->iovcnt) {
-		emit_segment(ctx, ev, args->buf, ret, 0, limit);
+		__u64 tail = tail_len(c, ret, limit);
+		emit_segment(ctx, ev, args->buf, ret - tail, 0, limit);
+		if (tail)
+			emit_tail(ctx, ev, args->buf + ret, tail, 0);
 		return;
 	}
 	if (args->iovcnt > MAX_SEGMENTS && emit_gathered(ctx, ev, args, ret, limit))
 		return;
 	__u64 left = ret;
+	/* the last segment's tail, sent after the loop (one copy of emit_tail to verify) */
+	__u64 tail = 0, tail_end = 0;
+	__u16 tail_segment = 0;
 	for (int i = 0; i < MAX_SEGMENTS; i++) {
 		if (i >= args->iovcnt || left == 0)
 			break;
@@ -835,9 +876,17 @@ static __always_inline void emit_data(void *ctx, struct conn_state *c, struct sy
 			break;
 		__u64 len = iov.iov_len < left ? iov.iov_len : left;
 		left -= len;
+		__u64 t = left ? 0 : tail_len(c, len, limit);
 		if (len)
-			emit_segment(ctx, ev, (__u64)iov.iov_base, len, i, limit);
+			emit_segment(ctx, ev, (__u64)iov.iov_base, len - t, i, limit);
+		if (t) {
+			tail = t;
+			tail_end = (__u64)iov.iov_base + len;
+			tail_segment = i;
+		}
 	}
+	if (tail)
+		emit_tail(ctx, ev, tail_end, tail, tail_segment);
 	if (left) {
 		/* more segments than sent one by one: the rest is reported as cut bytes */
 		ev->total = left;

@@ -13,6 +13,14 @@
 /* A syscall segment larger than one event is sent as up to this many events, so up to
  * L7_MAX_PIECES * L7_MAX_PAYLOAD bytes of it can be captured. */
 #define L7_MAX_PIECES 4
+/* Largest tail of a cut syscall sent on its own (see L7_DATA_TAIL); a power of two. */
+#define L7_MAX_TAIL 8192
+
+/* l7_data_event.flags */
+/* The event carries the LAST bytes of a syscall segment whose middle was cut: the event
+ * before it (same connection, timestamp and segment) holds the segment's first bytes and
+ * reports the middle as cut. The captured bytes end the segment. */
+#define L7_DATA_TAIL 1
 
 enum l7_event_kind {
 	L7_EVENT_DATA = 1,  /* bytes of one syscall (or one iovec segment of it) */
@@ -67,13 +75,14 @@ struct l7_event_header {
 };
 
 /* L7_EVENT_DATA: the header, then `captured` payload bytes. The syscall moved `total`
- * bytes in this segment; `total - captured` of them were cut. */
+ * bytes in this segment (or, for a tail, in this last part of it); `total - captured` of
+ * them were cut. The `total`s of a segment's events add up to the bytes it moved. */
 struct l7_data_event {
 	struct l7_event_header hdr;
 	__u64 total;
 	__u32 captured;
 	__u16 segment; /* iovec index within the syscall (0 for plain buffers) */
-	__u16 _pad;
+	__u16 flags;   /* L7_DATA_* */
 	__u8 payload[L7_MAX_PAYLOAD];
 };
 

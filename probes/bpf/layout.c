@@ -24,6 +24,7 @@ int main(void)
 	OFF("DATA_TOTAL", struct l7_data_event, total);
 	OFF("DATA_CAPTURED", struct l7_data_event, captured);
 	OFF("DATA_SEGMENT", struct l7_data_event, segment);
+	OFF("DATA_FLAGS", struct l7_data_event, flags);
 	OFF("DATA_PAYLOAD", struct l7_data_event, payload);
 	SIZE("OPEN_SIZE", struct l7_open_event);
 	OFF("OPEN_CGROUP_ID", struct l7_open_event, cgroup_id);
@@ -37,6 +38,8 @@ int main(void)
 	SIZE("COUNTERS_SIZE", struct l7_counters);
 	VAL("MAX_PAYLOAD", L7_MAX_PAYLOAD);
 	VAL("MAX_PIECES", L7_MAX_PIECES);
+	VAL("MAX_TAIL", L7_MAX_TAIL);
+	VAL("DATA_TAIL", L7_DATA_TAIL);
 	VAL("EVENT_DATA", L7_EVENT_DATA);
 	VAL("EVENT_OPEN", L7_EVENT_OPEN);
 	VAL("EVENT_CLOSE", L7_EVENT_CLOSE);

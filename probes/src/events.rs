@@ -63,10 +63,15 @@ pub struct Header {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DataEvent<'a> {
     pub header: Header,
-    /// Bytes the syscall moved in this segment.
+    /// Bytes the syscall moved in this segment (for a tail: in this last part of it).
     pub total: u64,
     pub segment: u16,
-    /// The captured prefix; `total - payload.len()` bytes were cut.
+    /// The event holds the last bytes of a segment whose middle was cut; the event just
+    /// before it (same connection and timestamp) holds the segment's first bytes and counts
+    /// the middle as cut.
+    pub tail: bool,
+    /// The captured prefix (of a tail: the whole tail, or nothing when it was unreadable);
+    /// `total - payload.len()` bytes were cut.
     pub payload: &'a [u8],
 }
 
@@ -211,6 +216,7 @@ pub fn decode(b: &[u8]) -> Result<Event<'_>, EventError> {
                 header,
                 total: u64_at(b, DATA_TOTAL),
                 segment: u16_at(b, DATA_SEGMENT),
+                tail: u32::from(u16_at(b, DATA_FLAGS)) & DATA_TAIL != 0,
                 payload: &b[DATA_PAYLOAD..DATA_PAYLOAD + captured],
             }))
         }
@@ -281,6 +287,13 @@ pub mod build {
         buf
     }
 
+    /// The tail event of a cut segment: its last bytes, `payload`.
+    pub fn tail(h: &Header, payload: &[u8]) -> Vec<u8> {
+        let mut buf = data(h, payload.len() as u64, payload);
+        buf[DATA_FLAGS..DATA_FLAGS + 2].copy_from_slice(&(DATA_TAIL as u16).to_ne_bytes());
+        buf
+    }
+
     pub fn open(h: &Header, local: SocketAddr, remote: SocketAddr, comm: &str) -> Vec<u8> {
         let mut buf = vec![0u8; OPEN_SIZE];
         header(&mut buf, EVENT_OPEN, h);
@@ -340,6 +353,17 @@ mod tests {
         assert_eq!(d.header, hdr());
         assert_eq!(d.payload, b"abcd");
         assert_eq!(d.cut(), 6);
+        assert!(!d.tail);
+    }
+
+    #[test]
+    fn tail_event_is_flagged() {
+        let raw = build::tail(&hdr(), b"xyz");
+        let Event::Data(d) = decode(&raw).unwrap() else {
+            panic!("not data")
+        };
+        assert!(d.tail);
+        assert_eq!((d.payload, d.total, d.cut()), (&b"xyz"[..], 3, 0));
     }
 
     #[test]

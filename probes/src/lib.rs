@@ -46,6 +46,13 @@ pub const PROGRAMS: &[(&str, &str, &str)] = &[
 /// Most payload bytes captured per syscall segment (sent as several events).
 pub const MAX_CAPTURE_BYTES: u32 = events::layout::MAX_PAYLOAD * events::layout::MAX_PIECES;
 
+/// Most bytes of a cut syscall's tail sent as their own event.
+pub const MAX_TAIL_BYTES: u32 = events::layout::MAX_TAIL;
+/// Default tail: room for an 18.16 Exception with its stack trace (2-5.4 KiB in the
+/// fixtures) or the final packets after a result (~40 bytes on 18.16; a ProfileEvents block
+/// on newer servers).
+pub const DEFAULT_TAIL_BYTES: u32 = 8192;
+
 /// How events leave the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -66,6 +73,9 @@ pub struct ProbeConfig {
     pub capture_bytes_clickhouse: u32,
     /// The same for ZooKeeper connections.
     pub capture_bytes_zookeeper: u32,
+    /// Last bytes of a cut ClickHouse syscall sent as a tail event (0: none; at most
+    /// [`MAX_TAIL_BYTES`]): where a client's large read ends with the query's final packets.
+    pub tail_bytes_clickhouse: u32,
     /// Payloads of an unclassified socket inspected before it is ignored.
     pub classify_budget: u32,
     pub transport: Transport,
@@ -80,6 +90,7 @@ impl Default for ProbeConfig {
         ProbeConfig {
             capture_bytes_clickhouse: events::layout::MAX_PAYLOAD,
             capture_bytes_zookeeper: MAX_CAPTURE_BYTES,
+            tail_bytes_clickhouse: DEFAULT_TAIL_BYTES,
             classify_budget: 16,
             transport: Transport::PerfArray,
             max_tracked_fds: 65536,
@@ -172,6 +183,7 @@ impl Probes {
         let self_tgid = std::process::id();
         let capture_ch = config.capture_bytes_clickhouse.min(MAX_CAPTURE_BYTES);
         let capture_zk = config.capture_bytes_zookeeper.min(MAX_CAPTURE_BYTES);
+        let tail_ch = config.tail_bytes_clickhouse.min(MAX_TAIL_BYTES);
         let transport = match config.transport {
             Transport::PerfArray => events::layout::TRANSPORT_PERF,
             Transport::RingBuf => events::layout::TRANSPORT_RINGBUF,
@@ -185,6 +197,7 @@ impl Probes {
             .set_global("self_tgid", &self_tgid, true)
             .set_global("capture_bytes_clickhouse", &capture_ch, true)
             .set_global("capture_bytes_zookeeper", &capture_zk, true)
+            .set_global("tail_bytes_clickhouse", &tail_ch, true)
             .set_global("classify_budget", &config.classify_budget, true)
             .set_global("transport", &transport, true)
             .set_global("ring_wakeup_bytes", &(u64::from(ring) / 4), true)

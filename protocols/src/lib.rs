@@ -153,6 +153,15 @@ pub trait Parser {
     /// The bytes that follow a gap start a new syscall.
     fn gap(&mut self, dir: Direction, len: u64, ts_ns: u64);
 
+    /// The last bytes of a syscall of `dir` at `ts_ns` whose middle was cut: they come
+    /// right after the [`Parser::gap`] for that middle and end the syscall, but where they
+    /// start in the stream is unknown. A parser may look in them for the end of what is in
+    /// flight (a response's last packets) and must not take anything else from them; the
+    /// bytes after them start a new syscall. By default they are ignored, like the cut.
+    fn tail(&mut self, dir: Direction, bytes: &[u8], ts_ns: u64, out: &mut Records) {
+        let _ = (dir, bytes, ts_ns, out);
+    }
+
     /// The connection ended (closed, or expired while idle) at `ts_ns`: finish what is in
     /// flight with a distinct status.
     fn close(&mut self, ts_ns: u64, out: &mut Records);

@@ -2,7 +2,9 @@
 //!
 //! The driver receives each syscall's bytes (already in timestamp order), keeps what the
 //! parser has not consumed, discards what it asked to skip, turns cut or lost bytes into
-//! [`Parser::gap`] calls, and caps the bytes held per direction.
+//! [`Parser::gap`] calls, and caps the bytes held per direction. The last bytes of a syscall
+//! whose middle was cut ([`StreamDriver::push_tail`]) go on as stream bytes when the parser
+//! was skipping over the cut anyway, and to [`Parser::tail`] when the cut was a gap.
 use crate::{Direction, Input, ParseError, Parser, ParserCounters, Records, Step};
 
 /// Default cap on the unconsumed bytes held per direction.
@@ -45,6 +47,11 @@ struct DirectionBuffer {
     marks: Vec<(usize, u64)>,
     /// Bytes still to discard as they arrive.
     skip: u64,
+    /// The timestamp of the last syscall pushed, if its cut bytes were a gap (a tail of
+    /// that syscall then starts at an unknown position).
+    gap_at: Option<u64>,
+    /// The timestamp of the last syscall pushed.
+    last_ts: Option<u64>,
 }
 
 impl DirectionBuffer {
@@ -134,6 +141,8 @@ impl<P: Parser> StreamDriver<P> {
         }
         self.counters.n_bytes += bytes.len() as u64 + cut;
         let d = &mut self.dirs[dir.index()];
+        d.gap_at = None;
+        d.last_ts = Some(ts_ns);
         let mut data = bytes;
         if d.skip > 0 {
             let n = d.skip.min(data.len() as u64);
@@ -173,11 +182,37 @@ impl<P: Parser> StreamDriver<P> {
             if missing > 0 {
                 let lost = missing + d.unconsumed() as u64;
                 d.clear();
+                d.gap_at = Some(ts_ns);
                 self.counters.n_gaps += 1;
                 self.counters.n_gap_bytes += missing;
                 self.parser.gap(dir, lost, ts_ns);
             }
         }
+    }
+
+    /// Feeds the last `bytes` of the syscall of `dir` at `ts_ns` just pushed with a cut:
+    /// they end that syscall. When the parser skipped over the whole cut they follow on in
+    /// the stream; when the cut was a gap they start at an unknown position and go to
+    /// [`Parser::tail`]. Without the syscall's first bytes (lost on the way) they also
+    /// follow a gap.
+    pub fn push_tail(&mut self, dir: Direction, ts_ns: u64, bytes: &[u8], out: &mut Records) {
+        if self.dropped || bytes.is_empty() {
+            return;
+        }
+        let d = &self.dirs[dir.index()];
+        if d.last_ts == Some(ts_ns) && d.gap_at.is_none() {
+            self.push(dir, ts_ns, bytes, 0, out);
+            return;
+        }
+        if d.gap_at != Some(ts_ns) {
+            // The head of this syscall never came: what was before the tail is lost.
+            self.lost(dir, 0, ts_ns);
+        }
+        self.counters.n_bytes += bytes.len() as u64;
+        let d = &mut self.dirs[dir.index()];
+        d.last_ts = Some(ts_ns);
+        d.gap_at = Some(ts_ns);
+        self.parser.tail(dir, bytes, ts_ns, out);
     }
 
     /// Bytes of `dir` were lost entirely (e.g. perf samples dropped): tell the parser.
@@ -189,6 +224,7 @@ impl<P: Parser> StreamDriver<P> {
         let lost = len + d.unconsumed() as u64;
         d.clear();
         d.skip = 0;
+        d.gap_at = None;
         self.counters.n_gaps += 1;
         self.counters.n_gap_bytes += len;
         self.parser.gap(dir, lost, ts_ns);
@@ -385,7 +421,8 @@ pub fn replay_chunks<P: Parser>(
 /// Feeds a fuzzer's bytes to `driver` as syscalls, then closes it; `check` runs after every
 /// step. Input: repeated `[control, length, chunk bytes]`. Control bit 0 is the direction
 /// (0: client to server); bits 1–2 the kind (0, 1: a whole syscall; 2: a syscall cut after
-/// the chunk by `control * 97` bytes; 3: `length * 31` bytes lost, no chunk).
+/// the chunk by `control * 97` bytes, and with bit 4 the chunk's second half is the
+/// syscall's tail, after the cut; 3: `length * 31` bytes lost, no chunk).
 pub fn feed_fuzz_input<P: Parser>(
     driver: &mut StreamDriver<P>,
     data: &[u8],
@@ -413,7 +450,14 @@ pub fn feed_fuzz_input<P: Parser>(
         } else {
             0
         };
-        driver.push(dir, ts, chunk, cut, &mut out);
+        if cut > 0 && control & 0x10 != 0 {
+            let (head, tail) = chunk.split_at(chunk.len() / 2);
+            driver.push(dir, ts, head, cut, &mut out);
+            check(driver);
+            driver.push_tail(dir, ts, tail, &mut out);
+        } else {
+            driver.push(dir, ts, chunk, cut, &mut out);
+        }
         check(driver);
     }
     driver.close(ts + 1, &mut out);
@@ -436,6 +480,7 @@ mod tests {
     struct LenPrefixed {
         seen: Vec<(Direction, Vec<u8>, u64, u64)>,
         gaps: Vec<(Direction, u64)>,
+        tails: Vec<(Direction, Vec<u8>, u64)>,
         skip_bodies_over: Option<u8>,
     }
 
@@ -475,6 +520,9 @@ mod tests {
         }
         fn gap(&mut self, dir: Direction, len: u64, _ts: u64) {
             self.gaps.push((dir, len));
+        }
+        fn tail(&mut self, dir: Direction, bytes: &[u8], ts: u64, _out: &mut Records) {
+            self.tails.push((dir, bytes.to_vec(), ts));
         }
         fn close(&mut self, _ts: u64, _out: &mut Records) {}
         fn counters(&self) -> ParserCounters {
@@ -546,6 +594,45 @@ mod tests {
         assert_eq!(d.parser().gaps, vec![(C2S, 10)]);
         d.push(C2S, 2, &[1, 7], 0, &mut out);
         assert_eq!(d.parser().seen.last().unwrap().1, vec![7]);
+    }
+
+    #[test]
+    fn a_tail_after_a_gap_goes_to_the_parser_and_the_next_syscall_starts_fresh() {
+        let mut d = StreamDriver::new(LenPrefixed::default());
+        let mut out = crate::Records::default();
+        d.push(C2S, 1, &[9, 1, 2], 100, &mut out);
+        d.push_tail(C2S, 1, &[3, 4], &mut out);
+        assert_eq!(d.parser().gaps, vec![(C2S, 103)]);
+        assert_eq!(d.parser().tails, vec![(C2S, vec![3, 4], 1)]);
+        d.push(C2S, 2, &[1, 7], 0, &mut out);
+        assert_eq!(d.parser().seen.last().unwrap().1, vec![7]);
+        assert_eq!(d.counters().n_bytes, 107);
+    }
+
+    #[test]
+    fn a_tail_after_a_skipped_cut_goes_on_as_stream_bytes() {
+        let parser = LenPrefixed {
+            skip_bodies_over: Some(10),
+            ..Default::default()
+        };
+        let mut d = StreamDriver::new(parser);
+        let mut out = crate::Records::default();
+        // A 100-byte body: 3 bytes captured, 95 cut (skipped), its last 2 and a message in
+        // the tail.
+        d.push(C2S, 1, &[100, 0, 0, 0], 95, &mut out);
+        d.push_tail(C2S, 1, &[0, 0, 1, b'k'], &mut out);
+        assert!(d.parser().gaps.is_empty() && d.parser().tails.is_empty());
+        assert_eq!(d.parser().seen.last().unwrap().1, b"k".to_vec());
+    }
+
+    #[test]
+    fn a_tail_without_its_head_follows_a_gap() {
+        let mut d = StreamDriver::new(LenPrefixed::default());
+        let mut out = crate::Records::default();
+        d.push(C2S, 1, &[5, 1], 0, &mut out);
+        d.push_tail(C2S, 2, &[3, 4], &mut out);
+        assert_eq!(d.parser().gaps, vec![(C2S, 2)]);
+        assert_eq!(d.parser().tails.len(), 1);
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub fn dump(file: &Path, out: &Path) -> Result<()> {
                         Vec::new(),
                     )
                 });
+                if d.tail && d.cut() == 0 {
+                    entry.1.push((dir, h.ts_ns, d.payload.to_vec(), TAIL));
+                    continue;
+                }
                 entry.1.push((dir, h.ts_ns, d.payload.to_vec(), d.cut()));
                 if d.cut() > 0 {
                     eprintln!("{}: {} bytes cut at {}", entry.0, d.cut(), h.ts_ns);
@@ -73,10 +77,14 @@ pub fn dump(file: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A chunk of a fixture plus the bytes of its syscall that were not captured.
+/// A chunk of a fixture plus the bytes of its syscall that were not captured (or [`TAIL`]).
 type CutChunk = (Direction, u64, Vec<u8>, u64);
 
-/// The `.chunks` format, with `cut=<n>` after the bytes of a syscall cut by the kernel.
+/// Marks a chunk holding the last bytes of the cut syscall before it.
+const TAIL: u64 = u64::MAX;
+
+/// The `.chunks` format, with `cut=<n>` after the bytes of a syscall cut by the kernel, and
+/// `tail` after the last bytes of such a syscall (sent on their own).
 fn format_cut_chunks(chunks: &[CutChunk]) -> String {
     let mut s = String::new();
     for (dir, ts, bytes, cut) in chunks {
@@ -89,7 +97,9 @@ fn format_cut_chunks(chunks: &[CutChunk]) -> String {
         for b in bytes {
             let _ = write!(s, "{b:02x}");
         }
-        if *cut > 0 {
+        if *cut == TAIL {
+            s.push_str(" tail");
+        } else if *cut > 0 {
             let _ = write!(s, " cut={cut}");
         }
         s.push('\n');

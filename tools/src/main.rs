@@ -61,6 +61,10 @@ struct CaptureArgs {
     /// server answers pipelined requests in one large write, and every reply counts.
     #[arg(long, default_value_t = 65536)]
     capture_bytes_zookeeper: u32,
+    /// Last bytes of a cut syscall on ClickHouse connections sent on their own (at most
+    /// 8192; 0: none): a client's large read of a result ends with the query's last packets.
+    #[arg(long, default_value_t = l7tap_probes::DEFAULT_TAIL_BYTES)]
+    tail_bytes_clickhouse: u32,
     /// Kernel-to-user transport: the shared BPF ring buffer, read without per-event
     /// wakeups, or per-CPU perf buffers (each event wakes the reader: several times the
     /// CPU per request, see ARCHITECTURE.md).
@@ -197,6 +201,7 @@ fn main() {
             record: a.record,
             capture_bytes_clickhouse: a.capture_bytes_clickhouse,
             capture_bytes_zookeeper: a.capture_bytes_zookeeper,
+            tail_bytes_clickhouse: a.tail_bytes_clickhouse,
             ringbuf: matches!(a.transport, TransportArg::Ringbuf),
             perf_pages: a.perf_pages,
             ready_file: a.ready_file,

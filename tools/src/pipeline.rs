@@ -28,6 +28,7 @@ pub struct CaptureOptions {
     pub record: Option<PathBuf>,
     pub capture_bytes_clickhouse: u32,
     pub capture_bytes_zookeeper: u32,
+    pub tail_bytes_clickhouse: u32,
     pub ringbuf: bool,
     pub perf_pages: usize,
     pub ready_file: Option<PathBuf>,
@@ -168,6 +169,7 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
     let config = ProbeConfig {
         capture_bytes_clickhouse: opts.capture_bytes_clickhouse,
         capture_bytes_zookeeper: opts.capture_bytes_zookeeper,
+        tail_bytes_clickhouse: opts.tail_bytes_clickhouse,
         transport: if opts.ringbuf {
             Transport::RingBuf
         } else {

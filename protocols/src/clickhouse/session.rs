@@ -18,6 +18,15 @@
 //! (a client, or a server's pool connection to another server) gathers several packets into
 //! one read.
 //!
+//! The reading end's large reads are cut by the kernel's capture limit, and inside the cut
+//! the chain of frame sizes is lost; the read's final packets then come only in the read's
+//! tail ([`Parser::tail`]), at an unknown position. The query in flight ends there when,
+//! from some offset of the tail, whole packets parse strictly and end exactly at the tail's
+//! end, the last being an Exception or an EndOfStream. A bare EndOfStream byte proves
+//! nothing (a read may end in data at a byte 5): the packets before it must include a block
+//! walked whole (the empty Data block that closes a result, a ProfileEvents block), a
+//! structure random or column bytes do not form by chance.
+//!
 //! Where the revision was inferred from a Query (a connection seen from its middle), a packet
 //! whose layout changed inside the inferred range (Progress, ProfileInfo) is read with each
 //! candidate layout; the one followed by the syscall's end or by another packet wins, and when
@@ -1249,6 +1258,75 @@ impl ClickHouseParser {
         }
     }
 
+    /// Where, in the last bytes of a cut read (see [`Parser::tail`]), whole server packets
+    /// start that end the response exactly at the read's end, if anywhere.
+    fn response_end_in_tail(&mut self, tail: &[u8]) -> Option<usize> {
+        (0..tail.len()).find(|&at| self.ends_response(tail, at))
+    }
+
+    /// Whether `tail[at..]` is whole server packets ending in an Exception, or ending in an
+    /// EndOfStream after at least one block walked whole, with nothing after it.
+    fn ends_response(&mut self, tail: &[u8], at: usize) -> bool {
+        let end = tail.len();
+        let mut pos = at;
+        let mut block_seen = false;
+        for _ in 0..MAX_GATHERED_PACKETS {
+            let buf = &tail[pos..];
+            match ServerPacket(u64::from(buf[0])) {
+                ServerPacket::END_OF_STREAM if buf.len() == 1 => return block_seen,
+                ServerPacket::EXCEPTION => {
+                    let mut c = Cursor::new(&buf[1..]);
+                    return matches!(packets::exception(&mut c),
+                        Ok(e) if 1 + c.pos == buf.len() && plausible_exception(&e));
+                }
+                code => {
+                    let Some(len) = self.whole_server_packet(buf) else {
+                        return false;
+                    };
+                    block_seen |=
+                        !matches!(code, ServerPacket::PROGRESS | ServerPacket::PROFILE_INFO);
+                    pos += len;
+                    if pos >= end {
+                        return false;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Ends the query in flight with the response's last packets found in a read's tail,
+    /// parsing them as if a syscall began there.
+    fn end_in_tail(&mut self, tail: &[u8], ts: u64, out: &mut Records) {
+        let Some(q) = &self.query else { return };
+        if q.record.start_ns > ts || self.server != ServerState::Resync {
+            return;
+        }
+        let Some(at) = self.response_end_in_tail(tail) else {
+            return;
+        };
+        self.counters.n_resync_bytes += at as u64;
+        self.server = ServerState::Ready;
+        let mut pos = at;
+        while pos < tail.len() {
+            let marks = [(tail.len() - pos, ts)];
+            let input = Input {
+                bytes: &tail[pos..],
+                marks: &marks,
+            };
+            match self.parse(Direction::ServerToClient, &input, out) {
+                Ok(Step::Consumed(n)) if n > 0 => pos += n as usize,
+                _ => break,
+            }
+        }
+        if pos != tail.len() {
+            // Not reached: the same packets parsed strictly above.
+            self.server = ServerState::Resync;
+        }
+        // The next read starts where a syscall begins.
+        self.aligned[Direction::ServerToClient.index()] = true;
+    }
+
     fn resync_server(&mut self, input: &Input<'_>, out: &mut Records) -> Result<Step, ParseError> {
         let buf = input.bytes;
         let aligned = self.aligned[Direction::ServerToClient.index()];
@@ -1430,6 +1508,13 @@ impl ClickHouseParser {
     }
 }
 
+/// An Exception a server sends: a C++ exception class name and a positive error code.
+fn plausible_exception(e: &packets::ExceptionHead<'_>) -> bool {
+    (e.name.starts_with(b"DB::") || e.name.starts_with(b"Poco::") || e.name.starts_with(b"std::"))
+        && e.code > 0
+        && e.code < 100_000
+}
+
 /// Packets a resynchronisation walks through inside one syscall before giving up.
 const MAX_GATHERED_PACKETS: usize = 16;
 
@@ -1571,6 +1656,13 @@ impl Parser for ClickHouseParser {
                     self.client = ClientState::Resync;
                 }
             }
+        }
+    }
+
+    fn tail(&mut self, dir: Direction, bytes: &[u8], ts_ns: u64, out: &mut Records) {
+        // Only a response's end is taken from a tail: a request (Query) starts a syscall.
+        if dir == Direction::ServerToClient && !bytes.is_empty() {
+            self.end_in_tail(bytes, ts_ns, out);
         }
     }
 

@@ -6,7 +6,8 @@
 //!
 //! Fixtures dumped from live captures (`l7tap dump`) may end a line with `cut=<n>`: `n` more
 //! bytes of that syscall were not captured by the kernel. [`load`] reads them, and the
-//! replays here feed them to the driver as the pipeline does.
+//! replays here feed them to the driver as the pipeline does. A line ending with `tail` holds
+//! the last bytes of the cut syscall before it (the kernel sends them on their own).
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -15,8 +16,12 @@ use crate::fixture::parse_chunks;
 use crate::stream::StreamDriver;
 use crate::{Details, Direction, OwnedRecord, Records, Status};
 
-/// One syscall of a fixture: direction, timestamp, captured bytes, bytes cut after them.
+/// One syscall of a fixture: direction, timestamp, captured bytes, bytes cut after them
+/// (or [`TAIL`]).
 type Chunk = (Direction, u64, Vec<u8>, u64);
+
+/// The fourth field of a chunk holding the last bytes of the cut syscall before it.
+const TAIL: u64 = u64::MAX;
 
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/clickhouse")
@@ -42,6 +47,7 @@ fn parse_cut_chunks(text: &str) -> Vec<Chunk> {
             let fields: Vec<&str> = l.split_ascii_whitespace().collect();
             match fields.get(3) {
                 None => 0,
+                Some(&"tail") => TAIL,
                 Some(f) => f
                     .strip_prefix("cut=")
                     .and_then(|n| n.parse().ok())
@@ -80,6 +86,11 @@ fn run(chunks: &[Chunk], piece: usize) -> (Vec<OwnedRecord>, StreamDriver<ClickH
     let mut out = Records::default();
     let mut last_ts = 0;
     for (dir, ts, bytes, cut) in chunks {
+        if *cut == TAIL {
+            driver.push_tail(*dir, *ts, bytes, &mut out);
+            last_ts = *ts;
+            continue;
+        }
         let pieces: Vec<&[u8]> = if bytes.is_empty() {
             vec![&[]]
         } else {
@@ -336,6 +347,10 @@ fn prefix(chunks: &[Chunk], keep: usize) -> Vec<Chunk> {
             break;
         }
         let n = b.len().min(left);
+        if *cut == TAIL && n < b.len() {
+            // Part of a tail is not the end of its syscall.
+            break;
+        }
         // A cut belongs to the end of its syscall's captured bytes.
         out.push((*d, *t, b[..n].to_vec(), if n == b.len() { *cut } else { 0 }));
         left -= n;
@@ -361,7 +376,10 @@ fn every_prefix_gives_a_prefix_of_the_records() {
 }
 
 /// The fields a record from a mid-stream start must get right when it exists at all.
-fn key(r: &OwnedRecord) -> (u64, u64, Option<String>, Status, Option<i32>, String) {
+/// Start, end, query, status, error code, query id.
+type Key = (u64, u64, Option<String>, Status, Option<i32>, String);
+
+fn key(r: &OwnedRecord) -> Key {
     let Details::ClickHouse(d) = &r.details else {
         unreachable!()
     };
@@ -703,6 +721,255 @@ fn a_query_cut_by_close_is_incomplete() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].status, Status::Incomplete);
     assert_eq!(records[0].end_ns, records[0].start_ns);
+}
+
+/// The conversation as a client with large reads sees it: each run of server syscalls read
+/// in reads of `read` bytes (aligned to the run's end, so the last read is a large one), each
+/// read longer than `capture` cut after its first `capture` bytes, its last `tail` bytes (at
+/// most the cut) sent as a tail: what the kernel probes send.
+fn client_reads(chunks: &[Chunk], read: usize, capture: usize, tail: usize) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chunks.len() {
+        if chunks[i].0 != Direction::ServerToClient {
+            out.push(chunks[i].clone());
+            i += 1;
+            continue;
+        }
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        while i < chunks.len() && chunks[i].0 == Direction::ServerToClient {
+            bytes.extend_from_slice(&chunks[i].2);
+            ends.push((bytes.len(), chunks[i].1));
+            i += 1;
+        }
+        let mut start = 0;
+        let first = bytes.len() % read;
+        let mut end = if first == 0 {
+            read.min(bytes.len())
+        } else {
+            first
+        };
+        while start < bytes.len() {
+            let ts = ends.iter().find(|e| e.0 >= end).unwrap().1;
+            let r = &bytes[start..end];
+            if r.len() > capture {
+                let t = tail.min(r.len() - capture);
+                let cut = (r.len() - capture - t) as u64;
+                out.push((Direction::ServerToClient, ts, r[..capture].to_vec(), cut));
+                if t > 0 {
+                    out.push((
+                        Direction::ServerToClient,
+                        ts,
+                        r[r.len() - t..].to_vec(),
+                        TAIL,
+                    ));
+                }
+            } else {
+                out.push((Direction::ServerToClient, ts, r.to_vec(), 0));
+            }
+            start = end;
+            end = (end + read).min(bytes.len());
+        }
+    }
+    out
+}
+
+/// A record with its end set to its start.
+fn untimed_end(r: &OwnedRecord) -> OwnedRecord {
+    let mut r = r.clone();
+    r.end_ns = r.start_ns;
+    r
+}
+
+fn keys(records: &[OwnedRecord]) -> Vec<Key> {
+    records.iter().map(key).collect()
+}
+
+/// A client reading a 10^6-row result (uncompressed, compressed) or a result broken off by an
+/// Exception in large reads: the kernel captures only the first bytes of each read and its
+/// tail, and the query still ends where the whole conversation says, with the same status
+/// and error. Without tails its end is lost.
+#[test]
+fn the_tail_of_a_cut_read_ends_the_query() {
+    let cases: &[(&str, usize, usize, usize)] = &[
+        ("py_million", 1 << 20, 16384, 4096),
+        ("py_million", 100_000, 16384, 256),
+        ("py_million", 100_000, 16384, 2048),
+        ("cli_million", 1 << 20, 1024, 2048),
+        ("cli_million", 4000, 1024, 512),
+        ("py_lz4-1", 4000, 100, 4096),
+        ("cli_errors-3", 1 << 20, 100, 8192),
+    ];
+    for &(name, read, capture, tail) in cases {
+        let chunks = load(name);
+        assert!(!has_cuts(&chunks));
+        let (whole, _) = run(&chunks, usize::MAX);
+        let reads = client_reads(&chunks, read, capture, tail);
+        assert!(reads.iter().any(|c| c.3 == TAIL), "{name}: no tail");
+        let (records, driver) = run(&reads, usize::MAX);
+        assert_eq!(
+            keys(&records),
+            keys(&whole),
+            "{name} {read} {capture} {tail}"
+        );
+        for (r, w) in records.iter().zip(&whole) {
+            assert_eq!(r.error_message(), w.error_message(), "{name}");
+            assert_eq!(r.error_name, w.error_name, "{name}");
+        }
+        // The 10^6-row results lose their frame chain in a cut; the errors' reads are cut
+        // by less than the tail, so they arrive whole, in two parts.
+        assert_eq!(
+            driver.counters().n_gaps > 0,
+            name.contains("million"),
+            "{name}: gaps"
+        );
+        let (untailed, _) = run(&client_reads(&chunks, read, capture, 0), usize::MAX);
+        assert!(
+            untailed.iter().any(|r| r.status == Status::Incomplete),
+            "{name} {read} {capture}: the end was not in a cut"
+        );
+    }
+}
+
+/// A result broken off by an Exception (the real one of 18.16, with its stack trace) after
+/// 10^5 rows, read by the client in 1 MiB reads: the Exception in the last read's tail ends
+/// the query as an error with its code, name and message.
+#[test]
+fn an_exception_in_the_tail_of_a_cut_read_ends_the_query() {
+    use Direction::*;
+    let exception = load("live_py_throwif")
+        .into_iter()
+        .find(|c| c.0 == ServerToClient && c.2.first() == Some(&2))
+        .unwrap()
+        .2;
+    assert!(exception.len() > 1500 && exception.len() < 4096);
+    let (hello_c, hello_s) = build::handshake_54412();
+    let mut response = build::string_block(100_000, |i| i.to_string().into_bytes());
+    response.extend_from_slice(&exception);
+    let chunks = vec![
+        (ClientToServer, 1, hello_c, 0),
+        (ServerToClient, 2, hello_s, 0),
+        (
+            ClientToServer,
+            3,
+            build::query_54412(b"SELECT throwIf(number = 100000)"),
+            0,
+        ),
+        (ServerToClient, 4, response, 0),
+    ];
+    let (whole, _) = run(&chunks, usize::MAX);
+    assert_eq!(whole[0].status, Status::Error);
+    for (read, tail, ended) in [
+        (1 << 20, 4096, true),
+        (1 << 20, 1024, false),
+        (300_000, 4096, true),
+    ] {
+        let (records, _) = run(&client_reads(&chunks, read, 16384, tail), usize::MAX);
+        assert_eq!(records.len(), 1);
+        let r = &records[0];
+        if ended {
+            assert_eq!(key(r), key(&whole[0]), "reads of {read}, tail {tail}");
+            assert_eq!(
+                r.error_name.as_deref(),
+                Some("FUNCTION_THROW_IF_VALUE_IS_NON_ZERO")
+            );
+            assert_eq!(r.error_message(), whole[0].error_message());
+        } else {
+            // The Exception does not fit in the tail: its end is not guessed.
+            assert_eq!(r.status, Status::Incomplete, "reads of {read}, tail {tail}");
+        }
+    }
+}
+
+/// Whatever the read sizes, capture limit and tail size, a record made from tails is one the
+/// whole conversation makes: never a query ended at misparsed bytes. (Capture limits stay
+/// far above one byte: a captured head of a lone byte 5 would pass for an EndOfStream
+/// filling its syscall, since the head is parsed before its cut is known.)
+#[test]
+fn cut_reads_with_tails_never_misparse() {
+    for name in all_fixtures() {
+        let chunks = load(&name);
+        if has_cuts(&chunks) {
+            continue;
+        }
+        let (whole, _) = run(&chunks, usize::MAX);
+        // A read is stamped when it returns: a record of gathered reads may end later.
+        let known: Vec<_> = whole.iter().map(|r| key(&untimed_end(r))).collect();
+        for &(read, capture, tail) in &[
+            (1 << 20, 16384, 4096),
+            (50_000, 4096, 1024),
+            (3000, 64, 256),
+            (777, 64, 64),
+            (200, 100, 8),
+        ] {
+            let (records, _) = run(&client_reads(&chunks, read, capture, tail), usize::MAX);
+            for r in complete(&records) {
+                let i = known.iter().position(|k| *k == key(&untimed_end(r)));
+                assert!(
+                    i.is_some_and(|i| r.end_ns >= whole[i].end_ns),
+                    "{name}: reads of {read}, capture {capture}, tail {tail}: misparsed {r:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Tails of random bytes, of column data ending in a byte 5 (EndOfStream's code), or of
+/// packets that look like a response's end without a block before the EndOfStream, end no
+/// query.
+#[test]
+fn tails_that_are_not_a_response_end_end_nothing() {
+    use Direction::*;
+    let (hello_c, hello_s) = build::handshake_54412();
+    let query = build::query_54412(b"SELECT number % 7 FROM numbers(1000000)");
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut tails: Vec<Vec<u8>> = Vec::new();
+    for round in 0..2000 {
+        let len = 1 + (next() % 600) as usize;
+        let mut t: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if round % 2 == 0 {
+            *t.last_mut().unwrap() = 5;
+        }
+        tails.push(t);
+    }
+    // UInt8 column data 0..6 repeated, ending at each of its bytes.
+    let pattern: Vec<u8> = (0..700).map(|i| (i % 7) as u8).collect();
+    for end in 600..607 {
+        tails.push(pattern[..end].to_vec());
+    }
+    // ProfileInfo, Progress, EndOfStream: no block before the end.
+    let mut no_block = pattern[..600].to_vec();
+    no_block.extend_from_slice(&[6, 0xc0, 0x84, 0x3d, 16, 0x80, 0x80, 0x40, 0, 0, 1]);
+    no_block.extend_from_slice(&[3, 0x80, 0x80, 0x40, 0x80, 0x80, 0x80, 4, 0]);
+    no_block.push(5);
+    tails.push(no_block);
+    // An Exception whose name is no exception class.
+    let mut fake = pattern[..100].to_vec();
+    fake.extend_from_slice(&[2, 60, 0, 0, 0]);
+    build::s(b"Hello", &mut fake);
+    build::s(b"message", &mut fake);
+    build::s(b"", &mut fake);
+    fake.push(0);
+    tails.push(fake);
+    for (i, t) in tails.iter().enumerate() {
+        let chunks = vec![
+            (ClientToServer, 1, hello_c.clone(), 0),
+            (ServerToClient, 2, hello_s.clone(), 0),
+            (ClientToServer, 3, query.clone(), 0),
+            (ServerToClient, 4, pattern[..300].to_vec(), 1_000_000),
+            (ServerToClient, 4, t.clone(), TAIL),
+        ];
+        let (records, _) = run(&chunks, usize::MAX);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].status, Status::Incomplete, "tail {i}: {t:?}");
+    }
 }
 
 /// Prints the records of any `.chunks` file, or of every file of a directory
