@@ -77,6 +77,12 @@ pub struct RequestColumns {
     rows: usize,
     addresses: AddressCache,
     redacted_query: String,
+    /// Rows (of the other protocol) whose ClickHouse-only / ZooKeeper-only columns are still
+    /// to be filled with nulls: appended in one call per run, before the column's next value
+    /// or when the batch is finished. Runs are long: the sink writes a batch's rows grouped
+    /// by protocol.
+    clickhouse_nulls_due: usize,
+    zookeeper_nulls_due: usize,
 
     ts: TimestampMicrosecondBuilder,
     duration_ns: Int64Builder,
@@ -146,6 +152,8 @@ impl RequestColumns {
             rows: 0,
             addresses: AddressCache::default(),
             redacted_query: String::new(),
+            clickhouse_nulls_due: 0,
+            zookeeper_nulls_due: 0,
             ts: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
             duration_ns: Int64Builder::with_capacity(n),
             protocol: strings(n, 10),
@@ -191,6 +199,40 @@ impl RequestColumns {
         monotonic_ns_to_unix_micros(request.record.start_ns, self.monotonic_to_unix_offset_ns)
     }
 
+    /// Appends the nulls due to the ClickHouse-only columns.
+    fn append_clickhouse_nulls(&mut self) {
+        let n = std::mem::take(&mut self.clickhouse_nulls_due);
+        if n == 0 {
+            return;
+        }
+        self.query_id.append_nulls(n);
+        self.query_kind.append_nulls(n);
+        self.initial_query_id.append_nulls(n);
+        self.user.append_nulls(n);
+        self.client_name.append_nulls(n);
+        self.rows_read.append_nulls(n);
+        self.bytes_read.append_nulls(n);
+        self.client_version.append_nulls(n);
+        self.rows_written.append_nulls(n);
+        self.bytes_written.append_nulls(n);
+        self.result_rows.append_nulls(n);
+    }
+
+    /// Appends the nulls due to the ZooKeeper-only columns.
+    fn append_zookeeper_nulls(&mut self) {
+        let n = std::mem::take(&mut self.zookeeper_nulls_due);
+        if n == 0 {
+            return;
+        }
+        self.zk_xid.append_nulls(n);
+        self.zk_zxid.append_nulls(n);
+        self.zk_session_id.append_nulls(n);
+        self.zk_watch.append_nulls(n);
+        self.zk_multi_ops.append_nulls(n);
+        self.zk_event_type.append_nulls(n);
+        self.zk_keeper_state.append_nulls(n);
+    }
+
     /// Appends one row.
     pub fn append(&mut self, request: &CapturedRequest<'_>) {
         let record = &request.record;
@@ -234,6 +276,7 @@ impl RequestColumns {
 
         match &record.details {
             Details::ClickHouse(ch) => {
+                self.append_clickhouse_nulls();
                 append_non_empty(&mut self.query_id, request.str(ch.query_id));
                 self.query_kind.append_option(
                     ch.query_kind
@@ -252,26 +295,11 @@ impl RequestColumns {
                     .append_value(saturating_i64(ch.bytes_written));
                 self.result_rows
                     .append_value(saturating_i64(ch.result_rows));
-                self.zk_xid.append_null();
-                self.zk_zxid.append_null();
-                self.zk_session_id.append_null();
-                self.zk_watch.append_null();
-                self.zk_multi_ops.append_null();
-                self.zk_event_type.append_null();
-                self.zk_keeper_state.append_null();
+                self.zookeeper_nulls_due += 1;
             }
             Details::ZooKeeper(zk) => {
-                self.query_id.append_null();
-                self.query_kind.append_null();
-                self.initial_query_id.append_null();
-                self.user.append_null();
-                self.client_name.append_null();
-                self.rows_read.append_null();
-                self.bytes_read.append_null();
-                self.client_version.append_null();
-                self.rows_written.append_null();
-                self.bytes_written.append_null();
-                self.result_rows.append_null();
+                self.clickhouse_nulls_due += 1;
+                self.append_zookeeper_nulls();
                 self.zk_xid.append_value(zk.xid);
                 self.zk_zxid.append_value(zk.zxid);
                 self.zk_session_id.append_option(zk.session_id);
@@ -312,6 +340,8 @@ impl TableColumns for RequestColumns {
     }
 
     fn finish(&mut self) -> Vec<ArrayRef> {
+        self.append_clickhouse_nulls();
+        self.append_zookeeper_nulls();
         let mut full = std::mem::replace(
             self,
             RequestColumns::new(

@@ -591,3 +591,68 @@ fn addresses_are_formatted_per_connection() {
     assert_eq!(server[1], "[2001:db8::9]:9000");
     let _: SocketAddr = server[0].parse().unwrap();
 }
+
+#[test]
+fn a_mixed_batch_is_written_zookeeper_rows_first_with_each_protocols_nulls_in_place() {
+    let out = TempDir::new("mixed");
+    let mut sink = ParquetSink::new(SinkConfig::new(out.path(), "h", OFFSET_NS)).unwrap();
+    let client = conn(Side::Client, "10.0.0.1:50000", "10.0.0.2:9000", "app");
+    let keeper = conn(Side::Client, "10.0.0.1:50001", "10.0.0.4:2181", "app");
+    // One batch alternating protocols: ZK 0, CH 1, ZK 2, CH 3, ZK 4, then a ZK-only batch
+    // and a CH-only one.
+    let mut mixed = l7tap_protocols::CapturedBatch::default();
+    for i in 0..5u64 {
+        mixed.append(if i % 2 == 0 {
+            zookeeper_request(&keeper, i * 1_000, 100 + i, "exists", "/a", Status::Ok)
+        } else {
+            clickhouse_request(&client, i * 1_000, 100 + i, "SELECT 1", Status::Ok)
+        });
+    }
+    sink.push_batch(&mixed);
+    sink.push_batch(&zookeeper_request(
+        &keeper,
+        9_000,
+        109,
+        "exists",
+        "/b",
+        Status::Ok,
+    ));
+    sink.push_batch(&clickhouse_request(
+        &client,
+        10_000,
+        110,
+        "SELECT 2",
+        Status::Ok,
+    ));
+    sink.finish().unwrap();
+
+    let batch = read_table(out.path(), "requests");
+    let protocol = strings(&batch, "protocol");
+    let durations = int64s(&batch, "duration_ns");
+    let query_id = strings(&batch, "query_id");
+    let zk_xid: &Int32Array = column(&batch, "zk_xid");
+    let rows: Vec<(String, i64, bool, bool)> = (0..batch.num_rows())
+        .map(|i| {
+            (
+                protocol[i].clone().unwrap(),
+                durations[i].unwrap(),
+                query_id[i].is_some(),
+                zk_xid.is_valid(i),
+            )
+        })
+        .collect();
+    let zk = |d: i64| ("zookeeper".to_string(), d, false, true);
+    let ch = |d: i64| ("clickhouse".to_string(), d, true, false);
+    assert_eq!(
+        rows,
+        vec![
+            zk(100),
+            zk(102),
+            zk(104),
+            ch(101),
+            ch(103),
+            zk(109),
+            ch(110)
+        ]
+    );
+}
