@@ -2,7 +2,8 @@
 //! (`tests/fixtures/zookeeper/*.chunks`) next to a plain copy of the same bytes, and the
 //! allocations the parser makes per request in steady state.
 //!
-//! `cargo bench -p l7tap-benches --bench zookeeper` prints, after criterion's own reports:
+//! `cargo bench -p l7tap-benches --bench zookeeper` prints, after criterion's own reports
+//! (`ZOOKEEPER_PROFILE_SECONDS=N` only parses the fixtures in a loop, for profiling):
 //! - parse and memcpy throughput over the same chunks, and their ratio (goal: parsing at
 //!   least 1/10 of memcpy), and, for scale, the stream driver alone (reassembly, no parsing);
 //! - allocations per request/reply pair for each kind of exchange once the connection is
@@ -339,6 +340,19 @@ fn report_allocations() {
 }
 
 fn main() {
+    // `ZOOKEEPER_PROFILE_SECONDS=N`: only parse the fixtures in a loop for N s (for `perf`).
+    if let Some(seconds) = std::env::var("ZOOKEEPER_PROFILE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        let corpus = corpus();
+        let mut out = Records::default();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(seconds) {
+            black_box(parse_all(&corpus, &mut out));
+        }
+        return;
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
     report_ratio();
