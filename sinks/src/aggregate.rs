@@ -459,22 +459,49 @@ impl Hasher for FxHasher {
 
 type FxBuildHasher = BuildHasherDefault<FxHasher>;
 
+/// Slots of [`StringInterner`]'s cache of recent strings by address.
+const RECENT_SLOTS: usize = 64;
+
 /// Strings (comm, operation) interned to small ids so that the per-request key is `Copy`.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 struct StringInterner {
     ids: HashMap<Box<str>, u32, FxBuildHasher>,
     strings: Vec<Arc<str>>,
+    /// `(address, id)` of recently interned texts: most come from the same few places (a
+    /// connection's comm, static operation names), so a lookup by address and one
+    /// comparison replace hashing. The comparison keeps a reused address correct.
+    recent: [(usize, u32); RECENT_SLOTS],
+}
+
+impl Default for StringInterner {
+    fn default() -> Self {
+        StringInterner {
+            ids: HashMap::default(),
+            strings: Vec::new(),
+            recent: [(0, 0); RECENT_SLOTS],
+        }
+    }
 }
 
 impl StringInterner {
     #[inline]
     fn intern(&mut self, text: &str) -> u32 {
-        if let Some(&id) = self.ids.get(text) {
-            return id;
+        let address = text.as_ptr() as usize;
+        let slot = (address >> 3 ^ address >> 11) % RECENT_SLOTS;
+        let (cached_address, cached_id) = self.recent[slot];
+        if cached_address == address && *self.strings[cached_id as usize] == *text {
+            return cached_id;
         }
-        let id = self.strings.len() as u32;
-        self.ids.insert(text.into(), id);
-        self.strings.push(text.into());
+        let id = match self.ids.get(text) {
+            Some(&id) => id,
+            None => {
+                let id = self.strings.len() as u32;
+                self.ids.insert(text.into(), id);
+                self.strings.push(text.into());
+                id
+            }
+        };
+        self.recent[slot] = (address, id);
         id
     }
 

@@ -32,7 +32,7 @@
 //! candidate layout; the one followed by the syscall's end or by another packet wins, and when
 //! only one fits, the range shrinks to it for the rest of the connection.
 use std::borrow::Cow;
-use std::io::Write as _;
+use std::fmt::Write as _;
 
 use super::block::{read_block_header, BlockWalker, TypeArena, WalkError, WalkStep};
 use super::codes::{revision, ClientPacket, ServerPacket};
@@ -209,6 +209,8 @@ pub struct ClickHouseParser {
     query: Option<InFlight>,
     /// Text of the query in flight (its record's spans); reset when the next one starts.
     query_text: TextArena,
+    /// The last client version a Query's ClientInfo carried, and its text.
+    query_version: (Option<(u64, u64, Option<u64>)>, String),
     counters: ParserCounters,
     /// Scratch space for the type names seen while resynchronising.
     scratch_types: TypeArena,
@@ -291,6 +293,7 @@ impl ClickHouseParser {
             handshake_failed: false,
             query: None,
             query_text: TextArena::default(),
+            query_version: (None, String::new()),
             counters: ParserCounters::default(),
             scratch_types: TypeArena::default(),
             scratch_walker: BlockWalker::default(),
@@ -652,18 +655,19 @@ impl ClickHouseParser {
             )
         } else {
             let name = text.push_lossy(head.client_name);
-            let mut version = [0u8; 64];
-            let mut cursor = std::io::Cursor::new(&mut version[..]);
-            let _ = match head.version_patch {
-                Some(p) => write!(
-                    cursor,
-                    "{}.{}.{}",
-                    head.version_major, head.version_minor, p
-                ),
-                None => write!(cursor, "{}.{}", head.version_major, head.version_minor),
-            };
-            let written = cursor.position() as usize;
-            (name, text.push_lossy(&version[..written]))
+            let version = (head.version_major, head.version_minor, head.version_patch);
+            if self.query_version.0 != Some(version) {
+                // Formatted once per connection and version, not per query.
+                let (major, minor, patch) = version;
+                let formatted = &mut self.query_version.1;
+                formatted.clear();
+                let _ = match patch {
+                    Some(p) => write!(formatted, "{major}.{minor}.{p}"),
+                    None => write!(formatted, "{major}.{minor}"),
+                };
+                self.query_version.0 = Some(version);
+            }
+            (name, text.push(&self.query_version.1))
         };
         // An interserver connection authenticates each query for its initial user.
         let user =
