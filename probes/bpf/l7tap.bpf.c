@@ -940,22 +940,12 @@ static __always_inline int exit_data(void *ctx, long ret)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_write")
-int exit_write(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx, ctx->ret); }
+/* One program for the exits of every data syscall (write, read, sendto, recvfrom, writev,
+ * readv, sendmsg, recvmsg): their tracepoints share one context layout, so the loader
+ * attaches this program to each of them. The verifier then checks it once, not eight times
+ * (about 0.5 s each). */
 SEC("tracepoint/syscalls/sys_exit_read")
-int exit_read(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx, ctx->ret); }
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int exit_sendto(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx, ctx->ret); }
-SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx, ctx->ret); }
-SEC("tracepoint/syscalls/sys_exit_writev")
-int exit_writev(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx, ctx->ret); }
-SEC("tracepoint/syscalls/sys_exit_readv")
-int exit_readv(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx, ctx->ret); }
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int exit_sendmsg(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx, ctx->ret); }
-SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int exit_recvmsg(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx, ctx->ret); }
+int exit_data_syscall(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx, ctx->ret); }
 
 /* ---------------------------------------------------------------- connection lifecycle */
 

@@ -17,24 +17,25 @@ pub use host::{check_privileges, ensure_tracefs, HostError};
 /// The BPF object, built from `bpf/l7tap.bpf.c`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/l7tap.bpf.o"));
 
-/// Every program in the object and the tracepoint it attaches to.
+/// Every program in the object and the tracepoints it attaches to (a program named more than
+/// once is loaded once and attached to each).
 pub const PROGRAMS: &[(&str, &str, &str)] = &[
     ("enter_write", "syscalls", "sys_enter_write"),
-    ("exit_write", "syscalls", "sys_exit_write"),
+    ("exit_data_syscall", "syscalls", "sys_exit_write"),
     ("enter_read", "syscalls", "sys_enter_read"),
-    ("exit_read", "syscalls", "sys_exit_read"),
+    ("exit_data_syscall", "syscalls", "sys_exit_read"),
     ("enter_sendto", "syscalls", "sys_enter_sendto"),
-    ("exit_sendto", "syscalls", "sys_exit_sendto"),
+    ("exit_data_syscall", "syscalls", "sys_exit_sendto"),
     ("enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
-    ("exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
+    ("exit_data_syscall", "syscalls", "sys_exit_recvfrom"),
     ("enter_writev", "syscalls", "sys_enter_writev"),
-    ("exit_writev", "syscalls", "sys_exit_writev"),
+    ("exit_data_syscall", "syscalls", "sys_exit_writev"),
     ("enter_readv", "syscalls", "sys_enter_readv"),
-    ("exit_readv", "syscalls", "sys_exit_readv"),
+    ("exit_data_syscall", "syscalls", "sys_exit_readv"),
     ("enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
-    ("exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
+    ("exit_data_syscall", "syscalls", "sys_exit_sendmsg"),
     ("enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
-    ("exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
+    ("exit_data_syscall", "syscalls", "sys_exit_recvmsg"),
     ("enter_connect", "syscalls", "sys_enter_connect"),
     ("exit_connect", "syscalls", "sys_exit_connect"),
     ("exit_accept_", "syscalls", "sys_exit_accept"),
@@ -206,7 +207,10 @@ impl Probes {
             .set_max_entries("ring", ring)
             .load(OBJECT)
             .map_err(ProbeError::Load)?;
-        for &(name, _, _) in PROGRAMS {
+        for (i, &(name, _, _)) in PROGRAMS.iter().enumerate() {
+            if PROGRAMS[..i].iter().any(|&(earlier, _, _)| earlier == name) {
+                continue; // loaded already
+            }
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .ok_or(ProbeError::MissingProgram { name })?
