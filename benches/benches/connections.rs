@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use l7tap_benches::process::{l7tap_bin, run_measured, Usage};
+use l7tap_benches::process::{built_l7tap_bin, run_measured, Usage};
 use l7tap_benches::synthetic::{write_recording, Produced, Traffic};
 
 const MIB: f64 = (1 << 20) as f64;
@@ -85,12 +85,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let bin = l7tap_bin();
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build --release -p l7tap",
-        bin.display()
-    );
+    let bin = built_l7tap_bin();
     let many: usize = std::env::var("CONNECTIONS")
         .ok()
         .and_then(|v| v.parse().ok())

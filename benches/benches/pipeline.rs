@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use l7tap_benches::process::{l7tap_bin, last_allowed_cpu, run_measured, Usage};
+use l7tap_benches::process::{built_l7tap_bin, last_allowed_cpu, run_measured, Usage};
 use l7tap_benches::synthetic::{write_recording, Traffic};
 use l7tap_ingest::recording::RecordingReader;
 
@@ -66,12 +66,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let bin = l7tap_bin();
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build --release -p l7tap",
-        bin.display()
-    );
+    let bin = built_l7tap_bin();
     let dir = std::env::temp_dir().join(format!("l7tap-bench-pipeline-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let keep = std::env::var_os("PIPELINE_RECORDING").map(PathBuf::from);

@@ -24,6 +24,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use l7tap_benches::rng::Rng;
 use l7tap_protocols::{
     CapturedBatch, ClickHouseDetails, ConnectionInfo, Details, Protocol, QueryKind, RequestRecord,
     Side, Status, ZooKeeperDetails,
@@ -42,23 +43,6 @@ const REQUESTS_PER_SECOND: u64 = 600;
 const ROWS: u64 = REQUESTS_PER_SECOND * 86_400;
 const WINDOW_NS: u64 = 10_000_000_000;
 const RUNS: usize = 3;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Log-uniform in [low, high).
-    fn log_uniform(&mut self, low: u64, high: u64) -> u64 {
-        let x = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        ((low as f64).ln() + x * ((high as f64).ln() - (low as f64).ln())).exp() as u64
-    }
-}
 
 fn connections() -> (Vec<Arc<ConnectionInfo>>, Vec<Arc<ConnectionInfo>>) {
     let conn = |i: u32, client: String, server: &str, comm: &str| {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use l7tap_benches::rng::Rng;
 use l7tap_protocols::{
     CapturedBatch, CapturedRequest, ClickHouseDetails, ConnectionInfo, Details, Protocol,
     QueryKind, RequestRecord, Side, Status, ZooKeeperDetails,
@@ -37,17 +38,6 @@ const ROWS: usize = 200_000;
 const BASE_UNIX_NS: i64 = 1_717_236_000_000_000_000;
 const BASE_MONOTONIC_NS: u64 = 5_000_000_000_000;
 const OFFSET_NS: i64 = BASE_UNIX_NS - BASE_MONOTONIC_NS as i64;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
 
 /// A realistic mix: 70 % ZooKeeper requests from ClickHouse servers (short paths), 30 %
 /// ClickHouse queries (~100-byte texts from 50 shapes with varying literals), 200 connections,

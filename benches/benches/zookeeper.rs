@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
+use l7tap_benches::zookeeper_wire::{jute_string, reply, request};
 use l7tap_protocols::debug::FrameCounter;
 use l7tap_protocols::fixture::{parse_chunks, Chunk};
 use l7tap_protocols::stream::StreamDriver;
@@ -184,33 +185,6 @@ fn report_ratio() {
 }
 
 // ---- allocations in steady state ------------------------------------------------------------
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut f = (body.len() as u32).to_be_bytes().to_vec();
-    f.extend_from_slice(body);
-    f
-}
-
-fn request(xid: i32, op: i32, body: &[u8]) -> Vec<u8> {
-    let mut b = xid.to_be_bytes().to_vec();
-    b.extend_from_slice(&op.to_be_bytes());
-    b.extend_from_slice(body);
-    frame(&b)
-}
-
-fn reply(xid: i32, zxid: i64, err: i32, body: &[u8]) -> Vec<u8> {
-    let mut b = xid.to_be_bytes().to_vec();
-    b.extend_from_slice(&zxid.to_be_bytes());
-    b.extend_from_slice(&err.to_be_bytes());
-    b.extend_from_slice(body);
-    frame(&b)
-}
-
-fn jute_string(s: &str) -> Vec<u8> {
-    let mut v = (s.len() as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(s.as_bytes());
-    v
-}
 
 /// One kind of exchange: the bytes of the `i`-th request and reply (empty: none).
 struct Exchange {

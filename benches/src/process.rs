@@ -19,6 +19,17 @@ pub fn l7tap_bin() -> PathBuf {
     target.join("release/l7tap")
 }
 
+/// [`l7tap_bin`], which must have been built (panics with the command that builds it).
+pub fn built_l7tap_bin() -> PathBuf {
+    let bin = l7tap_bin();
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo build --release -p l7tap",
+        bin.display()
+    );
+    bin
+}
+
 /// What one child used.
 #[derive(Clone, Copy, Debug)]
 pub struct Usage {

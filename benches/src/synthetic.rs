@@ -19,6 +19,9 @@ use l7tap_probes::events::{build, ConnId, EventKind, Flow, Header, Role, WirePro
 use l7tap_protocols::fixture::parse_chunks;
 use l7tap_protocols::Direction;
 
+use crate::rng::Rng;
+use crate::zookeeper_wire::{path_request, reply};
+
 /// 2024-06-01T10:00:00Z: the Unix time of [`BASE_MONOTONIC_NS`].
 pub const BASE_UNIX_NS: i64 = 1_717_236_000_000_000_000;
 /// The kernel (CLOCK_MONOTONIC) time the traffic starts at.
@@ -70,22 +73,6 @@ pub struct Produced {
     pub events: u64,
     /// Size of the recording file.
     pub file_bytes: u64,
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 struct Conn {
@@ -140,29 +127,6 @@ fn header(conn: &Conn, ts_ns: u64, kind: EventKind, flow: Flow) -> Header {
         role: Role::Client,
         flow,
     }
-}
-
-fn zk_frame(body: &[u8]) -> Vec<u8> {
-    let mut f = (body.len() as u32).to_be_bytes().to_vec();
-    f.extend_from_slice(body);
-    f
-}
-
-fn zk_request(xid: i32, op: i32, path: &str, watch: bool) -> Vec<u8> {
-    let mut b = xid.to_be_bytes().to_vec();
-    b.extend_from_slice(&op.to_be_bytes());
-    b.extend_from_slice(&(path.len() as u32).to_be_bytes());
-    b.extend_from_slice(path.as_bytes());
-    b.push(watch as u8);
-    zk_frame(&b)
-}
-
-fn zk_reply(xid: i32, zxid: i64, err: i32, body: &[u8]) -> Vec<u8> {
-    let mut b = xid.to_be_bytes().to_vec();
-    b.extend_from_slice(&zxid.to_be_bytes());
-    b.extend_from_slice(&err.to_be_bytes());
-    b.extend_from_slice(body);
-    zk_frame(&b)
 }
 
 /// The `SELECT 1` fixture split into its handshake (Hello both ways) and one exchange.
@@ -300,8 +264,8 @@ pub fn write_recording(path: &Path, traffic: &Traffic) -> Result<Produced, Recor
                 conn.xid += 1;
                 let (request, reply) = if rng.next() % 10 == 0 {
                     (
-                        zk_request(conn.xid, 3, "/clickhouse/task_queue/missing", true),
-                        zk_reply(conn.xid, 0x1_0000_0000 + i as i64, -101, &[]),
+                        path_request(conn.xid, 3, "/clickhouse/task_queue/missing", true),
+                        reply(conn.xid, 0x1_0000_0000 + i as i64, -101, &[]),
                     )
                 } else {
                     let path = format!(
@@ -313,8 +277,8 @@ pub fn write_recording(path: &Path, traffic: &Traffic) -> Result<Produced, Recor
                     data.extend_from_slice(b"hello");
                     data.extend_from_slice(&[0; 68]);
                     (
-                        zk_request(conn.xid, 4, &path, false),
-                        zk_reply(conn.xid, 0x1_0000_0000 + i as i64, 0, &data),
+                        path_request(conn.xid, 4, &path, false),
+                        reply(conn.xid, 0x1_0000_0000 + i as i64, 0, &data),
                     )
                 };
                 let h = header(conn, start * US, EventKind::Data, Flow::Egress);
@@ -336,7 +300,7 @@ pub fn write_recording(path: &Path, traffic: &Traffic) -> Result<Produced, Recor
             // The first `pending_bytes` of a getData request whose frame is longer.
             conn.xid += 1;
             let path = "/p".repeat(traffic.pending_bytes / 2 + 32);
-            let mut partial = zk_request(conn.xid, 4, &path, false);
+            let mut partial = path_request(conn.xid, 4, &path, false);
             partial.truncate(traffic.pending_bytes);
             let h = header(conn, ts, EventKind::Data, Flow::Egress);
             pending.push(ts, build::data(&h, partial.len() as u64, &partial));

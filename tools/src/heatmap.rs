@@ -405,7 +405,12 @@ fn cell_quota(grid: &HeatmapGrid, limit: usize) -> usize {
     if cells.iter().sum::<usize>() <= limit {
         return usize::MAX;
     }
-    let kept_with = |quota: usize| cells.iter().map(|&c| c.min(quota)).sum::<usize>();
+    largest_fitting_quota(&cells, limit)
+}
+
+/// The largest per-cell quota with which cells of `sizes` keep at most `limit` items in all.
+fn largest_fitting_quota(sizes: &[usize], limit: usize) -> usize {
+    let kept_with = |quota: usize| sizes.iter().map(|&c| c.min(quota)).sum::<usize>();
     let (mut low, mut high) = (0, limit);
     while low < high {
         let quota = (low + high).div_ceil(2);
@@ -596,17 +601,8 @@ fn sample_per_cell(requests: Vec<EmbeddedRequest>, limit: usize) -> Vec<Embedded
             .or_default()
             .push(request);
     }
-    let kept_with = |quota: usize| cells.values().map(|c| c.len().min(quota)).sum::<usize>();
-    let (mut low, mut high) = (0, limit);
-    while low < high {
-        let quota = (low + high).div_ceil(2);
-        if kept_with(quota) <= limit {
-            low = quota;
-        } else {
-            high = quota - 1;
-        }
-    }
-    let quota = low;
+    let sizes: Vec<usize> = cells.values().map(Vec::len).collect();
+    let quota = largest_fitting_quota(&sizes, limit);
     let mut kept = Vec::with_capacity(limit);
     for (_, mut cell) in cells {
         cell.sort_by_key(|r| (r.status != "error", std::cmp::Reverse(r.duration_ns)));
