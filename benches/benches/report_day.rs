@@ -100,17 +100,17 @@ fn request(
         "multi",
     ];
     let start_ns = BASE_MONOTONIC_NS + i * (DAY_NS / ROWS);
-    let error = rng.next() % 100 == 0;
+    let error = rng.next_u64() % 100 == 0;
     let status = if error { Status::Error } else { Status::Ok };
-    let zookeeper_request = rng.next() % 10 < 7;
+    let zookeeper_request = rng.next_u64() % 10 < 7;
     let (conn, protocol, operation, duration_ns, query, details, error_code, error_name) =
         if zookeeper_request {
-            let conn = zookeeper[(rng.next() % zookeeper.len() as u64) as usize].clone();
-            let op = ZK_OPS[(rng.next() % ZK_OPS.len() as u64) as usize];
+            let conn = zookeeper[(rng.next_u64() % zookeeper.len() as u64) as usize].clone();
+            let op = ZK_OPS[(rng.next_u64() % ZK_OPS.len() as u64) as usize];
             let path = text.push(&format!(
                 "/clickhouse/tables/{}/events/replicas/r{}/queue",
-                rng.next() % 20,
-                rng.next() % 3
+                rng.next_u64() % 20,
+                rng.next_u64() % 3
             ));
             (
                 conn,
@@ -127,14 +127,14 @@ fn request(
                 "NoNode",
             )
         } else {
-            let conn = clickhouse[(rng.next() % clickhouse.len() as u64) as usize].clone();
-            let insert = rng.next() % 5 == 0;
+            let conn = clickhouse[(rng.next_u64() % clickhouse.len() as u64) as usize].clone();
+            let insert = rng.next_u64() % 5 == 0;
             let (operation, query) = if insert {
                 (
                     "INSERT",
                     format!(
                         "INSERT INTO db.events_{} (ts, id, value) VALUES",
-                        rng.next() % 20
+                        rng.next_u64() % 20
                     ),
                 )
             } else {
@@ -142,13 +142,13 @@ fn request(
                     "SELECT",
                     format!(
                     "SELECT count(), avg(value) FROM db.table_{} WHERE user_id = {} GROUP BY key",
-                    rng.next() % 50,
-                    rng.next() % 1_000_000
+                    rng.next_u64() % 50,
+                    rng.next_u64() % 1_000_000
                 ),
                 )
             };
-            let duration_ns = if rng.next() % 50 == 0 {
-                200_000_000 + rng.next() % 5_000_000
+            let duration_ns = if rng.next_u64() % 50 == 0 {
+                200_000_000 + rng.next_u64() % 5_000_000
             } else {
                 rng.log_uniform(1_000_000, 1_000_000_000)
             };
@@ -159,11 +159,11 @@ fn request(
                 duration_ns,
                 text.push(&query),
                 Details::ClickHouse(ClickHouseDetails {
-                    query_id: text.push(&format!("{:016x}", rng.next())),
+                    query_id: text.push(&format!("{:016x}", rng.next_u64())),
                     query_kind: Some(QueryKind::Initial),
                     user: text.push("default"),
                     client_name: text.push("python-driver"),
-                    rows_read: rng.next() % 1_000_000,
+                    rows_read: rng.next_u64() % 1_000_000,
                     ..Default::default()
                 }),
                 60,
@@ -183,8 +183,8 @@ fn request(
             error_message: None,
             query: Some(query),
             query_truncated: false,
-            bytes_sent: 100 + rng.next() % 200,
-            bytes_received: 50 + rng.next() % 5_000,
+            bytes_sent: 100 + rng.next_u64() % 200,
+            bytes_received: 50 + rng.next_u64() % 5_000,
             details,
         },
     );

@@ -81,23 +81,23 @@ fn workload(rows: usize) -> CapturedBatch {
     let mut batch = CapturedBatch::with_capacity(rows, rows * 64);
     for i in 0..rows {
         let text = &mut batch.records.text;
-        let conn = conns[(rng.next() % conns.len() as u64) as usize].clone();
+        let conn = conns[(rng.next_u64() % conns.len() as u64) as usize].clone();
         let start_ns = BASE_MONOTONIC_NS + i as u64 * 10_000;
-        let duration_ns = 50_000 + (rng.next() % 1_000) * (rng.next() % 5_000);
-        let status = if rng.next() % 100 == 0 {
+        let duration_ns = 50_000 + (rng.next_u64() % 1_000) * (rng.next_u64() % 5_000);
+        let status = if rng.next_u64() % 100 == 0 {
             Status::Error
         } else {
             Status::Ok
         };
         let (protocol, operation, query, details) = if conn.server_addr.port() == 2181 {
-            let op = zk_ops[(rng.next() % zk_ops.len() as u64) as usize];
+            let op = zk_ops[(rng.next_u64() % zk_ops.len() as u64) as usize];
             (
                 Protocol::ZooKeeper,
                 op,
                 text.push(&format!(
                     "/clickhouse/tables/{}/events/replicas/r{}/queue",
-                    rng.next() % 20,
-                    rng.next() % 3
+                    rng.next_u64() % 20,
+                    rng.next_u64() % 3
                 )),
                 Details::ZooKeeper(ZooKeeperDetails {
                     xid: i as i32,
@@ -117,25 +117,29 @@ fn workload(rows: usize) -> CapturedBatch {
             let _ = write!(
                     query,
                     "SELECT count(), avg(value) FROM db.table_{} WHERE user_id = {} AND date >= '2024-05-{:02}' GROUP BY key",
-                    rng.next() % 50,
-                    rng.next() % 1_000_000,
-                    rng.next() % 28 + 1
+                    rng.next_u64() % 50,
+                    rng.next_u64() % 1_000_000,
+                    rng.next_u64() % 28 + 1
                 );
             (
                 Protocol::ClickHouse,
                 "SELECT",
                 text.push(&query),
                 Details::ClickHouse(ClickHouseDetails {
-                    query_id: text.push(&format!("{:016x}-{:016x}", rng.next(), rng.next())),
+                    query_id: text.push(&format!(
+                        "{:016x}-{:016x}",
+                        rng.next_u64(),
+                        rng.next_u64()
+                    )),
                     query_kind: Some(QueryKind::Initial),
                     initial_query_id: Default::default(),
                     user: text.push("default"),
                     client_name: text.push("python-driver"),
                     client_version: text.push("20.10.2"),
                     revision: 54441,
-                    rows_read: rng.next() % 1_000_000,
-                    bytes_read: rng.next() % 100_000_000,
-                    result_rows: rng.next() % 100,
+                    rows_read: rng.next_u64() % 1_000_000,
+                    bytes_read: rng.next_u64() % 100_000_000,
+                    result_rows: rng.next_u64() % 100,
                     ..Default::default()
                 }),
             )
@@ -153,8 +157,8 @@ fn workload(rows: usize) -> CapturedBatch {
                 error_message: None,
                 query: Some(query),
                 query_truncated: false,
-                bytes_sent: 100 + rng.next() % 200,
-                bytes_received: 50 + rng.next() % 5_000,
+                bytes_sent: 100 + rng.next_u64() % 200,
+                bytes_received: 50 + rng.next_u64() % 5_000,
                 details,
             },
         );

@@ -262,7 +262,7 @@ pub fn write_recording(path: &Path, traffic: &Traffic) -> Result<Produced, Recor
             _ => {
                 let start = nominal_us.max(conn.free_at_us);
                 conn.xid += 1;
-                let (request, reply) = if rng.next() % 10 == 0 {
+                let (request, reply) = if rng.next_u64() % 10 == 0 {
                     (
                         path_request(conn.xid, 3, "/clickhouse/task_queue/missing", true),
                         reply(conn.xid, 0x1_0000_0000 + i as i64, -101, &[]),
@@ -270,8 +270,8 @@ pub fn write_recording(path: &Path, traffic: &Traffic) -> Result<Produced, Recor
                 } else {
                     let path = format!(
                         "/clickhouse/tables/{:02}/events/replicas/r{}/queue",
-                        rng.next() % 20,
-                        rng.next() % 3
+                        rng.next_u64() % 20,
+                        rng.next_u64() % 3
                     );
                     let mut data = 5u32.to_be_bytes().to_vec();
                     data.extend_from_slice(b"hello");
