@@ -138,7 +138,7 @@ pub struct ZooKeeperDetails {
     pub session_id: Option<i64>,
     pub watch: bool,
     /// Op names of a multi's sub-operations, in order, joined by `,` (empty: not a multi);
-    /// [`Records::multi_ops`] splits them.
+    /// [`CapturedRequest::multi_ops`] splits them.
     pub multi_ops: Text,
     /// For a watch notification: event type and keeper state.
     pub notification: Option<(i32, i32)>,
@@ -308,20 +308,6 @@ impl TextArena {
         self.span_from(start)
     }
 
-    /// Appends `separator` (unless the text is empty) and `part` to `text`, which must be the
-    /// arena's last text.
-    pub fn extend_last(&mut self, text: Text, separator: char, part: &str) -> Text {
-        debug_assert_eq!(text.start as usize + text.len(), self.text.len());
-        let start = if text.is_empty() {
-            self.text.len()
-        } else {
-            self.text.push(separator);
-            text.start as usize
-        };
-        self.text.push_str(part);
-        self.span_from(start)
-    }
-
     fn span_from(&mut self, start: usize) -> Text {
         match u32::try_from(self.text.len()) {
             Ok(end) => Text {
@@ -347,6 +333,12 @@ impl TextArena {
         self.push(other.get(span))
     }
 
+    /// `record`, its text copied from `from` into this arena (its spans rebased).
+    pub fn adopt(&mut self, mut record: RequestRecord, from: &TextArena) -> RequestRecord {
+        record.for_each_text_mut(|span| *span = self.copy_from(from, *span));
+        record
+    }
+
     /// Bytes held.
     pub fn len(&self) -> usize {
         self.text.len()
@@ -358,11 +350,6 @@ impl TextArena {
 
     pub fn clear(&mut self) {
         self.text.clear();
-    }
-
-    /// Forgets everything appended after the first `len` bytes.
-    pub fn truncate(&mut self, len: usize) {
-        self.text.truncate(len);
     }
 
     /// Drops the first `len` bytes; spans after them must be rebased with [`Text::shifted_back`].
@@ -417,9 +404,8 @@ impl Records {
     }
 
     /// Appends a record whose text lies in `from`, copying the text into this batch.
-    pub fn push_from(&mut self, mut record: RequestRecord, from: &TextArena) {
-        let text = &mut self.text;
-        record.for_each_text_mut(|span| *span = text.copy_from(from, *span));
+    pub fn push_from(&mut self, record: RequestRecord, from: &TextArena) {
+        let record = self.text.adopt(record, from);
         self.records.push(record);
     }
 
@@ -432,12 +418,6 @@ impl Records {
     /// The text of an optional span.
     pub fn opt_str(&self, span: Option<Text>) -> Option<&str> {
         span.map(|t| self.text.get(t))
-    }
-
-    /// The op names of a ZooKeeper multi (none for other records).
-    pub fn multi_ops(&self, zk: &ZooKeeperDetails) -> impl Iterator<Item = &str> {
-        let joined = self.text.get(zk.multi_ops);
-        joined.split(',').filter(|op| !op.is_empty())
     }
 
     pub fn records(&self) -> &[RequestRecord] {
@@ -460,10 +440,6 @@ impl Records {
         self.records.is_empty()
     }
 
-    pub fn last(&self) -> Option<&RequestRecord> {
-        self.records.last()
-    }
-
     pub fn clear(&mut self) {
         self.records.clear();
         self.text.clear();
@@ -476,9 +452,7 @@ impl Records {
             return;
         }
         for record in other.records.drain(..) {
-            let text = &mut self.text;
-            let mut record = record;
-            record.for_each_text_mut(|span| *span = text.copy_from(&other.text, *span));
+            let record = self.text.adopt(record, &other.text);
             self.records.push(record);
         }
         other.text.clear();
@@ -600,11 +574,7 @@ impl<'a> CapturedRequest<'a> {
 
     /// The op names of a ZooKeeper multi (none for other records).
     pub fn multi_ops(&self) -> impl Iterator<Item = &'a str> + 'a {
-        let joined = match &self.record.details {
-            Details::ZooKeeper(zk) => self.text.get(zk.multi_ops),
-            Details::ClickHouse(_) => "",
-        };
-        joined.split(',').filter(|op| !op.is_empty())
+        multi_op_names(self.record, self.text)
     }
 }
 
@@ -647,15 +617,7 @@ impl OwnedRecord {
 
     /// The op names of a ZooKeeper multi (empty for other records).
     pub fn multi_ops(&self) -> Vec<&str> {
-        match &self.record.details {
-            Details::ZooKeeper(zk) => self
-                .text
-                .get(zk.multi_ops)
-                .split(',')
-                .filter(|op| !op.is_empty())
-                .collect(),
-            Details::ClickHouse(_) => Vec::new(),
-        }
+        multi_op_names(&self.record, &self.text).collect()
     }
 }
 
@@ -666,10 +628,21 @@ impl Records {
             .iter()
             .map(|record| {
                 let mut text = TextArena::default();
-                let mut record = record.clone();
-                record.for_each_text_mut(|span| *span = text.copy_from(&self.text, *span));
+                let record = text.adopt(record.clone(), &self.text);
                 OwnedRecord { record, text }
             })
             .collect()
     }
+}
+
+/// The op names of a ZooKeeper multi record, stored joined by `,` (none for other records).
+fn multi_op_names<'a>(
+    record: &RequestRecord,
+    text: &'a TextArena,
+) -> impl Iterator<Item = &'a str> + 'a {
+    let joined = match &record.details {
+        Details::ZooKeeper(zk) => text.get(zk.multi_ops),
+        Details::ClickHouse(_) => "",
+    };
+    joined.split(',').filter(|op| !op.is_empty())
 }

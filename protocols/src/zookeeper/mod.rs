@@ -792,11 +792,9 @@ impl ZooKeeperParser {
                 return Step::Consumed(frame_len as u64);
             }
             // The record waits for the reply's last byte: its text moves out of the queue.
-            let mut record = request.answered(answer);
             self.pending_text.clear();
-            let (queue_text, pending_text) = (self.in_flight.text(), &mut self.pending_text);
-            record.for_each_text_mut(|span| *span = pending_text.copy_from(queue_text, *span));
-            record
+            self.pending_text
+                .adopt(request.answered(answer), self.in_flight.text())
         };
         if at_hand == frame_len {
             out.push_from(record, &self.pending_text);
