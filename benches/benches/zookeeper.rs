@@ -3,7 +3,8 @@
 //! allocations the parser makes per request in steady state.
 //!
 //! `cargo bench -p l7tap-benches --bench zookeeper` prints, after criterion's own reports
-//! (`ZOOKEEPER_PROFILE_SECONDS=N` only parses the fixtures in a loop, for profiling):
+//! (`ZOOKEEPER_PROFILE_SECONDS=N` only parses the fixtures in a loop for N seconds, for
+//! `perf`; `ZOOKEEPER_PROFILE_PASSES=N` N times, for `valgrind --tool=callgrind`):
 //! - parse and memcpy throughput over the same chunks, and their ratio (goal: parsing at
 //!   least 1/10 of memcpy), and, for scale, the stream driver alone (reassembly, no parsing);
 //! - allocations per request/reply pair for each kind of exchange once the connection is
@@ -323,6 +324,19 @@ fn main() {
         let mut out = Records::default();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(seconds) {
+            black_box(parse_all(&corpus, &mut out));
+        }
+        return;
+    }
+    // `ZOOKEEPER_PROFILE_PASSES=N`: parse the fixtures N times (for `valgrind --tool=callgrind`,
+    // whose instruction counts do not depend on the machine's load).
+    if let Some(passes) = std::env::var("ZOOKEEPER_PROFILE_PASSES")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        let corpus = corpus();
+        let mut out = Records::default();
+        for _ in 0..passes {
             black_box(parse_all(&corpus, &mut out));
         }
         return;

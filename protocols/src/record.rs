@@ -403,6 +403,15 @@ impl Records {
         self.records.push(record);
     }
 
+    /// Appends the record `build` makes, with room for it made first, so that the record
+    /// can be built in its slot (it is large: building it elsewhere and moving it in costs a
+    /// copy of every byte).
+    #[inline(always)]
+    pub fn push_with(&mut self, build: impl FnOnce() -> RequestRecord) {
+        self.records.reserve(1);
+        self.records.push(build());
+    }
+
     /// Appends a record whose text lies in `from`, copying the text into this batch.
     pub fn push_from(&mut self, record: RequestRecord, from: &TextArena) {
         let record = self.text.adopt(record, from);

@@ -6,6 +6,8 @@
 //! - [`framing`]: the 4-byte big-endian length envelope and a bounded jute reader;
 //! - [`decoding`]: handshake frames, request/reply headers and the bodies' few fields a
 //!   record keeps (path, watch flag, version, multi sub-operations, errors);
+//! - [`fast`]: the common request frames of a confirmed session, decoded without the general
+//!   walk (same fields, or none);
 //! - [`session`]: requests in flight and their pairing with replies;
 //! - this module: the per-direction state machine that ties them to the [`Parser`] trait:
 //!   where each direction stands (at a frame, inside a skipped body, searching), the
@@ -30,6 +32,7 @@
 //! seen; a capture that starts inside such a session finds no frames.
 mod codes;
 mod decoding;
+mod fast;
 mod framing;
 mod session;
 #[cfg(test)]
@@ -321,6 +324,13 @@ impl ZooKeeperParser {
                 return Ok(step);
             }
         }
+        if self.on_fast_path(Direction::ClientToServer) {
+            let max_frame = self.settings.max_decoded_frame_bytes;
+            if let Some(frame) = fast::request(bytes, self.settings.max_path_bytes, max_frame) {
+                self.multi_ops.clear();
+                return Ok(self.accept_request(input, frame, out));
+            }
+        }
         loop {
             match self.requests.position {
                 Position::VersionTail { xid } => {
@@ -568,6 +578,11 @@ impl ZooKeeperParser {
             self.replies.at_start = false;
             return Ok(Step::Consumed(n as u64));
         }
+        if self.on_fast_path(Direction::ServerToClient) {
+            if let Some(step) = self.answer_oldest(input, out) {
+                return Ok(step);
+            }
+        }
         loop {
             match self.replies.position {
                 Position::InReplyBody { remaining } => {
@@ -604,6 +619,46 @@ impl ZooKeeperParser {
                 }
             }
         }
+    }
+
+    /// The fast path for the common reply: a whole frame that answers the oldest request in
+    /// flight, which is not a multi. It does what [`Self::examine_reply`] and
+    /// [`Self::accept_reply`] would do with that frame; `None`: they decide.
+    #[inline]
+    fn answer_oldest(&mut self, input: &Input<'_>, out: &mut Records) -> Option<Step> {
+        let (header, frame_len) = fast::reply_header(input.bytes, self.settings.max_frame_bytes)?;
+        let oldest = self.in_flight.oldest()?;
+        let header_len = XidWidth::Bits32.reply_header_len();
+        if oldest.xid != header.xid
+            || header.xid == xid::NOTIFICATION
+            || (header.err.is_ok() && oldest.op.is_multi())
+            || !header.follows_error_rules(frame_len - LENGTH_PREFIX, header_len)
+        {
+            return None;
+        }
+        let request = self.in_flight.take(header.xid, out)?;
+        self.counters.n_messages += 1;
+        self.replies.frame_accepted();
+        self.requests.at_start = false;
+        let answer = Answer {
+            end_ns: input.ts_end(frame_len),
+            bytes_received: frame_len as u64,
+            zxid: header.zxid,
+            err: header.err,
+        };
+        self.in_flight.emit_answered(request, answer, out);
+        Some(Step::Consumed(frame_len as u64))
+    }
+
+    /// A direction whose frames are trusted, at a frame boundary, with 32-bit xids: where
+    /// [`fast`] applies.
+    #[inline]
+    fn on_fast_path(&self, dir: Direction) -> bool {
+        let state = match dir {
+            Direction::ClientToServer => &self.requests,
+            Direction::ServerToClient => &self.replies,
+        };
+        state.confirmed && state.position == Position::AtFrame && self.xid_width == XidWidth::Bits32
     }
 
     /// The server's first bytes: the answer to a four-letter word, a ConnectResponse, or

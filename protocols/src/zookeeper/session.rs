@@ -52,7 +52,7 @@ pub struct Answer {
 impl InFlight {
     /// The record of the answered request, built in one go (records are large: every
     /// move of one costs), with the request's text spans as they are.
-    #[inline]
+    #[inline(always)]
     pub fn answered(self, answer: Answer) -> RequestRecord {
         let (status, error_code, error_name) = outcome(answer.err);
         RequestRecord {
@@ -95,6 +95,7 @@ impl InFlight {
     }
 }
 
+#[inline]
 fn operation_name(op: OpCode) -> Cow<'static, str> {
     match op.name() {
         Some(name) => Cow::Borrowed(name),
@@ -170,7 +171,7 @@ impl InFlightQueue {
         if !request.multi_ops.is_empty() {
             request.multi_ops = out.text.copy_from(&self.text, request.multi_ops);
         }
-        out.push(request.answered(answer));
+        out.push_with(|| request.answered(answer));
     }
 
     pub fn push(&mut self, request: InFlight, out: &mut Records) {
@@ -211,9 +212,20 @@ impl InFlightQueue {
         self.compact_at = MIN_COMPACTION_BYTES.max(2 * self.text.len());
     }
 
+    /// The request in flight longest.
+    #[inline]
+    pub fn oldest(&self) -> Option<&InFlight> {
+        self.queue.front()
+    }
+
     /// The type of the request a reply with `xid` would be paired with.
+    #[inline]
     pub fn op_of(&self, xid: i64) -> Option<OpCode> {
-        self.queue.iter().find(|r| r.xid == xid).map(|r| r.op)
+        // Replies come in order: the oldest request is nearly always the one.
+        match self.queue.front() {
+            Some(oldest) if oldest.xid == xid => Some(oldest.op),
+            _ => self.queue.iter().find(|r| r.xid == xid).map(|r| r.op),
+        }
     }
 
     /// The most recent request, if it has `xid` (to complete fields read after it was
@@ -224,7 +236,16 @@ impl InFlightQueue {
 
     /// Takes the request a reply with `xid` answers; older requests of the same kind end
     /// `Incomplete` (their replies were lost).
+    #[inline]
     pub fn take(&mut self, xid: i64, out: &mut Records) -> Option<InFlight> {
+        if self.queue.front().is_some_and(|oldest| oldest.xid == xid) {
+            return self.queue.pop_front();
+        }
+        self.take_overtaking(xid, out)
+    }
+
+    /// [`Self::take`] of a request that is not the oldest.
+    fn take_overtaking(&mut self, xid: i64, out: &mut Records) -> Option<InFlight> {
         let at = self.queue.iter().position(|r| r.xid == xid)?;
         if at == 0 {
             return self.queue.pop_front();
@@ -316,6 +337,7 @@ pub fn set_outcome(record: &mut RequestRecord, err: ErrorCode) {
 }
 
 /// Status, error code and error name for a reply's error code.
+#[inline]
 fn outcome(err: ErrorCode) -> (Status, Option<i32>, Option<Cow<'static, str>>) {
     if err.is_ok() {
         return (Status::Ok, None, None);
