@@ -325,10 +325,21 @@ impl ZooKeeperParser {
             }
         }
         if self.on_fast_path(Direction::ClientToServer) {
-            let max_frame = self.settings.max_decoded_frame_bytes;
-            if let Some(frame) = fast::request(bytes, self.settings.max_path_bytes, max_frame) {
+            // Every whole common frame at hand, in one call.
+            let (max_path, max_frame) = (
+                self.settings.max_path_bytes,
+                self.settings.max_decoded_frame_bytes,
+            );
+            let mut at = 0;
+            while let Some(frame) = fast::request(&bytes[at..], max_path, max_frame) {
                 self.multi_ops.clear();
-                return Ok(self.accept_request(input, frame, out));
+                let start_ns = input.ts_at(at);
+                let frame_len = frame.frame_len;
+                self.accept_request(&bytes[at..], start_ns, frame, out);
+                at += frame_len;
+            }
+            if at > 0 {
+                return Ok(Step::Consumed(at as u64));
             }
         }
         loop {
@@ -352,7 +363,9 @@ impl ZooKeeperParser {
                 Position::AtFrame | Position::InReplyBody { .. } => {
                     match self.examine_request(bytes, self.requests.strict()) {
                         Examined::NeedMore => return Ok(Step::NeedMore),
-                        Examined::Frame(frame) => return Ok(self.accept_request(input, frame, out)),
+                        Examined::Frame(frame) => {
+                            return Ok(self.accept_request(bytes, input.ts_at(0), frame, out))
+                        }
                         Examined::Invalid(what) => {
                             self.reject_front(Direction::ClientToServer, what)?;
                         }
@@ -502,9 +515,12 @@ impl ZooKeeperParser {
         }
     }
 
+    /// Queues the request `frame` found at the front of `bytes`, whose first byte came at
+    /// `start_ns`.
     fn accept_request(
         &mut self,
-        input: &Input<'_>,
+        bytes: &[u8],
+        start_ns: u64,
         frame: RequestFrame<'_>,
         out: &mut Records,
     ) -> Step {
@@ -520,7 +536,7 @@ impl ZooKeeperParser {
         // it from the frame's end, now if at hand, else when it arrives.
         let version_at_end = header.op.ends_with_version() && fields.version.is_none();
         let version = match version_at_end {
-            true => read_i32_at(input.bytes, frame_len - 4),
+            true => read_i32_at(bytes, frame_len - 4),
             false => fields.version,
         };
         // The path, or for an auth request its scheme (never the credentials).
@@ -537,7 +553,7 @@ impl ZooKeeperParser {
             InFlight {
                 xid: header.xid,
                 op: header.op,
-                start_ns: input.ts_at(0),
+                start_ns,
                 bytes_sent: frame_len as u64,
                 session_id: self.session_id,
                 path: path_text,
@@ -579,8 +595,13 @@ impl ZooKeeperParser {
             return Ok(Step::Consumed(n as u64));
         }
         if self.on_fast_path(Direction::ServerToClient) {
-            if let Some(step) = self.answer_oldest(input, out) {
-                return Ok(step);
+            // Every whole common frame at hand, in one call.
+            let mut at = 0;
+            while let Some(frame_len) = self.answer_oldest(input, at, out) {
+                at += frame_len;
+            }
+            if at > 0 {
+                return Ok(Step::Consumed(at as u64));
             }
         }
         loop {
@@ -621,12 +642,14 @@ impl ZooKeeperParser {
         }
     }
 
-    /// The fast path for the common reply: a whole frame that answers the oldest request in
-    /// flight, which is not a multi. It does what [`Self::examine_reply`] and
-    /// [`Self::accept_reply`] would do with that frame; `None`: they decide.
+    /// The fast path for the common reply: a whole frame at offset `at` that answers the
+    /// oldest request in flight, which is not a multi. It does what [`Self::examine_reply`]
+    /// and [`Self::accept_reply`] would do with that frame, and returns its length; `None`:
+    /// they decide.
     #[inline]
-    fn answer_oldest(&mut self, input: &Input<'_>, out: &mut Records) -> Option<Step> {
-        let (header, frame_len) = fast::reply_header(input.bytes, self.settings.max_frame_bytes)?;
+    fn answer_oldest(&mut self, input: &Input<'_>, at: usize, out: &mut Records) -> Option<usize> {
+        let bytes = &input.bytes[at..];
+        let (header, frame_len) = fast::reply_header(bytes, self.settings.max_frame_bytes)?;
         let oldest = self.in_flight.oldest()?;
         let header_len = XidWidth::Bits32.reply_header_len();
         if oldest.xid != header.xid
@@ -636,18 +659,17 @@ impl ZooKeeperParser {
         {
             return None;
         }
-        let request = self.in_flight.take(header.xid, out)?;
         self.counters.n_messages += 1;
         self.replies.frame_accepted();
         self.requests.at_start = false;
         let answer = Answer {
-            end_ns: input.ts_end(frame_len),
+            end_ns: input.ts_end(at + frame_len),
             bytes_received: frame_len as u64,
             zxid: header.zxid,
             err: header.err,
         };
-        self.in_flight.emit_answered(request, answer, out);
-        Some(Step::Consumed(frame_len as u64))
+        self.in_flight.answer_oldest(answer, out);
+        Some(frame_len)
     }
 
     /// A direction whose frames are trusted, at a frame boundary, with 32-bit xids: where

@@ -53,7 +53,7 @@ impl InFlight {
     /// The record of the answered request, built in one go (records are large: every
     /// move of one costs), with the request's text spans as they are.
     #[inline(always)]
-    pub fn answered(self, answer: Answer) -> RequestRecord {
+    pub fn answered(&self, answer: Answer) -> RequestRecord {
         let (status, error_code, error_name) = outcome(answer.err);
         RequestRecord {
             protocol: Protocol::ZooKeeper,
@@ -164,14 +164,37 @@ impl InFlightQueue {
 
     /// Emits the record of `request` (taken from this queue) answered by `answer`: its text
     /// is copied to `out` first, so the record is built once, with its final spans.
-    pub fn emit_answered(&self, mut request: InFlight, answer: Answer, out: &mut Records) {
-        if let Some(path) = &mut request.path {
-            *path = out.text.copy_from(&self.text, *path);
+    pub fn emit_answered(&self, request: InFlight, answer: Answer, out: &mut Records) {
+        self.emit(&request, answer, out);
+    }
+
+    /// Answers the oldest request (which the caller checked is there) and drops it from the
+    /// queue: its record is built from the queue's slot, not moved out first.
+    #[inline]
+    pub fn answer_oldest(&mut self, answer: Answer, out: &mut Records) {
+        if let Some(oldest) = self.queue.front() {
+            self.emit(oldest, answer, out);
+            self.queue.pop_front();
         }
-        if !request.multi_ops.is_empty() {
-            request.multi_ops = out.text.copy_from(&self.text, request.multi_ops);
-        }
-        out.push_with(|| request.answered(answer));
+    }
+
+    #[inline(always)]
+    fn emit(&self, request: &InFlight, answer: Answer, out: &mut Records) {
+        let path = request
+            .path
+            .map(|path| out.text.copy_from(&self.text, path));
+        let multi_ops = match request.multi_ops.is_empty() {
+            true => Text::EMPTY,
+            false => out.text.copy_from(&self.text, request.multi_ops),
+        };
+        out.push_with(|| {
+            let mut record = request.answered(answer);
+            record.query = path;
+            if let Details::ZooKeeper(details) = &mut record.details {
+                details.multi_ops = multi_ops;
+            }
+            record
+        });
     }
 
     pub fn push(&mut self, request: InFlight, out: &mut Records) {
