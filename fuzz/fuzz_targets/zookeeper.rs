@@ -1,12 +1,15 @@
 //! Fuzz target: arbitrary chunks in both directions through `StreamDriver<ZooKeeperParser>`,
 //! with cut syscalls and lost bytes, then close. The parser must never panic, must stay
-//! within its bounds, and every record it makes must be a ZooKeeper record with sane times.
+//! within its bounds, and every record it makes must be a ZooKeeper record with sane times;
+//! the same input through the general decoder alone (fast path off) must give the same
+//! records and counters.
 //!
 //! Input: as `protocols::stream::feed_fuzz_input` reads it.
 #![no_main]
 
 use l7tap_protocols::stream::{feed_fuzz_input, StreamDriver};
-use l7tap_protocols::zookeeper::ZooKeeperParser;
+use l7tap_protocols::zookeeper::{ZooKeeperParser, ZooKeeperSettings};
+use l7tap_protocols::Parser;
 use l7tap_protocols::Details;
 use libfuzzer_sys::fuzz_target;
 
@@ -17,6 +20,18 @@ fuzz_target!(|data: &[u8]| {
         assert!(driver.buffered() <= 1024 * 1024);
         assert!(driver.parser().in_flight() <= driver.parser().settings().max_in_flight);
     });
+    let general = ZooKeeperSettings {
+        fast_path: false,
+        ..ZooKeeperSettings::default()
+    };
+    let mut general_driver = StreamDriver::new(ZooKeeperParser::new(general));
+    let general_out = feed_fuzz_input(&mut general_driver, data, |_| {});
+    assert_eq!(out.to_owned_records(), general_out.to_owned_records());
+    assert_eq!(driver.parser().counters(), general_driver.parser().counters());
+    assert_eq!(
+        driver.parser().zk_counters(),
+        general_driver.parser().zk_counters()
+    );
     for r in &out {
         assert!(matches!(r.details, Details::ZooKeeper(_)));
         assert!(r.end_ns >= r.start_ns, "{r:?}");

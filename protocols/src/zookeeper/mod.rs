@@ -70,6 +70,10 @@ pub struct ZooKeeperSettings {
     pub max_decoded_frame_bytes: usize,
     /// Requests in flight per connection; beyond it the oldest ends `Incomplete`.
     pub max_in_flight: usize,
+    /// Decode the common whole frames of a confirmed session with the [`fast`] decoder.
+    /// Off, every frame goes through the general decoder; the records are the same either
+    /// way (the tests and the fuzz target compare them).
+    pub fast_path: bool,
 }
 
 impl Default for ZooKeeperSettings {
@@ -79,6 +83,7 @@ impl Default for ZooKeeperSettings {
             max_frame_bytes: 0xF_FFFF + 64 * 1024,
             max_decoded_frame_bytes: 64 * 1024,
             max_in_flight: 10_000,
+            fast_path: true,
         }
     }
 }
@@ -680,7 +685,10 @@ impl ZooKeeperParser {
             Direction::ClientToServer => &self.requests,
             Direction::ServerToClient => &self.replies,
         };
-        state.confirmed && state.position == Position::AtFrame && self.xid_width == XidWidth::Bits32
+        self.settings.fast_path
+            && state.confirmed
+            && state.position == Position::AtFrame
+            && self.xid_width == XidWidth::Bits32
     }
 
     /// The server's first bytes: the answer to a four-letter word, a ConnectResponse, or

@@ -401,6 +401,28 @@ fn every_rechunking_gives_the_same_records() {
 }
 
 #[test]
+fn the_fast_path_changes_no_record() {
+    let general = ZooKeeperSettings {
+        fast_path: false,
+        ..Default::default()
+    };
+    for name in fixture_names() {
+        let chunks = load(name.as_str());
+        for piece in [usize::MAX, 7] {
+            let (fast, fast_driver) = replay(&chunks, piece);
+            let (out, general_driver) =
+                replay_chunks(ZooKeeperParser::new(general), &as_refs(&chunks), piece);
+            assert_eq!(fast, requests(out), "{name}: pieces of {piece}");
+            assert_eq!(
+                fast_driver.parser().counters(),
+                general_driver.parser().counters(),
+                "{name}: pieces of {piece}"
+            );
+        }
+    }
+}
+
+#[test]
 fn every_prefix_yields_no_wrong_record() {
     for name in fixture_names() {
         let chunks = load(&name);
