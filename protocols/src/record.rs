@@ -403,13 +403,12 @@ impl Records {
         self.records.push(record);
     }
 
-    /// Appends the record `build` makes, with room for it made first, so that the record
-    /// can be built in its slot (it is large: building it elsewhere and moving it in costs a
-    /// copy of every byte).
+    /// Appends the record `build` makes, built in its slot (a record is large: building it
+    /// elsewhere and moving it in costs a copy of every byte).
     #[inline(always)]
     pub fn push_with(&mut self, build: impl FnOnce() -> RequestRecord) {
-        self.records.reserve(1);
-        self.records.push(build());
+        // `extend` writes what a trusted-length iterator yields straight into the slot.
+        self.records.extend(std::iter::once_with(build));
     }
 
     /// Appends a record whose text lies in `from`, copying the text into this batch.
