@@ -413,8 +413,9 @@ impl Records {
 
     /// Appends a record whose text lies in `from`, copying the text into this batch.
     pub fn push_from(&mut self, record: RequestRecord, from: &TextArena) {
-        let record = self.text.adopt(record, from);
-        self.records.push(record);
+        let text = &mut self.text;
+        self.records
+            .extend(std::iter::once_with(|| text.adopt(record, from)));
     }
 
     /// The text of `span`.
