@@ -125,8 +125,8 @@ pub struct ZooKeeperParser {
     finished_in_gap: Records,
     /// A multi's op names, gathered while its frame is examined.
     multi_ops: Vec<&'static str>,
+    /// Also holds the session id, once a ConnectResponse was seen.
     in_flight: InFlightQueue,
-    session_id: Option<i64>,
     xid_width: XidWidth,
     counters: ParserCounters,
     zk_counters: ZooKeeperCounters,
@@ -270,7 +270,6 @@ impl ZooKeeperParser {
             finished_in_gap: Records::default(),
             multi_ops: Vec::new(),
             in_flight: InFlightQueue::new(settings.max_in_flight),
-            session_id: None,
             xid_width: XidWidth::Bits32,
             counters: ParserCounters::default(),
             zk_counters: ZooKeeperCounters::default(),
@@ -283,7 +282,7 @@ impl ZooKeeperParser {
 
     /// The session id, once a ConnectResponse was seen.
     pub fn session_id(&self) -> Option<i64> {
-        self.session_id
+        self.in_flight.session_id
     }
 
     pub fn zk_counters(&self) -> ZooKeeperCounters {
@@ -309,7 +308,7 @@ impl ZooKeeperParser {
     fn details(&self, xid: i64) -> ZooKeeperDetails {
         ZooKeeperDetails {
             xid: clamp_xid(xid),
-            session_id: self.session_id,
+            session_id: self.in_flight.session_id,
             ..Default::default()
         }
     }
@@ -559,8 +558,7 @@ impl ZooKeeperParser {
                 xid: header.xid,
                 op: header.op,
                 start_ns,
-                bytes_sent: frame_len as u64,
-                session_id: self.session_id,
+                bytes_sent: u32::try_from(frame_len).unwrap_or(u32::MAX),
                 path: path_text,
                 path_truncated: path.is_some_and(|(_, truncated)| truncated),
                 watch: fields.watch,
@@ -723,7 +721,8 @@ impl ZooKeeperParser {
                 self.counters.n_messages += 1;
                 self.replies.frame_accepted();
                 self.replies.confirmed = true;
-                self.session_id = (response.session_id != 0).then_some(response.session_id);
+                self.in_flight.session_id =
+                    (response.session_id != 0).then_some(response.session_id);
                 // 64-bit xids only if the server agreed to protocol 11.
                 if response.protocol_version != protocol_version::KEEPER_XID_64 {
                     self.xid_width = XidWidth::Bits32;
@@ -735,7 +734,7 @@ impl ZooKeeperParser {
                 record.end_ns = input.ts_end(response.frame_len);
                 record.bytes_received = response.frame_len as u64;
                 let details = details_mut(&mut record);
-                details.session_id = self.session_id;
+                details.session_id = self.in_flight.session_id;
                 if let Some(connect) = &mut details.connect {
                     connect.negotiated_timeout_ms = response.timeout_ms;
                 }
@@ -878,8 +877,10 @@ impl ZooKeeperParser {
             }
             // The record waits for the reply's last byte: its text moves out of the queue.
             self.pending_text.clear();
-            self.pending_text
-                .adopt(request.answered(answer), self.in_flight.text())
+            self.pending_text.adopt(
+                request.answered(answer, self.in_flight.session_id),
+                self.in_flight.text(),
+            )
         };
         if at_hand == frame_len {
             out.push_from(record, &self.pending_text);

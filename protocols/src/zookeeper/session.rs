@@ -22,14 +22,14 @@ use crate::{Details, Protocol, Records, RequestRecord, Status, Text, TextArena, 
 use super::codes::{ErrorCode, OpCode};
 
 /// A request waiting for its reply: what its record will say, kept compact (the full
-/// record is built once, when the request ends).
+/// record is built once, when the request ends; the session id is the queue's).
 #[derive(Debug)]
 pub struct InFlight {
     pub xid: i64,
     pub op: OpCode,
     pub start_ns: u64,
-    pub bytes_sent: u64,
-    pub session_id: Option<i64>,
+    /// The frame's length (frames are at most `jute.maxbuffer` plus slack, well below 4 GiB).
+    pub bytes_sent: u32,
     /// Path (or an auth request's scheme), bounded, in the queue's arena, and whether it
     /// was cut.
     pub path: Option<Text>,
@@ -53,7 +53,7 @@ impl InFlight {
     /// The record of the answered request, built in one go (records are large: every
     /// move of one costs), with the request's text spans as they are.
     #[inline(always)]
-    pub fn answered(&self, answer: Answer) -> RequestRecord {
+    pub fn answered(&self, answer: Answer, session_id: Option<i64>) -> RequestRecord {
         let (status, error_code, error_name) = outcome(answer.err);
         RequestRecord {
             protocol: Protocol::ZooKeeper,
@@ -66,12 +66,12 @@ impl InFlight {
             error_message: None,
             query: self.path,
             query_truncated: self.path_truncated,
-            bytes_sent: self.bytes_sent,
+            bytes_sent: u64::from(self.bytes_sent),
             bytes_received: answer.bytes_received,
             details: Details::ZooKeeper(ZooKeeperDetails {
                 xid: clamp_xid(self.xid),
                 zxid: answer.zxid,
-                session_id: self.session_id,
+                session_id,
                 watch: self.watch,
                 multi_ops: self.multi_ops,
                 version: self.version,
@@ -82,14 +82,14 @@ impl InFlight {
     }
 
     /// The record of a request with no answer: `Incomplete`, ending where it started.
-    pub fn unanswered(self) -> RequestRecord {
-        let start_ns = self.start_ns;
-        let mut record = self.answered(Answer {
-            end_ns: start_ns,
+    pub fn unanswered(&self, session_id: Option<i64>) -> RequestRecord {
+        let answer = Answer {
+            end_ns: self.start_ns,
             bytes_received: 0,
             zxid: 0,
             err: ErrorCode::OK,
-        });
+        };
+        let mut record = self.answered(answer, session_id);
         record.status = Status::Incomplete;
         record
     }
@@ -125,6 +125,8 @@ pub struct InFlightQueue {
     pub n_overflows: u64,
     /// Requests ended `Incomplete` because a younger request of their kind was answered.
     pub n_overtaken: u64,
+    /// The session of the connection, once its handshake was seen: every record's.
+    pub session_id: Option<i64>,
 }
 
 impl InFlightQueue {
@@ -136,6 +138,7 @@ impl InFlightQueue {
             cap: cap.max(1),
             n_overflows: 0,
             n_overtaken: 0,
+            session_id: None,
         }
     }
 
@@ -188,7 +191,7 @@ impl InFlightQueue {
             false => out.text.copy_from(&self.text, request.multi_ops),
         };
         out.push_with(|| {
-            let mut record = request.answered(answer);
+            let mut record = request.answered(answer, self.session_id);
             record.query = path;
             if let Details::ZooKeeper(details) = &mut record.details {
                 details.multi_ops = multi_ops;
@@ -201,7 +204,7 @@ impl InFlightQueue {
         if self.queue.len() >= self.cap {
             if let Some(oldest) = self.queue.pop_front() {
                 self.n_overflows += 1;
-                out.push_from(oldest.unanswered(), &self.text);
+                out.push_from(oldest.unanswered(self.session_id), &self.text);
             }
         }
         self.queue.push_back(request);
@@ -280,7 +283,7 @@ impl InFlightQueue {
             if xid_kind(self.queue[i].xid) == kind {
                 let lost = self.queue.remove(i).expect("index in range");
                 self.n_overtaken += 1;
-                out.push_from(lost.unanswered(), &self.text);
+                out.push_from(lost.unanswered(self.session_id), &self.text);
                 target -= 1;
             } else {
                 i += 1;
@@ -301,9 +304,9 @@ impl InFlightQueue {
                     zxid: 0,
                     err: ErrorCode::OK,
                 };
-                request.answered(answer)
+                request.answered(answer, self.session_id)
             } else {
-                request.unanswered()
+                request.unanswered(self.session_id)
             };
             out.push_from(record, &self.text);
         }
@@ -383,7 +386,6 @@ mod tests {
             op,
             start_ns: start,
             bytes_sent: 10,
-            session_id: None,
             path: None,
             path_truncated: false,
             watch: false,
