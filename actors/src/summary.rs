@@ -1,6 +1,5 @@
 //! What an actor counted, merged across actors into the capture's summary. A replay of a
 //! recording must produce exactly the summary of the live run that made it.
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use foldhash::fast::RandomState;
@@ -84,24 +83,20 @@ mod tests {
 
 /// Counts records by protocol, side, operation, status and error name, for the summary
 /// (tests compare these with what the servers and load generators report). Counted by a
-/// compact key (names are `'static` but for rare unknown codes); the summary's text keys
-/// are built once, at the end.
+/// compact key (names are `'static`); the summary's text keys are built once, at the end.
 #[derive(Default)]
 pub struct RecordTally {
-    operations: HashMap<(Protocol, Side, Cow<'static, str>, Status), u64, RandomState>,
-    errors: HashMap<(Protocol, Side, Cow<'static, str>), u64, RandomState>,
+    operations: HashMap<(Protocol, Side, &'static str, Status), u64, RandomState>,
+    errors: HashMap<(Protocol, Side, &'static str), u64, RandomState>,
 }
 
 impl RecordTally {
     #[inline]
     pub fn count(&mut self, r: &RequestRecord, side: Side) {
-        let key = (r.protocol, side, r.operation.clone(), r.status);
+        let key = (r.protocol, side, r.operation, r.status);
         *self.operations.entry(key).or_insert(0) += 1;
-        if let Some(name) = &r.error_name {
-            *self
-                .errors
-                .entry((r.protocol, side, name.clone()))
-                .or_insert(0) += 1;
+        if let Some(name) = r.error_name {
+            *self.errors.entry((r.protocol, side, name)).or_insert(0) += 1;
         }
     }
 

@@ -18,7 +18,6 @@
 //! Workload: 20 ClickHouse servers (3 sessions each) talking to one ZooKeeper (70 % of the
 //! requests, 6 operations, 50 µs – 5 ms) and 40 application clients querying two ClickHouse
 //! servers (SELECT and INSERT, 1 ms – 1 s, 2 % at 200 ms); 1 % errors.
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -176,10 +175,10 @@ fn request(
             protocol,
             start_ns,
             end_ns: start_ns + duration_ns,
-            operation: Cow::Borrowed(operation),
+            operation,
             status,
             error_code: error.then_some(error_code),
-            error_name: error.then_some(Cow::Borrowed(error_name)),
+            error_name: error.then_some(error_name),
             error_message: None,
             query: Some(query),
             query_truncated: false,

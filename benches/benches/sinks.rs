@@ -15,7 +15,6 @@
 //!   files hold with `std::fs::write` (+ fsync).
 //! * `aggregator/record`: [`Aggregator::record`] per request; `aggregator/record_and_flush`
 //!   includes closing the windows (histogram copies, row building).
-use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::io::Write as _;
@@ -150,10 +149,10 @@ fn workload(rows: usize) -> CapturedBatch {
                 protocol,
                 start_ns,
                 end_ns: start_ns + duration_ns,
-                operation: Cow::Borrowed(operation),
+                operation,
                 status,
                 error_code: (status == Status::Error).then_some(60),
-                error_name: (status == Status::Error).then_some(Cow::Borrowed("UNKNOWN_TABLE")),
+                error_name: (status == Status::Error).then_some("UNKNOWN_TABLE"),
                 error_message: None,
                 query: Some(query),
                 query_truncated: false,
@@ -261,9 +260,9 @@ impl PlainColumns {
         self.push_str(2, &c.comm);
         self.push_str(3, &addresses.0);
         self.push_str(4, &addresses.1);
-        self.push_str(5, &r.operation);
+        self.push_str(5, r.operation);
         self.push_str(6, r.status.name());
-        self.push_str(7, r.error_name.as_deref().unwrap_or(""));
+        self.push_str(7, r.error_name.unwrap_or(""));
         self.push_str(8, request.query().unwrap_or(""));
         let (query_id, user) = match &r.details {
             Details::ClickHouse(ch) => (request.str(ch.query_id), request.str(ch.user)),

@@ -5,7 +5,6 @@
 //! span of the [`TextArena`] of the [`Records`] batch they were appended to. A parser in
 //! steady state therefore allocates nothing per request, and the sink copies each text once,
 //! from the arena into its Arrow column.
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -84,11 +83,12 @@ pub struct RequestRecord {
     /// EndOfStream or Exception). Equals `start_ns` for records without an answer.
     pub end_ns: u64,
     /// Statement type (`SELECT`, `INSERT`, ...) or ZooKeeper op name (`getData`, ...).
-    pub operation: Cow<'static, str>,
+    pub operation: &'static str,
     pub status: Status,
     pub error_code: Option<i32>,
-    /// Symbolic error name (`UNKNOWN_TABLE`, `NoNode`, ...).
-    pub error_name: Option<Cow<'static, str>>,
+    /// Symbolic error name (`UNKNOWN_TABLE`, `NoNode`, ...); none for a code the parser
+    /// does not know (`error_code` has it).
+    pub error_name: Option<&'static str>,
     /// First line of the error message, bounded.
     pub error_message: Option<Text>,
     /// ClickHouse query text or ZooKeeper path, bounded by the parser's limit.
@@ -144,9 +144,9 @@ pub struct ZooKeeperDetails {
     pub notification: Option<(i32, i32)>,
     /// Expected znode version a delete / setData / setACL / check carried (-1 = any).
     pub version: Option<i32>,
-    /// For the session handshake (operation `connect`): what was asked and granted.
-    /// Boxed: one record per session has it, every record would carry its size.
-    pub connect: Option<Box<ZooKeeperConnect>>,
+    /// For the session handshake (operation `connect`): what was asked and granted. (Inline:
+    /// it fits in the space ClickHouse details take anyway.)
+    pub connect: Option<ZooKeeperConnect>,
 }
 
 /// The session handshake of a ZooKeeper connection (ConnectRequest / ConnectResponse).

@@ -4,7 +4,6 @@
 //!
 //! Rows: ClickHouse queries (ok, error, cancelled) and ZooKeeper requests (incl. a multi and a
 //! watch notification) around a UTC hour boundary, their intervals, and capture counters.
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use l7tap_protocols::{
@@ -95,18 +94,18 @@ fn request(batch: &mut CapturedBatch, conn: &Arc<ConnectionInfo>, i: u64) {
             protocol,
             start_ns,
             end_ns: start_ns + duration_ns,
-            operation: Cow::Borrowed(operation),
+            operation,
             status,
             error_code: failed.then_some(if protocol == Protocol::ClickHouse {
                 60
             } else {
                 -101
             }),
-            error_name: failed.then_some(Cow::Borrowed(if protocol == Protocol::ClickHouse {
+            error_name: failed.then_some(if protocol == Protocol::ClickHouse {
                 "UNKNOWN_TABLE"
             } else {
                 "NoNode"
-            })),
+            }),
             error_message,
             query: Some(query),
             query_truncated: false,

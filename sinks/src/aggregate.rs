@@ -790,7 +790,7 @@ impl Aggregator {
             side: conn.side,
             status: record.status,
             comm: self.strings.intern(&conn.comm),
-            operation: self.strings.intern(&record.operation),
+            operation: self.strings.intern(record.operation),
             client_ip: conn.client_addr.ip().to_canonical(),
             server_addr: canonical_socket_addr(conn.server_addr),
         };

@@ -253,10 +253,10 @@ impl RequestColumns {
         self.comm.append_value(&conn.comm);
         self.client_addr.append_value(client_addr);
         self.server_addr.append_value(server_addr);
-        self.operation.append_value(&record.operation);
+        self.operation.append_value(record.operation);
         self.status.append_value(record.status.name());
         self.error_code.append_option(record.error_code);
-        self.error_name.append_option(record.error_name.as_deref());
+        self.error_name.append_option(record.error_name);
         match request.query() {
             Some(query) if self.redact_queries && record.protocol == Protocol::ClickHouse => {
                 redact_query_into(query, &mut self.redacted_query);

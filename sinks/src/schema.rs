@@ -124,7 +124,7 @@ pub const REQUESTS_COLUMNS: &[ColumnSpec] = &[
         "`ok`, `error` (server answered with an error), `cancelled` (client cancelled) or `incomplete` (no answer before the connection closed or the parser lost its position)."),
     column("error_code", Int32, NULLABLE, PLAIN,
         "ClickHouse exception code or ZooKeeper error code; null when none."),
-    column("error_name", Utf8, NULLABLE, DICT, "Symbolic error name (`UNKNOWN_TABLE`, `NoNode`, ...)."),
+    column("error_name", Utf8, NULLABLE, DICT, "Symbolic error name (`UNKNOWN_TABLE`, `NoNode`, ...); null for a code l7tap does not know (see `error_code`)."),
     column("query", Utf8, NULLABLE, PLAIN,
         "ClickHouse query text (literals replaced by `?` when the sink redacts) or ZooKeeper path; bounded by the parser's limit."),
     column("query_id", Utf8, NULLABLE, PLAIN, "ClickHouse query id; null for ZooKeeper or when empty."),

@@ -1,7 +1,6 @@
 //! `l7tap report` and `l7tap heatmap` on a small dataset written with the sinks crate: a known
 //! mix of fast ClickHouse queries, 210 ms ones and failing ones from two clients, plus a
 //! ZooKeeper server seen from both sides (the report must prefer the server's view).
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -60,14 +59,14 @@ fn clickhouse_query(
             protocol: Protocol::ClickHouse,
             start_ns,
             end_ns: start_ns + duration_ns,
-            operation: Cow::Borrowed("SELECT"),
+            operation: "SELECT",
             status: if error.is_some() {
                 Status::Error
             } else {
                 Status::Ok
             },
             error_code: error.map(|_| 60),
-            error_name: error.map(Cow::Borrowed),
+            error_name: error,
             error_message,
             query,
             query_truncated: false,
@@ -89,7 +88,7 @@ fn zookeeper_request(conn: &Arc<ConnectionInfo>, start_ms: u64, duration_ns: u64
             protocol: Protocol::ZooKeeper,
             start_ns,
             end_ns: start_ns + duration_ns,
-            operation: Cow::Borrowed("getData"),
+            operation: "getData",
             status: Status::Ok,
             error_code: None,
             error_name: None,
@@ -216,7 +215,7 @@ fn assert_near(actual: f64, expected: f64, relative: f64, what: &str) {
 #[test]
 fn report_counts_errors_and_quantiles_per_client() {
     let dir = temp_dir("json");
-    write_dataset(&dir.path());
+    write_dataset(dir.path());
     let text = l7tap(&["report", dir.path().to_str().unwrap(), "--format", "json"]);
     let report: Value = serde_json::from_str(&text).unwrap();
 
@@ -348,7 +347,7 @@ fn report_counts_errors_and_quantiles_per_client() {
 #[test]
 fn heatmap_png_has_the_slow_band_and_the_errors_row() {
     let dir = temp_dir("png");
-    write_dataset(&dir.path());
+    write_dataset(dir.path());
     let png = dir.path().join("heatmap.png");
     let layout: Value = serde_json::from_str(&l7tap(&[
         "heatmap",
@@ -410,7 +409,7 @@ fn heatmap_png_has_the_slow_band_and_the_errors_row() {
 #[test]
 fn heatmap_html_is_self_contained_and_embeds_the_slow_requests() {
     let dir = temp_dir("html");
-    write_dataset(&dir.path());
+    write_dataset(dir.path());
     let html_path = dir.path().join("heatmap.html");
     let summary: Value = serde_json::from_str(&l7tap(&[
         "heatmap",

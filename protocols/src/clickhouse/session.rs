@@ -31,7 +31,6 @@
 //! whose layout changed inside the inferred range (Progress, ProfileInfo) is read with each
 //! candidate layout; the one followed by the syscall's end or by another packet wins, and when
 //! only one fits, the range shrinks to it for the rest of the connection.
-use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use super::block::{read_block_header, BlockWalker, TypeArena, WalkError, WalkStep};
@@ -680,7 +679,7 @@ impl ClickHouseParser {
             protocol: Protocol::ClickHouse,
             start_ns: ts,
             end_ns: ts,
-            operation: Cow::Borrowed(operation),
+            operation,
             status: Status::Incomplete,
             error_code: None,
             error_name: None,
@@ -1431,10 +1430,10 @@ impl ClickHouseParser {
     fn error_fields<'a>(
         &self,
         e: &packets::ExceptionHead<'a>,
-    ) -> (i32, Option<Cow<'static, str>>, &'a [u8]) {
+    ) -> (i32, Option<&'static str>, &'a [u8]) {
         let first_line = e.message.split(|&b| b == b'\n').next().unwrap_or(b"");
         let (message, _) = bounded_text(first_line, self.config.max_error_message_bytes);
-        (e.code, error_name(e.code).map(Cow::Borrowed), message)
+        (e.code, error_name(e.code), message)
     }
 
     fn finish(&mut self, mut q: InFlight, status: Status, ts: u64, len: u64, out: &mut Records) {
@@ -1480,7 +1479,7 @@ impl ClickHouseParser {
             protocol: Protocol::ClickHouse,
             start_ns: self.hello_ts.unwrap_or(ts),
             end_ns: ts,
-            operation: Cow::Borrowed(OPERATION_LOGIN),
+            operation: OPERATION_LOGIN,
             status: Status::Error,
             error_code: Some(code),
             error_name: name,

@@ -162,7 +162,7 @@ fn describe(records: &[OwnedRecord], driver: &StreamDriver<ClickHouseParser>) ->
                 s,
                 "   error={} {} {:?}",
                 code,
-                r.error_name.as_deref().unwrap_or("?"),
+                r.error_name.unwrap_or("?"),
                 r.error_message().unwrap_or("")
             );
         }
@@ -707,7 +707,7 @@ fn a_query_longer_than_the_buffer_is_kept_bounded() {
     let q = r.query().unwrap();
     assert!(q.len() <= 4096 && q.starts_with("INSERT INTO t VALUES (1, 'é')"));
     assert_eq!(
-        (r.operation.as_ref(), r.status, r.start_ns),
+        (r.operation, r.status, r.start_ns),
         ("INSERT", Status::Ok, 20)
     );
     assert_eq!(driver.parser_counters().n_resyncs, 0);
@@ -870,10 +870,7 @@ fn an_exception_in_the_tail_of_a_cut_read_ends_the_query() {
         let r = &records[0];
         if ended {
             assert_eq!(key(r), key(&whole[0]), "reads of {read}, tail {tail}");
-            assert_eq!(
-                r.error_name.as_deref(),
-                Some("FUNCTION_THROW_IF_VALUE_IS_NON_ZERO")
-            );
+            assert_eq!(r.error_name, Some("FUNCTION_THROW_IF_VALUE_IS_NON_ZERO"));
             assert_eq!(r.error_message(), whole[0].error_message());
         } else {
             // The Exception does not fit in the tail: its end is not guessed.

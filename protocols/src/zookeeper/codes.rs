@@ -5,6 +5,7 @@
 //! 3.8.0 jar installed here), ClickHouse `src/Common/ZooKeeper/ZooKeeperConstants.h`
 //! (Keeper extensions 500–507, 997), `FourLetterCommands` (3.8) and Keeper's 4lw registry.
 use std::fmt;
+use std::sync::Mutex;
 
 /// `RequestHeader.type`: what a request asks for.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,6 +107,14 @@ impl OpCode {
         })
     }
 
+    /// The name a record gives this op: its own, or `op(N)` for a code outside the table.
+    pub fn record_name(self) -> &'static str {
+        match self.name() {
+            Some(name) => name,
+            None => unknown_op_name(self.0),
+        }
+    }
+
     /// Whether a client may send this code as a request type (excludes `notification`,
     /// `error` and the server-internal `createSession`).
     pub const fn is_request(self) -> bool {
@@ -129,6 +138,28 @@ impl OpCode {
     pub const fn is_multi(self) -> bool {
         matches!(self.0, 14 | 22)
     }
+}
+
+/// Distinct `op(N)` names kept; later unknown codes are all `op(?)`.
+const MAX_UNKNOWN_OP_NAMES: usize = 64;
+
+/// `op(N)` as a `&'static str` (a record's operation is one): made once per code and kept
+/// for the life of the process, at most [`MAX_UNKNOWN_OP_NAMES`] of them, so that garbage
+/// accepted as frames cannot grow memory.
+fn unknown_op_name(code: i32) -> &'static str {
+    static NAMES: Mutex<Vec<(i32, &'static str)>> = Mutex::new(Vec::new());
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(&(_, name)) = names.iter().find(|(c, _)| *c == code) {
+        return name;
+    }
+    if names.len() >= MAX_UNKNOWN_OP_NAMES {
+        return "op(?)";
+    }
+    let name: &'static str = Box::leak(format!("op({code})").into_boxed_str());
+    names.push((code, name));
+    name
 }
 
 impl fmt::Display for OpCode {

@@ -38,8 +38,6 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-use std::borrow::Cow;
-
 pub use codes::{ErrorCode, OpCode};
 
 use crate::{
@@ -409,20 +407,16 @@ impl ZooKeeperParser {
             }
             Detect::Yes(connect) => {
                 let mut details = self.details(0);
-                details.connect = Some(Box::new(ZooKeeperConnect {
+                details.connect = Some(ZooKeeperConnect {
                     protocol_version: connect.protocol_version,
                     requested_timeout_ms: connect.timeout_ms,
                     negotiated_timeout_ms: 0,
                     resumed_session_id: connect.session_id,
                     last_zxid_seen: connect.last_zxid_seen,
                     read_only: connect.read_only,
-                }));
-                let record = request_record(
-                    Cow::Borrowed("connect"),
-                    input.ts_at(0),
-                    connect.frame_len as u64,
-                    details,
-                );
+                });
+                let record =
+                    request_record("connect", input.ts_at(0), connect.frame_len as u64, details);
                 if connect.protocol_version == protocol_version::KEEPER_XID_64 {
                     self.xid_width = XidWidth::Bits64;
                 }
@@ -740,7 +734,7 @@ impl ZooKeeperParser {
                 }
                 if response.protocol_version == protocol_version::KEEPER_CONNECTION_REJECT {
                     record.status = Status::Error;
-                    record.error_name = Some(Cow::Borrowed("ConnectionRejected"));
+                    record.error_name = Some("ConnectionRejected");
                 } else if response.session_id == 0 {
                     set_outcome(&mut record, ErrorCode(-112)); // SessionExpired
                 } else {
@@ -846,8 +840,7 @@ impl ZooKeeperParser {
             let mut details = self.details(header.xid);
             details.zxid = header.zxid;
             details.notification = Some((event.event_type, event.state));
-            let mut record =
-                request_record(Cow::Borrowed("notification"), input.ts_at(0), 0, details);
+            let mut record = request_record("notification", input.ts_at(0), 0, details);
             record.status = Status::Ok;
             record.end_ns = end_ns;
             record.bytes_received = frame_len as u64;
@@ -1052,7 +1045,7 @@ impl FourLetterExchange {
     /// The exchange's record; its text goes to `text`.
     fn record(&self, text: &mut TextArena) -> RequestRecord {
         let mut record = request_record(
-            Cow::Borrowed(self.operation),
+            self.operation,
             self.start_ns,
             self.sent,
             ZooKeeperDetails::default(),
@@ -1066,7 +1059,7 @@ impl FourLetterExchange {
         } else if head.starts_with(word) && contains(head, b" is not executed") {
             // ZooKeeper's answer to a word outside `4lw.commands.whitelist`.
             record.status = Status::Error;
-            record.error_name = Some(Cow::Borrowed("NotInWhitelist"));
+            record.error_name = Some("NotInWhitelist");
             let line = head.split(|&b| b == b'\n').next().unwrap_or(head);
             record.error_message = Some(text.push_lossy(line));
         } else {

@@ -14,7 +14,6 @@
 //! The paths and multi op names of the requests in flight live in the queue's own text arena
 //! (cleared whenever the queue empties, compacted when it grows), so queueing a request
 //! allocates nothing once the connection is warm.
-use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use crate::{Details, Protocol, Records, RequestRecord, Status, Text, TextArena, ZooKeeperDetails};
@@ -59,7 +58,7 @@ impl InFlight {
             protocol: Protocol::ZooKeeper,
             start_ns: self.start_ns,
             end_ns: answer.end_ns,
-            operation: operation_name(self.op),
+            operation: self.op.record_name(),
             status,
             error_code,
             error_name,
@@ -92,14 +91,6 @@ impl InFlight {
         let mut record = self.answered(answer, session_id);
         record.status = Status::Incomplete;
         record
-    }
-}
-
-#[inline]
-fn operation_name(op: OpCode) -> Cow<'static, str> {
-    match op.name() {
-        Some(name) => Cow::Borrowed(name),
-        None => Cow::Owned(op.to_string()),
     }
 }
 
@@ -327,7 +318,7 @@ fn xid_kind(x: i64) -> i64 {
 /// A fresh ZooKeeper record, `Incomplete` until told otherwise, for a request that started
 /// at `start_ns`.
 pub fn request_record(
-    operation: Cow<'static, str>,
+    operation: &'static str,
     start_ns: u64,
     bytes_sent: u64,
     details: ZooKeeperDetails,
@@ -362,17 +353,14 @@ pub fn set_outcome(record: &mut RequestRecord, err: ErrorCode) {
     (record.status, record.error_code, record.error_name) = outcome(err);
 }
 
-/// Status, error code and error name for a reply's error code.
+/// Status, error code and error name for a reply's error code (a code outside the table
+/// has no name, as in ClickHouse records).
 #[inline]
-fn outcome(err: ErrorCode) -> (Status, Option<i32>, Option<Cow<'static, str>>) {
-    if err.is_ok() {
-        return (Status::Ok, None, None);
+fn outcome(err: ErrorCode) -> (Status, Option<i32>, Option<&'static str>) {
+    match err.is_ok() {
+        true => (Status::Ok, None, None),
+        false => (Status::Error, Some(err.0), err.name()),
     }
-    let name = match err.name() {
-        Some(name) => Cow::Borrowed(name),
-        None => Cow::Owned(err.to_string()),
-    };
-    (Status::Error, Some(err.0), Some(name))
 }
 
 #[cfg(test)]

@@ -689,7 +689,7 @@ fn pipelined_fixture_pairs_every_request() {
         .filter(|r| r.operation == "create" || r.operation == "getData");
     assert_eq!(data_ops.clone().count(), 800);
     assert!(data_ops.clone().all(|r| r.status != Status::Incomplete));
-    let nonodes = data_ops.filter(|r| r.error_name.as_deref() == Some("NoNode"));
+    let nonodes = data_ops.filter(|r| r.error_name == Some("NoNode"));
     assert_eq!(nonodes.count(), 200);
     assert_eq!(driver.parser().zk_counters().n_unmatched_replies, 0);
 }
@@ -753,7 +753,7 @@ fn four_letter_word_refused_by_the_whitelist_is_an_error() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].operation, "4lw:wchc");
     assert_eq!(records[0].status, Status::Error);
-    assert_eq!(records[0].error_name.as_deref(), Some("NotInWhitelist"));
+    assert_eq!(records[0].error_name, Some("NotInWhitelist"));
 }
 
 #[test]
@@ -761,7 +761,7 @@ fn four_letter_word_without_answer_is_incomplete() {
     let (records, _) = replay(&[(C2S, 1, b"ruok".to_vec())], usize::MAX);
     assert_eq!(records.len(), 1);
     assert_eq!(
-        (records[0].operation.as_ref(), records[0].status),
+        (records[0].operation, records[0].status),
         ("4lw:ruok", Status::Incomplete)
     );
 }
@@ -777,10 +777,7 @@ fn a_path_that_spells_a_four_letter_word_mid_stream_is_not_one() {
     let mut s2c = get_data_reply(7, 1, 0);
     s2c.extend(get_data_reply(8, 2, 0));
     let (records, driver) = replay(&[(C2S, 1, c2s), (S2C, 2, s2c)], usize::MAX);
-    let got: Vec<_> = records
-        .iter()
-        .map(|r| (r.operation.as_ref(), r.status))
-        .collect();
+    let got: Vec<_> = records.iter().map(|r| (r.operation, r.status)).collect();
     assert_eq!(got, vec![("getData", Status::Ok)]);
     assert_eq!(driver.parser().zk_counters().n_four_letter_words, 0);
 }
@@ -822,7 +819,7 @@ fn keeper_sixty_four_bit_xids_are_followed_after_their_handshake() {
     let (records, driver) = replay(&[(C2S, 1, c2s), (S2C, 2, s2c)], usize::MAX);
     let got: Vec<_> = records
         .iter()
-        .map(|r| (r.operation.as_ref(), r.status, r.query().map(str::to_owned)))
+        .map(|r| (r.operation, r.status, r.query().map(str::to_owned)))
         .collect();
     assert_eq!(
         got,
@@ -845,7 +842,7 @@ fn refused_and_expired_sessions_are_errors() {
         let (records, _) = replay(&[(C2S, 1, c2s), (S2C, 2, s2c)], usize::MAX);
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].status, Status::Error);
-        assert_eq!(records[0].error_name.as_deref(), Some(expected));
+        assert_eq!(records[0].error_name, Some(expected));
     }
 }
 
@@ -861,10 +858,7 @@ fn a_keeper_that_declines_64_bit_xids_keeps_32_bit_headers() {
         (S2C, 4, get_data_reply(1, 2, 0)),
     ];
     let (records, _) = replay(&chunks, usize::MAX);
-    let got: Vec<_> = records
-        .iter()
-        .map(|r| (r.operation.as_ref(), r.status))
-        .collect();
+    let got: Vec<_> = records.iter().map(|r| (r.operation, r.status)).collect();
     assert_eq!(got, vec![("connect", Status::Ok), ("getData", Status::Ok)]);
 }
 

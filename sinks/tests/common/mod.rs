@@ -2,7 +2,6 @@
 //! and reading Parquet files back with the parquet crate's Arrow reader.
 #![allow(dead_code)]
 
-use std::borrow::Cow;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -98,10 +97,10 @@ pub fn clickhouse_request(
             protocol: Protocol::ClickHouse,
             start_ns,
             end_ns: start_ns + duration_ns,
-            operation: Cow::Borrowed("SELECT"),
+            operation: "SELECT",
             status,
             error_code: (status == Status::Error).then_some(60),
-            error_name: (status == Status::Error).then_some(Cow::Borrowed("UNKNOWN_TABLE")),
+            error_name: (status == Status::Error).then_some("UNKNOWN_TABLE"),
             error_message,
             query,
             query_truncated: false,
@@ -137,10 +136,10 @@ pub fn zookeeper_request(
             protocol: Protocol::ZooKeeper,
             start_ns,
             end_ns: start_ns + duration_ns,
-            operation: Cow::Borrowed(operation),
+            operation,
             status,
             error_code: (status == Status::Error).then_some(-101),
-            error_name: (status == Status::Error).then_some(Cow::Borrowed("NoNode")),
+            error_name: (status == Status::Error).then_some("NoNode"),
             error_message: None,
             query,
             query_truncated: false,
