@@ -163,15 +163,18 @@ pub fn run_replay(
     router: &mut Router,
     mut on_frame: impl FnMut(Tag, &[u8]),
 ) -> Result<(), ReactorError> {
-    let mut body = Vec::with_capacity(64 * 1024);
-    while let Some(tag) = reader.next_frame(&mut body)? {
+    while let Some((tag, body)) = reader.next_frame_ref()? {
         match tag {
-            Tag::KernelEvent => router.event(&body)?,
+            Tag::KernelEvent => router.event(body)?,
             Tag::Watermark => {
-                let ts = u64::from_le_bytes(body[..8].try_into().unwrap_or([0; 8]));
+                let ts = u64::from_le_bytes(
+                    body.get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .unwrap_or([0; 8]),
+                );
                 router.watermark(ts)?;
             }
-            Tag::KernelCounters => on_frame(tag, &body),
+            Tag::KernelCounters => on_frame(tag, body),
         }
     }
     router.watermark(u64::MAX)?;

@@ -8,7 +8,7 @@
 //! ```
 //! A recording cut short (the capture was killed) ends at its last whole frame.
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -109,6 +109,11 @@ pub struct RecordingReader {
     pub header: RecordingHeader,
     /// The file ended inside a frame (a killed capture): the partial frame was ignored.
     pub truncated_tail: bool,
+    /// Bytes of the input buffer taken by the frame [`RecordingReader::next_frame_ref`]
+    /// returned last, consumed at the next call.
+    returned_in_place: usize,
+    /// Body of a frame that straddles the input buffer's end.
+    straddling_body: Vec<u8>,
 }
 
 impl RecordingReader {
@@ -157,11 +162,55 @@ impl RecordingReader {
             offset: 16 + header_len as u64,
             header,
             truncated_tail: false,
+            returned_in_place: 0,
+            straddling_body: Vec::new(),
         })
+    }
+
+    /// The next frame, its body borrowed from the input buffer when the frame lies whole in
+    /// it (no copy), which is every frame but those straddling a buffer refill; `None` at the
+    /// end of the recording.
+    pub fn next_frame_ref(&mut self) -> Result<Option<(Tag, &[u8])>, RecordingError> {
+        self.input
+            .consume(std::mem::take(&mut self.returned_in_place));
+        let buffered = self.input.fill_buf().map_err(|source| RecordingError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        let whole_frame = match buffered {
+            [l0, l1, l2, l3, tag, ..] => {
+                let len = u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize;
+                let tag = Tag::from_u8(*tag);
+                match tag {
+                    Some(tag) if len != 0 && len - 1 <= MAX_BODY => {
+                        let end = FRAME_HEADER + len - 1;
+                        (buffered.len() >= end).then_some((tag, end))
+                    }
+                    // Corrupt: the copying path reports it.
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        match whole_frame {
+            Some((tag, end)) => {
+                self.returned_in_place = end;
+                self.offset += end as u64;
+                Ok(Some((tag, &self.input.buffer()[FRAME_HEADER..end])))
+            }
+            None => {
+                let mut body = std::mem::take(&mut self.straddling_body);
+                let tag = self.next_frame(&mut body);
+                self.straddling_body = body;
+                Ok(tag?.map(|tag| (tag, &self.straddling_body[..])))
+            }
+        }
     }
 
     /// Reads the next frame's body into `body`; `None` at the end of the recording.
     pub fn next_frame(&mut self, body: &mut Vec<u8>) -> Result<Option<Tag>, RecordingError> {
+        self.input
+            .consume(std::mem::take(&mut self.returned_in_place));
         let mut h = [0u8; FRAME_HEADER];
         match read_full(&mut self.input, &mut h) {
             Ok(0) => return Ok(None),
@@ -255,6 +304,39 @@ mod tests {
         assert_eq!(r.next_frame(&mut body).unwrap(), Some(Tag::Watermark));
         assert_eq!(r.next_frame(&mut body).unwrap(), None);
         assert!(r.truncated_tail);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn frames_read_in_place_match_frames_read_by_copy_across_buffer_refills() {
+        let dir = std::env::temp_dir().join(format!("l7tap-rec-ref-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.rec");
+        let mut w = RecordingWriter::create(&path, &header()).unwrap();
+        // Bodies of varied lengths, 3 MiB in all: some frames straddle the 1 MiB buffer.
+        let bodies: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| vec![i as u8; (i as usize * 7919) % 2000 + 1])
+            .collect();
+        for (i, body) in bodies.iter().enumerate() {
+            let tag = if i % 10 == 0 {
+                Tag::Watermark
+            } else {
+                Tag::KernelEvent
+            };
+            w.write(tag, &[body]).unwrap();
+        }
+        w.finish().unwrap();
+        let mut by_copy = RecordingReader::open(&path).unwrap();
+        let mut in_place = RecordingReader::open(&path).unwrap();
+        let mut body = Vec::new();
+        for expected in &bodies {
+            let tag = by_copy.next_frame(&mut body).unwrap().unwrap();
+            assert_eq!(&body, expected);
+            let (tag_in_place, body_in_place) = in_place.next_frame_ref().unwrap().unwrap();
+            assert_eq!((tag_in_place, body_in_place), (tag, &expected[..]));
+        }
+        assert!(in_place.next_frame_ref().unwrap().is_none());
+        assert!(!in_place.truncated_tail);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

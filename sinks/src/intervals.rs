@@ -142,16 +142,16 @@ impl IntervalColumns {
         self.sum_ns.append_value(to_i64(row.sum_ns));
         self.min_ns.append_value(to_i64(row.min_ns));
         self.max_ns.append_value(to_i64(row.max_ns));
-        let [p50, p90, p99, p999] = row.quantiles_ns([0.5, 0.9, 0.99, 0.999]);
+        // Built once for the quantiles and the serialized histogram (an inline row's is
+        // built from its samples).
+        let histogram = row.histogram();
+        let [p50, p90, p99, p999] = row.quantiles_ns_of(&histogram, [0.5, 0.9, 0.99, 0.999]);
         self.p50_ns.append_value(to_i64(p50));
         self.p90_ns.append_value(to_i64(p90));
         self.p99_ns.append_value(to_i64(p99));
         self.p999_ns.append_value(to_i64(p999));
         self.hdr_buffer.clear();
-        match self
-            .serializer
-            .serialize(&row.histogram(), &mut self.hdr_buffer)
-        {
+        match self.serializer.serialize(&*histogram, &mut self.hdr_buffer) {
             Ok(_) => self.hdr.append_value(&self.hdr_buffer),
             // Serializing into a Vec fails only for histograms too large to describe.
             Err(_) => self.hdr.append_value([]),

@@ -351,6 +351,18 @@ impl<C: TableColumns> TableWriter<C> {
         Ok(())
     }
 
+    /// Whether sealed batches wait to be encoded.
+    #[inline]
+    pub fn has_sealed_batches(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Encodes the batches sealed so far (not the rows still in the builders) into the open
+    /// file, in memory (no I/O).
+    pub fn encode_sealed(&mut self, now: Instant) -> Result<(), SinkError> {
+        self.encode_pending(now)
+    }
+
     /// Encodes the rows pushed so far into the open file, in memory (no I/O). Encoded rows
     /// take a fraction of the memory of the column builders and pending batches.
     pub fn encode(&mut self, now: Instant) -> Result<(), SinkError> {
