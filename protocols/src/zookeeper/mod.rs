@@ -865,7 +865,7 @@ impl ZooKeeperParser {
             };
             if at_hand == frame_len {
                 // The common case, kept free of record moves.
-                self.in_flight.emit_answered(request, answer, out);
+                self.in_flight.emit(&request, answer, out);
                 return Step::Consumed(frame_len as u64);
             }
             // The record waits for the reply's last byte: its text moves out of the queue.

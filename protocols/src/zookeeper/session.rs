@@ -49,10 +49,23 @@ pub struct Answer {
 }
 
 impl InFlight {
-    /// The record of the answered request, built in one go (records are large: every
-    /// move of one costs), with the request's text spans as they are.
+    /// The record of the answered request, with the request's text spans as they are.
     #[inline(always)]
     pub fn answered(&self, answer: Answer, session_id: Option<i64>) -> RequestRecord {
+        self.record(answer, session_id, self.path, self.multi_ops)
+    }
+
+    /// The record of the answered request, its text at `path` and `multi_ops` (the
+    /// request's own spans or those of a copy), built in one go: records are large, and
+    /// every move of one costs.
+    #[inline(always)]
+    fn record(
+        &self,
+        answer: Answer,
+        session_id: Option<i64>,
+        path: Option<Text>,
+        multi_ops: Text,
+    ) -> RequestRecord {
         let (status, error_code, error_name) = outcome(answer.err);
         RequestRecord {
             protocol: Protocol::ZooKeeper,
@@ -63,7 +76,7 @@ impl InFlight {
             error_code,
             error_name,
             error_message: None,
-            query: self.path,
+            query: path,
             query_truncated: self.path_truncated,
             bytes_sent: u64::from(self.bytes_sent),
             bytes_received: answer.bytes_received,
@@ -72,7 +85,7 @@ impl InFlight {
                 zxid: answer.zxid,
                 session_id,
                 watch: self.watch,
-                multi_ops: self.multi_ops,
+                multi_ops,
                 version: self.version,
                 notification: None,
                 connect: None,
@@ -156,12 +169,6 @@ impl InFlightQueue {
         &self.text
     }
 
-    /// Emits the record of `request` (taken from this queue) answered by `answer`: its text
-    /// is copied to `out` first, so the record is built once, with its final spans.
-    pub fn emit_answered(&self, request: InFlight, answer: Answer, out: &mut Records) {
-        self.emit(&request, answer, out);
-    }
-
     /// Answers the oldest request (which the caller checked is there) and drops it from the
     /// queue: its record is built from the queue's slot, not moved out first.
     #[inline]
@@ -172,8 +179,10 @@ impl InFlightQueue {
         }
     }
 
+    /// Emits the record of `request` (of this queue) answered by `answer`: its text is
+    /// copied to `out` first, so the record is built once, with its final spans.
     #[inline(always)]
-    fn emit(&self, request: &InFlight, answer: Answer, out: &mut Records) {
+    pub fn emit(&self, request: &InFlight, answer: Answer, out: &mut Records) {
         let path = request
             .path
             .map(|path| out.text.copy_from(&self.text, path));
@@ -181,14 +190,7 @@ impl InFlightQueue {
             true => Text::EMPTY,
             false => out.text.copy_from(&self.text, request.multi_ops),
         };
-        out.push_with(|| {
-            let mut record = request.answered(answer, self.session_id);
-            record.query = path;
-            if let Details::ZooKeeper(details) = &mut record.details {
-                details.multi_ops = multi_ops;
-            }
-            record
-        });
+        out.push_with(|| request.record(answer, self.session_id, path, multi_ops));
     }
 
     pub fn push(&mut self, request: InFlight, out: &mut Records) {
@@ -264,9 +266,6 @@ impl InFlightQueue {
     /// [`Self::take`] of a request that is not the oldest.
     fn take_overtaking(&mut self, xid: i64, out: &mut Records) -> Option<InFlight> {
         let at = self.queue.iter().position(|r| r.xid == xid)?;
-        if at == 0 {
-            return self.queue.pop_front();
-        }
         let kind = xid_kind(xid);
         let mut i = 0;
         let mut target = at;
@@ -444,7 +443,7 @@ mod tests {
                     zxid: 1,
                     err: ErrorCode::OK,
                 };
-                q.emit_answered(answered, answer, &mut out);
+                q.emit(&answered, answer, &mut out);
                 assert!(q.text.len() <= 2 * MIN_COMPACTION_BYTES, "{}", q.text.len());
             }
         }
