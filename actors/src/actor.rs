@@ -451,7 +451,7 @@ impl ActorState {
         self.closed.parse_errors += errors;
         self.closed.resyncs += resyncs;
         conn.parser.close(ts, &mut self.batch.records);
-        self.collect(&conn.info.clone());
+        self.collect(&conn.info);
         conn.parser.count_into(conn.protocol, &mut self.summary);
         self.summary.add("connections.closed", 1);
     }

@@ -260,7 +260,7 @@ impl ParquetSink {
     /// faults on every batch, and that much more memory held).
     #[cold]
     fn encode_sealed_requests(&mut self) {
-        if let Err(error) = self.requests.encode_sealed(Instant::now()) {
+        if let Err(error) = self.requests.encode_pending(Instant::now()) {
             self.deferred_error.get_or_insert(error);
         }
     }

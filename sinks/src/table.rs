@@ -267,8 +267,9 @@ impl<C: TableColumns> TableWriter<C> {
         seq
     }
 
-    /// Encodes pending batches into files (memory only), closing files by size and hour.
-    fn encode_pending(&mut self, now: Instant) -> Result<(), SinkError> {
+    /// Encodes the batches sealed so far (not the rows still in the builders) into files, in
+    /// memory (no I/O), closing files by size and hour.
+    pub fn encode_pending(&mut self, now: Instant) -> Result<(), SinkError> {
         while let Some(item) = self.pending.front() {
             match item {
                 Pending::EndOfHour => {
@@ -355,12 +356,6 @@ impl<C: TableColumns> TableWriter<C> {
     #[inline]
     pub fn has_sealed_batches(&self) -> bool {
         !self.pending.is_empty()
-    }
-
-    /// Encodes the batches sealed so far (not the rows still in the builders) into the open
-    /// file, in memory (no I/O).
-    pub fn encode_sealed(&mut self, now: Instant) -> Result<(), SinkError> {
-        self.encode_pending(now)
     }
 
     /// Encodes the rows pushed so far into the open file, in memory (no I/O). Encoded rows
