@@ -254,6 +254,7 @@ impl TextArena {
 
     /// Appends `s`. Arenas are bounded far below 4 GiB by their users (batches, per-connection
     /// state); past that, the text is dropped (empty) rather than wrapped.
+    #[inline]
     pub fn push(&mut self, s: &str) -> Text {
         let start = self.text.len();
         match u32::try_from(start + s.len()) {
@@ -270,26 +271,29 @@ impl TextArena {
 
     /// Appends wire bytes as text: UTF-8 as is (the fast, common case); a character cut by a
     /// length bound at the end is dropped; other invalid bytes become U+FFFD.
+    #[inline]
     pub fn push_lossy(&mut self, bytes: &[u8]) -> Text {
         match std::str::from_utf8(bytes) {
             Ok(s) => self.push(s),
-            Err(e) => {
-                let start = self.text.len();
-                let valid = e.valid_up_to();
-                let bytes = if e.error_len().is_none() {
-                    &bytes[..valid]
-                } else {
-                    bytes
-                };
-                for chunk in bytes.utf8_chunks() {
-                    self.text.push_str(chunk.valid());
-                    if !chunk.invalid().is_empty() {
-                        self.text.push(char::REPLACEMENT_CHARACTER);
-                    }
-                }
-                self.span_from(start)
+            Err(e) => self.push_invalid(bytes, e),
+        }
+    }
+
+    /// [`Self::push_lossy`] of bytes that are not UTF-8 (`e` says where they stop being so).
+    #[cold]
+    fn push_invalid(&mut self, bytes: &[u8], e: std::str::Utf8Error) -> Text {
+        let start = self.text.len();
+        let bytes = match e.error_len() {
+            None => &bytes[..e.valid_up_to()],
+            Some(_) => bytes,
+        };
+        for chunk in bytes.utf8_chunks() {
+            self.text.push_str(chunk.valid());
+            if !chunk.invalid().is_empty() {
+                self.text.push(char::REPLACEMENT_CHARACTER);
             }
         }
+        self.span_from(start)
     }
 
     /// Appends `parts` joined by `separator`, as one text.
@@ -403,12 +407,13 @@ impl Records {
         self.records.push(record);
     }
 
-    /// Appends the record `build` makes, built in its slot (a record is large: building it
-    /// elsewhere and moving it in costs a copy of every byte).
+    /// Appends the record `build` makes. Inlined, with the room reserved first: the record
+    /// is built where the caller's fields already are, and the push cannot branch off to
+    /// grow in between (records are large, every extra move of one costs).
     #[inline(always)]
     pub fn push_with(&mut self, build: impl FnOnce() -> RequestRecord) {
-        // `extend` writes what a trusted-length iterator yields straight into the slot.
-        self.records.extend(std::iter::once_with(build));
+        self.records.reserve(1);
+        self.records.push(build());
     }
 
     /// Appends a record whose text lies in `from`, copying the text into this batch.

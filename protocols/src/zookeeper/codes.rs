@@ -108,7 +108,17 @@ impl OpCode {
     }
 
     /// The name a record gives this op: its own, or `op(N)` for a code outside the table.
+    #[inline]
     pub fn record_name(self) -> &'static str {
+        // Every request's record asks: the common codes come from a table, not the match.
+        match COMMON_OP_NAMES.get(self.0 as usize) {
+            Some(name) if !name.is_empty() => name,
+            _ => self.rare_record_name(),
+        }
+    }
+
+    #[inline(never)]
+    fn rare_record_name(self) -> &'static str {
         match self.name() {
             Some(name) => name,
             None => unknown_op_name(self.0),
@@ -139,6 +149,19 @@ impl OpCode {
         matches!(self.0, 14 | 22)
     }
 }
+
+/// [`OpCode::name`] of the codes 0..=22 ("" where none), indexed by code.
+const COMMON_OP_NAMES: [&str; 23] = {
+    let mut names = [""; 23];
+    let mut code = 0;
+    while code < names.len() {
+        if let Some(name) = OpCode(code as i32).name() {
+            names[code] = name;
+        }
+        code += 1;
+    }
+    names
+};
 
 /// Distinct `op(N)` names kept; later unknown codes are all `op(?)`.
 const MAX_UNKNOWN_OP_NAMES: usize = 64;

@@ -334,11 +334,8 @@ impl ZooKeeperParser {
             );
             let mut at = 0;
             while let Some(frame) = fast::request(&bytes[at..], max_path, max_frame) {
-                self.multi_ops.clear();
-                let start_ns = input.ts_at(at);
-                let frame_len = frame.frame_len;
-                self.accept_request(&bytes[at..], start_ns, frame, out);
-                at += frame_len;
+                at += frame.frame_len;
+                self.queue_fast_request(input.ts_at(at - frame.frame_len), frame, out);
             }
             if at > 0 {
                 return Ok(Step::Consumed(at as u64));
@@ -566,6 +563,35 @@ impl ZooKeeperParser {
             return Step::Consumed((frame_len - 4) as u64);
         }
         Step::Consumed(frame_len as u64)
+    }
+
+    /// What [`Self::accept_request`] does with a frame of [`fast::request`]: one that is
+    /// whole and decoded in full, with no multi op names and no auth scheme.
+    #[inline(always)]
+    fn queue_fast_request(&mut self, start_ns: u64, frame: RequestFrame<'_>, out: &mut Records) {
+        let RequestFrame {
+            header,
+            fields,
+            frame_len,
+        } = frame;
+        self.counters.n_messages += 1;
+        self.requests.frame_accepted();
+        let text = self.in_flight.text_mut();
+        let path = fields.path.map(|(path, _)| text.push_lossy(path));
+        self.in_flight.push(
+            InFlight {
+                xid: header.xid,
+                op: header.op,
+                start_ns,
+                bytes_sent: u32::try_from(frame_len).unwrap_or(u32::MAX),
+                path,
+                path_truncated: fields.path.is_some_and(|(_, truncated)| truncated),
+                watch: fields.watch,
+                version: fields.version,
+                multi_ops: Text::EMPTY,
+            },
+            out,
+        );
     }
 
     // ---- server → client -------------------------------------------------------------

@@ -113,6 +113,9 @@ pub fn clamp_xid(xid: i64) -> i32 {
     i32::try_from(xid).unwrap_or(if xid < 0 { i32::MIN } else { i32::MAX })
 }
 
+/// Requests in flight a new queue has room for before it grows.
+const INITIAL_IN_FLIGHT: usize = 32;
+
 /// Arena size from which the queue's text is compacted (while requests stay in flight).
 const MIN_COMPACTION_BYTES: usize = 64 * 1024;
 
@@ -136,8 +139,10 @@ pub struct InFlightQueue {
 impl InFlightQueue {
     pub fn new(cap: usize) -> Self {
         InFlightQueue {
-            queue: VecDeque::new(),
-            text: TextArena::default(),
+            // Room for a typical burst from the start (pipelining clients have tens of
+            // requests in flight), so that a new session does not regrow step by step.
+            queue: VecDeque::with_capacity(INITIAL_IN_FLIGHT.min(cap.max(1))),
+            text: TextArena::with_capacity(INITIAL_IN_FLIGHT * 64),
             compact_at: MIN_COMPACTION_BYTES,
             cap: cap.max(1),
             n_overflows: 0,
@@ -151,6 +156,7 @@ impl InFlightQueue {
     }
 
     /// The arena that a request's text must be in before it is pushed.
+    #[inline]
     pub fn text_mut(&mut self) -> &mut TextArena {
         if self.queue.is_empty() {
             self.text.clear();
@@ -193,17 +199,25 @@ impl InFlightQueue {
         out.push_with(|| request.record(answer, self.session_id, path, multi_ops));
     }
 
+    #[inline]
     pub fn push(&mut self, request: InFlight, out: &mut Records) {
         if self.queue.len() >= self.cap {
-            if let Some(oldest) = self.queue.pop_front() {
-                self.n_overflows += 1;
-                out.push_from(oldest.unanswered(self.session_id), &self.text);
-            }
+            self.end_oldest_for_room(out);
         }
         self.queue.push_back(request);
     }
 
+    /// The queue is full: its oldest request ends `Incomplete`.
+    #[cold]
+    fn end_oldest_for_room(&mut self, out: &mut Records) {
+        if let Some(oldest) = self.queue.pop_front() {
+            self.n_overflows += 1;
+            out.push_from(oldest.unanswered(self.session_id), &self.text);
+        }
+    }
+
     /// Drops the text before the oldest span still in flight and rebases the rest.
+    #[cold]
     fn compact(&mut self) {
         let live_start = self
             .queue
