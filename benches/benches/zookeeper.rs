@@ -5,8 +5,9 @@
 //! `cargo bench -p l7tap-benches --bench zookeeper` prints, after criterion's own reports
 //! (`ZOOKEEPER_PROFILE_SECONDS=N` only parses the fixtures in a loop for N seconds, for
 //! `perf`; `ZOOKEEPER_PROFILE_PASSES=N` N times, for `valgrind --tool=callgrind`):
-//! - parse and memcpy throughput over the same chunks, and their ratio (goal: parsing at
-//!   least 1/10 of memcpy), and, for scale, the stream driver alone (reassembly, no parsing);
+//! - parse and memcpy throughput over the same chunks, timed in alternated pairs, and the
+//!   median of the pairs' ratios (goal: parsing at least 1/10 of memcpy), and, for scale,
+//!   the stream driver alone (reassembly, no parsing);
 //! - allocations per request/reply pair for each kind of exchange once the connection is
 //!   warm (records keep their text in the output batch's arena, so the goal is none): any
 //!   allocation fails the run.
@@ -135,22 +136,56 @@ criterion_group!(benches, bench_throughput);
 
 // ---- ratio, measured in the same run --------------------------------------------------------
 
-/// Best time of `rounds` runs of `f` repeated for about `budget` each.
-fn best_time_per_pass(mut f: impl FnMut(), budget: Duration, rounds: usize) -> Duration {
+/// Time per pass of `f`, repeated `passes` times.
+fn time_per_pass(f: &mut impl FnMut(), passes: u32) -> Duration {
     let start = Instant::now();
-    f();
-    let once = start.elapsed().max(Duration::from_nanos(1));
-    let passes = (budget.as_nanos() / once.as_nanos()).clamp(1, 1_000_000) as u32;
-    (0..rounds)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..passes {
-                f();
-            }
-            start.elapsed() / passes
-        })
-        .min()
-        .unwrap()
+    for _ in 0..passes {
+        f();
+    }
+    start.elapsed() / passes
+}
+
+/// How many passes of `f` take about `budget`.
+fn passes_for(f: &mut impl FnMut(), budget: Duration) -> u32 {
+    let once = time_per_pass(f, 1).max(Duration::from_nanos(1));
+    (budget.as_nanos() / once.as_nanos()).clamp(1, 1_000_000) as u32
+}
+
+/// The median of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times `subject` and `baseline` in `pairs` alternated rounds of about `budget` each, so
+/// that both see the same machine; returns the medians of their times per pass (s) and of
+/// the per-pair ratios subject / baseline, with the ratios' range.
+fn alternated(
+    mut subject: impl FnMut(),
+    mut baseline: impl FnMut(),
+    pairs: usize,
+    budget: Duration,
+) -> (f64, f64, f64, (f64, f64)) {
+    let (subject_passes, baseline_passes) = (
+        passes_for(&mut subject, budget),
+        passes_for(&mut baseline, budget),
+    );
+    let (mut subject_times, mut baseline_times, mut ratios) = (vec![], vec![], vec![]);
+    for _ in 0..pairs {
+        let s = time_per_pass(&mut subject, subject_passes).as_secs_f64();
+        let b = time_per_pass(&mut baseline, baseline_passes).as_secs_f64();
+        subject_times.push(s);
+        baseline_times.push(b);
+        ratios.push(s / b);
+    }
+    let ratio = median(&mut ratios);
+    let range = (ratios[0], ratios[ratios.len() - 1]);
+    (
+        median(&mut subject_times),
+        median(&mut baseline_times),
+        ratio,
+        range,
+    )
 }
 
 fn report_ratio() {
@@ -158,30 +193,34 @@ fn report_ratio() {
     let bytes = corpus_bytes(&corpus) as f64;
     let mut out = Records::default();
     let mut buffer = Vec::with_capacity(1 << 20);
-    let budget = Duration::from_millis(500);
-    let parse = best_time_per_pass(|| _ = black_box(parse_all(&corpus, &mut out)), budget, 5);
-    let copy = best_time_per_pass(|| _ = black_box(copy_all(&corpus, &mut buffer)), budget, 5);
-    let frames = || FrameCounter::default();
-    let driver = best_time_per_pass(
-        || _ = black_box(drive_all(&corpus, &mut out, frames)),
+    let budget = Duration::from_millis(100);
+    let mbps = |secs: f64| bytes / secs / 1e6;
+    let (parse, copy, ratio, (low, high)) = alternated(
+        || _ = black_box(parse_all(&corpus, &mut out)),
+        || _ = black_box(copy_all(&corpus, &mut buffer)),
+        21,
         budget,
-        5,
     );
-    let mbps = |t: Duration| bytes / t.as_secs_f64() / 1e6;
     println!(
-        "zookeeper: {} conversations, {} bytes: parse {:.0} MB/s, memcpy {:.0} MB/s, \
-         parse = 1/{:.1} of memcpy",
+        "zookeeper: {} conversations, {} bytes, 21 alternated pairs (medians): parse {:.0} MB/s, \
+         memcpy {:.0} MB/s, parse = 1/{ratio:.1} of memcpy (pairs 1/{low:.1} .. 1/{high:.1})",
         corpus.len(),
         bytes,
         mbps(parse),
         mbps(copy),
-        parse.as_secs_f64() / copy.as_secs_f64()
+    );
+    let frames = || FrameCounter::default();
+    let (driver, copy, ratio, _) = alternated(
+        || _ = black_box(drive_all(&corpus, &mut out, frames)),
+        || _ = black_box(copy_all(&corpus, &mut buffer)),
+        5,
+        budget,
     );
     println!(
         "zookeeper: the stream driver alone (a parser that only consumes bytes): {:.0} MB/s, \
-         1/{:.1} of memcpy",
+         1/{ratio:.1} of memcpy ({:.0} MB/s)",
         mbps(driver),
-        driver.as_secs_f64() / copy.as_secs_f64()
+        mbps(copy),
     );
 }
 

@@ -271,6 +271,7 @@ impl<P: Parser> StreamDriver<P> {
 
     /// Calls the parser until it needs more bytes; returns how many bytes of `input` were
     /// consumed (a skip beyond the input is recorded in the direction's `skip`).
+    #[inline(always)]
     fn run(&mut self, dir: Direction, input: Input<'_>, out: &mut Records) -> usize {
         let mut pos = 0usize;
         let mut errors_without_progress = 0u32;
