@@ -8,7 +8,8 @@
 //! - [`stream::StreamDriver`] owns a parser and the two direction buffers of one connection:
 //!   it reassembles, skips what the parser does not need, reports gaps, and bounds memory.
 //! - [`clickhouse`], [`zookeeper`] and [`debug`] are the protocols.
-#![forbid(unsafe_code)]
+// One audited exception: `record::ascii_str`.
+#![deny(unsafe_code)]
 
 pub mod clickhouse;
 pub mod debug;

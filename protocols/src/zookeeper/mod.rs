@@ -550,7 +550,8 @@ impl ZooKeeperParser {
                 op: header.op,
                 start_ns,
                 bytes_sent: u32::try_from(frame_len).unwrap_or(u32::MAX),
-                path: path_text,
+                path: path_text.unwrap_or(Text::EMPTY),
+                has_path: path_text.is_some(),
                 path_truncated: path.is_some_and(|(_, truncated)| truncated),
                 watch: fields.watch,
                 version,
@@ -577,7 +578,10 @@ impl ZooKeeperParser {
         self.counters.n_messages += 1;
         self.requests.frame_accepted();
         let text = self.in_flight.text_mut();
-        let path = fields.path.map(|(path, _)| text.push_lossy(path));
+        let (path, path_truncated) = match fields.path {
+            Some((path, truncated)) => (text.push_lossy(path), truncated),
+            None => (Text::EMPTY, false),
+        };
         self.in_flight.push(
             InFlight {
                 xid: header.xid,
@@ -585,7 +589,8 @@ impl ZooKeeperParser {
                 start_ns,
                 bytes_sent: u32::try_from(frame_len).unwrap_or(u32::MAX),
                 path,
-                path_truncated: fields.path.is_some_and(|(_, truncated)| truncated),
+                has_path: fields.path.is_some(),
+                path_truncated,
                 watch: fields.watch,
                 version: fields.version,
                 multi_ops: Text::EMPTY,

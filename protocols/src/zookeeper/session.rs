@@ -29,9 +29,11 @@ pub struct InFlight {
     pub start_ns: u64,
     /// The frame's length (frames are at most `jute.maxbuffer` plus slack, well below 4 GiB).
     pub bytes_sent: u32,
-    /// Path (or an auth request's scheme), bounded, in the queue's arena, and whether it
-    /// was cut.
-    pub path: Option<Text>,
+    /// Path (or an auth request's scheme), bounded, in the queue's arena, if `has_path`,
+    /// and whether it was cut. (Not an `Option<Text>`: its tag would be stored apart from
+    /// the span and read back with it, a stall on every request.)
+    pub path: Text,
+    pub has_path: bool,
     pub path_truncated: bool,
     pub watch: bool,
     pub version: Option<i32>,
@@ -49,10 +51,16 @@ pub struct Answer {
 }
 
 impl InFlight {
+    /// The path (or scheme), if the request has one.
+    #[inline]
+    pub fn path(&self) -> Option<Text> {
+        self.has_path.then_some(self.path)
+    }
+
     /// The record of the answered request, with the request's text spans as they are.
     #[inline(always)]
     pub fn answered(&self, answer: Answer, session_id: Option<i64>) -> RequestRecord {
-        self.record(answer, session_id, self.path, self.multi_ops)
+        self.record(answer, session_id, self.path(), self.multi_ops)
     }
 
     /// The record of the answered request, its text at `path` and `multi_ops` (the
@@ -113,9 +121,6 @@ pub fn clamp_xid(xid: i64) -> i32 {
     i32::try_from(xid).unwrap_or(if xid < 0 { i32::MIN } else { i32::MAX })
 }
 
-/// Requests in flight a new queue has room for before it grows.
-const INITIAL_IN_FLIGHT: usize = 32;
-
 /// Arena size from which the queue's text is compacted (while requests stay in flight).
 const MIN_COMPACTION_BYTES: usize = 64 * 1024;
 
@@ -139,10 +144,8 @@ pub struct InFlightQueue {
 impl InFlightQueue {
     pub fn new(cap: usize) -> Self {
         InFlightQueue {
-            // Room for a typical burst from the start (pipelining clients have tens of
-            // requests in flight), so that a new session does not regrow step by step.
-            queue: VecDeque::with_capacity(INITIAL_IN_FLIGHT.min(cap.max(1))),
-            text: TextArena::with_capacity(INITIAL_IN_FLIGHT * 64),
+            queue: VecDeque::new(),
+            text: TextArena::default(),
             compact_at: MIN_COMPACTION_BYTES,
             cap: cap.max(1),
             n_overflows: 0,
@@ -190,7 +193,7 @@ impl InFlightQueue {
     #[inline(always)]
     pub fn emit(&self, request: &InFlight, answer: Answer, out: &mut Records) {
         let path = request
-            .path
+            .path()
             .map(|path| out.text.copy_from(&self.text, path));
         let multi_ops = match request.multi_ops.is_empty() {
             true => Text::EMPTY,
@@ -222,7 +225,7 @@ impl InFlightQueue {
         let live_start = self
             .queue
             .iter()
-            .flat_map(|r| [r.path.unwrap_or(Text::EMPTY), r.multi_ops])
+            .flat_map(|r| [r.path, r.multi_ops])
             .filter(|t| !t.is_empty())
             .map(Text::start)
             .min();
@@ -231,10 +234,8 @@ impl InFlightQueue {
             Some(dead) => {
                 self.text.drain_front(dead);
                 for r in &mut self.queue {
-                    if let Some(path) = &mut r.path {
-                        if !path.is_empty() {
-                            *path = path.shifted_back(dead);
-                        }
+                    if !r.path.is_empty() {
+                        r.path = r.path.shifted_back(dead);
                     }
                     if !r.multi_ops.is_empty() {
                         r.multi_ops = r.multi_ops.shifted_back(dead);
@@ -387,7 +388,8 @@ mod tests {
             op,
             start_ns: start,
             bytes_sent: 10,
-            path: None,
+            path: Text::EMPTY,
+            has_path: false,
             path_truncated: false,
             watch: false,
             version: None,
@@ -447,7 +449,8 @@ mod tests {
         // Ten requests always in flight, 20,000 answered: about 1 MB of paths went through.
         for i in 0..20_010u64 {
             let mut request = request(i as i64 + 1, OpCode::GET_DATA, i);
-            request.path = Some(q.text_mut().push(&path(i)));
+            request.path = q.text_mut().push(&path(i));
+            request.has_path = true;
             q.push(request, &mut out);
             if i >= 10 {
                 let answered = q.take(i as i64 - 9, &mut out).unwrap();
