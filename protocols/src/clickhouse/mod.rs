@@ -17,9 +17,9 @@
 //! - `session`: handshake facts, direction state machines, resynchronisation, and the
 //!   pairing of each Query with the end of its response.
 //!
-//! Architecture invariants: no I/O, no clock, no unsafe of its own; the password of the Hello is read
-//! past and never stored; no allocation per packet in steady state (vectors of the block
-//! walker are reused; a record allocates its strings once per query).
+//! Architecture invariants: no I/O, no clock, no unsafe of its own; the password of the
+//! Hello is read past and never stored; no allocation per packet in steady state (vectors
+//! of the block walker are reused; a record allocates its strings once per query).
 mod block;
 pub mod codes;
 mod compression;
