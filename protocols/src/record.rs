@@ -291,18 +291,14 @@ impl TextArena {
         }
         match std::str::from_utf8(bytes) {
             Ok(s) => self.push(s),
-            Err(e) => self.push_invalid(bytes, e),
+            Err(_) => self.push_invalid(bytes),
         }
     }
 
-    /// [`Self::push_lossy`] of bytes that are not UTF-8 (`e` says where they stop being so).
+    /// [`Self::push_lossy`] of bytes that are not UTF-8.
     #[cold]
-    fn push_invalid(&mut self, bytes: &[u8], e: std::str::Utf8Error) -> Text {
+    fn push_invalid(&mut self, bytes: &[u8]) -> Text {
         let start = self.text.len();
-        let bytes = match e.error_len() {
-            None => &bytes[..e.valid_up_to()],
-            Some(_) => bytes,
-        };
         let mut chunks = bytes.utf8_chunks().peekable();
         while let Some(chunk) = chunks.next() {
             self.text.push_str(chunk.valid());
@@ -422,26 +418,20 @@ impl Records {
         }
     }
 
-    /// Appends a record whose text is already in this batch's arena.
-    #[inline]
-    pub fn push(&mut self, record: RequestRecord) {
-        self.records.push(record);
-    }
-
-    /// Appends the record `build` makes. Inlined, with the room reserved first: the record
-    /// is built where the caller's fields already are, and the push cannot branch off to
-    /// grow in between (records are large, every extra move of one costs).
+    /// Appends a record whose text is already in this batch's arena. Inlined, with the room
+    /// reserved first: the record is built where the caller's fields already are, and the
+    /// push cannot branch off to grow in between (records are large, every extra move of
+    /// one costs).
     #[inline(always)]
-    pub fn push_with(&mut self, build: impl FnOnce() -> RequestRecord) {
+    pub fn push(&mut self, record: RequestRecord) {
         self.records.reserve(1);
-        self.records.push(build());
+        self.records.push(record);
     }
 
     /// Appends a record whose text lies in `from`, copying the text into this batch.
     pub fn push_from(&mut self, record: RequestRecord, from: &TextArena) {
-        let text = &mut self.text;
-        self.records
-            .extend(std::iter::once_with(|| text.adopt(record, from)));
+        let record = self.text.adopt(record, from);
+        self.push(record);
     }
 
     /// The text of `span`.

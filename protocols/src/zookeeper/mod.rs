@@ -335,7 +335,7 @@ impl ZooKeeperParser {
             let mut at = 0;
             while let Some(frame) = fast::request(&bytes[at..], max_path, max_frame) {
                 at += frame.frame_len;
-                self.queue_fast_request(input.ts_at(at - frame.frame_len), frame, out);
+                self.queue_request(input.ts_at(at - frame.frame_len), frame, false, out);
             }
             if at > 0 {
                 return Ok(Step::Consumed(at as u64));
@@ -521,44 +521,26 @@ impl ZooKeeperParser {
     ) -> Step {
         let RequestFrame {
             header,
-            fields,
+            mut fields,
             frame_len,
         } = frame;
-        self.counters.n_messages += 1;
-        self.requests.frame_accepted();
-
         // A large request's version is its last field, after the bytes not decoded: read
         // it from the frame's end, now if at hand, else when it arrives.
         let version_at_end = header.op.ends_with_version() && fields.version.is_none();
-        let version = match version_at_end {
-            true => read_i32_at(bytes, frame_len - 4),
-            false => fields.version,
-        };
+        if version_at_end {
+            fields.version = read_i32_at(bytes, frame_len - 4);
+        }
         // The path, or for an auth request its scheme (never the credentials).
-        let path = fields
+        fields.path = fields
             .path
             .or(fields.auth_scheme.map(|scheme| (scheme, false)));
-        let text = self.in_flight.text_mut();
-        let path_text = path.map(|(p, _)| text.push_lossy(p));
-        let multi_ops = match self.multi_ops.is_empty() {
-            true => Text::EMPTY,
-            false => text.push_joined(self.multi_ops.iter().copied(), ','),
+        let version = fields.version;
+        let frame = RequestFrame {
+            header,
+            fields,
+            frame_len,
         };
-        self.in_flight.push(
-            InFlight {
-                xid: header.xid,
-                op: header.op,
-                start_ns,
-                bytes_sent: u32::try_from(frame_len).unwrap_or(u32::MAX),
-                path: path_text.unwrap_or(Text::EMPTY),
-                has_path: path_text.is_some(),
-                path_truncated: path.is_some_and(|(_, truncated)| truncated),
-                watch: fields.watch,
-                version,
-                multi_ops,
-            },
-            out,
-        );
+        self.queue_request(start_ns, frame, true, out);
         if version_at_end && version.is_none() {
             self.requests.position = Position::VersionTail { xid: header.xid };
             return Step::Consumed((frame_len - 4) as u64);
@@ -566,10 +548,16 @@ impl ZooKeeperParser {
         Step::Consumed(frame_len as u64)
     }
 
-    /// What [`Self::accept_request`] does with a frame of [`fast::request`]: one that is
-    /// whole and decoded in full, with no multi op names and no auth scheme.
+    /// Queues the request of `frame` (its path field already what the record shows), with
+    /// the multi op names in `self.multi_ops` if `with_multi_ops` (the fast path has none).
     #[inline(always)]
-    fn queue_fast_request(&mut self, start_ns: u64, frame: RequestFrame<'_>, out: &mut Records) {
+    fn queue_request(
+        &mut self,
+        start_ns: u64,
+        frame: RequestFrame<'_>,
+        with_multi_ops: bool,
+        out: &mut Records,
+    ) {
         let RequestFrame {
             header,
             fields,
@@ -582,6 +570,10 @@ impl ZooKeeperParser {
             Some((path, truncated)) => (text.push_lossy(path), truncated),
             None => (Text::EMPTY, false),
         };
+        let multi_ops = match with_multi_ops && !self.multi_ops.is_empty() {
+            true => text.push_joined(self.multi_ops.iter().copied(), ','),
+            false => Text::EMPTY,
+        };
         self.in_flight.push(
             InFlight {
                 xid: header.xid,
@@ -593,7 +585,7 @@ impl ZooKeeperParser {
                 path_truncated,
                 watch: fields.watch,
                 version: fields.version,
-                multi_ops: Text::EMPTY,
+                multi_ops,
             },
             out,
         );

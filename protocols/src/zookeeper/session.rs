@@ -199,7 +199,7 @@ impl InFlightQueue {
             true => Text::EMPTY,
             false => out.text.copy_from(&self.text, request.multi_ops),
         };
-        out.push_with(|| request.record(answer, self.session_id, path, multi_ops));
+        out.push(request.record(answer, self.session_id, path, multi_ops));
     }
 
     #[inline]
