@@ -15,7 +15,7 @@ Parquet `requests` table:
 
     ci/accept/zookeeper.py --l7tap target/release/l7tap --workdir /tmp/zk-accept
 """
-import argparse, collections, json, subprocess, sys, time
+import argparse, collections, json, os, subprocess, sys, time
 
 import duckdb
 
@@ -25,6 +25,18 @@ from common import ROOT, Capture, secret_reached_output, verdict
 def mntr():
     out = subprocess.run(["bash", f"{ROOT}/ci/zk-mntr.sh"], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
+
+
+def zookeeper_server_pid():
+    """The test bed's ZooKeeper JVM (ci/testbed.sh writes its pid file)."""
+    path = f"{os.environ.get('L7TAP_TESTBED_DIR', '/tmp/l7tap-testbed')}/zk/zk.pid"
+    with open(path) as f:
+        pid = int(f.read().split()[0])
+    with open(f"/proc/{pid}/comm") as f:
+        comm = f.read().strip()
+    if comm != "java":
+        sys.exit(f"{path} names pid {pid} ({comm}), not the ZooKeeper JVM")
+    return pid
 
 
 def main():
@@ -39,7 +51,9 @@ def main():
 
     before = mntr()
     load = subprocess.Popen([sys.executable, f"{ROOT}/ci/load/zk_load.py", "--ops", str(args.ops),
-                             "--inflight", str(args.inflight)], stdout=subprocess.PIPE, text=True)
+                             "--inflight", str(args.inflight),
+                             "--hold-server-pid", str(zookeeper_server_pid())],
+                            stdout=subprocess.PIPE, text=True)
     load_stdout, _ = load.communicate()
     if load.returncode != 0:
         capture.abandon(f"zk_load.py failed ({load.returncode})")
@@ -50,6 +64,8 @@ def main():
     failures = []
 
     sent = workload["requests"]
+    print(f"in flight at once: {workload.get('max_in_flight_on_wire')} requests "
+          f"(window {workload.get('inflight_window')})")
     if workload.get("max_in_flight_on_wire", 0) < 500:
         failures.append(f"only {workload.get('max_in_flight_on_wire')} requests were in flight at once")
     if sent["total"] < 5000:

@@ -25,6 +25,8 @@ order, so every outcome is known in advance):
   create x (fires NodeCreated), setData n v0 (BadVersion), getData secret (ok thanks to the
   digest auth), getData locked (NoAuth), delete n/c, delete n v99 (BadVersion), delete n,
   delete m (fires NodeDeleted), delete x, create ephemeral+sequential.
+With --hold-server-pid, a burst of --inflight `exists` reads per session comes first, written
+while the server is stopped, so that many are in flight at once on any machine.
 Per group: 1 NodeExists, 3 NoNode, 5 BadVersion, 1 NotEmpty, 1 NoAuth; 4 notifications.
 Setup per session: add_auth digest l7tap:zk-secret-auth, create of the session's base nodes;
 teardown deletes everything it created (ephemerals explicitly too).
@@ -285,6 +287,24 @@ class Session:
 
     GROUP_OPS = 30
 
+    def burst(self, n, server_pid, settle_s=5.0):
+        """Issues `n` reads while the server process is stopped (SIGSTOP), so all `n` are on the
+        wire unanswered at once, however fast this machine is; then lets the server go on.
+        Without the hold, the depth reached depends on how fast the server answers."""
+        z, b = self.zk, self.base
+        self.phase = "burst"
+        os.kill(server_pid, signal.SIGSTOP)
+        try:
+            for _ in range(n):
+                self.issue("exists", lambda: z.exists_async(b))
+            end = time.monotonic() + settle_s
+            while _wire(z)["max_pending"] < n and time.monotonic() < end:
+                time.sleep(0.01)
+        finally:
+            os.kill(server_pid, signal.SIGCONT)
+        self.drain()
+        self.phase = "load"
+
     def teardown(self):
         self.drain()
         self.phase = "teardown"
@@ -325,6 +345,10 @@ def main():
     ap.add_argument("--clients", type=int, default=1, help="sessions, each its own thread")
     ap.add_argument("--hosts", default="127.0.0.1:2181")
     ap.add_argument("--session-timeout", type=float, default=10.0)
+    ap.add_argument("--hold-server-pid", type=int,
+                    help="before the load, stop this server process (SIGSTOP) while one window "
+                         "of --inflight reads is written, then continue it (SIGCONT): the "
+                         "in-flight depth then does not depend on the machine's speed")
     ap.add_argument("--persistent-idle", action="store_true",
                     help="open the sessions, one getData each, then one getData per --interval "
                          "per session until --duration (default: until SIGTERM)")
@@ -378,6 +402,9 @@ def main():
         s0.drain()
         for s in sessions:
             s.setup()
+        if args.hold_server_pid:
+            for s in sessions:
+                s.burst(args.inflight, args.hold_server_pid)
         if args.ready_file:
             open(args.ready_file, "w").close()
         groups_total = max(1, -(-args.ops // Session.GROUP_OPS))
