@@ -31,6 +31,10 @@ struct Doorbell {
     sleeping: AtomicBool,
     /// The consumer's thread, known from its first wait.
     consumer: OnceLock<Thread>,
+    /// The producer is gone. Set before the producer's last wake-up call: the ring itself
+    /// only counts as abandoned once the producer's fields are dropped, after that call, and
+    /// a consumer that took the wake-up before could park again with nothing to wake it.
+    producer_gone: AtomicBool,
 }
 
 /// A ring of `bytes` capacity.
@@ -114,6 +118,10 @@ impl FrameProducer {
 impl Drop for FrameProducer {
     /// A consumer waiting for frames must notice that none will come.
     fn drop(&mut self) {
+        self.doorbell.producer_gone.store(true, Ordering::Release);
+        // Pairs with the fence in `FrameConsumer::wait`: either the consumer sees the
+        // producer gone, or we see its thread and unpark it.
+        fence(Ordering::SeqCst);
         if let Some(thread) = self.doorbell.consumer.get() {
             thread.unpark();
         }
@@ -185,8 +193,9 @@ impl FrameConsumer {
         Some(result)
     }
 
+    /// The producer is gone (frames it pushed may still be there to read).
     pub fn is_abandoned(&self) -> bool {
-        self.inner.is_abandoned()
+        self.doorbell.producer_gone.load(Ordering::Acquire) || self.inner.is_abandoned()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -200,7 +209,7 @@ impl FrameConsumer {
         self.doorbell.sleeping.store(true, Ordering::Relaxed);
         // Pairs with the fence in `FrameProducer::wake_consumer`.
         fence(Ordering::SeqCst);
-        if self.inner.is_empty() && !self.inner.is_abandoned() {
+        if self.inner.is_empty() && !self.is_abandoned() {
             std::thread::park_timeout(timeout);
         }
         self.doorbell.sleeping.store(false, Ordering::Relaxed);
