@@ -135,6 +135,7 @@ impl<P: Parser> StreamDriver<P> {
 
     /// Feeds one syscall's captured `bytes` of `dir`, at `ts_ns`; `cut` more bytes of the same
     /// syscall were not captured.
+    #[inline]
     pub fn push(&mut self, dir: Direction, ts_ns: u64, bytes: &[u8], cut: u64, out: &mut Records) {
         if self.dropped {
             return;
@@ -143,6 +144,41 @@ impl<P: Parser> StreamDriver<P> {
         let d = &mut self.dirs[dir.index()];
         d.gap_at = None;
         d.last_ts = Some(ts_ns);
+        if cut == 0 && d.skip == 0 && d.unconsumed() == 0 && !bytes.is_empty() {
+            // The common case, kept lean: a whole syscall with nothing buffered before it is
+            // parsed straight from its bytes; only a rest is kept.
+            let used = self.run_syscall(dir, ts_ns, bytes, out);
+            if used < bytes.len() {
+                self.keep_rest(dir, ts_ns, &bytes[used..]);
+            }
+            return;
+        }
+        self.push_buffered(dir, ts_ns, bytes, cut, out);
+    }
+
+    /// The rest of a syscall the parser did not consume, kept for the next one.
+    #[inline(never)]
+    fn keep_rest(&mut self, dir: Direction, ts_ns: u64, rest: &[u8]) {
+        if self.dropped {
+            return;
+        }
+        let d = &mut self.dirs[dir.index()];
+        d.bytes.extend_from_slice(rest);
+        d.marks.push((d.bytes.len(), ts_ns));
+        self.enforce_cap(dir, ts_ns);
+    }
+
+    /// [`Self::push`] with bytes to skip, bytes already buffered, or a cut.
+    #[inline(never)]
+    fn push_buffered(
+        &mut self,
+        dir: Direction,
+        ts_ns: u64,
+        bytes: &[u8],
+        cut: u64,
+        out: &mut Records,
+    ) {
+        let d = &mut self.dirs[dir.index()];
         let mut data = bytes;
         if d.skip > 0 {
             let n = d.skip.min(data.len() as u64);
@@ -152,13 +188,7 @@ impl<P: Parser> StreamDriver<P> {
         }
         if !data.is_empty() {
             if d.unconsumed() == 0 {
-                // Fast path: parse straight from the syscall's bytes, keep only the rest.
-                let marks = [(data.len(), ts_ns)];
-                let input = Input {
-                    bytes: data,
-                    marks: &marks,
-                };
-                let used = self.run(dir, input, out);
+                let used = self.run_syscall(dir, ts_ns, data, out);
                 let rest = &data[used.min(data.len())..];
                 if !rest.is_empty() && !self.dropped {
                     let d = &mut self.dirs[dir.index()];
@@ -269,9 +299,69 @@ impl<P: Parser> StreamDriver<P> {
         }
     }
 
+    /// [`Self::run`] for the bytes of one syscall (one mark, rebuilt on the stack per call).
+    #[inline(always)]
+    fn run_syscall(
+        &mut self,
+        dir: Direction,
+        ts_ns: u64,
+        bytes: &[u8],
+        out: &mut Records,
+    ) -> usize {
+        let mut pos = 0usize;
+        let mut errors_without_progress = 0u32;
+        while pos < bytes.len() {
+            let rest = &bytes[pos..];
+            let marks = [(rest.len(), ts_ns)];
+            let input = Input {
+                bytes: rest,
+                marks: &marks,
+            };
+            match self.parser.parse(dir, &input, out) {
+                Ok(Step::Consumed(0)) | Ok(Step::NeedMore) => break,
+                Ok(Step::Consumed(n)) => {
+                    errors_without_progress = 0;
+                    pos = self.advance(dir, pos, n, bytes.len());
+                }
+                Err(e) => {
+                    if self.parse_failed(e, &mut errors_without_progress) {
+                        return bytes.len();
+                    }
+                }
+            }
+        }
+        pos
+    }
+
+    /// The position after the parser consumed `n` bytes at `pos` of `len`; a skip beyond
+    /// them is recorded in the direction's `skip`.
+    #[inline(always)]
+    fn advance(&mut self, dir: Direction, pos: usize, n: u64, len: usize) -> usize {
+        let left = (len - pos) as u64;
+        if n > left {
+            self.dirs[dir.index()].skip += n - left;
+            len
+        } else {
+            pos + n as usize
+        }
+    }
+
+    /// Counts a parse error; true if the connection is given up: the error is final, or a
+    /// second one came without progress (a parser that cannot resync here must not spin).
+    #[cold]
+    fn parse_failed(&mut self, e: ParseError, errors_without_progress: &mut u32) -> bool {
+        self.counters.n_parse_errors += 1;
+        *errors_without_progress += 1;
+        if !e.can_continue() || *errors_without_progress > 1 {
+            self.counters.n_dropped += 1;
+            self.dropped = true;
+            return true;
+        }
+        false
+    }
+
     /// Calls the parser until it needs more bytes; returns how many bytes of `input` were
     /// consumed (a skip beyond the input is recorded in the direction's `skip`).
-    #[inline(always)]
     fn run(&mut self, dir: Direction, input: Input<'_>, out: &mut Records) -> usize {
         let mut pos = 0usize;
         let mut errors_without_progress = 0u32;
@@ -294,22 +384,10 @@ impl<P: Parser> StreamDriver<P> {
                 Ok(Step::Consumed(0)) | Ok(Step::NeedMore) => break,
                 Ok(Step::Consumed(n)) => {
                     errors_without_progress = 0;
-                    let left = (input.bytes.len() - pos) as u64;
-                    if n > left {
-                        self.dirs[dir.index()].skip += n - left;
-                        pos = input.bytes.len();
-                    } else {
-                        pos += n as usize;
-                    }
+                    pos = self.advance(dir, pos, n, input.bytes.len());
                 }
                 Err(e) => {
-                    self.counters.n_parse_errors += 1;
-                    errors_without_progress += 1;
-                    // A parser that fails twice in a row without consuming anything cannot
-                    // resync here: give the connection up rather than spin.
-                    if !e.can_continue() || errors_without_progress > 1 {
-                        self.counters.n_dropped += 1;
-                        self.dropped = true;
+                    if self.parse_failed(e, &mut errors_without_progress) {
                         return input.bytes.len();
                     }
                 }
