@@ -284,7 +284,7 @@ impl TextArena {
 
     /// Appends wire bytes as text: UTF-8 as is (the fast, common case); a character cut by a
     /// length bound at the end is dropped; other invalid bytes become U+FFFD.
-    #[inline]
+    #[inline(always)]
     pub fn push_lossy(&mut self, bytes: &[u8]) -> Text {
         if let Some(ascii) = ascii_str(bytes) {
             return self.push(ascii);

@@ -14,15 +14,13 @@
 //! The paths and multi op names of the requests in flight live in the queue's own text arena
 //! (cleared whenever the queue empties, compacted when it grows), so queueing a request
 //! allocates nothing once the connection is warm.
-use std::collections::VecDeque;
-
 use crate::{Details, Protocol, Records, RequestRecord, Status, Text, TextArena, ZooKeeperDetails};
 
 use super::codes::{ErrorCode, OpCode};
 
 /// A request waiting for its reply: what its record will say, kept compact (the full
 /// record is built once, when the request ends; the session id is the queue's).
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct InFlight {
     pub xid: i64,
     pub op: OpCode,
@@ -127,7 +125,7 @@ const MIN_COMPACTION_BYTES: usize = 64 * 1024;
 /// Requests in flight, oldest first.
 #[derive(Debug)]
 pub struct InFlightQueue {
-    queue: VecDeque<InFlight>,
+    queue: Fifo,
     /// Text of the requests in the queue (and of nothing else).
     text: TextArena,
     /// Arena length at which to drop the text of requests no longer in flight.
@@ -144,7 +142,7 @@ pub struct InFlightQueue {
 impl InFlightQueue {
     pub fn new(cap: usize) -> Self {
         InFlightQueue {
-            queue: VecDeque::new(),
+            queue: Fifo::default(),
             text: TextArena::default(),
             compact_at: MIN_COMPACTION_BYTES,
             cap: cap.max(1),
@@ -184,7 +182,7 @@ impl InFlightQueue {
     pub fn answer_oldest(&mut self, answer: Answer, out: &mut Records) {
         if let Some(oldest) = self.queue.front() {
             self.emit(oldest, answer, out);
-            self.queue.pop_front();
+            self.queue.drop_front();
         }
     }
 
@@ -224,6 +222,7 @@ impl InFlightQueue {
     fn compact(&mut self) {
         let live_start = self
             .queue
+            .as_slice()
             .iter()
             .flat_map(|r| [r.path, r.multi_ops])
             .filter(|t| !t.is_empty())
@@ -233,7 +232,7 @@ impl InFlightQueue {
             None => self.text.clear(),
             Some(dead) => {
                 self.text.drain_front(dead);
-                for r in &mut self.queue {
+                for r in self.queue.as_mut_slice() {
                     if !r.path.is_empty() {
                         r.path = r.path.shifted_back(dead);
                     }
@@ -258,7 +257,12 @@ impl InFlightQueue {
         // Replies come in order: the oldest request is nearly always the one.
         match self.queue.front() {
             Some(oldest) if oldest.xid == xid => Some(oldest.op),
-            _ => self.queue.iter().find(|r| r.xid == xid).map(|r| r.op),
+            _ => self
+                .queue
+                .as_slice()
+                .iter()
+                .find(|r| r.xid == xid)
+                .map(|r| r.op),
         }
     }
 
@@ -280,13 +284,13 @@ impl InFlightQueue {
 
     /// [`Self::take`] of a request that is not the oldest.
     fn take_overtaking(&mut self, xid: i64, out: &mut Records) -> Option<InFlight> {
-        let at = self.queue.iter().position(|r| r.xid == xid)?;
+        let at = self.queue.as_slice().iter().position(|r| r.xid == xid)?;
         let kind = xid_kind(xid);
         let mut i = 0;
         let mut target = at;
         while i < target {
-            if xid_kind(self.queue[i].xid) == kind {
-                let lost = self.queue.remove(i).expect("index in range");
+            if xid_kind(self.queue.as_slice()[i].xid) == kind {
+                let lost = self.queue.remove(i);
                 self.n_overtaken += 1;
                 out.push_from(lost.unanswered(self.session_id), &self.text);
                 target -= 1;
@@ -294,14 +298,14 @@ impl InFlightQueue {
                 i += 1;
             }
         }
-        self.queue.remove(target)
+        Some(self.queue.remove(target))
     }
 
     /// The connection ended at `ts_ns`: everything in flight ends. A closeSession the server
     /// did not answer was answered by the close itself (ClickHouse Keeper never replies to
     /// it); everything else is `Incomplete`.
     pub fn close(&mut self, ts_ns: u64, out: &mut Records) {
-        for request in self.queue.drain(..) {
+        for &request in self.queue.as_slice() {
             let record = if request.op == OpCode::CLOSE_SESSION {
                 let answer = Answer {
                     end_ns: ts_ns.max(request.start_ns),
@@ -315,7 +319,98 @@ impl InFlightQueue {
             };
             out.push_from(record, &self.text);
         }
+        self.queue.clear();
         self.text.clear();
+    }
+}
+
+/// The requests in flight, oldest first: a `Vec` read from `head`. Answering the oldest
+/// only moves `head` (a `VecDeque` wraps its index on every access, on the hot path of every
+/// request and reply); the answered prefix is dropped when the queue empties, as pipelining
+/// clients' queues do between bursts, or instead of growing once it is half the `Vec`.
+#[derive(Debug, Default)]
+struct Fifo {
+    items: Vec<InFlight>,
+    head: usize,
+}
+
+impl Fifo {
+    #[inline]
+    fn len(&self) -> usize {
+        self.items.len() - self.head
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.head == self.items.len()
+    }
+
+    #[inline]
+    fn front(&self) -> Option<&InFlight> {
+        self.items.get(self.head)
+    }
+
+    #[inline]
+    fn back_mut(&mut self) -> Option<&mut InFlight> {
+        match self.is_empty() {
+            true => None,
+            false => self.items.last_mut(),
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[InFlight] {
+        &self.items[self.head..]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [InFlight] {
+        &mut self.items[self.head..]
+    }
+
+    #[inline]
+    fn push_back(&mut self, request: InFlight) {
+        if self.items.len() == self.items.capacity() && self.head >= self.len() && self.head > 0 {
+            self.drop_answered();
+        }
+        self.items.push(request);
+    }
+
+    #[cold]
+    fn drop_answered(&mut self) {
+        self.items.drain(..self.head);
+        self.head = 0;
+    }
+
+    /// Drops the oldest request (if any).
+    #[inline]
+    fn drop_front(&mut self) {
+        if self.head < self.items.len() {
+            self.head += 1;
+            if self.head == self.items.len() {
+                self.clear();
+            }
+        }
+    }
+
+    #[inline]
+    fn pop_front(&mut self) -> Option<InFlight> {
+        let oldest = *self.front()?;
+        self.drop_front();
+        Some(oldest)
+    }
+
+    /// Takes the request at `index` (0: the oldest), which must be there.
+    fn remove(&mut self, index: usize) -> InFlight {
+        let request = self.items.remove(self.head + index);
+        if self.is_empty() {
+            self.clear();
+        }
+        request
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+        self.head = 0;
     }
 }
 
