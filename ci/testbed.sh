@@ -42,6 +42,10 @@ pid_file() {
   esac
 }
 
+alive() { # alive PID: exists and is not a zombie
+  [ -d "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+
 pid_of() {
   local f pid
   f=$(pid_file "$1")
@@ -50,7 +54,7 @@ pid_of() {
   [ -n "$pid" ] || return 0
   # Alive, not a zombie, and really ours: its command line mentions the state dir, or it runs
   # in it (redis rewrites its command line).
-  if [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
+  if alive "$pid"; then
     if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$D" \
        || [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)/" == "$D"/* ]]; then
       echo "$pid"
@@ -106,8 +110,14 @@ spawn() {
   setsid "$@" </dev/null >>"$D/$name/stdout.log" 2>&1 &
   local pid=$!
   if [ "$name" != pg ]; then echo "$pid" >"$(pid_file "$name")"; fi
+  SPAWNED[$name]=$pid
   disown "$pid" 2>/dev/null || true
 }
+
+# Pids started by this run's spawn, by name: until the child has exec'd the server its command
+# line is this script's (pid_of does not know it yet), and a server may truncate its pid file
+# before writing it; neither is an exit.
+declare -A SPAWNED=()
 
 # wait_ready NAME CHECK...: polls CHECK until it succeeds; fails with the log tail on timeout
 # or when the process dies.
@@ -119,7 +129,8 @@ wait_ready() {
     if "$@" >/dev/null 2>&1; then
       return 0
     fi
-    if [ -z "$(pid_of "$name")" ] && [ "$name" != pg ]; then
+    if [ -z "$(pid_of "$name")" ] && [ "$name" != pg ] \
+       && ! { [ -n "${SPAWNED[$name]:-}" ] && alive "${SPAWNED[$name]}"; }; then
       show_log_tail "$name"
       die "$name: process exited during start-up"
     fi
@@ -519,16 +530,22 @@ schema() {
   # ReplicatedMergeTree registered itself in ZooKeeper under the {shard} macro path.
   for shard in 01:ch1:$CH1_TCP 02:ch2:$CH2_TCP; do
     IFS=: read -r s r port <<<"$shard"
-    local replicas ro deadline=$((SECONDS + START_TIMEOUT))
+    local replicas state deadline=$((SECONDS + START_TIMEOUT))
     replicas=$(chq "$port" "SELECT groupArray(name) FROM system.zookeeper
       WHERE path = '/clickhouse/tables/$s/l7tap/events_local/replicas'")
     [ "$replicas" = "['$r']" ] || die "schema: ZooKeeper path /clickhouse/tables/$s/l7tap/events_local/replicas has $replicas, expected ['$r']"
-    # Read-only for a while after a restart that followed a crash: the old session's is_active
-    # znode lives until the session times out (session_timeout_ms).
-    while ro=$(chq "$port" "SELECT is_readonly FROM system.replicas WHERE database = 'l7tap' AND table = 'events_local'") \
-          && [ "$ro" != 0 ]; do
-      [ $SECONDS -lt $deadline ] || { show_log_tail "$r"; die "schema: $r's l7tap.events_local is still read-only after ${START_TIMEOUT}s"; }
-      [ -n "${said_ro:-}" ] || { log "schema: $r's l7tap.events_local is read-only, waiting for its ZooKeeper session"; said_ro=1; }
+    # After a restart that followed a crash (of the server or of ZooKeeper) the old session's
+    # is_active znode lives until that session times out (session_timeout_ms, counted anew
+    # when ZooKeeper restarts); until then the replica cannot activate. 18.16 still accepts
+    # inserts (is_readonly stays 0) but elects no leader, so nothing merges and a minute of
+    # workload inserts ends in "Too many parts" (252). Ready means active and leader.
+    while :; do
+      state=$(chq "$port" "SELECT concat('readonly=', toString(is_readonly), ' leader=', toString(is_leader),
+          ' active=', toString(active_replicas), '/', toString(total_replicas))
+        FROM system.replicas WHERE database = 'l7tap' AND table = 'events_local'" 2>&1) || true
+      [ "$state" != "readonly=0 leader=1 active=1/1" ] || break
+      [ $SECONDS -lt $deadline ] || { show_log_tail "$r"; die "schema: $r's l7tap.events_local is not an active leader after ${START_TIMEOUT}s ($state)"; }
+      [ -n "${said_waiting:-}" ] || { log "schema: $r's l7tap.events_local is not active yet ($state), waiting for the old ZooKeeper session to expire"; said_waiting=1; }
       sleep 1
     done
   done
