@@ -102,6 +102,11 @@ check_port_free() {
   done
 }
 
+# Pids started by this run's spawn, by name: until the child has exec'd the server its command
+# line is this script's (pid_of does not know it yet), and a server may truncate its pid file
+# before writing it; neither is an exit.
+declare -A SPAWNED=()
+
 # spawn NAME CMD...: runs CMD in its own session, stdin closed, output in $D/NAME/stdout.log;
 # records its pid in the pid file unless the server writes its own.
 spawn() {
@@ -113,11 +118,6 @@ spawn() {
   SPAWNED[$name]=$pid
   disown "$pid" 2>/dev/null || true
 }
-
-# Pids started by this run's spawn, by name: until the child has exec'd the server its command
-# line is this script's (pid_of does not know it yet), and a server may truncate its pid file
-# before writing it; neither is an exit.
-declare -A SPAWNED=()
 
 # wait_ready NAME CHECK...: polls CHECK until it succeeds; fails with the log tail on timeout
 # or when the process dies.
@@ -153,7 +153,7 @@ stop_pid() {
   log "stopping $name (pid $pid, SIG$sig)"
   kill "-$sig" "$pid" 2>/dev/null || true
   local deadline=$((SECONDS + STOP_TIMEOUT))
-  while [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; do
+  while alive "$pid"; do
     if [ $SECONDS -ge $deadline ]; then
       log "$name (pid $pid) still there after ${STOP_TIMEOUT}s: SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
@@ -538,12 +538,12 @@ schema() {
     # is_active znode lives until that session times out (session_timeout_ms, counted anew
     # when ZooKeeper restarts); until then the replica cannot activate. 18.16 still accepts
     # inserts (is_readonly stays 0) but elects no leader, so nothing merges and a minute of
-    # workload inserts ends in "Too many parts" (252). Ready means active and leader.
+    # workload inserts ends in "Too many parts" (252). Ready means leader (active_replicas
+    # is no sign: it counts the stale is_active znode too).
     while :; do
-      state=$(chq "$port" "SELECT concat('readonly=', toString(is_readonly), ' leader=', toString(is_leader),
-          ' active=', toString(active_replicas), '/', toString(total_replicas))
+      state=$(chq "$port" "SELECT concat('readonly=', toString(is_readonly), ' leader=', toString(is_leader))
         FROM system.replicas WHERE database = 'l7tap' AND table = 'events_local'" 2>&1) || true
-      [ "$state" != "readonly=0 leader=1 active=1/1" ] || break
+      [ "$state" != "readonly=0 leader=1" ] || break
       [ $SECONDS -lt $deadline ] || { show_log_tail "$r"; die "schema: $r's l7tap.events_local is not an active leader after ${START_TIMEOUT}s ($state)"; }
       [ -n "${said_waiting:-}" ] || { log "schema: $r's l7tap.events_local is not active yet ($state), waiting for the old ZooKeeper session to expire"; said_waiting=1; }
       sleep 1

@@ -180,7 +180,7 @@ impl InFlightQueue {
     /// queue: its record is built from the queue's slot, not moved out first.
     #[inline]
     pub fn answer_oldest(&mut self, answer: Answer, out: &mut Records) {
-        if let Some(oldest) = self.queue.front() {
+        if let Some(oldest) = self.queue.first() {
             self.emit(oldest, answer, out);
             self.queue.drop_front();
         }
@@ -222,7 +222,6 @@ impl InFlightQueue {
     fn compact(&mut self) {
         let live_start = self
             .queue
-            .as_slice()
             .iter()
             .flat_map(|r| [r.path, r.multi_ops])
             .filter(|t| !t.is_empty())
@@ -232,7 +231,7 @@ impl InFlightQueue {
             None => self.text.clear(),
             Some(dead) => {
                 self.text.drain_front(dead);
-                for r in self.queue.as_mut_slice() {
+                for r in self.queue.iter_mut() {
                     if !r.path.is_empty() {
                         r.path = r.path.shifted_back(dead);
                     }
@@ -248,35 +247,30 @@ impl InFlightQueue {
     /// The request in flight longest.
     #[inline]
     pub fn oldest(&self) -> Option<&InFlight> {
-        self.queue.front()
+        self.queue.first()
     }
 
     /// The type of the request a reply with `xid` would be paired with.
     #[inline]
     pub fn op_of(&self, xid: i64) -> Option<OpCode> {
         // Replies come in order: the oldest request is nearly always the one.
-        match self.queue.front() {
+        match self.queue.first() {
             Some(oldest) if oldest.xid == xid => Some(oldest.op),
-            _ => self
-                .queue
-                .as_slice()
-                .iter()
-                .find(|r| r.xid == xid)
-                .map(|r| r.op),
+            _ => self.queue.iter().find(|r| r.xid == xid).map(|r| r.op),
         }
     }
 
     /// The most recent request, if it has `xid` (to complete fields read after it was
     /// queued).
     pub fn newest_mut(&mut self, xid: i64) -> Option<&mut InFlight> {
-        self.queue.back_mut().filter(|r| r.xid == xid)
+        self.queue.last_mut().filter(|r| r.xid == xid)
     }
 
     /// Takes the request a reply with `xid` answers; older requests of the same kind end
     /// `Incomplete` (their replies were lost).
     #[inline]
     pub fn take(&mut self, xid: i64, out: &mut Records) -> Option<InFlight> {
-        if self.queue.front().is_some_and(|oldest| oldest.xid == xid) {
+        if self.queue.first().is_some_and(|oldest| oldest.xid == xid) {
             return self.queue.pop_front();
         }
         self.take_overtaking(xid, out)
@@ -284,12 +278,12 @@ impl InFlightQueue {
 
     /// [`Self::take`] of a request that is not the oldest.
     fn take_overtaking(&mut self, xid: i64, out: &mut Records) -> Option<InFlight> {
-        let at = self.queue.as_slice().iter().position(|r| r.xid == xid)?;
+        let at = self.queue.iter().position(|r| r.xid == xid)?;
         let kind = xid_kind(xid);
         let mut i = 0;
         let mut target = at;
         while i < target {
-            if xid_kind(self.queue.as_slice()[i].xid) == kind {
+            if xid_kind(self.queue[i].xid) == kind {
                 let lost = self.queue.remove(i);
                 self.n_overtaken += 1;
                 out.push_from(lost.unanswered(self.session_id), &self.text);
@@ -305,7 +299,7 @@ impl InFlightQueue {
     /// did not answer was answered by the close itself (ClickHouse Keeper never replies to
     /// it); everything else is `Incomplete`.
     pub fn close(&mut self, ts_ns: u64, out: &mut Records) {
-        for &request in self.queue.as_slice() {
+        for &request in self.queue.iter() {
             let record = if request.op == OpCode::CLOSE_SESSION {
                 let answer = Answer {
                     end_ns: ts_ns.max(request.start_ns),
@@ -324,49 +318,34 @@ impl InFlightQueue {
     }
 }
 
-/// The requests in flight, oldest first: a `Vec` read from `head`. Answering the oldest
-/// only moves `head` (a `VecDeque` wraps its index on every access, on the hot path of every
-/// request and reply); the answered prefix is dropped when the queue empties, as pipelining
-/// clients' queues do between bursts, or instead of growing once it is half the `Vec`.
+/// The requests in flight, oldest first: a `Vec` read from `head`, and a slice of the live
+/// ones through `Deref`. Answering the oldest only moves `head` (a `VecDeque` wraps its index
+/// on every access, on the hot path of every request and reply); the answered prefix is
+/// dropped when the queue empties, as pipelining clients' queues do between bursts, or
+/// instead of growing once it is half the `Vec`.
 #[derive(Debug, Default)]
 struct Fifo {
     items: Vec<InFlight>,
     head: usize,
 }
 
-impl Fifo {
-    #[inline]
-    fn len(&self) -> usize {
-        self.items.len() - self.head
-    }
+impl std::ops::Deref for Fifo {
+    type Target = [InFlight];
 
     #[inline]
-    fn is_empty(&self) -> bool {
-        self.head == self.items.len()
-    }
-
-    #[inline]
-    fn front(&self) -> Option<&InFlight> {
-        self.items.get(self.head)
-    }
-
-    #[inline]
-    fn back_mut(&mut self) -> Option<&mut InFlight> {
-        match self.is_empty() {
-            true => None,
-            false => self.items.last_mut(),
-        }
-    }
-
-    #[inline]
-    fn as_slice(&self) -> &[InFlight] {
+    fn deref(&self) -> &[InFlight] {
         &self.items[self.head..]
     }
+}
 
-    fn as_mut_slice(&mut self) -> &mut [InFlight] {
+impl std::ops::DerefMut for Fifo {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [InFlight] {
         &mut self.items[self.head..]
     }
+}
 
+impl Fifo {
     #[inline]
     fn push_back(&mut self, request: InFlight) {
         if self.items.len() == self.items.capacity() && self.head >= self.len() && self.head > 0 {
@@ -394,7 +373,7 @@ impl Fifo {
 
     #[inline]
     fn pop_front(&mut self) -> Option<InFlight> {
-        let oldest = *self.front()?;
+        let oldest = *self.first()?;
         self.drop_front();
         Some(oldest)
     }
@@ -494,6 +473,32 @@ mod tests {
 
     fn statuses(out: &Records) -> Vec<(u64, Status)> {
         out.iter().map(|r| (r.start_ns, r.status)).collect()
+    }
+
+    #[test]
+    fn the_fifo_keeps_order_and_reuses_its_vec_under_a_steady_window() {
+        let mut fifo = Fifo::default();
+        let xids = |f: &Fifo| f.iter().map(|r| r.xid).collect::<Vec<_>>();
+        for x in 0..8 {
+            fifo.push_back(request(x, OpCode::GET_DATA, 0));
+        }
+        // Eight in flight, one answered per request: once warm, the answered prefix is
+        // dropped instead of the Vec growing.
+        let mut warm_capacity = 0;
+        for x in 8..1000 {
+            fifo.push_back(request(x, OpCode::GET_DATA, 0));
+            assert_eq!(fifo.pop_front().map(|r| r.xid), Some(x - 8));
+            assert_eq!(xids(&fifo), (x - 7..=x).collect::<Vec<_>>());
+            if x == 100 {
+                warm_capacity = fifo.items.capacity();
+            }
+        }
+        assert!(warm_capacity <= 16, "{warm_capacity}");
+        assert_eq!(fifo.items.capacity(), warm_capacity);
+        assert_eq!(fifo.remove(2).xid, 994);
+        assert_eq!(xids(&fifo), vec![992, 993, 995, 996, 997, 998, 999]);
+        while fifo.pop_front().is_some() {}
+        assert_eq!((fifo.items.len(), fifo.head), (0, 0));
     }
 
     #[test]
