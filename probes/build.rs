@@ -1,6 +1,5 @@
-//! Builds the C eBPF object with clang and derives the Rust view of the event layout from
-//! the same C header (offsets and sizes printed by a host C program), so the two can never
-//! drift apart.
+//! Builds the C eBPF object with clang, against the kernel ABI header of the `l7tap-abi`
+//! crate (`abi/c/l7tap_events.h`), from which that crate derives the Rust view.
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,8 +25,8 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let bpf_dir = Path::new("bpf");
     println!("cargo:rerun-if-changed=bpf/l7tap.bpf.c");
-    println!("cargo:rerun-if-changed=bpf/l7tap_events.h");
-    println!("cargo:rerun-if-changed=bpf/layout.c");
+    println!("cargo:rerun-if-changed=../abi/c/l7tap_events.h");
+    let abi_dir = Path::new("../abi/c");
 
     // vmlinux.h from the running kernel's BTF (CO-RE relocates it on other kernels).
     let vmlinux = out.join("vmlinux.h");
@@ -57,6 +56,8 @@ fn main() {
             .arg(&out)
             .arg("-I")
             .arg(bpf_dir)
+            .arg("-I")
+            .arg(abi_dir)
             .arg("-c")
             .arg(bpf_dir.join("l7tap.bpf.c"))
             .arg("-o")
@@ -64,19 +65,4 @@ fn main() {
         "clang (BPF probes)",
         INSTALL_HINT,
     );
-
-    // The layout dump: a host program that prints Rust constants from the C header.
-    let dump = out.join("layout-dump");
-    run(
-        Command::new(env::var("HOST_CC").unwrap_or_else(|_| "cc".into()))
-            .arg("-I")
-            .arg(bpf_dir)
-            .arg(bpf_dir.join("layout.c"))
-            .arg("-o")
-            .arg(&dump),
-        "cc (layout dump)",
-        INSTALL_HINT,
-    );
-    let layout = run(&mut Command::new(&dump), "layout dump", "");
-    std::fs::write(out.join("layout.rs"), layout).unwrap();
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use l7tap_abi::events::{self, ConnId, Event, Flow, Header, Role};
 use l7tap_ingest::ring::FrameConsumer;
 use l7tap_ingest::Tag;
-use l7tap_probes::events::{self, ConnId, Event, Flow, Header, Role, WireProtocol};
+use l7tap_protocols::registry::{self, ConnectionParser, ParserLimits};
 use l7tap_protocols::{CapturedBatch, ConnectionInfo, Direction, Protocol, Side, Status};
 use l7tap_sinks::{Aggregator, AggregatorConfig, IntervalRow};
 
-use crate::conn::ConnParser;
 use crate::filter::ConnFilter;
 use crate::pool::{BatchPool, BATCH};
 use crate::reorder::Reorder;
@@ -92,9 +92,9 @@ struct Totals {
 
 struct Conn {
     info: Arc<ConnectionInfo>,
-    protocol: WireProtocol,
+    protocol: Protocol,
     role: Role,
-    parser: ConnParser,
+    parser: Box<dyn ConnectionParser>,
     last_ts: u64,
 }
 
@@ -136,7 +136,7 @@ pub struct ActorState {
 #[derive(Default)]
 struct RecordCounts {
     /// Records by protocol and status, counted without building a key per record.
-    by_status: [[u64; 4]; 2],
+    by_status: [[u64; 4]; Protocol::COUNT],
     tally: RecordTally,
 }
 
@@ -155,7 +155,7 @@ impl RecordCounts {
         for i in first_new..batch.len() {
             let request = batch.get(i).expect("index below the batch length");
             let record = request.record;
-            self.by_status[record.protocol as usize][record.status as usize] += 1;
+            self.by_status[record.protocol.index()][record.status as usize] += 1;
             self.tally.count(record, info.side);
             if let Some(agg) = aggregator.as_deref_mut() {
                 agg.record(&request);
@@ -345,6 +345,10 @@ impl ActorState {
             Ok(Event::Open(open)) => {
                 self.summary.add("events.open", 1);
                 let h = open.header;
+                let Some(protocol) = h.protocol else {
+                    self.ignore_unknown_protocol(h.conn);
+                    return;
+                };
                 let detected_by = open.detected_by();
                 let side = side_of(h.role);
                 let (client_addr, server_addr) = match side {
@@ -359,19 +363,20 @@ impl ActorState {
                     client_addr,
                     server_addr,
                 });
-                if !self.config.filter.keeps(h.protocol, &info) {
+                if !self.config.filter.keeps(protocol, &info) {
                     self.summary.add("connections.filtered_out", 1);
                     self.filtered.insert(h.conn);
                     return;
                 }
-                let key = connection_key(h.protocol, h.role);
+                let key = connection_key(protocol, h.role);
                 self.summary.add(&key, 1);
                 self.summary
                     .add(&format!("{key}.server_port.{}", info.server_addr.port()), 1);
                 self.summary.add(&format!("{key}.comm.{}", info.comm), 1);
                 self.summary
                     .add(&format!("{key}.detected_by.{}", detected_by), 1);
-                if let Some(old) = self.conns.insert(h.conn, self.new_conn(&h, info)) {
+                let conn = self.new_conn(&h, protocol, info);
+                if let Some(old) = self.conns.insert(h.conn, conn) {
                     self.summary.add("connections.reopened", 1);
                     self.close_conn(old, h.ts_ns);
                 }
@@ -388,8 +393,12 @@ impl ActorState {
                 self.totals.captured += data.payload.len() as u64;
                 if !self.conns.contains_key(&h.conn) {
                     // Its open event was lost: keep what the header says.
+                    let Some(protocol) = h.protocol else {
+                        self.ignore_unknown_protocol(h.conn);
+                        return;
+                    };
                     self.summary.add("connections.without_open", 1);
-                    self.summary.add(&connection_key(h.protocol, h.role), 1);
+                    self.summary.add(&connection_key(protocol, h.role), 1);
                     let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
                     let info = Arc::new(ConnectionInfo {
                         pid: h.conn.tgid,
@@ -399,7 +408,7 @@ impl ActorState {
                         client_addr: unspecified,
                         server_addr: unspecified,
                     });
-                    let conn = self.new_conn(&h, info);
+                    let conn = self.new_conn(&h, protocol, info);
                     self.conns.insert(h.conn, conn);
                 }
                 let conn = self.conns.get_mut(&h.conn).expect("inserted above");
@@ -436,13 +445,30 @@ impl ActorState {
         }
     }
 
-    fn new_conn(&self, h: &Header, info: Arc<ConnectionInfo>) -> Conn {
+    fn new_conn(&self, h: &Header, protocol: Protocol, info: Arc<ConnectionInfo>) -> Conn {
+        let limits = ParserLimits {
+            max_query_bytes: self.config.max_query_bytes,
+            max_buffered: self.config.max_buffered,
+        };
         Conn {
             info,
-            protocol: h.protocol,
+            protocol,
             role: h.role,
-            parser: ConnParser::new(h.protocol, &self.config),
+            parser: if self.config.frames_only {
+                registry::new_frame_counter(&limits)
+            } else {
+                registry::new_parser(protocol, &limits)
+            },
             last_ts: h.ts_ns,
+        }
+    }
+
+    /// A connection whose events name a protocol this build does not know (a recording
+    /// from a newer build): counted, and its events ignored until it closes.
+    #[cold]
+    fn ignore_unknown_protocol(&mut self, conn: ConnId) {
+        if self.filtered.insert(conn) {
+            self.summary.add("connections.unknown_protocol", 1);
         }
     }
 
@@ -452,7 +478,11 @@ impl ActorState {
         self.closed.resyncs += resyncs;
         conn.parser.close(ts, &mut self.batch.records);
         self.collect(&conn.info);
-        conn.parser.count_into(conn.protocol, &mut self.summary);
+        let summary = &mut self.summary;
+        let protocol = conn.protocol.name();
+        conn.parser.for_each_counter(&mut |stage, name, value| {
+            summary.add(&format!("{stage}.{protocol}.{name}"), value)
+        });
         self.summary.add("connections.closed", 1);
     }
 
@@ -515,14 +545,14 @@ impl ActorState {
             self.totals.bytes.saturating_sub(self.totals.captured),
         );
         self.records_counted.tally.add_to(&mut self.summary);
-        for protocol in [Protocol::ClickHouse, Protocol::ZooKeeper] {
+        for protocol in Protocol::ALL {
             for status in [
                 Status::Ok,
                 Status::Error,
                 Status::Cancelled,
                 Status::Incomplete,
             ] {
-                let n = self.records_counted.by_status[protocol as usize][status as usize];
+                let n = self.records_counted.by_status[protocol.index()][status as usize];
                 let key = format!("records.{}.{}", protocol.name(), status.name());
                 self.summary.add(&key, n);
             }
@@ -546,19 +576,14 @@ fn direction(role: Role, flow: Flow) -> Direction {
     }
 }
 
-fn connection_key(protocol: WireProtocol, role: Role) -> String {
-    let p = match protocol {
-        WireProtocol::ClickHouse => "clickhouse",
-        WireProtocol::ZooKeeper => "zookeeper",
-        WireProtocol::Unknown => "unknown",
-    };
-    format!("connections.{p}.{}", side_of(role).name())
+fn connection_key(protocol: Protocol, role: Role) -> String {
+    format!("connections.{}.{}", protocol.name(), side_of(role).name())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use l7tap_probes::events::{build, EventKind};
+    use l7tap_abi::events::{build, EventKind};
 
     fn header(kind: EventKind, ts: u64, flow: Flow) -> Header {
         Header {
@@ -570,7 +595,7 @@ mod tests {
                 start_ns: 1,
             },
             tid: 10,
-            protocol: WireProtocol::ZooKeeper,
+            protocol: Some(Protocol::ZooKeeper),
             role: Role::Client,
             flow,
         }

@@ -1,13 +1,12 @@
 //! Which connections a capture keeps (`--protocols`, `--pid`, `--comm`, `--cgroup`,
 //! `--port`). Decided once per connection, when it opens; the rest of its events are
 //! dropped before any parsing.
-use l7tap_probes::events::WireProtocol;
-use l7tap_protocols::ConnectionInfo;
+use l7tap_protocols::{ConnectionInfo, Protocol};
 
 #[derive(Clone, Debug, Default)]
 pub struct ConnFilter {
     /// Empty: every protocol.
-    pub protocols: Vec<WireProtocol>,
+    pub protocols: Vec<Protocol>,
     pub pids: Vec<u32>,
     /// Process names (as the kernel shows them: at most 15 bytes).
     pub comms: Vec<String>,
@@ -25,7 +24,7 @@ impl ConnFilter {
             && self.ports.is_empty()
     }
 
-    pub fn keeps(&self, protocol: WireProtocol, info: &ConnectionInfo) -> bool {
+    pub fn keeps(&self, protocol: Protocol, info: &ConnectionInfo) -> bool {
         fn any_or<T: PartialEq>(list: &[T], v: &T) -> bool {
             list.is_empty() || list.contains(v)
         }
@@ -61,10 +60,10 @@ mod tests {
 
     #[test]
     fn every_given_criterion_must_match() {
-        let ch = WireProtocol::ClickHouse;
+        let ch = Protocol::ClickHouse;
         assert!(ConnFilter::default().keeps(ch, &info(1, "x", 9000)));
         let f = ConnFilter {
-            protocols: vec![WireProtocol::ZooKeeper],
+            protocols: vec![Protocol::ZooKeeper],
             ..Default::default()
         };
         assert!(!f.keeps(ch, &info(1, "x", 9000)));

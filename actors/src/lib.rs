@@ -8,7 +8,6 @@
 //! - an actor's behaviour depends only on the frames it reads (events and watermarks), never
 //!   on the clock, so replaying a recording reproduces a live run exactly.
 mod actor;
-mod conn;
 mod filter;
 mod pool;
 mod reorder;

@@ -13,9 +13,10 @@ use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use l7tap_abi::events::{build, ConnId, EventKind, Flow, Header, Role};
+use l7tap_abi::Protocol;
 use l7tap_ingest::recording::{RecordingError, RecordingHeader, RecordingWriter};
 use l7tap_ingest::Tag;
-use l7tap_probes::events::{build, ConnId, EventKind, Flow, Header, Role, WireProtocol};
 use l7tap_protocols::fixture::parse_chunks;
 use l7tap_protocols::Direction;
 
@@ -77,7 +78,7 @@ pub struct Produced {
 
 struct Conn {
     id: ConnId,
-    protocol: WireProtocol,
+    protocol: Protocol,
     /// Earliest time (µs) its next exchange may start.
     free_at_us: u64,
     xid: i32,
@@ -123,7 +124,7 @@ fn header(conn: &Conn, ts_ns: u64, kind: EventKind, flow: Flow) -> Header {
         ts_ns,
         conn: conn.id,
         tid: conn.id.tgid,
-        protocol: conn.protocol,
+        protocol: Some(conn.protocol),
         role: Role::Client,
         flow,
     }
@@ -191,9 +192,9 @@ pub fn write_recording(path: &Path, traffic: &Traffic) -> Result<Produced, Recor
                     start_ns: BASE_MONOTONIC_NS - 1_000 * US,
                 },
                 protocol: if clickhouse {
-                    WireProtocol::ClickHouse
+                    Protocol::ClickHouse
                 } else {
-                    WireProtocol::ZooKeeper
+                    Protocol::ZooKeeper
                 },
                 free_at_us: base_us,
                 xid: 0,
@@ -210,13 +211,13 @@ pub fn write_recording(path: &Path, traffic: &Traffic) -> Result<Produced, Recor
         .parse()
         .expect("address");
         let (server, comm) = match conn.protocol {
-            WireProtocol::ClickHouse => (ch_server, "python3"),
+            Protocol::ClickHouse => (ch_server, "python3"),
             _ => (zk_server, "clickhouse-serv"),
         };
         let open_ts = (base_us - 500) * US;
         let h = header(conn, open_ts, EventKind::Open, Flow::Egress);
         pending.push(open_ts, build::open(&h, client, server, comm));
-        if conn.protocol == WireProtocol::ClickHouse {
+        if conn.protocol == Protocol::ClickHouse {
             for (i, (dir, bytes)) in script.hello.iter().enumerate() {
                 let ts = (base_us - 400 + 10 * i as u64) * US;
                 let h = header(conn, ts, EventKind::Data, flow_of(*dir));
@@ -240,7 +241,7 @@ pub fn write_recording(path: &Path, traffic: &Traffic) -> Result<Produced, Recor
         // Log-uniform durations between 20 µs and 20 ms.
         let duration_us = (20.0 * 1000f64.powf(rng.unit())) as u64;
         match conn.protocol {
-            WireProtocol::ClickHouse => {
+            Protocol::ClickHouse => {
                 // Ping 20 µs and Pong 10 µs before the query; the answer's two Data
                 // packets halfway; EndOfStream at the end.
                 let start = nominal_us.max(conn.free_at_us + 20);
@@ -296,7 +297,7 @@ pub fn write_recording(path: &Path, traffic: &Traffic) -> Result<Produced, Recor
     let end_us = conns.iter().map(|c| c.free_at_us).max().unwrap_or(base_us) + 1;
     for conn in &mut conns {
         let ts = conn.free_at_us.max(end_us - 1) * US;
-        if traffic.pending_bytes > 0 && conn.protocol == WireProtocol::ZooKeeper {
+        if traffic.pending_bytes > 0 && conn.protocol == Protocol::ZooKeeper {
             // The first `pending_bytes` of a getData request whose frame is longer.
             conn.xid += 1;
             let path = "/p".repeat(traffic.pending_bytes / 2 + 32);

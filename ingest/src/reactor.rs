@@ -122,7 +122,7 @@ pub fn finish_live(
 
 fn sample_buffers() -> Vec<BytesMut> {
     (0..64)
-        .map(|_| BytesMut::with_capacity(l7tap_probes::events::layout::DATA_PAYLOAD + 16 * 1024))
+        .map(|_| BytesMut::with_capacity(l7tap_abi::events::layout::DATA_PAYLOAD + 16 * 1024))
         .collect()
 }
 

@@ -2,7 +2,8 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use l7tap_probes::events::{peek_header, ConnId, EventKind, WireProtocol};
+use l7tap_abi::events::{peek_header, ConnId, EventKind};
+use l7tap_abi::Protocol;
 
 use crate::frame::Tag;
 use crate::recording::{RecordingError, RecordingWriter};
@@ -18,9 +19,10 @@ pub struct RouterStats {
     pub ring_drops: AtomicU64,
     /// Events whose header could not be read.
     pub malformed: AtomicU64,
-    /// Connections classified (open events), by protocol.
-    pub opened_clickhouse: AtomicU64,
-    pub opened_zookeeper: AtomicU64,
+    /// Connections classified (open events), by [`Protocol::index`].
+    pub opened: [AtomicU64; Protocol::COUNT],
+    /// Open events naming a protocol this build does not know.
+    pub opened_unknown: AtomicU64,
 }
 
 pub struct Router {
@@ -41,8 +43,8 @@ struct Counts {
     event_bytes: u64,
     ring_drops: u64,
     malformed: u64,
-    opened_clickhouse: u64,
-    opened_zookeeper: u64,
+    opened: [u64; Protocol::COUNT],
+    opened_unknown: u64,
 }
 
 /// The actor that owns a connection.
@@ -99,8 +101,8 @@ impl Router {
         self.counts.events += 1;
         if header.kind == EventKind::Open {
             match header.protocol {
-                WireProtocol::ClickHouse => self.counts.opened_clickhouse += 1,
-                _ => self.counts.opened_zookeeper += 1,
+                Some(protocol) => self.counts.opened[protocol.index()] += 1,
+                None => self.counts.opened_unknown += 1,
             }
         }
         self.counts.event_bytes += raw.len() as u64;
@@ -117,8 +119,10 @@ impl Router {
         s.event_bytes.store(c.event_bytes, Relaxed);
         s.ring_drops.store(c.ring_drops, Relaxed);
         s.malformed.store(c.malformed, Relaxed);
-        s.opened_clickhouse.store(c.opened_clickhouse, Relaxed);
-        s.opened_zookeeper.store(c.opened_zookeeper, Relaxed);
+        for (shared, &count) in s.opened.iter().zip(&c.opened) {
+            shared.store(count, Relaxed);
+        }
+        s.opened_unknown.store(c.opened_unknown, Relaxed);
     }
 
     /// Tells every actor that all events before `ts_ns` have been routed.
@@ -165,11 +169,11 @@ impl Drop for Router {
 mod tests {
     use super::*;
     use crate::ring::frame_ring;
-    use l7tap_probes::events::{build, Flow, Header, Role};
+    use l7tap_abi::events::{build, Flow, Header, Role};
 
     fn header(fd: i32, ts: u64) -> Header {
         Header {
-            kind: l7tap_probes::events::EventKind::Data,
+            kind: l7tap_abi::events::EventKind::Data,
             ts_ns: ts,
             conn: ConnId {
                 tgid: 100,
@@ -177,7 +181,7 @@ mod tests {
                 start_ns: 1,
             },
             tid: 100,
-            protocol: WireProtocol::ClickHouse,
+            protocol: Some(Protocol::ClickHouse),
             role: Role::Client,
             flow: Flow::Egress,
         }

@@ -1,10 +1,12 @@
 //! The kernel half of l7tap: C eBPF programs on syscall tracepoints (built by clang in
-//! build.rs and embedded here), their aya loader, and the decoding of the events they send.
+//! build.rs and embedded here) and their aya loader. The events they send are decoded by the
+//! `l7tap-abi` crate.
 //!
 //! Architecture invariant: this crate is the only one that talks to the kernel's BPF
 //! subsystem. It hands out the perf (or ring) buffers; reading them is `ingest`'s job.
-pub mod events;
 mod host;
+
+use l7tap_abi::events;
 
 use aya::maps::perf::PerfEventArrayBuffer;
 use aya::maps::{MapData, PerCpuArray, PerfEventArray, RingBuf};

@@ -15,6 +15,7 @@ pub mod clickhouse;
 pub mod debug;
 pub mod fixture;
 mod record;
+pub mod registry;
 pub mod stream;
 pub mod zookeeper;
 

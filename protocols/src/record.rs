@@ -5,29 +5,10 @@
 //! span of the [`TextArena`] of the [`Records`] batch they were appended to. A parser in
 //! steady state therefore allocates nothing per request, and the sink copies each text once,
 //! from the arena into its Arrow column.
-use std::fmt;
 use std::sync::Arc;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    ClickHouse,
-    ZooKeeper,
-}
-
-impl Protocol {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Protocol::ClickHouse => "clickhouse",
-            Protocol::ZooKeeper => "zookeeper",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// The protocol of a record: the one enum, generated from the kernel ABI's protocol list.
+pub use l7tap_abi::Protocol;
 
 /// How a request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -11,9 +11,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use l7tap_abi::events::{self, ConnId, Event, Flow, Role};
 use l7tap_ingest::recording::RecordingReader;
 use l7tap_ingest::Tag;
-use l7tap_probes::events::{self, ConnId, Event, Flow, Role};
 use l7tap_protocols::Direction;
 
 pub fn dump(file: &Path, out: &Path) -> Result<()> {

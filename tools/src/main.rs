@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use l7tap_protocols::Protocol;
 
 #[derive(Parser)]
 #[command(
@@ -105,9 +106,9 @@ pub struct CommonArgs {
     /// Query text / ZooKeeper path bytes kept per record.
     #[arg(long, default_value_t = 4096)]
     max_query_bytes: usize,
-    /// Protocols to keep (default: both).
-    #[arg(long, value_delimiter = ',', value_enum)]
-    protocols: Vec<ProtocolArg>,
+    /// Protocols to keep (default: every one l7tap knows).
+    #[arg(long, value_delimiter = ',', value_parser = protocol_arg())]
+    protocols: Vec<Protocol>,
     /// Keep only connections of these process ids.
     #[arg(long = "pid", value_delimiter = ',')]
     pids: Vec<u32>,
@@ -138,24 +139,21 @@ pub struct CommonArgs {
     roll_age: Duration,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum ProtocolArg {
-    Clickhouse,
-    Zookeeper,
+/// `--protocols` takes the registry's protocol names.
+fn protocol_arg() -> impl clap::builder::TypedValueParser<Value = Protocol> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Protocol::NAMES).map(|name| {
+        Protocol::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .expect("a possible value is a protocol name")
+    })
 }
 
 impl CommonArgs {
     pub fn filter(&self) -> l7tap_actors::ConnFilter {
-        use l7tap_probes::events::WireProtocol;
         l7tap_actors::ConnFilter {
-            protocols: self
-                .protocols
-                .iter()
-                .map(|p| match p {
-                    ProtocolArg::Clickhouse => WireProtocol::ClickHouse,
-                    ProtocolArg::Zookeeper => WireProtocol::ZooKeeper,
-                })
-                .collect(),
+            protocols: self.protocols.clone(),
             pids: self.pids.clone(),
             comms: self.comms.clone(),
             cgroups: self.cgroups.clone(),

@@ -1,5 +1,6 @@
 //! Wires the stages together: kernel buffers (or a recording) → router → actor rings →
 //! actors → output thread (Parquet); prints progress and the summary.
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use l7tap_ingest::recording::{RecordingHeader, RecordingReader, RecordingWriter}
 use l7tap_ingest::ring::{frame_ring, FrameProducer};
 use l7tap_ingest::{Router, RouterStats, Tag};
 use l7tap_probes::{KernelCounters, ProbeConfig, Probes, Transport};
+use l7tap_protocols::Protocol;
 use l7tap_sinks::{AggregatorConfig, CaptureStatsRow};
 
 use crate::output::{self, OutputConfig, OutputReport};
@@ -236,12 +238,15 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
         router.record_only(Tag::KernelCounters, &snap.encode())?;
         let lost: u64 = snap.per_cpu.iter().map(|c| c.events_failed).sum();
         let events = stats.events.load(Relaxed);
+        let mut connections = String::new();
+        for protocol in Protocol::ALL {
+            let opened = stats.opened[protocol.index()].load(Relaxed);
+            let _ = write!(connections, " {} {opened}", protocol.name());
+        }
         progress.update(format!(
-            "{:>5.0}s  {:>8} events/s  connections: clickhouse {} zookeeper {}  lost {} (loader saw {})  ring drops {}",
+            "{:>5.0}s  {:>8} events/s  connections:{connections}  lost {} (loader saw {})  ring drops {}",
             started.elapsed().as_secs_f64(),
             events - last_events,
-            stats.opened_clickhouse.load(Relaxed),
-            stats.opened_zookeeper.load(Relaxed),
             lost,
             rs.loader_lost,
             snap.ring_drops,

@@ -1,8 +1,8 @@
 /* The one definition of what the kernel probes send to user space.
  *
- * Included by the BPF program (with vmlinux.h types) and by build.rs's layout dump (with
- * <linux/types.h>); the Rust mirror in probes/src/events.rs is checked against the dump at
- * compile time, so a change here that is not made there fails the build.
+ * Included by the BPF programs (with vmlinux.h types) and by abi/build.rs's layout dump (with
+ * <linux/types.h>), which prints the offsets, constants and the protocol enum that
+ * abi/src/events.rs reads: a change here reaches Rust through the build, never by hand.
  */
 #ifndef L7TAP_EVENTS_H
 #define L7TAP_EVENTS_H
@@ -28,11 +28,37 @@ enum l7_event_kind {
 	L7_EVENT_CLOSE = 3, /* the connection's fd was closed or its TCP socket reached CLOSE */
 };
 
+/* The protocols l7tap watches: the one list. Each line registers a protocol for the kernel
+ * programs and, through the generated Rust enum `Protocol` (abi/build.rs), for user space:
+ *
+ *   X(C_NAME, wire id, RustVariant, "name", "family", "interface", capture bytes, tail bytes)
+ *
+ * - wire id: the value of L7_PROTO_<C_NAME> in events (never reused; 0 means unknown);
+ * - name: the protocol's own name (command line, counters, recordings);
+ * - family and interface: what `requests` and `intervals` show, so that one server's
+ *   queries group together whatever interface carried them;
+ * - capture bytes: default payload bytes captured per syscall segment;
+ * - tail bytes: default last bytes of a cut syscall sent as a tail event (0: none).
+ *
+ * Adding a line is a compile error in every place that must handle the new protocol (the
+ * kernel's classifier dispatch, the parser factory, the sink's detail columns); see
+ * ARCHITECTURE.md, "Adding a protocol". */
+#define L7_PROTOCOLS(X)                                                                   \
+	X(CLICKHOUSE, 1, ClickHouse, "clickhouse", "clickhouse", "native", 16384, 8192)    \
+	X(ZOOKEEPER, 2, ZooKeeper, "zookeeper", "zookeeper", "native", 65536, 0)
+
+#define L7_PROTO_ENUM_ENTRY(c_name, id, ...) L7_PROTO_##c_name = id,
 enum l7_protocol {
 	L7_PROTO_UNKNOWN = 0,
-	L7_PROTO_CLICKHOUSE = 1,
-	L7_PROTO_ZOOKEEPER = 2,
+	L7_PROTOCOLS(L7_PROTO_ENUM_ENTRY)
 };
+#undef L7_PROTO_ENUM_ENTRY
+/* Wire ids are dense (1..L7_PROTO_COUNT; the layout dump checks it), so an array of
+ * L7_PROTO_LIMIT entries can be indexed by any wire id. */
+#define L7_PROTO_COUNT_ENTRY(...) +1
+enum { L7_PROTO_COUNT = 0 L7_PROTOCOLS(L7_PROTO_COUNT_ENTRY) };
+#undef L7_PROTO_COUNT_ENTRY
+#define L7_PROTO_LIMIT (L7_PROTO_COUNT + 1)
 
 enum l7_role {
 	L7_ROLE_UNKNOWN = 0,

@@ -1,11 +1,12 @@
 //! Decoding of the events the kernel probes send, from their raw bytes.
 //!
-//! Field offsets come from `bpf/l7tap_events.h` through the generated `layout` module (see
+//! Field offsets come from `c/l7tap_events.h` through the generated `layout` module (see
 //! build.rs): the C header is the only definition of the layout. Decoding reads fields at
 //! those offsets, so no `repr(C)` mirror exists to drift and no unsafe cast is needed.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// Constants generated from the C header.
+/// Constants and the [`Protocol`] enum generated from the C header.
+#[allow(clippy::all)]
 pub mod layout {
     include!(concat!(env!("OUT_DIR"), "/layout.rs"));
 }
@@ -18,12 +19,7 @@ pub struct ConnId {
     pub start_ns: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum WireProtocol {
-    Unknown,
-    ClickHouse,
-    ZooKeeper,
-}
+pub use layout::Protocol;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -54,7 +50,9 @@ pub struct Header {
     pub ts_ns: u64,
     pub conn: ConnId,
     pub tid: u32,
-    pub protocol: WireProtocol,
+    /// The classified protocol; none when the event names a wire id this build does not
+    /// know (an unclassified connection's close, or a recording from a newer build).
+    pub protocol: Option<Protocol>,
     pub role: Role,
     pub flow: Flow,
 }
@@ -166,11 +164,7 @@ pub fn peek_header(b: &[u8]) -> Result<Header, EventError> {
             start_ns: u64_at(b, HDR_CONN_START_NS),
         },
         tid: u32_at(b, HDR_TID),
-        protocol: match b[HDR_PROTOCOL] as u32 {
-            PROTO_CLICKHOUSE => WireProtocol::ClickHouse,
-            PROTO_ZOOKEEPER => WireProtocol::ZooKeeper,
-            _ => WireProtocol::Unknown,
-        },
+        protocol: Protocol::from_wire_id(b[HDR_PROTOCOL]),
         role: match b[HDR_ROLE] as u32 {
             ROLE_CLIENT => Role::Client,
             ROLE_SERVER => Role::Server,
@@ -261,11 +255,7 @@ pub mod build {
         buf[HDR_CONN_FD..HDR_CONN_FD + 4].copy_from_slice(&h.conn.fd.to_ne_bytes());
         buf[HDR_TID..HDR_TID + 4].copy_from_slice(&h.tid.to_ne_bytes());
         buf[HDR_KIND] = kind as u8;
-        buf[HDR_PROTOCOL] = match h.protocol {
-            WireProtocol::ClickHouse => PROTO_CLICKHOUSE as u8,
-            WireProtocol::ZooKeeper => PROTO_ZOOKEEPER as u8,
-            WireProtocol::Unknown => 0,
-        };
+        buf[HDR_PROTOCOL] = h.protocol.map_or(0, Protocol::wire_id);
         buf[HDR_ROLE] = match h.role {
             Role::Client => ROLE_CLIENT as u8,
             Role::Server => ROLE_SERVER as u8,
@@ -338,7 +328,7 @@ mod tests {
                 start_ns: 5,
             },
             tid: 8,
-            protocol: WireProtocol::ZooKeeper,
+            protocol: Some(Protocol::ZooKeeper),
             role: Role::Server,
             flow: Flow::Ingress,
         }
