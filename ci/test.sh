@@ -7,6 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash ci/install-deps.sh
+# Habits, enforced: formatting, and clippy's warnings (the workspace's [lints] included, e.g.
+# a `// SAFETY:` line on every unsafe block) as errors.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 cargo build --release --workspace --bins
 # Unit tests, parser fixture tests and the live tests (feature live-tests of the binary).
 cargo test --release --workspace --no-fail-fast --features l7tap/live-tests

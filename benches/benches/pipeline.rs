@@ -15,7 +15,7 @@
 //!   parsers, aggregation and sink left out (the actor only counts frames).
 //!
 //! Each figure is the best of the rounds (least disturbed by other processes).
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,7 @@ fn replay(bin: &PathBuf, recording: &PathBuf, out: &PathBuf, frames_only: bool) 
     usage
 }
 
-fn read_frames(recording: &PathBuf) -> Duration {
+fn read_frames(recording: &Path) -> Duration {
     let started = Instant::now();
     let mut reader = RecordingReader::open(recording).expect("recording");
     let mut body = Vec::with_capacity(1 << 16);

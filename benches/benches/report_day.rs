@@ -99,7 +99,7 @@ fn request(
         "multi",
     ];
     let start_ns = BASE_MONOTONIC_NS + i * (DAY_NS / ROWS);
-    let error = rng.next_u64() % 100 == 0;
+    let error = rng.next_u64().is_multiple_of(100);
     let status = if error { Status::Error } else { Status::Ok };
     let zookeeper_request = rng.next_u64() % 10 < 7;
     let (conn, protocol, operation, duration_ns, query, details, error_code, error_name) =
@@ -127,7 +127,7 @@ fn request(
             )
         } else {
             let conn = clickhouse[(rng.next_u64() % clickhouse.len() as u64) as usize].clone();
-            let insert = rng.next_u64() % 5 == 0;
+            let insert = rng.next_u64().is_multiple_of(5);
             let (operation, query) = if insert {
                 (
                     "INSERT",
@@ -146,7 +146,7 @@ fn request(
                 ),
                 )
             };
-            let duration_ns = if rng.next_u64() % 50 == 0 {
+            let duration_ns = if rng.next_u64().is_multiple_of(50) {
                 200_000_000 + rng.next_u64() % 5_000_000
             } else {
                 rng.log_uniform(1_000_000, 1_000_000_000)

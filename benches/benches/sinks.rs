@@ -83,7 +83,7 @@ fn workload(rows: usize) -> CapturedBatch {
         let conn = conns[(rng.next_u64() % conns.len() as u64) as usize].clone();
         let start_ns = BASE_MONOTONIC_NS + i as u64 * 10_000;
         let duration_ns = 50_000 + (rng.next_u64() % 1_000) * (rng.next_u64() % 5_000);
-        let status = if rng.next_u64() % 100 == 0 {
+        let status = if rng.next_u64().is_multiple_of(100) {
             Status::Error
         } else {
             Status::Ok
