@@ -2,16 +2,19 @@
 //! column builders.
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int32Builder, Int64Builder, TimestampMicrosecondBuilder};
+use arrow::array::{
+    ArrayRef, Int32Builder, Int64Builder, MapBuilder, MapFieldNames, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
 
-use crate::schema::Table;
+use crate::schema::{Table, MAP_FIELD_NAMES};
 use crate::table::TableColumns;
 use crate::time::NANOS_PER_MICRO;
 
 /// Capture counters for one window (and one CPU, or the whole machine). Counters are the amounts
 /// during the window, not running totals; `connections` is whatever the capture path reports
 /// (the number tracked at the window's end).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CaptureStatsRow {
     /// Window start, Unix time in ns.
     pub window_start_unix_ns: i64,
@@ -26,6 +29,8 @@ pub struct CaptureStatsRow {
     pub parse_errors: u64,
     pub resyncs: u64,
     pub connections: u64,
+    /// Named counters beyond the fixed fields (the `counters` column), in the order added.
+    pub counters: Vec<(&'static str, u64)>,
 }
 
 /// Column builders of the `capture_stats` table, in schema order.
@@ -41,6 +46,7 @@ pub struct CaptureStatsColumns {
     resyncs: Int64Builder,
     connections: Int64Builder,
     window_ns: Int64Builder,
+    counters: MapBuilder<StringBuilder, Int64Builder>,
 }
 
 impl Default for CaptureStatsColumns {
@@ -57,8 +63,19 @@ impl Default for CaptureStatsColumns {
             resyncs: Int64Builder::new(),
             connections: Int64Builder::new(),
             window_ns: Int64Builder::new(),
+            counters: counters_builder(),
         }
     }
+}
+
+fn counters_builder() -> MapBuilder<StringBuilder, Int64Builder> {
+    let (entry, key, value) = MAP_FIELD_NAMES;
+    let names = MapFieldNames {
+        entry: entry.into(),
+        key: key.into(),
+        value: value.into(),
+    };
+    MapBuilder::new(Some(names), StringBuilder::new(), Int64Builder::new())
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -83,6 +100,13 @@ impl CaptureStatsColumns {
         self.resyncs.append_value(to_i64(row.resyncs));
         self.connections.append_value(to_i64(row.connections));
         self.window_ns.append_value(to_i64(row.window_ns));
+        for &(name, value) in &row.counters {
+            self.counters.keys().append_value(name);
+            self.counters.values().append_value(to_i64(value));
+        }
+        self.counters
+            .append(true)
+            .expect("keys and values were appended in pairs");
     }
 }
 
@@ -110,6 +134,7 @@ impl TableColumns for CaptureStatsColumns {
             Arc::new(f.resyncs.finish()),
             Arc::new(f.connections.finish()),
             Arc::new(f.window_ns.finish()),
+            Arc::new(f.counters.finish()),
         ]
     }
 }

@@ -118,8 +118,18 @@ pub struct RequestColumns {
     result_rows: Int64Builder,
     zk_watch: BooleanBuilder,
     zk_multi_ops: ListBuilder<StringBuilder>,
+    interface: StringBuilder,
     zk_event_type: Int32Builder,
     zk_keeper_state: Int32Builder,
+}
+
+/// Whether a protocol's `query` text is SQL, which `--redact` rewrites (a ZooKeeper path is
+/// not: it holds no literals).
+fn query_is_sql(protocol: Protocol) -> bool {
+    match protocol {
+        Protocol::ClickHouse => true,
+        Protocol::ZooKeeper => false,
+    }
 }
 
 fn strings(rows: usize, bytes_per_row: usize) -> StringBuilder {
@@ -190,6 +200,7 @@ impl RequestColumns {
             zk_multi_ops: ListBuilder::with_capacity(StringBuilder::new(), n),
             zk_event_type: Int32Builder::with_capacity(n),
             zk_keeper_state: Int32Builder::with_capacity(n),
+            interface: strings(n, 6),
         }
     }
 
@@ -247,7 +258,8 @@ impl RequestColumns {
         self.duration_ns.append_value(saturating_i64(
             record.end_ns.saturating_sub(record.start_ns),
         ));
-        self.protocol.append_value(record.protocol.name());
+        self.protocol.append_value(record.protocol.family());
+        self.interface.append_value(record.protocol.interface());
         self.side.append_value(conn.side.name());
         self.pid.append_value(conn.pid as i32);
         self.comm.append_value(&conn.comm);
@@ -258,7 +270,7 @@ impl RequestColumns {
         self.error_code.append_option(record.error_code);
         self.error_name.append_option(record.error_name);
         match request.query() {
-            Some(query) if self.redact_queries && record.protocol == Protocol::ClickHouse => {
+            Some(query) if self.redact_queries && query_is_sql(record.protocol) => {
                 redact_query_into(query, &mut self.redacted_query);
                 self.query.append_value(&self.redacted_query);
             }
@@ -390,6 +402,7 @@ impl TableColumns for RequestColumns {
             Arc::new(f.zk_multi_ops.finish()),
             Arc::new(f.zk_event_type.finish()),
             Arc::new(f.zk_keeper_state.finish()),
+            Arc::new(f.interface.finish()),
         ]
     }
 }

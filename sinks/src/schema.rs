@@ -32,7 +32,12 @@ pub enum ColumnType {
     ListOfUtf8,
     /// `list<list<int64>>`.
     ListOfListOfInt64,
+    /// `map<utf8, int64>` (Parquet's MAP: repeated `key_value` groups of `key`, `value`).
+    MapOfUtf8ToInt64,
 }
+
+/// Field names of a [`ColumnType::MapOfUtf8ToInt64`] column, as Parquet's MAP spells them.
+pub const MAP_FIELD_NAMES: (&str, &str, &str) = ("key_value", "key", "value");
 
 impl ColumnType {
     pub fn data_type(self) -> DataType {
@@ -52,6 +57,17 @@ impl ColumnType {
                 DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))),
                 true,
             ))),
+            ColumnType::MapOfUtf8ToInt64 => {
+                let (entries, key, value) = MAP_FIELD_NAMES;
+                let entry = DataType::Struct(
+                    vec![
+                        Field::new(key, DataType::Utf8, false),
+                        Field::new(value, DataType::Int64, true),
+                    ]
+                    .into(),
+                );
+                DataType::Map(Arc::new(Field::new(entries, entry, false)), false)
+            }
         }
     }
 
@@ -66,6 +82,7 @@ impl ColumnType {
             ColumnType::Binary => "binary",
             ColumnType::ListOfUtf8 => "list<string>",
             ColumnType::ListOfListOfInt64 => "list<list<int64>>",
+            ColumnType::MapOfUtf8ToInt64 => "map<string, int64>",
         }
     }
 }
@@ -110,7 +127,8 @@ pub const REQUESTS_COLUMNS: &[ColumnSpec] = &[
         "Request start: kernel time of the syscall that carried the request's first byte (UTC, µs)."),
     column("duration_ns", Int64, REQUIRED, PLAIN,
         "From the request's first byte to the answer's last byte (ClickHouse: EndOfStream or Exception), ns. 0 when no answer was seen."),
-    column("protocol", Utf8, REQUIRED, DICT, "`clickhouse` or `zookeeper`."),
+    column("protocol", Utf8, REQUIRED, DICT,
+        "`clickhouse` or `zookeeper`: the server's protocol family, whatever the interface (see `interface`)."),
     column("side", Utf8, REQUIRED, DICT,
         "`client`: the observed process connected; `server`: it accepted the connection."),
     column("pid", Int32, REQUIRED, PLAIN, "Process id of the observed process."),
@@ -152,6 +170,8 @@ pub const REQUESTS_COLUMNS: &[ColumnSpec] = &[
         "ZooKeeper `multi`: the sub-operations' names in order; null otherwise."),
     column("zk_event_type", Int32, NULLABLE, PLAIN, "ZooKeeper watch notification: event type; null otherwise."),
     column("zk_keeper_state", Int32, NULLABLE, PLAIN, "ZooKeeper watch notification: keeper state; null otherwise."),
+    column("interface", Utf8, REQUIRED, DICT,
+        "How the request reached the server: `native` (the protocol's own TCP framing) or `http` (ClickHouse's HTTP interface)."),
 ];
 
 /// Columns of the `intervals` table: one row per window and key.
@@ -248,6 +268,13 @@ pub const CAPTURE_STATS_COLUMNS: &[ColumnSpec] = &[
         "Connections tracked (as reported by the capture path).",
     ),
     column("window_ns", Int64, REQUIRED, DICT, "Window length, ns."),
+    column(
+        "counters",
+        MapOfUtf8ToInt64,
+        REQUIRED,
+        PLAIN,
+        "Named counters of the window beyond the columns above (e.g. `kernel.classify_checks`, `kernel.classified`, `kernel.ignored`, `kernel.bytes_failed` per CPU): new counters are new keys, not new columns. A counter absent from a row was 0 or not measured.",
+    ),
 ];
 
 /// The three tables.

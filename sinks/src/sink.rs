@@ -265,11 +265,11 @@ impl ParquetSink {
         }
     }
 
-    /// Buffers every row of `batch`: its ZooKeeper rows, then its ClickHouse rows, each in
+    /// Buffers every row of `batch`, protocol by protocol ([`Protocol::ALL`]), each in
     /// order. Grouping by protocol gives each protocol's columns (null for the other one)
     /// long runs, which the Parquet level, dictionary and zstd encoders handle in bulk.
     pub fn push_batch(&mut self, batch: &CapturedBatch) {
-        for protocol in [Protocol::ZooKeeper, Protocol::ClickHouse] {
+        for protocol in Protocol::ALL {
             for request in batch.iter() {
                 if request.record.protocol == protocol {
                     self.push_request(&request);

@@ -23,6 +23,7 @@ S = pa.string()
 I32 = pa.int32()
 I64 = pa.int64()
 B = pa.bool_()
+COUNTERS = pa.map_(S, I64)
 
 EXPECTED = {
     "requests": [
@@ -35,7 +36,7 @@ EXPECTED = {
         ("error_message", S), ("query_truncated", B), ("cgroup_id", I64),
         ("client_version", S), ("rows_written", I64), ("bytes_written", I64),
         ("result_rows", I64), ("zk_watch", B), ("zk_multi_ops", pa.list_(S)),
-        ("zk_event_type", I32), ("zk_keeper_state", I32),
+        ("zk_event_type", I32), ("zk_keeper_state", I32), ("interface", S),
     ],
     "intervals": [
         ("window_start", TS), ("window_ns", I64), ("protocol", S), ("side", S),
@@ -48,13 +49,14 @@ EXPECTED = {
     "capture_stats": [
         ("window_start", TS), ("cpu", I32), ("events", I64), ("bytes", I64),
         ("lost_samples", I64), ("ring_drops", I64), ("parse_errors", I64), ("resyncs", I64),
-        ("connections", I64), ("window_ns", I64),
+        ("connections", I64), ("window_ns", I64), ("counters", COUNTERS),
     ],
 }
 
 DUCKDB_TYPES = {
     TS: "TIMESTAMP WITH TIME ZONE", S: "VARCHAR", I32: "INTEGER", I64: "BIGINT", B: "BOOLEAN",
     pa.binary(): "BLOB", pa.list_(S): "VARCHAR[]", pa.list_(pa.list_(I64)): "BIGINT[][]",
+    COUNTERS: "MAP(VARCHAR, BIGINT)",
 }
 
 passed = 0

@@ -5,7 +5,8 @@ mod common;
 use std::net::SocketAddr;
 
 use arrow::array::{
-    Array, BinaryArray, BooleanArray, Int32Array, ListArray, TimestampMicrosecondArray,
+    Array, BinaryArray, BooleanArray, Int32Array, Int64Array, ListArray, MapArray, StringArray,
+    TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, TimeUnit};
 use common::*;
@@ -372,6 +373,14 @@ fn intervals_round_trip_with_histogram_heatmap_and_metadata() {
     }
     let window_start: &TimestampMicrosecondArray = column(&batch, "window_start");
     assert_eq!(window_start.value(0), BASE_UNIX_NS / 1000);
+    let counters: &MapArray = column(&batch, "counters");
+    for row in 0..3 {
+        let entries = counters.value(row);
+        let keys: &StringArray = entries.column(0).as_any().downcast_ref().unwrap();
+        let values: &Int64Array = entries.column(1).as_any().downcast_ref().unwrap();
+        let pairs: Vec<(&str, i64)> = keys.iter().flatten().zip(values.iter().flatten()).collect();
+        assert_eq!(pairs, [("kernel.classified", 6), ("kernel.ignored", 7)]);
+    }
     assert_eq!(int64s(&batch, "window_ns")[0], Some(10_000_000_000));
     assert_eq!(
         strings(&batch, "client_addr")[0].as_deref(),
@@ -482,6 +491,7 @@ fn capture_stats_round_trip() {
             parse_errors: 3,
             resyncs: 4,
             connections: 5,
+            counters: vec![("kernel.classified", 6), ("kernel.ignored", 7)],
         });
     }
     sink.finish().unwrap();
@@ -518,6 +528,14 @@ fn capture_stats_round_trip() {
     assert_eq!(int64s(&batch, "connections")[0], Some(5));
     let window_start: &TimestampMicrosecondArray = column(&batch, "window_start");
     assert_eq!(window_start.value(0), BASE_UNIX_NS / 1000);
+    let counters: &MapArray = column(&batch, "counters");
+    for row in 0..3 {
+        let entries = counters.value(row);
+        let keys: &StringArray = entries.column(0).as_any().downcast_ref().unwrap();
+        let values: &Int64Array = entries.column(1).as_any().downcast_ref().unwrap();
+        let pairs: Vec<(&str, i64)> = keys.iter().flatten().zip(values.iter().flatten()).collect();
+        assert_eq!(pairs, [("kernel.classified", 6), ("kernel.ignored", 7)]);
+    }
 }
 
 #[test]

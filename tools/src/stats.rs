@@ -107,6 +107,18 @@ impl KernelWindows {
             row.events += c.events_emitted.saturating_sub(p.events_emitted);
             row.bytes += c.bytes_emitted.saturating_sub(p.bytes_emitted);
             row.lost_samples += c.events_failed.saturating_sub(p.events_failed);
+            for (name, now, before) in [
+                ("kernel.bytes_failed", c.bytes_failed, p.bytes_failed),
+                (
+                    "kernel.classify_checks",
+                    c.classify_checks,
+                    p.classify_checks,
+                ),
+                ("kernel.classified", c.classified, p.classified),
+                ("kernel.ignored", c.ignored, p.ignored),
+            ] {
+                add_counter(&mut row.counters, name, now.saturating_sub(before));
+            }
         }
         self.previous = Some(snap);
         done
@@ -131,6 +143,14 @@ impl KernelWindows {
             }
         };
         &mut self.rows[i]
+    }
+}
+
+/// Adds `value` to the named counter of a `capture_stats` row.
+fn add_counter(counters: &mut Vec<(&'static str, u64)>, name: &'static str, value: u64) {
+    match counters.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, total)) => *total += value,
+        None => counters.push((name, value)),
     }
 }
 
@@ -175,5 +195,28 @@ mod tests {
         let rest = w.finish();
         assert_eq!(rest.iter().find(|r| r.cpu == Some(1)).unwrap().events, 4);
         assert_eq!(rest[0].window_start_unix_ns, 10);
+    }
+
+    #[test]
+    fn kernel_counters_without_a_column_land_in_the_counters_map() {
+        let mut w = KernelWindows::new(10, 0);
+        let mut first = snap(1, 0, [0, 0], [0, 0]);
+        first.per_cpu[1].classified = 2;
+        let mut second = snap(6, 0, [0, 0], [0, 0]);
+        second.per_cpu[1].classified = 5;
+        second.per_cpu[1].classify_checks = 9;
+        w.observe(first);
+        w.observe(second);
+        let rows = w.finish();
+        let cpu1 = rows.iter().find(|r| r.cpu == Some(1)).unwrap();
+        let get = |name| {
+            cpu1.counters
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(get("kernel.classified"), Some(5));
+        assert_eq!(get("kernel.classify_checks"), Some(9));
+        assert_eq!(get("kernel.ignored"), Some(0));
     }
 }
