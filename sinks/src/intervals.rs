@@ -56,6 +56,7 @@ pub struct IntervalColumns {
     window_start: TimestampMicrosecondBuilder,
     window_ns: Int64Builder,
     protocol: StringBuilder,
+    interface: StringBuilder,
     side: StringBuilder,
     client_addr: StringBuilder,
     comm: StringBuilder,
@@ -95,6 +96,7 @@ impl IntervalColumns {
             window_start: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
             window_ns: Int64Builder::new(),
             protocol: StringBuilder::new(),
+            interface: StringBuilder::new(),
             side: StringBuilder::new(),
             client_addr: StringBuilder::new(),
             comm: StringBuilder::new(),
@@ -128,7 +130,8 @@ impl IntervalColumns {
         let key = &row.key;
         self.window_start.append_value(Self::ts_micros(row));
         self.window_ns.append_value(to_i64(row.window_ns));
-        self.protocol.append_value(key.protocol.name());
+        self.protocol.append_value(key.protocol.family());
+        self.interface.append_value(key.protocol.interface());
         self.side.append_value(key.side.name());
         let _ = write!(self.client_addr, "{}", key.client_ip);
         self.client_addr.append_value("");
@@ -204,6 +207,7 @@ impl TableColumns for IntervalColumns {
             Arc::new(f.hdr.finish()),
             Arc::new(f.heatmap_counts.finish()),
             Arc::new(f.heatmap_sub_window_ns.finish()),
+            Arc::new(f.interface.finish()),
         ]
     }
 }

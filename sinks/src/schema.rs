@@ -179,7 +179,7 @@ pub const INTERVALS_COLUMNS: &[ColumnSpec] = &[
     column("window_start", TimestampMicrosUtc, REQUIRED, PLAIN,
         "Window start (UTC, µs), a multiple of `window_ns` since the Unix epoch. A request belongs to the window containing its end."),
     column("window_ns", Int64, REQUIRED, DICT, "Window length, ns (default 10 s)."),
-    column("protocol", Utf8, REQUIRED, DICT, "`clickhouse` or `zookeeper`."),
+    column("protocol", Utf8, REQUIRED, DICT, "`clickhouse` or `zookeeper`, as in `requests` (with `interface`, part of the key)."),
     column("side", Utf8, REQUIRED, DICT, "`client` or `server`, as in `requests`."),
     column("client_addr", Utf8, REQUIRED, DICT, "Client IP, without the port."),
     column("comm", Utf8, REQUIRED, DICT, "Command name of the observed process."),
@@ -200,6 +200,7 @@ pub const INTERVALS_COLUMNS: &[ColumnSpec] = &[
     column("heatmap_counts", ListOfListOfInt64, REQUIRED, PLAIN,
         "One list per heatmap sub-window (window_ns / heatmap_sub_window_ns of them, in time order), each holding one count per latency bucket (bounds in the file metadata `l7tap.heatmap.bucket_upper_bounds_ns`; the last bucket is above 1 h)."),
     column("heatmap_sub_window_ns", Int64, REQUIRED, DICT, "Length of one heatmap sub-window, ns (default 1 s)."),
+    column("interface", Utf8, REQUIRED, DICT, "`native` or `http`, as in `requests`: part of the key."),
 ];
 
 /// Columns of the `capture_stats` table: capture counters per window (and CPU).

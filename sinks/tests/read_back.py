@@ -44,7 +44,7 @@ EXPECTED = {
         ("count", I64), ("errors", I64), ("sum_ns", I64), ("min_ns", I64), ("max_ns", I64),
         ("p50_ns", I64), ("p90_ns", I64), ("p99_ns", I64), ("p999_ns", I64),
         ("hdr", pa.binary()), ("heatmap_counts", pa.list_(pa.list_(I64))),
-        ("heatmap_sub_window_ns", I64),
+        ("heatmap_sub_window_ns", I64), ("interface", S),
     ],
     "capture_stats": [
         ("window_start", TS), ("cpu", I32), ("events", I64), ("bytes", I64),
