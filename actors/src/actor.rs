@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use l7tap_aggregate::{Aggregator, AggregatorConfig, IntervalRow};
 use l7tap_ingest::ring::FrameConsumer;
 use l7tap_ingest::Tag;
 use l7tap_probes::events::{self, ConnId, Event, Flow, Header, Role, WireProtocol};
 use l7tap_protocols::{CapturedBatch, ConnectionInfo, Direction, Protocol, Side, Status};
-use l7tap_sinks::{Aggregator, AggregatorConfig, IntervalRow};
 
 use crate::conn::ConnParser;
 use crate::filter::ConnFilter;
