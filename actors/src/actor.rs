@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use l7tap_abi::events::{self, ConnId, Event, Flow, Header, Role};
+use l7tap_aggregate::{Aggregator, AggregatorConfig, IntervalRow};
 use l7tap_ingest::ring::FrameConsumer;
 use l7tap_ingest::Tag;
 use l7tap_protocols::registry::{self, ConnectionParser, ParserLimits};
 use l7tap_protocols::{CapturedBatch, ConnectionInfo, Direction, Protocol, Side, Status};
-use l7tap_sinks::{Aggregator, AggregatorConfig, IntervalRow};
 
 use crate::filter::ConnFilter;
 use crate::pool::{BatchPool, BATCH};

@@ -23,14 +23,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use l7tap_aggregate::{merge_interval_rows, Aggregator, AggregatorConfig};
 use l7tap_benches::rng::Rng;
 use l7tap_protocols::{
     CapturedBatch, ClickHouseDetails, ConnectionInfo, Details, Protocol, QueryKind, RequestRecord,
     Side, Status, ZooKeeperDetails,
 };
-use l7tap_sinks::{
-    merge_interval_rows, Aggregator, AggregatorConfig, CaptureStatsRow, ParquetSink, SinkConfig,
-};
+use l7tap_sinks::{CaptureStatsRow, ParquetSink, SinkConfig};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 /// 2024-06-01T00:00:00Z in Unix ns, and the CLOCK_MONOTONIC value that stands for it.

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use l7tap_aggregate::{Aggregator, AggregatorConfig};
 use l7tap_benches::rng::Rng;
 use l7tap_protocols::{
     CapturedBatch, CapturedRequest, ClickHouseDetails, ConnectionInfo, Details, Protocol,
@@ -30,7 +31,7 @@ use l7tap_protocols::{
 };
 use l7tap_sinks::requests::RequestColumns;
 use l7tap_sinks::table::TableColumns;
-use l7tap_sinks::{Aggregator, AggregatorConfig, ParquetSink, SinkConfig};
+use l7tap_sinks::{ParquetSink, SinkConfig};
 
 const ROWS: usize = 200_000;
 /// 2024-06-01T10:00:00Z.

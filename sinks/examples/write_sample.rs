@@ -6,13 +6,12 @@
 //! watch notification) around a UTC hour boundary, their intervals, and capture counters.
 use std::sync::Arc;
 
+use l7tap_aggregate::{merge_interval_rows, Aggregator, AggregatorConfig};
 use l7tap_protocols::{
     CapturedBatch, ClickHouseDetails, ConnectionInfo, Details, Protocol, QueryKind, RequestRecord,
     Side, Status, ZooKeeperDetails,
 };
-use l7tap_sinks::{
-    merge_interval_rows, Aggregator, AggregatorConfig, CaptureStatsRow, ParquetSink, SinkConfig,
-};
+use l7tap_sinks::{CaptureStatsRow, ParquetSink, SinkConfig};
 
 /// 2024-06-01T10:59:30Z.
 const BASE_UNIX_NS: i64 = 1_717_239_570_000_000_000;

@@ -12,11 +12,11 @@ use arrow::array::{
     ArrayRef, BinaryBuilder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use hdrhistogram::serialization::{Serializer, V2Serializer};
-
-use crate::aggregate::{
+use l7tap_aggregate::{
     IntervalRow, HEATMAP_BUCKETS, HEATMAP_BUCKET_UPPER_BOUNDS_NS, HISTOGRAM_HIGHEST_NS,
     HISTOGRAM_LOWEST_DISCERNIBLE_NS, HISTOGRAM_LOWEST_NS, HISTOGRAM_SIGNIFICANT_DIGITS,
 };
+
 use crate::schema::Table;
 use crate::table::TableColumns;
 use crate::time::NANOS_PER_MICRO;

@@ -6,15 +6,16 @@
 //!
 //! - `requests`: one row per ClickHouse query / ZooKeeper request ([`ParquetSink::push_request`]);
 //! - `intervals`: per 10 s window and key, counts, percentiles, the HDR histogram and a per-second
-//!   latency heatmap, computed by an [`Aggregator`] ([`ParquetSink::push_interval`]);
+//!   latency heatmap, computed by an [`l7tap_aggregate::Aggregator`]
+//!   ([`ParquetSink::push_interval`]);
 //! - `capture_stats`: capture counters ([`CaptureStatsRow`], [`ParquetSink::push_capture_stats`]).
 //!
-//! Modules: [`aggregate`] (pure per-interval aggregation), [`sink`] (the writer the capture path
-//! drives), [`schema`] (column definitions and their documentation), [`redact`] (`--redact`),
-//! and the internals: per-table builders, rolling ([`table`]) and crash-safe files ([`mod@file`]).
+//! Modules: [`sink`] (the writer the capture path drives), [`schema`] (column definitions and
+//! their documentation), [`redact`] (`--redact`), and the internals: per-table builders, rolling
+//! ([`table`]) and crash-safe files ([`mod@file`]). The aggregation itself is the
+//! `l7tap-aggregate` crate.
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod aggregate;
 pub mod capture_stats;
 pub mod error;
 pub mod file;
@@ -26,10 +27,6 @@ pub mod sink;
 pub mod table;
 pub mod time;
 
-pub use aggregate::{
-    merge_interval_rows, Aggregator, AggregatorConfig, AggregatorConfigError, IntervalKey,
-    IntervalRow, MergeError, RowDurations,
-};
 pub use capture_stats::CaptureStatsRow;
 pub use error::SinkError;
 pub use file::CommittedFile;

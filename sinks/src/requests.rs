@@ -12,9 +12,9 @@ use arrow::array::{
     ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
+use l7tap_aggregate::canonical_socket_addr;
 use l7tap_protocols::{CapturedRequest, ConnectionInfo, Details, Protocol};
 
-use crate::aggregate::canonical_socket_addr;
 use crate::redact::redact_query_into;
 use crate::schema::Table;
 use crate::table::TableColumns;

@@ -19,9 +19,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use l7tap_aggregate::IntervalRow;
 use l7tap_protocols::{CapturedBatch, CapturedRequest, Protocol};
 
-use crate::aggregate::IntervalRow;
 use crate::capture_stats::{CaptureStatsColumns, CaptureStatsRow};
 use crate::error::SinkError;
 use crate::file::CommittedFile;
@@ -278,7 +278,7 @@ impl ParquetSink {
         }
     }
 
-    /// Buffers one `intervals` row (see [`crate::aggregate::Aggregator::flush_until`]).
+    /// Buffers one `intervals` row (see [`l7tap_aggregate::Aggregator::flush_until`]).
     pub fn push_interval(&mut self, row: &IntervalRow) {
         if self.over_budget {
             self.intervals.drop_row();

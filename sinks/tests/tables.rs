@@ -12,10 +12,12 @@ use arrow::datatypes::{DataType, TimeUnit};
 use common::*;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
+use l7tap_aggregate::{
+    Aggregator, AggregatorConfig, IntervalRow, HEATMAP_BUCKETS, HEATMAP_BUCKET_UPPER_BOUNDS_NS,
+};
 use l7tap_protocols::{Side, Status};
-use l7tap_sinks::aggregate::{HEATMAP_BUCKETS, HEATMAP_BUCKET_UPPER_BOUNDS_NS};
 use l7tap_sinks::schema::DESCRIPTION_KEY;
-use l7tap_sinks::{Aggregator, AggregatorConfig, CaptureStatsRow, ParquetSink, SinkConfig, Table};
+use l7tap_sinks::{CaptureStatsRow, ParquetSink, SinkConfig, Table};
 
 fn sink(out: &TempDir) -> ParquetSink {
     ParquetSink::new(SinkConfig::new(out.path(), "test-host", OFFSET_NS)).unwrap()
@@ -535,7 +537,7 @@ fn sink_and_aggregator_can_move_to_their_threads() {
     fn assert_send<T: Send>() {}
     assert_send::<ParquetSink>();
     assert_send::<Aggregator>();
-    assert_send::<l7tap_sinks::IntervalRow>();
+    assert_send::<IntervalRow>();
 }
 
 #[test]

@@ -18,7 +18,7 @@ use arrow::array::{
 use arrow::datatypes::Int64Type;
 use plotters::prelude::*;
 
-use crate::report::{
+use crate::outdir::{
     for_each_interval, format_time_us, heatmap_counts, ip_of, read_files_in_parallel,
     read_projected, read_rows, server_sides, table_files, IntervalColumns, ReadError, Selection,
     ShownSides,
@@ -36,7 +36,7 @@ pub struct HeatmapArgs {
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
-    pub filters: crate::report::FilterArgs,
+    pub filters: crate::outdir::FilterArgs,
     /// Only this client (IP, or `ip:port` whose port is ignored).
     #[arg(long)]
     pub client: Option<String>,

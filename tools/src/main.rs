@@ -2,6 +2,7 @@
 mod dump;
 mod hdr_sum;
 mod heatmap;
+mod outdir;
 mod output;
 mod pipeline;
 mod report;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 use l7tap_actors::{ActorOutput, BatchPool, WindowStats};
-use l7tap_sinks::{merge_interval_rows, CaptureStatsRow, IntervalRow, ParquetSink, SinkConfig};
+use l7tap_aggregate::{merge_interval_rows, IntervalRow};
+use l7tap_sinks::{CaptureStatsRow, ParquetSink, SinkConfig};
 
 pub struct OutputConfig {
     pub out_dir: PathBuf,

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use crossbeam_channel::Sender;
 use l7tap_actors::{Actor, ActorConfig, BatchPool, Summary};
+use l7tap_aggregate::{Aggregator, AggregatorConfig};
 use l7tap_ingest::reactor::{self, KernelBuffer, ReactorStats};
 use l7tap_ingest::recording::{RecordingHeader, RecordingReader, RecordingWriter};
 use l7tap_ingest::ring::{frame_ring, FrameProducer};
 use l7tap_ingest::{Router, RouterStats, Tag};
 use l7tap_probes::{KernelCounters, ProbeConfig, Probes, Transport};
 use l7tap_protocols::Protocol;
-use l7tap_sinks::{AggregatorConfig, CaptureStatsRow};
+use l7tap_sinks::CaptureStatsRow;
 
 use crate::output::{self, OutputConfig, OutputReport};
 use crate::stats::{CounterSnapshot, KernelWindows};
@@ -62,8 +63,7 @@ fn start_workers(
         monotonic_to_unix_offset_ns: monotonic_to_unix_ns,
     };
     // Validate once here, so a bad --interval is a clear error, not an actor panic.
-    l7tap_sinks::Aggregator::new(aggregation)
-        .context("invalid --interval / --heatmap-resolution")?;
+    Aggregator::new(aggregation).context("invalid --interval / --heatmap-resolution")?;
     // Messages are batches of up to 1024 records or a closed window's rows: 32 of them cover
     // the output thread's longest pause (a Parquet flush) at any rate an actor reaches,
     // without holding tens of MiB of records when it falls behind.

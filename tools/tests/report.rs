@@ -6,12 +6,11 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use l7tap_aggregate::{merge_interval_rows, Aggregator, AggregatorConfig};
 use l7tap_protocols::{
     CapturedBatch, ConnectionInfo, Details, Protocol, RequestRecord, Side, Status, ZooKeeperDetails,
 };
-use l7tap_sinks::{
-    merge_interval_rows, Aggregator, AggregatorConfig, CaptureStatsRow, ParquetSink, SinkConfig,
-};
+use l7tap_sinks::{CaptureStatsRow, ParquetSink, SinkConfig};
 use serde_json::Value;
 
 /// 2024-06-01T10:00:00Z in Unix ns, and the CLOCK_MONOTONIC value that stands for it.

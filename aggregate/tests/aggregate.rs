@@ -1,24 +1,15 @@
-//! The aggregator: window alignment and flushing, keys, late records, clamping, heatmap, merging
-//! per-thread state, and percentiles of the `intervals` table within HDR precision of exact
-//! quantiles computed from the `requests` table's rows.
+//! The aggregator: window alignment and flushing, keys, late records, clamping, heatmap, and
+//! merging per-thread state.
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{BinaryArray, TimestampMicrosecondArray};
 use common::*;
-use hdrhistogram::serialization::Deserializer;
-use hdrhistogram::Histogram;
-use l7tap_protocols::{CapturedBatch, ConnectionInfo, Side, Status};
-use l7tap_sinks::aggregate::{heatmap_bucket, HEATMAP_BUCKETS, HEATMAP_BUCKET_UPPER_BOUNDS_NS};
-use l7tap_sinks::{
-    merge_interval_rows, Aggregator, AggregatorConfig, AggregatorConfigError, IntervalRow,
-    ParquetSink, SinkConfig,
+use l7tap_aggregate::{
+    heatmap_bucket, merge_interval_rows, Aggregator, AggregatorConfig, AggregatorConfigError,
+    IntervalRow, HEATMAP_BUCKETS, HEATMAP_BUCKET_UPPER_BOUNDS_NS,
 };
-
-const SECOND: u64 = 1_000_000_000;
-const WINDOW: u64 = 10 * SECOND;
+use l7tap_protocols::{CapturedBatch, ConnectionInfo, Side, Status};
 
 fn aggregator() -> Aggregator {
     Aggregator::new(AggregatorConfig {
@@ -215,164 +206,6 @@ fn durations_are_clamped_in_the_histogram_and_bucketed_in_the_heatmap() {
     // Percentiles come from the clamped histogram.
     assert!(histogram.equivalent(row.quantile_ns(0.0), 1_000));
     assert!(histogram.equivalent(row.quantile_ns(1.0), 3_600_000_000_000));
-}
-
-/// Requests over three windows, several keys, log-uniform durations from 2 µs to 20 s.
-fn workload(count: usize, seed: u64) -> CapturedBatch {
-    let conns = [
-        conn(
-            Side::Client,
-            "10.0.0.1:1000",
-            "10.0.0.9:2181",
-            "clickhouse-serv",
-        ),
-        conn(
-            Side::Client,
-            "10.0.0.1:1001",
-            "10.0.0.9:2181",
-            "clickhouse-serv",
-        ),
-        conn(
-            Side::Client,
-            "10.0.0.2:1000",
-            "10.0.0.9:2181",
-            "clickhouse-serv",
-        ),
-        conn(
-            Side::Server,
-            "10.0.0.3:5000",
-            "10.0.0.9:9000",
-            "clickhouse-serv",
-        ),
-    ];
-    let operations = ["getData", "exists", "create", "multi"];
-    let mut rng = Rng(seed);
-    (0..count)
-        .map(|_| {
-            let c = &conns[(rng.next_u64() % conns.len() as u64) as usize];
-            let duration = (2_000.0 * 10f64.powf(rng.next_f64() * 7.0)) as u64;
-            // Whole microseconds, so `ts` (µs) + duration gives the end time exactly.
-            let end = 1_000 * (rng.next_u64() % (3 * WINDOW / 1_000)) + 25 * SECOND;
-            let start = (end - duration) / 1_000 * 1_000;
-            let status = if rng.next_u64() % 10 < 1 {
-                Status::Error
-            } else {
-                Status::Ok
-            };
-            if c.side == Side::Server {
-                clickhouse_request(c, start, end - start, "SELECT 1", status)
-            } else {
-                let op = operations[(rng.next_u64() % operations.len() as u64) as usize];
-                zookeeper_request(c, start, end - start, op, "/q", status)
-            }
-        })
-        .collect()
-}
-
-/// `sorted[ceil(q n) - 1]`: the quantile as HdrHistogram defines it.
-fn exact_quantile(sorted: &[u64], quantile: f64) -> u64 {
-    let rank = ((quantile * sorted.len() as f64).ceil() as usize).max(1);
-    sorted[rank - 1]
-}
-
-#[test]
-fn interval_percentiles_are_within_hdr_precision_of_exact_quantiles_of_the_rows() {
-    let out = TempDir::new("quantiles");
-    let mut sink = ParquetSink::new(SinkConfig::new(out.path(), "h", OFFSET_NS)).unwrap();
-    let mut aggregator = aggregator();
-    for request in workload(60_000, 7).iter() {
-        sink.push_request(&request);
-        aggregator.record(&request);
-    }
-    for row in aggregator.flush_until(BASE_UNIX_NS + 60 * SECOND as i64) {
-        sink.push_interval(&row);
-    }
-    sink.finish().unwrap();
-
-    // Exact durations per (window, key) from the requests table.
-    let requests = read_table(out.path(), "requests");
-    let ts: &TimestampMicrosecondArray = column(&requests, "ts");
-    let durations = int64s(&requests, "duration_ns");
-    let client = strings(&requests, "client_addr");
-    let server = strings(&requests, "server_addr");
-    let operation = strings(&requests, "operation");
-    let status = strings(&requests, "status");
-    let mut exact: BTreeMap<(i64, String, String, String, String), Vec<u64>> = BTreeMap::new();
-    for i in 0..requests.num_rows() {
-        let duration = durations[i].unwrap();
-        let end_ns = ts.value(i) * 1_000 + duration;
-        let window = end_ns.div_euclid(WINDOW as i64) * WINDOW as i64;
-        let client_ip = client[i]
-            .as_ref()
-            .unwrap()
-            .rsplit_once(':')
-            .unwrap()
-            .0
-            .to_string();
-        let key = (
-            window,
-            client_ip,
-            server[i].clone().unwrap(),
-            operation[i].clone().unwrap(),
-            status[i].clone().unwrap(),
-        );
-        exact.entry(key).or_default().push(duration as u64);
-    }
-
-    let intervals = read_table(out.path(), "intervals");
-    assert_eq!(intervals.num_rows(), exact.len());
-    let window_start: &TimestampMicrosecondArray = column(&intervals, "window_start");
-    let hdr: &BinaryArray = column(&intervals, "hdr");
-    let columns: Vec<Vec<Option<i64>>> = [
-        "count", "min_ns", "max_ns", "sum_ns", "p50_ns", "p90_ns", "p99_ns", "p999_ns",
-    ]
-    .iter()
-    .map(|name| int64s(&intervals, name))
-    .collect();
-    let (i_client, i_server, i_operation, i_status) = (
-        strings(&intervals, "client_addr"),
-        strings(&intervals, "server_addr"),
-        strings(&intervals, "operation"),
-        strings(&intervals, "status"),
-    );
-    let mut checked = 0;
-    for row in 0..intervals.num_rows() {
-        let key = (
-            window_start.value(row) * 1_000,
-            i_client[row].clone().unwrap(),
-            i_server[row].clone().unwrap(),
-            i_operation[row].clone().unwrap(),
-            i_status[row].clone().unwrap(),
-        );
-        let mut values = exact
-            .remove(&key)
-            .unwrap_or_else(|| panic!("no rows for {key:?}"));
-        values.sort_unstable();
-        let get = |column: usize| columns[column][row].unwrap() as u64;
-        assert_eq!(get(0), values.len() as u64);
-        assert_eq!(get(1), values[0]);
-        assert_eq!(get(2), *values.last().unwrap());
-        assert_eq!(get(3), values.iter().sum::<u64>());
-        for (column, quantile) in [(4, 0.5), (5, 0.9), (6, 0.99), (7, 0.999)] {
-            let expected = exact_quantile(&values, quantile);
-            let got = get(column);
-            // 3 significant digits, lowest discernible 1 µs (HDR unit 512 ns): within 1/1024
-            // of the value or 512 ns, whichever is larger.
-            let tolerance = (expected / 1024).max(512) + 1;
-            assert!(
-                got.abs_diff(expected) <= tolerance,
-                "{key:?} q{quantile}: intervals say {got}, rows say {expected} (n = {})",
-                values.len()
-            );
-        }
-        let histogram: Histogram<u64> = Deserializer::new()
-            .deserialize(&mut std::io::Cursor::new(hdr.value(row)))
-            .unwrap();
-        assert_eq!(histogram.len(), values.len() as u64);
-        checked += 1;
-    }
-    assert!(exact.is_empty());
-    assert!(checked >= 3 * 4, "{checked} rows checked");
 }
 
 fn assert_same_rows(left: &[IntervalRow], right: &[IntervalRow]) {

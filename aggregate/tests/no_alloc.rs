@@ -6,8 +6,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use common::*;
+use l7tap_aggregate::{Aggregator, AggregatorConfig};
 use l7tap_protocols::{CapturedBatch, Side, Status};
-use l7tap_sinks::{Aggregator, AggregatorConfig};
 
 thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };

@@ -34,6 +34,8 @@
 //! State is recycled between windows (key statistics and histograms go back to pools), and the
 //! first [`INLINE_SAMPLES`] durations of a key in a window are kept inline so that rarely seen keys
 //! never need a (16 KiB+) dense histogram while the window is open.
+#![forbid(unsafe_code)]
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

@@ -1,0 +1,19 @@
+//! Reading an output directory of `l7tap capture` (`requests/`, `intervals/`, `capture_stats/`),
+//! for `l7tap report` and `l7tap heatmap`.
+//!
+//! Time filters select windows (`intervals`, `capture_stats`) by their start and requests by `ts`;
+//! files are skipped by their `date=`/`hour=` partition ([`partitions`]) and row groups by their
+//! min/max statistics ([`read`]) before any row is decoded.
+pub mod error;
+pub mod intervals;
+pub mod partitions;
+pub mod read;
+pub mod selection;
+pub mod time;
+
+pub use error::ReadError;
+pub use intervals::{for_each_interval, heatmap_counts, server_sides, IntervalColumns, ShownSides};
+pub use partitions::table_files;
+pub use read::{column, read_files_in_parallel, read_projected, read_projected_where, read_rows};
+pub use selection::{ip_of, FilterArgs, Selection};
+pub use time::format_time_us;
