@@ -1,6 +1,6 @@
 //! The mio reactor: waits on every kernel buffer's fd, drains each until empty, routes the
 //! events, and advances the watermark that lets actors release events in timestamp order.
-//! Replay is the same loop with a file instead of kernel buffers.
+//! Replay ([`crate::replay`]) is the same routing with a file instead of kernel buffers.
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -11,8 +11,7 @@ use bytes::BytesMut;
 use mio::unix::SourceFd;
 use mio::{Events as MioEvents, Interest, Poll, Token};
 
-use crate::frame::Tag;
-use crate::recording::{RecordingError, RecordingReader};
+use crate::recording::RecordingError;
 use crate::{monotonic_ns, Router};
 
 /// Events with a timestamp older than "drain start − slack" are known to be routed: a
@@ -153,30 +152,5 @@ fn drain(
             }
         }
     }
-    Ok(())
-}
-
-/// Feeds a recording through `router`, frame by frame, as the live capture routed them.
-/// Frames only recorded (kernel counters) go to `on_frame`.
-pub fn run_replay(
-    reader: &mut RecordingReader,
-    router: &mut Router,
-    mut on_frame: impl FnMut(Tag, &[u8]),
-) -> Result<(), ReactorError> {
-    while let Some((tag, body)) = reader.next_frame_ref()? {
-        match tag {
-            Tag::KernelEvent => router.event(body)?,
-            Tag::Watermark => {
-                let ts = u64::from_le_bytes(
-                    body.get(..8)
-                        .and_then(|b| b.try_into().ok())
-                        .unwrap_or([0; 8]),
-                );
-                router.watermark(ts)?;
-            }
-            Tag::KernelCounters => on_frame(tag, body),
-        }
-    }
-    router.watermark(u64::MAX)?;
     Ok(())
 }

@@ -286,7 +286,7 @@ pub fn replay(file: &Path, common: CommonArgs) -> Result<()> {
     let mut router = Router::new(producers, None, true);
     let stats = router.stats();
     let mut last = CounterSnapshot::default();
-    reactor::run_replay(&mut reader, &mut router, |tag, body| {
+    l7tap_ingest::replay::run_replay(&mut reader, &mut router, |tag, body| {
         if tag == Tag::KernelCounters {
             if let Some(snap) = CounterSnapshot::decode(body) {
                 last = snap.clone();
