@@ -12,7 +12,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use super::ClickHouseParser;
-use crate::fixture::parse_chunks;
+use crate::fixture::{parse_chunks, Cut};
 use crate::stream::StreamDriver;
 use crate::{Details, Direction, OwnedRecord, Records, Status};
 
@@ -36,30 +36,19 @@ fn load_path(path: &Path) -> Vec<Chunk> {
     parse_cut_chunks(&text)
 }
 
-/// The `.chunks` format plus the optional `cut=<n>` field of `l7tap dump`.
+/// The `.chunks` format, its `cut=<n>` and `tail` fields as the fourth field of a chunk.
 fn parse_cut_chunks(text: &str) -> Vec<Chunk> {
-    let chunks = parse_chunks(text).unwrap();
-    let cuts: Vec<u64> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let fields: Vec<&str> = l.split_ascii_whitespace().collect();
-            match fields.get(3) {
-                None => 0,
-                Some(&"tail") => TAIL,
-                Some(f) => f
-                    .strip_prefix("cut=")
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_else(|| panic!("bad fourth field {f:?}")),
-            }
-        })
-        .collect();
-    assert_eq!(cuts.len(), chunks.len());
-    chunks
+    parse_chunks(text)
+        .unwrap()
         .into_iter()
-        .zip(cuts)
-        .map(|((d, t, b), cut)| (d, t, b, cut))
+        .map(|c| {
+            let cut = match c.cut {
+                Cut::Whole => 0,
+                Cut::After(n) => n,
+                Cut::Tail => TAIL,
+            };
+            (c.dir, c.ts_ns, c.bytes, cut)
+        })
         .collect()
 }
 

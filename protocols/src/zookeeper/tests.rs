@@ -7,12 +7,15 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use super::*;
-use crate::fixture::{parse_chunks, Chunk};
+use crate::fixture::parse_chunks;
 use crate::stream::{replay_chunks, StreamDriver};
 use crate::{Details, OwnedRecord};
 
 const C2S: Direction = Direction::ClientToServer;
 const S2C: Direction = Direction::ServerToClient;
+
+/// One syscall of a conversation: direction, timestamp, bytes.
+type Chunk = (Direction, u64, Vec<u8>);
 
 // ---- helpers ---------------------------------------------------------------------------
 
@@ -36,7 +39,8 @@ fn fixture_names() -> Vec<String> {
 fn load(name: &str) -> Vec<Chunk> {
     let path = fixture_dir().join(format!("{name}.chunks"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    parse_chunks(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+    let chunks = parse_chunks(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    chunks.into_iter().map(|c| (c.dir, c.ts_ns, c.bytes)).collect()
 }
 
 fn as_refs(chunks: &[Chunk]) -> Vec<(Direction, u64, &[u8])> {
