@@ -262,7 +262,7 @@ pub fn write_recording(path: &Path, traffic: &Traffic) -> Result<Produced, Recor
             _ => {
                 let start = nominal_us.max(conn.free_at_us);
                 conn.xid += 1;
-                let (request, reply) = if rng.next_u64() % 10 == 0 {
+                let (request, reply) = if rng.next_u64().is_multiple_of(10) {
                     (
                         path_request(conn.xid, 3, "/clickhouse/task_queue/missing", true),
                         reply(conn.xid, 0x1_0000_0000 + i as i64, -101, &[]),

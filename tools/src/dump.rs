@@ -57,7 +57,9 @@ pub fn dump(file: &Path, out: &Path) -> Result<()> {
                     entry.1.push(Chunk::tail(dir, h.ts_ns, d.payload.to_vec()));
                     continue;
                 }
-                entry.1.push(Chunk::cut_after(dir, h.ts_ns, d.payload.to_vec(), d.cut()));
+                entry
+                    .1
+                    .push(Chunk::cut_after(dir, h.ts_ns, d.payload.to_vec(), d.cut()));
                 if d.cut() > 0 {
                     eprintln!("{}: {} bytes cut at {}", entry.0, d.cut(), h.ts_ns);
                 }
