@@ -81,15 +81,15 @@ fn sets() -> Vec<(&'static str, Vec<Vec<Chunk>>)> {
 }
 
 fn bytes_of(set: &[Vec<Chunk>]) -> u64 {
-    set.iter().flatten().map(|c| c.2.len() as u64).sum()
+    set.iter().flatten().map(|c| c.bytes.len() as u64).sum()
 }
 
 fn parse_set(set: &[Vec<Chunk>], out: &mut Records) -> usize {
     let mut n = 0;
     for conv in set {
         let mut driver = StreamDriver::new(ClickHouseParser::default());
-        for (dir, ts, bytes) in conv {
-            driver.push(*dir, *ts, bytes, 0, out);
+        for c in conv {
+            driver.push(c.dir, c.ts_ns, &c.bytes, 0, out);
         }
         driver.close(u64::MAX, out);
         n += out.len();
@@ -101,9 +101,10 @@ fn parse_set(set: &[Vec<Chunk>], out: &mut Records) -> usize {
 fn memcpy_set(set: &[Vec<Chunk>], dst: &mut [u8]) -> u8 {
     let mut x = 0u8;
     for conv in set {
-        for (_, _, bytes) in conv {
-            let d = &mut dst[..bytes.len()];
-            d.copy_from_slice(black_box(bytes));
+        for c in conv {
+            let d = &mut dst[..c.bytes.len()];
+            d.copy_from_slice(black_box(&c.bytes));
+            // Reads the first byte back (an empty chunk reads nothing).
             x ^= black_box(d).first().copied().unwrap_or(0);
         }
     }
@@ -113,7 +114,7 @@ fn memcpy_set(set: &[Vec<Chunk>], dst: &mut [u8]) -> u8 {
 fn max_chunk(set: &[Vec<Chunk>]) -> usize {
     set.iter()
         .flatten()
-        .map(|c| c.2.len())
+        .map(|c| c.bytes.len())
         .max()
         .unwrap_or(0)
         .max(1)
@@ -211,12 +212,12 @@ fn long_result(n: usize) -> Vec<Chunk> {
     }
     // Nullable(UInt8) of 198 values: null map, then values.
     block.extend_from_slice(&[0u8; 396]);
-    let mut ts = chunks.last().map_or(0, |c| c.1);
+    let mut ts = chunks.last().map_or(0, |c| c.ts_ns);
     for _ in 0..n {
         ts += 1;
-        chunks.push((Direction::ServerToClient, ts, block.clone()));
+        chunks.push(Chunk::new(Direction::ServerToClient, ts, block.clone()));
     }
-    chunks.push((Direction::ServerToClient, ts + 1, vec![5]));
+    chunks.push(Chunk::new(Direction::ServerToClient, ts + 1, vec![5]));
     chunks
 }
 
@@ -226,8 +227,8 @@ fn allocations_per_packet() {
         let mut out = Records::with_capacity(16, 4096);
         let mut driver = StreamDriver::new(ClickHouseParser::default());
         let before = N_ALLOCATIONS.load(Ordering::Relaxed);
-        for (dir, ts, bytes) in &chunks {
-            driver.push(*dir, *ts, bytes, 0, &mut out);
+        for c in &chunks {
+            driver.push(c.dir, c.ts_ns, &c.bytes, 0, &mut out);
         }
         let during = N_ALLOCATIONS.load(Ordering::Relaxed) - before;
         assert_eq!(

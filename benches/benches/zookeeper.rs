@@ -78,7 +78,7 @@ fn corpus() -> Vec<Vec<Chunk>> {
 }
 
 fn corpus_bytes(corpus: &[Vec<Chunk>]) -> u64 {
-    corpus.iter().flatten().map(|c| c.2.len() as u64).sum()
+    corpus.iter().flatten().map(|c| c.bytes.len() as u64).sum()
 }
 
 /// Parses every conversation with a fresh driver; returns the records made.
@@ -93,9 +93,9 @@ fn drive_all<P: Parser>(corpus: &[Vec<Chunk>], out: &mut Records, new: impl Fn()
     for conversation in corpus {
         let mut driver = StreamDriver::new(new());
         let mut last = 0;
-        for (dir, ts, bytes) in conversation {
-            driver.push(*dir, *ts, bytes, 0, out);
-            last = *ts;
+        for c in conversation {
+            driver.push(c.dir, c.ts_ns, &c.bytes, 0, out);
+            last = c.ts_ns;
         }
         driver.close(last, out);
         n += out.len();
@@ -108,9 +108,9 @@ fn drive_all<P: Parser>(corpus: &[Vec<Chunk>], out: &mut Records, new: impl Fn()
 fn copy_all(corpus: &[Vec<Chunk>], buffer: &mut Vec<u8>) -> usize {
     let mut n = 0;
     for conversation in corpus {
-        for (_, _, bytes) in conversation {
+        for c in conversation {
             buffer.clear();
-            buffer.extend_from_slice(bytes);
+            buffer.extend_from_slice(&c.bytes);
             n += black_box(&buffer).len();
         }
     }

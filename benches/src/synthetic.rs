@@ -141,7 +141,7 @@ fn clickhouse_script() -> ClickHouseScript {
     let chunks: Vec<(Direction, Vec<u8>)> = parse_chunks(SELECT1)
         .expect("cli_select1.chunks parses")
         .into_iter()
-        .map(|(dir, _, bytes)| (dir, bytes))
+        .map(|c| (c.dir, c.bytes))
         .collect();
     assert_eq!(
         chunks.len(),

@@ -8,6 +8,8 @@
 //! - [`stream::StreamDriver`] owns a parser and the two direction buffers of one connection:
 //!   it reassembles, skips what the parser does not need, reports gaps, and bounds memory.
 //! - [`clickhouse`], [`zookeeper`] and [`debug`] are the protocols.
+//! - [`fixture`] reads and writes the `.chunks` fixture format; `testkit` (this crate's
+//!   tests, or the cargo feature `testkit`) holds the properties every parser's tests check.
 // One audited exception: `record::ascii_str`.
 #![deny(unsafe_code)]
 
@@ -17,6 +19,8 @@ pub mod fixture;
 mod record;
 pub mod registry;
 pub mod stream;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod zookeeper;
 
 pub use record::*;

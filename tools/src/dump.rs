@@ -3,23 +3,23 @@
 //!
 //! A syscall whose bytes the kernel did not capture in full gets a fourth field,
 //! `cut=<n>`: `n` more bytes of that syscall were never seen (what the pipeline turns into
-//! skips or `Parser::gap`). `protocols::fixture::parse_chunks` reads such lines without the
-//! cut; the ClickHouse tests read it (`protocols/src/clickhouse/tests.rs`). Chunks are
-//! written in timestamp order, the order in which the actors parse them.
+//! skips or `Parser::gap`); the last bytes of such a syscall, sent on their own, are a line
+//! ending with `tail`. Chunks are written in timestamp order, the order in which the actors
+//! parse them.
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use l7tap_abi::events::{self, ConnId, Event, Flow, Role};
 use l7tap_ingest::recording::RecordingReader;
 use l7tap_ingest::Tag;
+use l7tap_protocols::fixture::{format_chunks, Chunk};
 use l7tap_protocols::Direction;
 
 pub fn dump(file: &Path, out: &Path) -> Result<()> {
     let mut reader = RecordingReader::open(file)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut conns: HashMap<ConnId, (String, Vec<CutChunk>)> = HashMap::new();
+    let mut conns: HashMap<ConnId, (String, Vec<Chunk>)> = HashMap::new();
     let mut body = Vec::new();
     while let Some(tag) = reader.next_frame(&mut body)? {
         if tag != Tag::KernelEvent {
@@ -54,10 +54,12 @@ pub fn dump(file: &Path, out: &Path) -> Result<()> {
                     )
                 });
                 if d.tail && d.cut() == 0 {
-                    entry.1.push((dir, h.ts_ns, d.payload.to_vec(), TAIL));
+                    entry.1.push(Chunk::tail(dir, h.ts_ns, d.payload.to_vec()));
                     continue;
                 }
-                entry.1.push((dir, h.ts_ns, d.payload.to_vec(), d.cut()));
+                entry
+                    .1
+                    .push(Chunk::cut_after(dir, h.ts_ns, d.payload.to_vec(), d.cut()));
                 if d.cut() > 0 {
                     eprintln!("{}: {} bytes cut at {}", entry.0, d.cut(), h.ts_ns);
                 }
@@ -68,41 +70,11 @@ pub fn dump(file: &Path, out: &Path) -> Result<()> {
     for (name, chunks) in conns.values_mut() {
         // The recording holds events in the order the buffers were drained; the actors
         // parse them in timestamp order (ties keep arrival order), so the fixture does too.
-        chunks.sort_by_key(|c| c.1);
+        chunks.sort_by_key(|c| c.ts_ns);
         let path = out.join(format!("{name}.chunks"));
-        std::fs::write(&path, format_cut_chunks(chunks))
+        std::fs::write(&path, format_chunks(chunks))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     eprintln!("wrote {} connections to {}", conns.len(), out.display());
     Ok(())
-}
-
-/// A chunk of a fixture plus the bytes of its syscall that were not captured (or [`TAIL`]).
-type CutChunk = (Direction, u64, Vec<u8>, u64);
-
-/// Marks a chunk holding the last bytes of the cut syscall before it.
-const TAIL: u64 = u64::MAX;
-
-/// The `.chunks` format, with `cut=<n>` after the bytes of a syscall cut by the kernel, and
-/// `tail` after the last bytes of such a syscall (sent on their own).
-fn format_cut_chunks(chunks: &[CutChunk]) -> String {
-    let mut s = String::new();
-    for (dir, ts, bytes, cut) in chunks {
-        let d = if *dir == Direction::ClientToServer {
-            'c'
-        } else {
-            's'
-        };
-        let _ = write!(s, "{d} {ts} ");
-        for b in bytes {
-            let _ = write!(s, "{b:02x}");
-        }
-        if *cut == TAIL {
-            s.push_str(" tail");
-        } else if *cut > 0 {
-            let _ = write!(s, " cut={cut}");
-        }
-        s.push('\n');
-    }
-    s
 }

@@ -14,17 +14,25 @@
 //! - `block`: walking an uncompressed Block column by column to find its end.
 //! - `compression`: walking compression frames by size, without decompressing.
 //! - `statement`: statement type from the query text's first keyword.
-//! - `session`: handshake facts, direction state machines, resynchronisation, and the
-//!   pairing of each Query with the end of its response.
+//! - `session`: the parser's state, handshake facts, the pairing of each Query with the end
+//!   of its response, and the `Parser` entry points.
+//! - `client`, `server`: the state machines of the two directions.
+//! - `resync`: finding packets again after garbage, a gap or a mid-stream start, and a
+//!   response's end in the tail of a cut read.
+//! - `layout`: the revision's packet layout, negotiated or inferred without a handshake.
 //!
 //! Architecture invariants: no I/O, no clock, no unsafe of its own; the password of the
 //! Hello is read past and never stored; no allocation per packet in steady state (vectors
 //! of the block walker are reused; a record allocates its strings once per query).
 mod block;
+mod client;
 pub mod codes;
 mod compression;
 mod error_codes;
+mod layout;
 mod packets;
+mod resync;
+mod server;
 mod session;
 mod statement;
 mod wire;

@@ -1,117 +1,64 @@
-//! Data-driven tests over the `.chunks` fixtures of `tests/fixtures/clickhouse/`: each
-//! fixture's records, formatted, must equal the committed `<fixture>.expected` next to it
-//! (re-bless with `UPDATE_EXPECT=1 cargo test -p l7tap-protocols clickhouse`). Then
-//! properties over all fixtures: re-chunking, every prefix, mid-stream starts, gaps, garbage,
-//! and that the password never reaches a record.
+//! Data-driven tests over the `.chunks` fixtures of `tests/fixtures/clickhouse/`, through the
+//! shared [`crate::testkit`]: each fixture's records, formatted, must equal the committed
+//! `<fixture>.expected` next to it (re-bless with `UPDATE_EXPECT=1 cargo test -p
+//! l7tap-protocols clickhouse`). Then properties over all fixtures: re-chunking, every
+//! prefix, mid-stream starts, gaps, garbage, and that the password never reaches a record.
 //!
 //! Fixtures dumped from live captures (`l7tap dump`) may end a line with `cut=<n>`: `n` more
-//! bytes of that syscall were not captured by the kernel. [`load`] reads them, and the
-//! replays here feed them to the driver as the pipeline does. A line ending with `tail` holds
-//! the last bytes of the cut syscall before it (the kernel sends them on their own).
+//! bytes of that syscall were not captured by the kernel. A line ending with `tail` holds the
+//! last bytes of the cut syscall before it (the kernel sends them on their own). The kit
+//! replays both as the pipeline does.
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::ClickHouseParser;
-use crate::fixture::parse_chunks;
+use crate::fixture::{Chunk, Cut};
 use crate::stream::StreamDriver;
+use crate::testkit::{
+    self, as_recorded, complete, complete_records_are_known_by, complete_records_form_a_prefix,
+    evenly, gathered, has_cuts, Kit,
+};
 use crate::{Details, Direction, OwnedRecord, Records, Status};
 
-/// One syscall of a fixture: direction, timestamp, captured bytes, bytes cut after them
-/// (or [`TAIL`]).
-type Chunk = (Direction, u64, Vec<u8>, u64);
-
-/// The fourth field of a chunk holding the last bytes of the cut syscall before it.
-const TAIL: u64 = u64::MAX;
-
-fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/clickhouse")
+/// The ClickHouse parser and its fixtures, for the shared test kit.
+fn kit() -> Kit<ClickHouseParser> {
+    Kit::new(
+        testkit::fixture_dir("clickhouse"),
+        || StreamDriver::new(ClickHouseParser::default()),
+        describe,
+    )
+    .credentials(|_| &[PASSWORD, "wrong-"])
+    .resync_trusts_syscall_boundaries()
+    .one_byte_pieces_up_to(200_000)
 }
+
+/// The password of the `*_password-*` fixtures.
+const PASSWORD: &str = "ch-secret-pw";
 
 fn load(name: &str) -> Vec<Chunk> {
-    load_path(&fixture_dir().join(format!("{name}.chunks")))
-}
-
-fn load_path(path: &Path) -> Vec<Chunk> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    parse_cut_chunks(&text)
-}
-
-/// The `.chunks` format plus the optional `cut=<n>` field of `l7tap dump`.
-fn parse_cut_chunks(text: &str) -> Vec<Chunk> {
-    let chunks = parse_chunks(text).unwrap();
-    let cuts: Vec<u64> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let fields: Vec<&str> = l.split_ascii_whitespace().collect();
-            match fields.get(3) {
-                None => 0,
-                Some(&"tail") => TAIL,
-                Some(f) => f
-                    .strip_prefix("cut=")
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_else(|| panic!("bad fourth field {f:?}")),
-            }
-        })
-        .collect();
-    assert_eq!(cuts.len(), chunks.len());
-    chunks
-        .into_iter()
-        .zip(cuts)
-        .map(|((d, t, b), cut)| (d, t, b, cut))
-        .collect()
+    kit().load(name)
 }
 
 fn all_fixtures() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(fixture_dir())
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            name.strip_suffix(".chunks").map(str::to_string)
-        })
-        .collect();
-    names.sort();
-    names
-}
-
-fn has_cuts(chunks: &[Chunk]) -> bool {
-    chunks.iter().any(|c| c.3 > 0)
+    kit().fixtures()
 }
 
 /// Feeds `chunks` to a fresh driver, each split into pieces of at most `piece` bytes (a cut
 /// follows the last piece), and closes at the end.
 fn run(chunks: &[Chunk], piece: usize) -> (Vec<OwnedRecord>, StreamDriver<ClickHouseParser>) {
-    let mut driver = StreamDriver::new(ClickHouseParser::default());
-    let mut out = Records::default();
-    let mut last_ts = 0;
-    for (dir, ts, bytes, cut) in chunks {
-        if *cut == TAIL {
-            driver.push_tail(*dir, *ts, bytes, &mut out);
-            last_ts = *ts;
-            continue;
-        }
-        let pieces: Vec<&[u8]> = if bytes.is_empty() {
-            vec![&[]]
-        } else {
-            bytes.chunks(piece.max(1)).collect()
-        };
-        let n = pieces.len();
-        for (i, part) in pieces.into_iter().enumerate() {
-            let c = if i + 1 == n { *cut } else { 0 };
-            driver.push(*dir, *ts, part, c, &mut out);
-        }
-        last_ts = *ts;
-    }
-    driver.close(last_ts, &mut out);
-    (requests(out), driver)
+    kit().run(chunks, piece)
 }
 
 fn requests(out: Records) -> Vec<OwnedRecord> {
     out.to_owned_records()
 }
 
-fn describe(records: &[OwnedRecord], driver: &StreamDriver<ClickHouseParser>) -> String {
+/// Golden text: each record on a few lines, then the counters.
+fn describe(
+    _chunks: &[Chunk],
+    records: &[OwnedRecord],
+    driver: &StreamDriver<ClickHouseParser>,
+) -> String {
     let mut s = String::new();
     for (i, r) in records.iter().enumerate() {
         let Details::ClickHouse(d) = &r.details else {
@@ -182,45 +129,7 @@ fn describe(records: &[OwnedRecord], driver: &StreamDriver<ClickHouseParser>) ->
     s
 }
 
-/// Compares a fixture's formatted records with `<name>.expected` (written when
-/// `UPDATE_EXPECT=1`; on a mismatch the actual output goes to `<name>.actual`).
-fn check(name: &str) {
-    let chunks = load(name);
-    let (records, driver) = run(&chunks, usize::MAX);
-    let actual = describe(&records, &driver);
-    let path = fixture_dir().join(format!("{name}.expected"));
-    if std::env::var_os("UPDATE_EXPECT").is_some() {
-        std::fs::write(&path, &actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    if expected != actual {
-        let actual_path = fixture_dir().join(format!("{name}.actual"));
-        std::fs::write(&actual_path, &actual).unwrap();
-        panic!(
-            "{name}: records differ from {} (actual in {}; UPDATE_EXPECT=1 re-blesses)",
-            path.display(),
-            actual_path.display()
-        );
-    }
-}
-
-macro_rules! golden {
-    ($($test:ident => $fixture:literal,)*) => {
-        $(#[test] fn $test() { check($fixture); })*
-
-        /// Every fixture has a golden test.
-        #[test]
-        fn every_fixture_has_a_golden_test() {
-            let listed: &[&str] = &[$($fixture),*];
-            for name in all_fixtures() {
-                assert!(listed.contains(&name.as_str()), "no golden test for {name}");
-            }
-        }
-    };
-}
-
-golden! {
+crate::golden_tests! { kit();
     golden_cli_select1 => "cli_select1",
     golden_cli_insert_1 => "cli_insert-1",
     golden_cli_insert_2 => "cli_insert-2",
@@ -304,75 +213,15 @@ fn a_response_whose_end_was_cut_stays_incomplete() {
     }
 }
 
-fn total_bytes(chunks: &[Chunk]) -> usize {
-    chunks.iter().map(|c| c.2.len()).sum()
-}
-
+/// Also in pieces of 4096 bytes, and of 1 byte up to 200 KB (7, 64 and 4096 beyond).
 #[test]
 fn rechunking_gives_identical_records() {
-    for name in all_fixtures() {
-        let chunks = load(&name);
-        let (whole, driver) = run(&chunks, usize::MAX);
-        if driver.parser_counters().n_resyncs > 0 || has_cuts(&chunks) {
-            // Resynchronisation (after a gap, or from a connection's middle) trusts syscall
-            // boundaries, which re-chunking moves.
-            continue;
-        }
-        let pieces: &[usize] = if total_bytes(&chunks) > 200_000 {
-            &[7, 64, 4096]
-        } else {
-            &[1, 7, 64]
-        };
-        for &piece in pieces {
-            let (records, _) = run(&chunks, piece);
-            assert_eq!(records, whole, "{name}: pieces of {piece}");
-        }
-    }
-}
-
-/// Records that are complete (not cut off by the end of the bytes).
-fn complete(records: &[OwnedRecord]) -> Vec<&OwnedRecord> {
-    records
-        .iter()
-        .filter(|r| r.status != Status::Incomplete)
-        .collect()
-}
-
-/// The bytes of a conversation cut at `keep` bytes (in chunk order).
-fn prefix(chunks: &[Chunk], keep: usize) -> Vec<Chunk> {
-    let mut left = keep;
-    let mut out = Vec::new();
-    for (d, t, b, cut) in chunks {
-        if left == 0 {
-            break;
-        }
-        let n = b.len().min(left);
-        if *cut == TAIL && n < b.len() {
-            // Part of a tail is not the end of its syscall.
-            break;
-        }
-        // A cut belongs to the end of its syscall's captured bytes.
-        out.push((*d, *t, b[..n].to_vec(), if n == b.len() { *cut } else { 0 }));
-        left -= n;
-    }
-    out
+    kit().check_rechunking();
 }
 
 #[test]
 fn every_prefix_gives_a_prefix_of_the_records() {
-    for name in all_fixtures() {
-        let chunks = load(&name);
-        let total = total_bytes(&chunks);
-        let (whole, _) = run(&chunks, usize::MAX);
-        let whole = complete(&whole);
-        let step = if total > 20_000 { total / 500 + 1 } else { 1 };
-        for keep in (0..=total).step_by(step) {
-            let (records, _) = run(&prefix(&chunks, keep), usize::MAX);
-            let done = complete(&records);
-            assert!(done.len() <= whole.len(), "{name}: prefix {keep}");
-            assert_eq!(done[..], whole[..done.len()], "{name}: prefix {keep}");
-        }
-    }
+    kit().check_prefixes(evenly(20_000, 500), complete_records_form_a_prefix);
 }
 
 /// The fields a record from a mid-stream start must get right when it exists at all.
@@ -393,37 +242,14 @@ fn key(r: &OwnedRecord) -> Key {
     )
 }
 
+/// Also as a reading process sees the conversation: packets gathered in fewer syscalls.
 #[test]
 fn mid_stream_starts_never_misparse() {
-    for name in all_fixtures() {
-        let plain = load(&name);
-        // Also as a reading process sees the conversation: packets gathered in fewer syscalls.
-        for (view, chunks) in [("", plain.clone()), (" (gathered)", gathered(&plain))] {
-            let total = total_bytes(&chunks);
-            let (whole, _) = run(&chunks, usize::MAX);
-            let known: Vec<_> = whole.iter().map(key).collect();
-            let step = if total > 20_000 { total / 300 + 1 } else { 1 };
-            for drop in (1..total).step_by(step) {
-                // Drop the first `drop` bytes of the conversation.
-                let mut left = drop;
-                let mut rest = Vec::new();
-                for (d, t, b, cut) in &chunks {
-                    let n = b.len().min(left);
-                    left -= n;
-                    if n < b.len() {
-                        rest.push((*d, *t, b[n..].to_vec(), *cut));
-                    }
-                }
-                let (records, _) = run(&rest, usize::MAX);
-                for r in complete(&records) {
-                    assert!(
-                        known.contains(&key(r)),
-                        "{name}{view}: drop {drop}: misparsed {r:?}"
-                    );
-                }
-            }
-        }
-    }
+    kit().check_mid_stream_starts(
+        &[as_recorded, gathered],
+        evenly(20_000, 300),
+        complete_records_are_known_by(key),
+    );
 }
 
 /// A record without its timestamps (which move when syscalls are merged).
@@ -432,23 +258,6 @@ fn untimed(r: &OwnedRecord) -> OwnedRecord {
     r.start_ns = 0;
     r.end_ns = 0;
     r
-}
-
-/// The conversation as a reading process sees it: every run of one direction's syscalls
-/// gathered into one read (stamped when its last bytes came).
-fn gathered(chunks: &[Chunk]) -> Vec<Chunk> {
-    let mut out: Vec<Chunk> = Vec::new();
-    for (d, t, b, cut) in chunks {
-        match out.last_mut() {
-            Some(last) if last.0 == *d && last.3 == 0 => {
-                last.1 = *t;
-                last.2.extend_from_slice(b);
-                last.3 = *cut;
-            }
-            _ => out.push((*d, *t, b.clone(), *cut)),
-        }
-    }
-    out
 }
 
 /// The reading end of a connection sees the writer's packets gathered into fewer syscalls
@@ -478,18 +287,19 @@ fn a_gap_in_a_response_loses_at_most_that_query() {
             .iter()
             .filter(|r| r.status != Status::Incomplete)
             .count();
-        for (i, (dir, _, b, _)) in chunks.iter().enumerate() {
-            if *dir != Direction::ServerToClient || b.len() < 4 {
+        for (i, c) in chunks.iter().enumerate() {
+            if c.dir != Direction::ServerToClient || c.bytes.len() < 4 {
                 continue;
             }
             let mut driver = StreamDriver::new(ClickHouseParser::default());
             let mut out = Records::default();
-            for (j, (d, t, bytes, _)) in chunks.iter().enumerate() {
+            for (j, c) in chunks.iter().enumerate() {
                 if j == i {
                     // Only the first 2 bytes of this syscall were captured.
-                    driver.push(*d, *t, &bytes[..2], bytes.len() as u64 - 2, &mut out);
+                    let (bytes, cut) = (&c.bytes[..2], c.bytes.len() as u64 - 2);
+                    driver.push(c.dir, c.ts_ns, bytes, cut, &mut out);
                 } else {
-                    driver.push(*d, *t, bytes, 0, &mut out);
+                    driver.push(c.dir, c.ts_ns, &c.bytes, 0, &mut out);
                 }
             }
             driver.close(u64::MAX, &mut out);
@@ -507,51 +317,31 @@ fn a_gap_in_a_response_loses_at_most_that_query() {
     }
 }
 
+// `Kit::check_garbage_prepended` is not run here yet: with garbage before both Hellos,
+// py_lz4-3 and py_zstd-3 (compressed, two queries) end their first query at the second's
+// EndOfStream, with both queries' rows.
 #[test]
 fn garbage_makes_no_records() {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    for round in 0..200 {
-        let mut driver = StreamDriver::new(ClickHouseParser::default());
-        let mut out = Records::default();
-        for i in 0..20 {
-            let len = (next() % 300) as usize;
-            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-            let dir = if next() % 2 == 0 {
-                Direction::ClientToServer
-            } else {
-                Direction::ServerToClient
-            };
-            driver.push(dir, i, &bytes, 0, &mut out);
-        }
-        driver.close(99, &mut out);
-        assert!(out.is_empty(), "round {round}: {out:?}");
-    }
+    kit().check_random_bytes(0x2545_f491_4f6c_dd1d, 200, 20);
 }
 
 #[test]
 fn the_password_never_reaches_a_record() {
-    let secret = "ch-secret-pw";
-    let mut seen = 0;
-    for name in &all_fixtures() {
-        let chunks = load(name);
-        let bytes: Vec<u8> = chunks.iter().flat_map(|c| c.2.clone()).collect();
-        if bytes.windows(secret.len()).any(|w| w == secret.as_bytes()) {
-            seen += 1;
-        }
-        for piece in [1, 7, usize::MAX] {
-            let (records, driver) = run(&chunks, piece);
-            let dump = format!("{records:?} {:?}", driver.parser());
-            assert!(!dump.contains(secret), "{name}: the password leaked");
-            assert!(!dump.contains("wrong-"), "{name}: the password leaked");
-        }
-    }
-    assert!(seen >= 3, "the password fixtures must carry the password");
+    kit().check_no_credentials();
+    let carrying = all_fixtures()
+        .iter()
+        .filter(|name| {
+            let chunks = load(name);
+            let bytes: Vec<u8> = chunks.iter().flat_map(|c| c.bytes.clone()).collect();
+            bytes
+                .windows(PASSWORD.len())
+                .any(|w| w == PASSWORD.as_bytes())
+        })
+        .count();
+    assert!(
+        carrying >= 3,
+        "the password fixtures must carry the password"
+    );
 }
 
 /// Builders for conversations made in the tests themselves (too large to commit).
@@ -629,7 +419,7 @@ fn syscalls(dir: Direction, ts: &mut u64, bytes: &[u8], size: usize) -> Vec<Chun
         .chunks(size)
         .map(|c| {
             *ts += 10;
-            (dir, *ts, c.to_vec(), 0)
+            Chunk::new(dir, *ts, c.to_vec())
         })
         .collect()
 }
@@ -639,15 +429,14 @@ fn a_million_string_rows_keep_the_end_of_the_query() {
     use Direction::*;
     let (hello_c, hello_s) = build::handshake_54412();
     let mut chunks = vec![
-        (ClientToServer, 1, hello_c, 0),
-        (ServerToClient, 2, hello_s, 0),
+        Chunk::new(ClientToServer, 1, hello_c),
+        Chunk::new(ServerToClient, 2, hello_s),
     ];
     let mut ts = 10;
-    chunks.push((
+    chunks.push(Chunk::new(
         ClientToServer,
         ts,
         build::query_54412(b"SELECT toString(number) FROM numbers(1000000)"),
-        0,
     ));
     let mut blocks = Vec::new();
     for b in 0..16u64 {
@@ -662,7 +451,7 @@ fn a_million_string_rows_keep_the_end_of_the_query() {
         &[6, 0xc0, 0x84, 0x3d, 16, 0x80, 0x80, 0x40, 0, 0, 1],
         1 << 20,
     ));
-    chunks.push((ServerToClient, ts + 100, vec![5], 0));
+    chunks.push(Chunk::new(ServerToClient, ts + 100, vec![5]));
     let (records, driver) = run(&chunks, usize::MAX);
     assert_eq!(records.len(), 1);
     let r = &records[0];
@@ -690,8 +479,8 @@ fn a_query_longer_than_the_buffer_is_kept_bounded() {
     }
     let mut ts = 10;
     let mut chunks = vec![
-        (ClientToServer, 1, hello_c, 0),
-        (ServerToClient, 2, hello_s, 0),
+        Chunk::new(ClientToServer, 1, hello_c),
+        Chunk::new(ServerToClient, 2, hello_s),
     ];
     chunks.extend(syscalls(
         ClientToServer,
@@ -699,7 +488,7 @@ fn a_query_longer_than_the_buffer_is_kept_bounded() {
         &build::query_54412(&text),
         65_536,
     ));
-    chunks.push((ServerToClient, ts + 5, vec![5], 0));
+    chunks.push(Chunk::new(ServerToClient, ts + 5, vec![5]));
     let (records, driver) = run(&chunks, usize::MAX);
     assert_eq!(records.len(), 1, "{:?}", driver.counters());
     let r = &records[0];
@@ -716,7 +505,7 @@ fn a_query_longer_than_the_buffer_is_kept_bounded() {
 #[test]
 fn a_query_cut_by_close_is_incomplete() {
     let chunks = load("cli_sleep");
-    let cut: Vec<Chunk> = chunks.iter().filter(|c| c.2 != [5]).cloned().collect();
+    let cut: Vec<Chunk> = chunks.iter().filter(|c| c.bytes != [5]).cloned().collect();
     let (records, _) = run(&cut, usize::MAX);
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].status, Status::Incomplete);
@@ -731,16 +520,16 @@ fn client_reads(chunks: &[Chunk], read: usize, capture: usize, tail: usize) -> V
     let mut out = Vec::new();
     let mut i = 0;
     while i < chunks.len() {
-        if chunks[i].0 != Direction::ServerToClient {
+        if chunks[i].dir != Direction::ServerToClient {
             out.push(chunks[i].clone());
             i += 1;
             continue;
         }
         let mut bytes = Vec::new();
         let mut ends = Vec::new();
-        while i < chunks.len() && chunks[i].0 == Direction::ServerToClient {
-            bytes.extend_from_slice(&chunks[i].2);
-            ends.push((bytes.len(), chunks[i].1));
+        while i < chunks.len() && chunks[i].dir == Direction::ServerToClient {
+            bytes.extend_from_slice(&chunks[i].bytes);
+            ends.push((bytes.len(), chunks[i].ts_ns));
             i += 1;
         }
         let mut start = 0;
@@ -756,17 +545,14 @@ fn client_reads(chunks: &[Chunk], read: usize, capture: usize, tail: usize) -> V
             if r.len() > capture {
                 let t = tail.min(r.len() - capture);
                 let cut = (r.len() - capture - t) as u64;
-                out.push((Direction::ServerToClient, ts, r[..capture].to_vec(), cut));
+                let head = r[..capture].to_vec();
+                out.push(Chunk::cut_after(Direction::ServerToClient, ts, head, cut));
                 if t > 0 {
-                    out.push((
-                        Direction::ServerToClient,
-                        ts,
-                        r[r.len() - t..].to_vec(),
-                        TAIL,
-                    ));
+                    let tail = r[r.len() - t..].to_vec();
+                    out.push(Chunk::tail(Direction::ServerToClient, ts, tail));
                 }
             } else {
-                out.push((Direction::ServerToClient, ts, r.to_vec(), 0));
+                out.push(Chunk::new(Direction::ServerToClient, ts, r.to_vec()));
             }
             start = end;
             end = (end + read).min(bytes.len());
@@ -806,7 +592,7 @@ fn the_tail_of_a_cut_read_ends_the_query() {
         assert!(!has_cuts(&chunks));
         let (whole, _) = run(&chunks, usize::MAX);
         let reads = client_reads(&chunks, read, capture, tail);
-        assert!(reads.iter().any(|c| c.3 == TAIL), "{name}: no tail");
+        assert!(reads.iter().any(|c| c.cut == Cut::Tail), "{name}: no tail");
         let (records, driver) = run(&reads, usize::MAX);
         assert_eq!(
             keys(&records),
@@ -840,23 +626,22 @@ fn an_exception_in_the_tail_of_a_cut_read_ends_the_query() {
     use Direction::*;
     let exception = load("live_py_throwif")
         .into_iter()
-        .find(|c| c.0 == ServerToClient && c.2.first() == Some(&2))
+        .find(|c| c.dir == ServerToClient && c.bytes.first() == Some(&2))
         .unwrap()
-        .2;
+        .bytes;
     assert!(exception.len() > 1500 && exception.len() < 4096);
     let (hello_c, hello_s) = build::handshake_54412();
     let mut response = build::string_block(100_000, |i| i.to_string().into_bytes());
     response.extend_from_slice(&exception);
     let chunks = vec![
-        (ClientToServer, 1, hello_c, 0),
-        (ServerToClient, 2, hello_s, 0),
-        (
+        Chunk::new(ClientToServer, 1, hello_c),
+        Chunk::new(ServerToClient, 2, hello_s),
+        Chunk::new(
             ClientToServer,
             3,
             build::query_54412(b"SELECT throwIf(number = 100000)"),
-            0,
         ),
-        (ServerToClient, 4, response, 0),
+        Chunk::new(ServerToClient, 4, response),
     ];
     let (whole, _) = run(&chunks, usize::MAX);
     assert_eq!(whole[0].status, Status::Error);
@@ -957,11 +742,11 @@ fn tails_that_are_not_a_response_end_end_nothing() {
     tails.push(fake);
     for (i, t) in tails.iter().enumerate() {
         let chunks = vec![
-            (ClientToServer, 1, hello_c.clone(), 0),
-            (ServerToClient, 2, hello_s.clone(), 0),
-            (ClientToServer, 3, query.clone(), 0),
-            (ServerToClient, 4, pattern[..300].to_vec(), 1_000_000),
-            (ServerToClient, 4, t.clone(), TAIL),
+            Chunk::new(ClientToServer, 1, hello_c.clone()),
+            Chunk::new(ServerToClient, 2, hello_s.clone()),
+            Chunk::new(ClientToServer, 3, query.clone()),
+            Chunk::cut_after(ServerToClient, 4, pattern[..300].to_vec(), 1_000_000),
+            Chunk::tail(ServerToClient, 4, t.clone()),
         ];
         let (records, _) = run(&chunks, usize::MAX);
         assert_eq!(records.len(), 1);
@@ -986,7 +771,7 @@ fn describe_chunks_file() {
         files.sort();
     }
     for file in files {
-        let (records, driver) = run(&load_path(&file), usize::MAX);
-        println!("== {}\n{}", file.display(), describe(&records, &driver));
+        let text = kit().describe_chunks(&testkit::load_path(&file));
+        println!("== {}\n{text}", file.display());
     }
 }

@@ -1,14 +1,15 @@
 //! Tests of the ZooKeeper parser against recorded conversations (`tests/fixtures/zookeeper`,
 //! recorded from a real ZooKeeper 3.8 and converted from zktraffic's pcaps) and synthetic
-//! streams. Golden outputs live next to the fixtures as `<name>.records`; re-bless them with
+//! streams, the fixture properties through the shared [`crate::testkit`]. Golden outputs
+//! live next to the fixtures as `<name>.expected`; re-bless them with
 //! `UPDATE_EXPECT=1 cargo test -p l7tap-protocols zookeeper`.
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use super::*;
-use crate::fixture::{parse_chunks, Chunk};
-use crate::stream::{replay_chunks, StreamDriver};
+use crate::fixture::Chunk;
+use crate::stream::StreamDriver;
+use crate::testkit::{self, suffix, total_len, Judge, Kit};
 use crate::{Details, OwnedRecord};
 
 const C2S: Direction = Direction::ClientToServer;
@@ -16,39 +17,41 @@ const S2C: Direction = Direction::ServerToClient;
 
 // ---- helpers ---------------------------------------------------------------------------
 
-fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/zookeeper")
+/// The ZooKeeper parser and its fixtures, for the shared test kit.
+fn kit() -> Kit<ZooKeeperParser> {
+    kit_with(ZooKeeperSettings::default())
+}
+
+fn kit_with(settings: ZooKeeperSettings) -> Kit<ZooKeeperParser> {
+    Kit::new(
+        testkit::fixture_dir("zookeeper"),
+        move || StreamDriver::new(ZooKeeperParser::new(settings)),
+        describe,
+    )
+    .credentials(credentials)
+}
+
+/// The credentials each fixture carries (auth packets of the digest scheme).
+fn credentials(fixture: &str) -> &'static [&'static str] {
+    match fixture {
+        "auth-1" => &["zk-secret-auth", "l7tap:zk"],
+        "auth-2" | "auth-3" | "auth-4" => &["zk-secret-auth"],
+        "zktraffic-auth" => &["tacos:tacos", "tacos"],
+        _ => &[],
+    }
 }
 
 /// Every fixture of the directory, by name (file stem).
 fn fixture_names() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(fixture_dir())
-        .expect("fixture directory")
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            name.strip_suffix(".chunks").map(str::to_owned)
-        })
-        .collect();
-    names.sort();
-    names
+    kit().fixtures()
 }
 
 fn load(name: &str) -> Vec<Chunk> {
-    let path = fixture_dir().join(format!("{name}.chunks"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    parse_chunks(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
-}
-
-fn as_refs(chunks: &[Chunk]) -> Vec<(Direction, u64, &[u8])> {
-    chunks
-        .iter()
-        .map(|(d, t, b)| (*d, *t, b.as_slice()))
-        .collect()
+    kit().load(name)
 }
 
 fn replay(chunks: &[Chunk], piece: usize) -> (Vec<OwnedRecord>, StreamDriver<ZooKeeperParser>) {
-    let (out, driver) = replay_chunks(ZooKeeperParser::default(), &as_refs(chunks), piece);
-    (requests(out), driver)
+    kit().run(chunks, piece)
 }
 
 fn requests(out: Records) -> Vec<OwnedRecord> {
@@ -144,45 +147,53 @@ fn format_counters(driver: &StreamDriver<ZooKeeperParser>) -> String {
     )
 }
 
-/// Golden test: the fixture's records and counters, formatted, equal `<name>.records`.
-fn check(name: &str) {
-    let chunks = load(name);
-    let base = chunks.first().map_or(0, |c| c.1);
-    let (records, driver) = replay(&chunks, usize::MAX);
-    let actual = format_counters(&driver) + &format_records(&records, base);
-    let path = fixture_dir().join(format!("{name}.records"));
-    if std::env::var_os("UPDATE_EXPECT").is_some() {
-        std::fs::write(&path, &actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    if expected != actual {
-        let new = path.with_extension("records.actual");
-        std::fs::write(&new, &actual).unwrap();
-        panic!(
-            "{name}: records differ from {path:?} (actual output in {new:?}; \
-             UPDATE_EXPECT=1 re-blesses)\n{actual}"
-        );
-    }
+/// Golden text: the fixture's counters, then its records, times relative to its first chunk.
+fn describe(
+    chunks: &[Chunk],
+    records: &[OwnedRecord],
+    driver: &StreamDriver<ZooKeeperParser>,
+) -> String {
+    let base = chunks.first().map_or(0, |c| c.ts_ns);
+    format_counters(driver) + &format_records(records, base)
 }
 
 /// The records of a complete replay, by request start and xid.
-struct FullRun<'a>(HashMap<(u64, i32), Vec<&'a OwnedRecord>>);
+struct FullRun(HashMap<(u64, i32), Vec<OwnedRecord>>);
 
-impl<'a> FullRun<'a> {
-    fn new(records: &'a [OwnedRecord]) -> Self {
+impl FullRun {
+    fn new(records: &[OwnedRecord]) -> Self {
         let mut index: HashMap<_, Vec<_>> = HashMap::new();
         for r in records {
-            index.entry((r.start_ns, zk(r).xid)).or_default().push(r);
+            index
+                .entry((r.start_ns, zk(r).xid))
+                .or_default()
+                .push(r.clone());
         }
         FullRun(index)
+    }
+}
+
+/// Judge for the test kit: every record of a partial run is [`consistent_with`] the whole
+/// run's.
+fn consistent(same_session: bool) -> impl Fn(&[OwnedRecord]) -> Judge {
+    move |whole| {
+        let full = FullRun::new(whole);
+        Box::new(move |records| {
+            match records
+                .iter()
+                .find(|r| !consistent_with(r, &full, same_session))
+            {
+                None => Ok(()),
+                Some(r) => Err(format!("gave {r:#?}")),
+            }
+        })
     }
 }
 
 /// Whether `r`, from a partial or shifted replay, says nothing that the complete replay
 /// contradicts: it is one of `full`'s records (same request, same outcome), or that
 /// request ended early (`Incomplete`, or its answer's body not seen to the end).
-fn consistent_with(r: &OwnedRecord, full: &FullRun<'_>, same_session: bool) -> bool {
+fn consistent_with(r: &OwnedRecord, full: &FullRun, same_session: bool) -> bool {
     let candidates = full.0.get(&(r.start_ns, zk(r).xid));
     candidates.into_iter().flatten().any(|f| {
         let (dr, df) = (zk(r), zk(f));
@@ -221,39 +232,6 @@ fn consistent_with(r: &OwnedRecord, full: &FullRun<'_>, same_session: bool) -> b
     })
 }
 
-/// The first `n` bytes of a conversation (the chunk at the cut is cut).
-fn prefix(chunks: &[Chunk], n: usize) -> Vec<Chunk> {
-    let mut left = n;
-    let mut out = Vec::new();
-    for (d, t, b) in chunks {
-        if left == 0 {
-            break;
-        }
-        let take = b.len().min(left);
-        out.push((*d, *t, b[..take].to_vec()));
-        left -= take;
-    }
-    out
-}
-
-/// The conversation without its first `n` bytes (a capture that started late).
-fn suffix(chunks: &[Chunk], n: usize) -> Vec<Chunk> {
-    let mut skip = n;
-    let mut out = Vec::new();
-    for (d, t, b) in chunks {
-        let drop = b.len().min(skip);
-        skip -= drop;
-        if drop < b.len() {
-            out.push((*d, *t, b[drop..].to_vec()));
-        }
-    }
-    out
-}
-
-fn total_len(chunks: &[Chunk]) -> usize {
-    chunks.iter().map(|c| c.2.len()).sum()
-}
-
 /// Cut points to try: every one for small fixtures; for large ones about 400 spread ones
 /// (50 for the largest) plus points around the boundaries of about 100 chunks.
 fn cut_points(chunks: &[Chunk]) -> Vec<usize> {
@@ -270,29 +248,13 @@ fn cut_points(chunks: &[Chunk]) -> Vec<usize> {
             for d in [0, 1, 3, 4, 5, 8, 12, 16, 17, 20] {
                 points.push((at + d).min(total));
             }
-            points.push((at + c.2.len()).saturating_sub(1));
+            points.push((at + c.bytes.len()).saturating_sub(1));
         }
-        at += c.2.len();
+        at += c.bytes.len();
     }
     points.sort_unstable();
     points.dedup();
     points
-}
-
-/// A small deterministic PRNG (xorshift64*), so tests need no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// Builds frames for synthetic streams.
@@ -333,22 +295,7 @@ fn get_data_reply(xid: i32, zxid: i64, data_len: usize) -> Vec<u8> {
 
 // ---- golden tests, one per fixture ------------------------------------------------------
 
-macro_rules! golden {
-    ($($test:ident => $name:literal,)*) => {
-        $(#[test] fn $test() { check($name) })*
-
-        /// Every fixture in the directory has its golden test above.
-        #[test]
-        fn every_fixture_has_a_golden_test() {
-            let listed = [$($name),*];
-            for name in fixture_names() {
-                assert!(listed.contains(&name.as_str()), "no golden test for fixture {name}");
-            }
-        }
-    };
-}
-
-golden! {
+crate::golden_tests! { kit();
     golden_basic => "basic",
     golden_errors => "errors",
     golden_multi => "multi",
@@ -385,19 +332,10 @@ golden! {
 
 // ---- properties over every fixture -----------------------------------------------------
 
+/// In pieces of 1 (up to 300 KB), 7, 64 and 4096 bytes.
 #[test]
 fn every_rechunking_gives_the_same_records() {
-    for name in fixture_names() {
-        let chunks = load(name.as_str());
-        let (whole, _) = replay(&chunks, usize::MAX);
-        for piece in [1, 7, 64] {
-            if piece == 1 && total_len(&chunks) > 300_000 {
-                continue; // the large fixture in 1-byte pieces is slow in debug builds
-            }
-            let (records, _) = replay(&chunks, piece);
-            assert_eq!(records, whole, "{name}: pieces of {piece}");
-        }
-    }
+    kit().check_rechunking();
 }
 
 #[test]
@@ -410,9 +348,8 @@ fn the_fast_path_changes_no_record() {
         let chunks = load(name.as_str());
         for piece in [usize::MAX, 7] {
             let (fast, fast_driver) = replay(&chunks, piece);
-            let (out, general_driver) =
-                replay_chunks(ZooKeeperParser::new(general), &as_refs(&chunks), piece);
-            assert_eq!(fast, requests(out), "{name}: pieces of {piece}");
+            let (out, general_driver) = kit_with(general).run(&chunks, piece);
+            assert_eq!(fast, out, "{name}: pieces of {piece}");
             assert_eq!(
                 fast_driver.parser().counters(),
                 general_driver.parser().counters(),
@@ -424,38 +361,12 @@ fn the_fast_path_changes_no_record() {
 
 #[test]
 fn every_prefix_yields_no_wrong_record() {
-    for name in fixture_names() {
-        let chunks = load(&name);
-        let (full_records, _) = replay(&chunks, usize::MAX);
-        let full = FullRun::new(&full_records);
-        for n in cut_points(&chunks) {
-            let (records, _) = replay(&prefix(&chunks, n), usize::MAX);
-            for r in &records {
-                assert!(
-                    consistent_with(r, &full, true),
-                    "{name}: prefix of {n} bytes gave {r:#?}"
-                );
-            }
-        }
-    }
+    kit().check_prefixes(cut_points, consistent(true));
 }
 
 #[test]
 fn a_capture_starting_mid_stream_yields_no_misparsed_record() {
-    for name in fixture_names() {
-        let chunks = load(&name);
-        let (full_records, _) = replay(&chunks, usize::MAX);
-        let full = FullRun::new(&full_records);
-        for k in cut_points(&chunks) {
-            let (records, _) = replay(&suffix(&chunks, k), usize::MAX);
-            for r in &records {
-                assert!(
-                    consistent_with(r, &full, false),
-                    "{name}: without the first {k} bytes gave {r:#?}"
-                );
-            }
-        }
-    }
+    kit().check_mid_stream_starts(&[testkit::as_recorded], cut_points, consistent(false));
 }
 
 #[test]
@@ -463,7 +374,7 @@ fn mid_stream_start_finds_the_frames_again() {
     // Drop the handshake and the first request's first bytes: the rest pairs as usual.
     let chunks = load("basic");
     let (full, _) = replay(&chunks, usize::MAX);
-    let skip = chunks[0].2.len() + chunks[1].2.len() + 5;
+    let skip = chunks[0].bytes.len() + chunks[1].bytes.len() + 5;
     let (records, driver) = replay(&suffix(&chunks, skip), usize::MAX);
     assert!(driver.parser_counters().n_resyncs >= 1);
     assert!(driver.parser().zk_counters().n_unmatched_replies >= 1);
@@ -476,21 +387,14 @@ fn mid_stream_start_finds_the_frames_again() {
 
 #[test]
 fn random_bytes_neither_panic_nor_make_records() {
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
-    for round in 0..200 {
-        let mut driver = StreamDriver::new(ZooKeeperParser::default());
-        let mut out = Records::default();
-        for i in 0..50 {
-            let len = rng.below(300) + 1;
-            let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-            let dir = if rng.below(2) == 0 { C2S } else { S2C };
-            driver.push(dir, i, &bytes, 0, &mut out);
-        }
-        driver.close(1000, &mut out);
-        assert!(out.is_empty(), "round {round}: {out:#?}");
-        assert!(driver.parser_counters().n_resyncs > 0, "round {round}");
-        assert!(!driver.is_dropped());
-    }
+    kit().check_random_bytes(0x5eed_1234_abcd_0001, 200, 50);
+}
+
+/// Garbage before each direction's first syscall is resynchronised past and counted, and
+/// gives no record a mid-stream start would not.
+#[test]
+fn garbage_first_is_counted_and_misparses_nothing() {
+    kit().check_garbage_prepended(0x9e37_79b9_7f4a_7c15, consistent(false));
 }
 
 #[test]
@@ -501,7 +405,7 @@ fn garbage_between_frames_is_skipped_and_counted() {
     let mut replies = get_data_reply(1, 5, 3);
     replies.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0]);
     replies.extend_from_slice(&get_data_reply(2, 6, 3));
-    let chunks = vec![(C2S, 1, stream), (S2C, 2, replies)];
+    let chunks = vec![Chunk::new(C2S, 1, stream), Chunk::new(S2C, 2, replies)];
     for piece in [1, 3, usize::MAX] {
         let (records, driver) = replay(&chunks, piece);
         let paths: Vec<_> = records
@@ -542,7 +446,7 @@ fn truncated_conversation_ends_requests_incomplete() {
     let requests_seen: Vec<usize> = chunks
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.0 == C2S)
+        .filter(|(_, c)| c.dir == C2S)
         .map(|(i, _)| i)
         .collect();
     let cut = requests_seen[3] + 1;
@@ -666,7 +570,10 @@ fn five_hundred_in_flight_all_pair() {
         requests_bytes.extend(get_data_request(xid, &format!("/p/{xid}")));
         replies_bytes.extend(get_data_reply(xid, 1000 + xid as i64, xid as usize % 7));
     }
-    let chunks = vec![(C2S, 1, requests_bytes), (S2C, 2, replies_bytes)];
+    let chunks = vec![
+        Chunk::new(C2S, 1, requests_bytes),
+        Chunk::new(S2C, 2, replies_bytes),
+    ];
     for piece in [1, 100, usize::MAX] {
         let (records, driver) = replay(&chunks, piece);
         assert_eq!(records.len(), 500);
@@ -714,26 +621,17 @@ fn in_flight_overflow_drops_the_oldest() {
 
 #[test]
 fn credentials_never_reach_a_record() {
-    for (name, secrets) in [
-        ("auth-1", &["zk-secret-auth", "l7tap:zk"][..]),
-        ("auth-2", &["zk-secret-auth"][..]),
-        ("auth-3", &["zk-secret-auth"][..]),
-        ("auth-4", &["zk-secret-auth"][..]),
-        ("zktraffic-auth", &["tacos:tacos", "tacos"][..]),
-    ] {
-        let (records, driver) = replay(&load(name), usize::MAX);
-        let text = format!("{records:?} {:?}", driver.parser());
-        for secret in secrets {
-            assert!(!text.contains(secret), "{name}: {secret} in {text}");
-        }
-        if name != "auth-3" {
-            assert!(
-                records.iter().any(|r| r.operation == "auth"
-                    && r.query()
-                        .is_some_and(|q| q == "digest" || q == "bogus-scheme")),
-                "{name}: {records:#?}"
-            );
-        }
+    // auth-3 is a client that never authenticates: its bytes carry no credential.
+    let carrying = kit().check_no_credentials();
+    assert_eq!(carrying, 4, "the auth fixtures carry credentials");
+    for name in ["auth-1", "auth-2", "auth-4", "zktraffic-auth"] {
+        let (records, _) = replay(&load(name), usize::MAX);
+        assert!(
+            records.iter().any(|r| r.operation == "auth"
+                && r.query()
+                    .is_some_and(|q| q == "digest" || q == "bogus-scheme")),
+            "{name}: {records:#?}"
+        );
     }
 }
 
@@ -742,8 +640,8 @@ fn credentials_never_reach_a_record() {
 #[test]
 fn four_letter_word_refused_by_the_whitelist_is_an_error() {
     let chunks = vec![
-        (C2S, 1, b"wchc".to_vec()),
-        (
+        Chunk::new(C2S, 1, b"wchc".to_vec()),
+        Chunk::new(
             S2C,
             2,
             b"wchc is not executed because it is not in the whitelist.\n".to_vec(),
@@ -758,7 +656,7 @@ fn four_letter_word_refused_by_the_whitelist_is_an_error() {
 
 #[test]
 fn four_letter_word_without_answer_is_incomplete() {
-    let (records, _) = replay(&[(C2S, 1, b"ruok".to_vec())], usize::MAX);
+    let (records, _) = replay(&[Chunk::new(C2S, 1, b"ruok".to_vec())], usize::MAX);
     assert_eq!(records.len(), 1);
     assert_eq!(
         (records[0].operation, records[0].status),
@@ -776,7 +674,10 @@ fn a_path_that_spells_a_four_letter_word_mid_stream_is_not_one() {
     c2s.extend(get_data_request(8, "/ok"));
     let mut s2c = get_data_reply(7, 1, 0);
     s2c.extend(get_data_reply(8, 2, 0));
-    let (records, driver) = replay(&[(C2S, 1, c2s), (S2C, 2, s2c)], usize::MAX);
+    let (records, driver) = replay(
+        &[Chunk::new(C2S, 1, c2s), Chunk::new(S2C, 2, s2c)],
+        usize::MAX,
+    );
     let got: Vec<_> = records.iter().map(|r| (r.operation, r.status)).collect();
     assert_eq!(got, vec![("getData", Status::Ok)]);
     assert_eq!(driver.parser().zk_counters().n_four_letter_words, 0);
@@ -816,7 +717,10 @@ fn keeper_sixty_four_bit_xids_are_followed_after_their_handshake() {
     reply_body.extend_from_slice(&77i64.to_be_bytes());
     reply_body.extend_from_slice(&(-101i32).to_be_bytes());
     s2c.extend(frame(&reply_body));
-    let (records, driver) = replay(&[(C2S, 1, c2s), (S2C, 2, s2c)], usize::MAX);
+    let (records, driver) = replay(
+        &[Chunk::new(C2S, 1, c2s), Chunk::new(S2C, 2, s2c)],
+        usize::MAX,
+    );
     let got: Vec<_> = records
         .iter()
         .map(|r| (r.operation, r.status, r.query().map(str::to_owned)))
@@ -839,7 +743,10 @@ fn refused_and_expired_sessions_are_errors() {
         let (c2s, _) = keeper_handshake(0, false);
         let (_, mut s2c) = keeper_handshake(version, false);
         s2c[12..20].copy_from_slice(&(session as i64).to_be_bytes());
-        let (records, _) = replay(&[(C2S, 1, c2s), (S2C, 2, s2c)], usize::MAX);
+        let (records, _) = replay(
+            &[Chunk::new(C2S, 1, c2s), Chunk::new(S2C, 2, s2c)],
+            usize::MAX,
+        );
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].status, Status::Error);
         assert_eq!(records[0].error_name, Some(expected));
@@ -852,10 +759,10 @@ fn a_keeper_that_declines_64_bit_xids_keeps_32_bit_headers() {
     let (c2s, _) = keeper_handshake(11, false);
     let (_, s2c) = keeper_handshake(0, false);
     let chunks = [
-        (C2S, 1, c2s),
-        (S2C, 2, s2c),
-        (C2S, 3, get_data_request(1, "/a")),
-        (S2C, 4, get_data_reply(1, 2, 0)),
+        Chunk::new(C2S, 1, c2s),
+        Chunk::new(S2C, 2, s2c),
+        Chunk::new(C2S, 3, get_data_request(1, "/a")),
+        Chunk::new(S2C, 4, get_data_reply(1, 2, 0)),
     ];
     let (records, _) = replay(&chunks, usize::MAX);
     let got: Vec<_> = records.iter().map(|r| (r.operation, r.status)).collect();
@@ -866,7 +773,10 @@ fn a_keeper_that_declines_64_bit_xids_keeps_32_bit_headers() {
 fn keeper_compression_is_unfollowable_after_the_handshake() {
     let (c2s, mut s2c) = keeper_handshake(10, true);
     s2c.extend_from_slice(&[0x55; 40]); // compressed frames
-    let (records, driver) = replay(&[(C2S, 1, c2s), (S2C, 2, s2c)], usize::MAX);
+    let (records, driver) = replay(
+        &[Chunk::new(C2S, 1, c2s), Chunk::new(S2C, 2, s2c)],
+        usize::MAX,
+    );
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].operation, "connect");
     assert_eq!(records[0].status, Status::Ok);
@@ -885,7 +795,10 @@ fn large_set_data_gets_its_version_from_the_frame_tail() {
     let request = frame(&body);
     let mut stat = vec![0; decoding::STAT_BYTES];
     stat[32..36].copy_from_slice(&42i32.to_be_bytes());
-    let chunks = vec![(C2S, 1, request), (S2C, 2, reply(9, 3, 0, &stat))];
+    let chunks = vec![
+        Chunk::new(C2S, 1, request),
+        Chunk::new(S2C, 2, reply(9, 3, 0, &stat)),
+    ];
     for piece in [1000, 65536, usize::MAX] {
         let (records, driver) = replay(&chunks, piece);
         assert_eq!(records.len(), 1);
@@ -904,8 +817,8 @@ fn large_set_data_gets_its_version_from_the_frame_tail() {
 fn long_paths_are_cut_and_flagged() {
     let path = format!("/{}", "p".repeat(600));
     let chunks = vec![
-        (C2S, 1, get_data_request(1, &path)),
-        (S2C, 2, get_data_reply(1, 1, 0)),
+        Chunk::new(C2S, 1, get_data_request(1, &path)),
+        Chunk::new(S2C, 2, get_data_reply(1, 1, 0)),
     ];
     let (records, _) = replay(&chunks, usize::MAX);
     assert_eq!(records[0].query().map(str::len), Some(512));
@@ -913,8 +826,8 @@ fn long_paths_are_cut_and_flagged() {
     // A character cut by the bound is dropped, not replaced.
     let path = format!("/{}", "é".repeat(300));
     let chunks = vec![
-        (C2S, 1, get_data_request(1, &path)),
-        (S2C, 2, get_data_reply(1, 1, 0)),
+        Chunk::new(C2S, 1, get_data_request(1, &path)),
+        Chunk::new(S2C, 2, get_data_reply(1, 1, 0)),
     ];
     let (records, _) = replay(&chunks, usize::MAX);
     assert_eq!(records[0].query().map(str::len), Some(511));

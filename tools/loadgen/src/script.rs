@@ -2,8 +2,7 @@
 //!
 //! Input is the `.chunks` format of `protocols/src/fixture.rs` (written by
 //! `ci/fixture-proxy.py`): one line per recorded `recv()`, `c`lient or `s`erver, a timestamp
-//! and hex bytes. It is parsed here rather than through `l7tap-protocols` so the load tools
-//! build on their own.
+//! and hex bytes, read by that module's codec.
 //!
 //! - ClickHouse ([`ClickHouseScript`]): the conversation is cut into exchanges (client bytes,
 //!   then the server's answer); the last exchange is the request that repeats, the ones
@@ -13,6 +12,9 @@
 //!   (requests) and by the opcode of the request they answer (replies, paired by xid).
 use std::collections::HashMap;
 use std::path::Path;
+
+use l7tap_protocols::fixture;
+use l7tap_protocols::Direction;
 
 /// A malformed fixture.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,45 +45,24 @@ pub struct Chunk {
     pub bytes: Vec<u8>,
 }
 
-/// Parses `.chunks` text (`file` names it in errors).
+/// Parses `.chunks` text (`file` names it in errors) with the fixture codec of
+/// `l7tap_protocols::fixture`, keeping each chunk's sender and bytes.
 pub fn parse_chunks(text: &str, file: &str) -> Result<Vec<Chunk>, ScriptError> {
-    let mut chunks = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let err = |what| ScriptError::Line {
-            file: file.to_string(),
-            line: i + 1,
-            what,
-        };
-        let mut fields = line.split_ascii_whitespace();
-        let sender = match fields.next() {
-            Some("c") => Sender::Client,
-            Some("s") => Sender::Server,
-            _ => return Err(err("direction must be c or s")),
-        };
-        fields
-            .next()
-            .and_then(|t| t.parse::<u64>().ok())
-            .ok_or_else(|| err("bad timestamp"))?;
-        let hex = fields.next().unwrap_or("").as_bytes();
-        if hex.len() % 2 != 0 {
-            return Err(err("odd number of hex digits"));
-        }
-        let bytes = hex
-            .chunks(2)
-            .map(|pair| {
-                std::str::from_utf8(pair)
-                    .ok()
-                    .and_then(|s| u8::from_str_radix(s, 16).ok())
-            })
-            .collect::<Option<Vec<u8>>>()
-            .ok_or_else(|| err("bad hex"))?;
-        chunks.push(Chunk { sender, bytes });
-    }
-    Ok(chunks)
+    let chunks = fixture::parse_chunks(text).map_err(|e| ScriptError::Line {
+        file: file.to_string(),
+        line: e.line,
+        what: e.what,
+    })?;
+    Ok(chunks
+        .into_iter()
+        .map(|c| Chunk {
+            sender: match c.dir {
+                Direction::ClientToServer => Sender::Client,
+                Direction::ServerToClient => Sender::Server,
+            },
+            bytes: c.bytes,
+        })
+        .collect())
 }
 
 fn read_chunks(path: &Path) -> Result<Vec<Chunk>, ScriptError> {
