@@ -36,11 +36,22 @@ pub fn ip_of(addr: &str) -> &str {
     }
 }
 
+/// The families of the registry's protocols, each once, as `--protocol` takes them.
+fn protocol_families() -> clap::builder::PossibleValuesParser {
+    let mut families: Vec<&'static str> = l7tap_protocols::Protocol::ALL
+        .iter()
+        .map(|p| p.family())
+        .collect();
+    families.sort_unstable();
+    families.dedup();
+    clap::builder::PossibleValuesParser::new(families)
+}
+
 /// Row filters shared by `report` and `heatmap`.
 #[derive(clap::Args, Clone)]
 pub struct FilterArgs {
-    /// Only this protocol.
-    #[arg(long, value_parser = ["clickhouse", "zookeeper"])]
+    /// Only this protocol family (`protocol` column: every interface of it).
+    #[arg(long, value_parser = protocol_families())]
     pub protocol: Option<String>,
     /// Only this server (`ip:port`, as in `server_addr`).
     #[arg(long)]
