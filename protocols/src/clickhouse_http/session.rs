@@ -321,8 +321,9 @@ impl ClickHouseHttpParser {
         let mut compressed_response = false;
         for (name, raw) in meaning::url_parameters(head.target) {
             let field = match name {
-                b"query" => {
-                    r.param_truncated |= meaning::percent_decode_into(raw, &mut r.param, max);
+                // The first `query=` is the one ClickHouse runs.
+                b"query" if r.param.is_empty() && !r.param_truncated => {
+                    r.param_truncated = meaning::percent_decode_into(raw, &mut r.param, max);
                     continue;
                 }
                 b"decompress" => {
