@@ -213,6 +213,7 @@ golden! {
     golden_http_password => "http_password",
     golden_http_errors => "http_errors",
     golden_http_error_midstream => "http_error_midstream",
+    golden_http_error_midstream_cut => "http_error_midstream_cut",
     golden_http_large => "http_large",
     golden_http_large_cut => "http_large_cut",
     golden_http_insert => "http_insert",
@@ -301,6 +302,29 @@ fn a_cut_result_ends_where_the_whole_one_does() {
         );
     }
     assert_eq!(driver.parser().http_counters().n_chunked_lost, 1);
+}
+
+/// The last read of a failing result is cut too: its tail holds the appended exception and
+/// the last chunk, which end the exchange with its error (the tail path).
+#[test]
+fn the_tail_of_a_cut_read_ends_a_failing_result() {
+    let cut = load("http_error_midstream_cut");
+    let last = cut.last().unwrap();
+    assert_eq!(last.3, TAIL);
+    let (whole, _) = run(&load("http_error_midstream"), usize::MAX);
+    let (records, driver) = run(&cut, usize::MAX);
+    assert_eq!(records.len(), 1);
+    let (r, w) = (&records[0], &whole[0]);
+    assert_eq!(
+        (r.status, r.error_code, r.end_ns, r.error_message()),
+        (Status::Error, Some(395), w.end_ns, w.error_message())
+    );
+    assert_eq!(r.end_ns, last.1);
+    let h = driver.parser().http_counters();
+    assert_eq!((h.n_chunked_lost, h.n_chunked_found), (1, 1));
+    // Without the tail, the end is never seen.
+    let (headless, _) = run(&cut[..cut.len() - 1], usize::MAX);
+    assert_eq!(headless[0].status, Status::Incomplete);
 }
 
 /// Cuts every server syscall of every fixture like the kernel (first `capture` bytes, the
