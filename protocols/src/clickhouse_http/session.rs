@@ -21,6 +21,8 @@
 //! A 2xx response may still report an exception: ClickHouse appends `Code: ...` to the
 //! result it has already begun to send. So the last bytes of every chunk of an uncompressed
 //! result are looked at (`EXCEPTION_WINDOW`), and the chunk's last line is kept if it is one.
+//! A result whose own last row is such a text (`SELECT exception FROM system.query_log` in
+//! TSV) reads the same; ClickHouse's clients detect a late exception the same way.
 use std::collections::VecDeque;
 
 use super::http::{self, BodyFraming, FramingError};
@@ -499,8 +501,9 @@ impl ClickHouseHttpParser {
         let mut end = joined.len();
         if operation == "INSERT" {
             if let Some(data_at) = meaning::insert_data_start(joined) {
-                // What follows is data, not query text: nothing of the text was cut.
-                truncated = r.param_truncated && data_at == r.param.len();
+                // What follows is data, not query text: the text was cut only if the bytes
+                // read stopped right after the format's name (which may go on).
+                truncated &= data_at == joined.len();
                 end = data_at;
             }
         }
