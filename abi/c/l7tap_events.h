@@ -45,7 +45,8 @@ enum l7_event_kind {
  * ARCHITECTURE.md, "Adding a protocol". */
 #define L7_PROTOCOLS(X)                                                                   \
 	X(CLICKHOUSE, 1, ClickHouse, "clickhouse", "clickhouse", "native", 16384, 8192)    \
-	X(ZOOKEEPER, 2, ZooKeeper, "zookeeper", "zookeeper", "native", 65536, 0)
+	X(ZOOKEEPER, 2, ZooKeeper, "zookeeper", "zookeeper", "native", 65536, 0)           \
+	X(CLICKHOUSE_HTTP, 3, ClickHouseHttp, "clickhouse_http", "clickhouse", "http", 16384, 8192)
 
 #define L7_PROTO_ENUM_ENTRY(c_name, id, ...) L7_PROTO_##c_name = id,
 enum l7_protocol {

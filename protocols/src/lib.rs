@@ -7,13 +7,15 @@
 //! - [`Parser`] is the one trait every protocol implements.
 //! - [`stream::StreamDriver`] owns a parser and the two direction buffers of one connection:
 //!   it reassembles, skips what the parser does not need, reports gaps, and bounds memory.
-//! - [`clickhouse`], [`zookeeper`] and [`debug`] are the protocols.
+//! - [`clickhouse`] (native), [`clickhouse_http`], [`zookeeper`] and [`debug`] are the
+//!   protocols; [`registry`] says which parser each protocol gets.
 //! - [`fixture`] reads and writes the `.chunks` fixture format; `testkit` (this crate's
 //!   tests, or the cargo feature `testkit`) holds the properties every parser's tests check.
 // One audited exception: `record::ascii_str`.
 #![deny(unsafe_code)]
 
 pub mod clickhouse;
+pub mod clickhouse_http;
 pub mod debug;
 pub mod fixture;
 mod record;

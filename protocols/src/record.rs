@@ -109,6 +109,13 @@ pub struct ClickHouseDetails {
     pub result_rows: u64,
     /// The session compresses Data packets.
     pub compressed: bool,
+    /// Database the query ran in, where the request named it (HTTP: `database=`).
+    pub database: Text,
+    /// Output format the request asked for or the server reported (HTTP: `default_format=`,
+    /// `X-ClickHouse-Format`).
+    pub format: Text,
+    /// HTTP status of the response (0: not HTTP, or no status seen).
+    pub http_status: u16,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -193,6 +200,8 @@ impl RequestRecord {
                 f(&mut ch.user);
                 f(&mut ch.client_name);
                 f(&mut ch.client_version);
+                f(&mut ch.database);
+                f(&mut ch.format);
             }
             Details::ZooKeeper(zk) => f(&mut zk.multi_ops),
         }

@@ -5,6 +5,7 @@
 //! registered: its parser factory in [`new_parser`], its extra counters in
 //! [`ProtocolCounters`]. See ARCHITECTURE.md, "Adding a protocol".
 use crate::clickhouse::{ClickHouseConfig, ClickHouseParser};
+use crate::clickhouse_http::ClickHouseHttpParser;
 use crate::debug::FrameCounter;
 use crate::stream::StreamDriver;
 use crate::zookeeper::{ZooKeeperParser, ZooKeeperSettings};
@@ -91,6 +92,13 @@ pub fn new_parser(protocol: Protocol, limits: &ParserLimits) -> Box<dyn Connecti
             }),
             cap,
         )),
+        Protocol::ClickHouseHttp => Box::new(StreamDriver::with_max_buffered(
+            ClickHouseHttpParser::new(ClickHouseConfig {
+                max_query_bytes: limits.max_query_bytes,
+                ..ClickHouseConfig::default()
+            }),
+            cap,
+        )),
         Protocol::ZooKeeper => Box::new(StreamDriver::with_max_buffered(
             ZooKeeperParser::new(ZooKeeperSettings {
                 max_path_bytes: limits.max_query_bytes,
@@ -112,6 +120,18 @@ pub fn new_frame_counter(limits: &ParserLimits) -> Box<dyn ConnectionParser> {
 
 impl ProtocolCounters for ClickHouseParser {
     fn for_each_counter(&self, _add: &mut dyn FnMut(&'static str, u64)) {}
+}
+
+impl ProtocolCounters for ClickHouseHttpParser {
+    fn for_each_counter(&self, add: &mut dyn FnMut(&'static str, u64)) {
+        // A response that matched no request is dropped; a lost chunked body may still be
+        // ended by a later syscall or tail: both must at least be counted.
+        let http = self.http_counters();
+        add("unmatched_responses", http.n_unmatched_responses);
+        add("in_flight_overflows", http.n_in_flight_overflows);
+        add("chunked_lost", http.n_chunked_lost);
+        add("chunked_found", http.n_chunked_found);
+    }
 }
 
 impl ProtocolCounters for ZooKeeperParser {

@@ -118,16 +118,19 @@ pub struct RequestColumns {
     result_rows: Int64Builder,
     zk_watch: BooleanBuilder,
     zk_multi_ops: ListBuilder<StringBuilder>,
-    interface: StringBuilder,
     zk_event_type: Int32Builder,
     zk_keeper_state: Int32Builder,
+    interface: StringBuilder,
+    database: StringBuilder,
+    format: StringBuilder,
+    http_status: Int32Builder,
 }
 
 /// Whether a protocol's `query` text is SQL, which `--redact` rewrites (a ZooKeeper path is
 /// not: it holds no literals).
 fn query_is_sql(protocol: Protocol) -> bool {
     match protocol {
-        Protocol::ClickHouse => true,
+        Protocol::ClickHouse | Protocol::ClickHouseHttp => true,
         Protocol::ZooKeeper => false,
     }
 }
@@ -201,6 +204,9 @@ impl RequestColumns {
             zk_event_type: Int32Builder::with_capacity(n),
             zk_keeper_state: Int32Builder::with_capacity(n),
             interface: strings(n, 6),
+            database: strings(n, 8),
+            format: strings(n, 8),
+            http_status: Int32Builder::with_capacity(n),
         }
     }
 
@@ -227,6 +233,9 @@ impl RequestColumns {
         self.rows_written.append_nulls(n);
         self.bytes_written.append_nulls(n);
         self.result_rows.append_nulls(n);
+        self.database.append_nulls(n);
+        self.format.append_nulls(n);
+        self.http_status.append_nulls(n);
     }
 
     /// Appends the nulls due to the ZooKeeper-only columns.
@@ -307,6 +316,10 @@ impl RequestColumns {
                     .append_value(saturating_i64(ch.bytes_written));
                 self.result_rows
                     .append_value(saturating_i64(ch.result_rows));
+                append_non_empty(&mut self.database, request.str(ch.database));
+                append_non_empty(&mut self.format, request.str(ch.format));
+                self.http_status
+                    .append_option((ch.http_status != 0).then_some(i32::from(ch.http_status)));
                 self.zookeeper_nulls_due += 1;
             }
             Details::ZooKeeper(zk) => {
@@ -403,6 +416,9 @@ impl TableColumns for RequestColumns {
             Arc::new(f.zk_event_type.finish()),
             Arc::new(f.zk_keeper_state.finish()),
             Arc::new(f.interface.finish()),
+            Arc::new(f.database.finish()),
+            Arc::new(f.format.finish()),
+            Arc::new(f.http_status.finish()),
         ]
     }
 }

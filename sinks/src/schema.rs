@@ -172,6 +172,12 @@ pub const REQUESTS_COLUMNS: &[ColumnSpec] = &[
     column("zk_keeper_state", Int32, NULLABLE, PLAIN, "ZooKeeper watch notification: keeper state; null otherwise."),
     column("interface", Utf8, REQUIRED, DICT,
         "How the request reached the server: `native` (the protocol's own TCP framing) or `http` (ClickHouse's HTTP interface)."),
+    column("database", Utf8, NULLABLE, DICT,
+        "ClickHouse over HTTP: the database the request named (`database=` or `X-ClickHouse-Database`); null otherwise."),
+    column("format", Utf8, NULLABLE, DICT,
+        "ClickHouse over HTTP: the result format (`default_format=` or the response's `X-ClickHouse-Format`); null when not named."),
+    column("http_status", Int32, NULLABLE, DICT,
+        "ClickHouse over HTTP: the response's status code; null for the native interface and ZooKeeper."),
 ];
 
 /// Columns of the `intervals` table: one row per window and key.

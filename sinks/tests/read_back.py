@@ -37,6 +37,7 @@ EXPECTED = {
         ("client_version", S), ("rows_written", I64), ("bytes_written", I64),
         ("result_rows", I64), ("zk_watch", B), ("zk_multi_ops", pa.list_(S)),
         ("zk_event_type", I32), ("zk_keeper_state", I32), ("interface", S),
+        ("database", S), ("format", S), ("http_status", I32),
     ],
     "intervals": [
         ("window_start", TS), ("window_ns", I64), ("protocol", S), ("side", S),

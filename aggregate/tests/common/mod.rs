@@ -62,6 +62,7 @@ pub fn clickhouse_request(
         bytes_written: 0,
         result_rows: 10,
         compressed: false,
+        ..Default::default()
     };
     batch.push(
         conn.clone(),

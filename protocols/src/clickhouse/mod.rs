@@ -40,6 +40,9 @@ mod wire;
 pub use codes::{revision, ClientPacket, CompressionMethod, ServerPacket};
 pub use error_codes::error_name;
 pub use session::{ClickHouseConfig, ClickHouseParser, OPERATION_LOGIN};
+/// Shared with the HTTP interface's parser (`crate::clickhouse_http`).
+pub(crate) use statement::statement_type;
+pub(crate) use wire::bounded_text;
 
 #[cfg(test)]
 mod tests;
