@@ -10,12 +10,13 @@
  *
  * This file holds the syscall programs; the rest is in headers included here (one BPF
  * object): common.h (globals, counters), emit.h (output and events), conn.h (connection
- * state), window.h and classify_<protocol>.h (detection), classify.h (classification).
+ * state), window.h and classify_<protocol>.h (detection), classify.h (classification),
+ * payload.h (on_payload: the one path of payload, from classification to data events).
  */
 #include "common.h"
 #include "emit.h"
 #include "conn.h"
-#include "classify.h"
+#include "payload.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -158,19 +159,7 @@ static __always_inline int exit_data(void *ctx, long ret)
 	struct conn_state *c = bpf_map_lookup_elem(&conns, &args.key);
 	if (!c || c->ignored)
 		return 0;
-	__u64 ts = bpf_ktime_get_ns();
-	__u32 prefix = 0;
-	if (c->protocol == L7_PROTO_UNKNOWN &&
-	    !classify(ctx, c, args.key, args.direction, &args.src, ret, ts, &prefix))
-		return 0;
-	struct l7_event_header hdr = {};
-	conn_header(&hdr, c, args.key, args.direction, ts);
-	if (prefix)
-		emit_prefix(ctx, &hdr, (__u32)ret); /* the body length was the prefix */
-	__u32 limit = c->protocol == L7_PROTO_ZOOKEEPER ? capture_bytes_zookeeper
-							 : capture_bytes_clickhouse;
-	__u32 tail_max = c->protocol == L7_PROTO_CLICKHOUSE ? tail_bytes_clickhouse : 0;
-	emit_data(ctx, &hdr, &args.src, ret, limit, tail_max);
+	on_payload(ctx, c, args.key, args.direction, &args.src, ret, bpf_ktime_get_ns());
 	return 0;
 }
 
