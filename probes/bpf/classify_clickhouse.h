@@ -80,4 +80,18 @@ __noinline int ch_query(struct window *win, __u32 n)
 	return string_ok(win, p + 1, addr, 0);
 }
 
+/* The ClickHouse native classifier (dispatched from L7_PROTOCOLS): Hello or Query. */
+static __always_inline __u8 classify_CLICKHOUSE(const struct classify_input *in,
+						struct classify_verdict *v)
+{
+	__u8 detect = 0;
+	if (ch_hello(in->win, in->n))
+		detect = L7_DETECT_CH_HELLO;
+	else if (ch_query(in->win, in->n))
+		detect = L7_DETECT_CH_QUERY;
+	if (detect)
+		v->role = request_role(in);
+	return detect;
+}
+
 #endif

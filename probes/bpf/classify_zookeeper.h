@@ -100,4 +100,34 @@ static __always_inline int zk_four_letter_word(const __u8 *w)
 	return 0;
 }
 
+/* The ZooKeeper classifier (dispatched from L7_PROTOCOLS). Two cases come before the frame
+ * checks: a four-letter word (mntr, ruok, ...) sent alone as a plain 4-byte payload (or 5
+ * with a newline); and a JVM server's read of a frame's 4-byte length on its own, which is
+ * held for the next payload, its body (see struct classify_verdict). */
+static __always_inline __u8 classify_ZOOKEEPER(const struct classify_input *in,
+					       struct classify_verdict *v)
+{
+	const __u8 *w = in->win->b;
+	if (!in->iovcnt && in->n == in->len && (in->len == 4 || in->len == 5)) {
+		if ((in->len == 4 || w[4] == '\n') && zk_four_letter_word(w)) {
+			v->role = request_role(in);
+			return L7_DETECT_ZK_4LW;
+		}
+		__u32 len = be32_at(w, 0);
+		if (in->ingress && in->len == 4 && len >= 8 && len <= 0xFFFFF) {
+			v->hold_len = len;
+			return 0;
+		}
+	}
+	__u8 detect = zk_request(in->win, in->n, in->frame);
+	if (detect) {
+		v->role = request_role(in);
+		return detect;
+	}
+	detect = zk_reply(in->win, in->n, in->frame);
+	if (detect)
+		v->role = reply_role(in);
+	return detect;
+}
+
 #endif

@@ -25,6 +25,37 @@ static __always_inline __u32 be32_at(const __u8 *w, __u32 off)
 	       (__u32)w[off + 3];
 }
 
+/* What a protocol's classifier sees of one payload. */
+struct classify_input {
+	struct window *win; /* the payload's first bytes (after a held length prefix) */
+	__u64 len;          /* bytes of the payload */
+	__u64 frame;        /* bytes of the payload and of its held prefix */
+	__u64 sk;           /* the connection's struct sock */
+	__u32 n;            /* bytes in the window */
+	__u32 iovcnt;       /* 0: a plain buffer; else iovecs */
+	__u8 ingress;       /* the observed process received the payload */
+};
+
+/* What a classifier decides besides its detect code. */
+struct classify_verdict {
+	__u8 role; /* the observed process's role, when detected */
+	/* Not detected, but the payload (4 bytes) may be a frame length read on its own: the
+	 * next payload is classified with these 4 bytes before it (JVM servers). */
+	__u32 hold_len;
+};
+
+/* The observed process's role if the payload is a request: it sent or received it. */
+static __always_inline __u8 request_role(const struct classify_input *in)
+{
+	return in->ingress ? L7_ROLE_SERVER : L7_ROLE_CLIENT;
+}
+
+/* The observed process's role if the payload is a reply. */
+static __always_inline __u8 reply_role(const struct classify_input *in)
+{
+	return in->ingress ? L7_ROLE_CLIENT : L7_ROLE_SERVER;
+}
+
 /* Copies up to WINDOW bytes from the start of the payload at `src` (`ret` bytes) into `w`,
  * after the 4 bytes of `pending_len` if it is set. Returns the bytes in the window. */
 static __always_inline __u32 read_window(__u8 *w, const struct user_payload *src, __u64 ret,
