@@ -19,17 +19,20 @@
 
 /* Set by the loader before load. */
 volatile const __u32 self_tgid = 0;
-/* Payload bytes captured per syscall segment, per protocol (ZooKeeper servers answer
- * pipelined requests in large writes; ClickHouse's large writes are data blocks the parser
- * skips by their sizes). */
-volatile const __u32 capture_bytes_clickhouse = 16384;
-volatile const __u32 capture_bytes_zookeeper = 65536;
-/* Last bytes of a cut ClickHouse syscall sent as a tail event (0: none; at most
- * L7_MAX_TAIL). A client reads a large result in reads of up to ~1 MiB, and the last of
- * them ends with the response's final packets (ProfileInfo, Progress, an empty Data block,
- * EndOfStream: ~40 bytes on 18.16; or an Exception with its stack trace, up to ~5.4 KiB on
- * 18.16): the parser finds the query's end there. */
-volatile const __u32 tail_bytes_clickhouse = 8192;
+/* Payload bytes captured per syscall segment and last bytes of a cut syscall segment sent as
+ * a tail event (0: none; at most L7_MAX_TAIL), per protocol, indexed by wire id; the
+ * defaults are those of the protocol list. Why per protocol: ZooKeeper servers answer
+ * pipelined requests in large writes, every reply counts; ClickHouse's large writes are data
+ * blocks the parser skips by their sizes, and a client reads a large result in reads of up to
+ * ~1 MiB, the last of which ends with the response's final packets (ProfileInfo, Progress,
+ * an empty Data block, EndOfStream: ~40 bytes on 18.16; or an Exception with its stack
+ * trace, up to ~5.4 KiB on 18.16): the parser finds the query's end in the tail. */
+#define CAPTURE_BYTES_DEFAULT(c_name, id, rust, name, family, interface, capture, tail) [id] = capture,
+#define TAIL_BYTES_DEFAULT(c_name, id, rust, name, family, interface, capture, tail) [id] = tail,
+volatile const __u32 capture_bytes[L7_PROTO_LIMIT] = { L7_PROTOCOLS(CAPTURE_BYTES_DEFAULT) };
+volatile const __u32 tail_bytes[L7_PROTO_LIMIT] = { L7_PROTOCOLS(TAIL_BYTES_DEFAULT) };
+#undef CAPTURE_BYTES_DEFAULT
+#undef TAIL_BYTES_DEFAULT
 volatile const __u32 classify_budget = 16;
 volatile const __u32 transport = L7_TRANSPORT_PERF;
 /* Ring buffer fill level above which the reader is woken at once. */

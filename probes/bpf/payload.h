@@ -8,6 +8,12 @@
 #include "conn.h"
 #include "classify.h"
 
+#define LIMITS_OF(c_name, ...)                                    \
+	case L7_PROTO_##c_name:                                   \
+		limit = capture_bytes[L7_PROTO_##c_name];         \
+		tail_max = tail_bytes[L7_PROTO_##c_name];         \
+		break;
+
 /* on_payload: `len` (> 0) bytes of the connection `key` (tgid << 32 | fd) just moved in
  * `direction` at time `ts`, and are at `src` in the current task's user memory: a plain
  * buffer (`src->iovcnt == 0`) or an array of `src->iovcnt` iovecs.
@@ -33,9 +39,16 @@ static __always_inline void on_payload(void *ctx, struct conn_state *c, __u64 ke
 	conn_header(&hdr, c, key, direction, ts);
 	if (prefix)
 		emit_prefix(ctx, &hdr, (__u32)len); /* the body length was the prefix */
-	__u32 limit = c->protocol == L7_PROTO_ZOOKEEPER ? capture_bytes_zookeeper
-							 : capture_bytes_clickhouse;
-	__u32 tail_max = c->protocol == L7_PROTO_CLICKHOUSE ? tail_bytes_clickhouse : 0;
+	/* The limits are read at constant offsets, one case per protocol: the verifier then
+	 * knows their values (the globals are read-only) and checks emit_data once per distinct
+	 * pair of limits. Read at the protocol's offset, they are unknown numbers and the
+	 * verifier gives up (over 1M instructions). */
+	__u32 limit, tail_max;
+	switch (c->protocol) {
+		L7_PROTOCOLS(LIMITS_OF)
+	default:
+		return; /* never: the classifier sets only listed protocols */
+	}
 	emit_data(ctx, &hdr, src, len, limit, tail_max);
 }
 
