@@ -7,6 +7,7 @@
 #include "window.h"
 #include "classify_clickhouse.h"
 #include "classify_zookeeper.h"
+#include "classify_clickhouse_http.h"
 
 /* The connection was just classified (its protocol and role set): the open event, and its
  * socket's ownership for the end of the connection. */

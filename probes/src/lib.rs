@@ -52,6 +52,9 @@ pub const PROGRAMS: &[(&str, &str, &str)] = &[
 /// Most payload bytes captured per syscall segment (sent as several events).
 pub const MAX_CAPTURE_BYTES: u32 = events::layout::MAX_PAYLOAD * events::layout::MAX_PIECES;
 
+/// Most ClickHouse HTTP server ports the kernel classifier checks.
+pub const MAX_CLICKHOUSE_HTTP_PORTS: usize = events::layout::CLICKHOUSE_HTTP_MAX_PORTS as usize;
+
 /// Most bytes of a cut syscall's tail sent as their own event.
 pub const MAX_TAIL_BYTES: u32 = events::layout::MAX_TAIL;
 
@@ -78,6 +81,10 @@ pub struct ProbeConfig {
     /// client's large read ends with the query's final packets (an 18.16 Exception with its
     /// stack trace is 2-5.4 KiB in the fixtures).
     pub tail_bytes: PerProtocol<u32>,
+    /// Server ports of ClickHouse's HTTP interface: an HTTP/1.x request to one of them
+    /// classifies its connection as ClickHouse over HTTP (at most
+    /// [`MAX_CLICKHOUSE_HTTP_PORTS`]).
+    pub clickhouse_http_ports: Vec<u16>,
     /// Payloads of an unclassified socket inspected before it is ignored.
     pub classify_budget: u32,
     pub transport: Transport,
@@ -103,6 +110,7 @@ impl Default for ProbeConfig {
         ProbeConfig {
             capture_bytes: PerProtocol::from_fn(Protocol::default_capture_bytes),
             tail_bytes: PerProtocol::from_fn(Protocol::default_tail_bytes),
+            clickhouse_http_ports: vec![8123],
             classify_budget: 16,
             transport: Transport::PerfArray,
             max_tracked_fds: 65536,
@@ -133,6 +141,8 @@ pub enum ProbeError {
     },
     #[error("BPF map {name} is missing from the object")]
     MissingMap { name: &'static str },
+    #[error("{given} ClickHouse HTTP ports given, the probes check at most {max}")]
+    TooManyClickHouseHttpPorts { given: usize, max: usize },
     #[error("cannot list online CPUs: {0}")]
     Cpus(String),
     #[error("opening the perf buffer of CPU {cpu}: {source}")]
@@ -195,6 +205,7 @@ impl Probes {
         let self_tgid = std::process::id();
         let capture_bytes = config.capture_bytes.by_wire_id(MAX_CAPTURE_BYTES);
         let tail_bytes = config.tail_bytes.by_wire_id(MAX_TAIL_BYTES);
+        let clickhouse_http_ports = clickhouse_http_ports(&config.clickhouse_http_ports)?;
         let transport = match config.transport {
             Transport::PerfArray => events::layout::TRANSPORT_PERF,
             Transport::RingBuf => events::layout::TRANSPORT_RINGBUF,
@@ -208,6 +219,7 @@ impl Probes {
             .set_global("self_tgid", &self_tgid, true)
             .set_global("capture_bytes", &capture_bytes, true)
             .set_global("tail_bytes", &tail_bytes, true)
+            .set_global("clickhouse_http_ports", &clickhouse_http_ports, true)
             .set_global("classify_budget", &config.classify_budget, true)
             .set_global("transport", &transport, true)
             .set_global("ring_wakeup_bytes", &(u64::from(ring) / 4), true)
@@ -316,6 +328,19 @@ impl Probes {
     }
 }
 
+/// The kernel's port table: the ports, then zeros (unused entries).
+fn clickhouse_http_ports(ports: &[u16]) -> Result<[u16; MAX_CLICKHOUSE_HTTP_PORTS], ProbeError> {
+    let mut table = [0; MAX_CLICKHOUSE_HTTP_PORTS];
+    if ports.len() > table.len() {
+        return Err(ProbeError::TooManyClickHouseHttpPorts {
+            given: ports.len(),
+            max: table.len(),
+        });
+    }
+    table[..ports.len()].copy_from_slice(ports);
+    Ok(table)
+}
+
 pub fn online_cpus() -> Result<Vec<u32>, ProbeError> {
     aya::util::online_cpus().map_err(|(what, e)| ProbeError::Cpus(format!("{what}: {e}")))
 }
@@ -334,6 +359,19 @@ fn tracepoint_program<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clickhouse_http_port_table_is_padded_with_zeros_and_bounded() {
+        let table = clickhouse_http_ports(&[8123, 8124]).unwrap();
+        assert_eq!(table[..2], [8123, 8124]);
+        assert!(table[2..].iter().all(|&p| p == 0));
+        let too_many = vec![1; MAX_CLICKHOUSE_HTTP_PORTS + 1];
+        assert!(matches!(
+            clickhouse_http_ports(&too_many),
+            Err(ProbeError::TooManyClickHouseHttpPorts { given, max })
+                if given == MAX_CLICKHOUSE_HTTP_PORTS + 1 && max == MAX_CLICKHOUSE_HTTP_PORTS
+        ));
+    }
 
     #[test]
     fn default_limits_are_the_protocol_lists() {

@@ -77,6 +77,10 @@ struct CaptureArgs {
     /// --tail-bytes-clickhouse.
     #[arg(long, value_name = "NAME=BYTES", value_delimiter = ',', value_parser = protocol_bytes)]
     tail_bytes: Vec<(Protocol, u32)>,
+    /// Server ports of ClickHouse's HTTP interface (at most 8): HTTP/1.x requests to them
+    /// are classified as ClickHouse over HTTP.
+    #[arg(long, value_delimiter = ',', default_value = "8123")]
+    clickhouse_http_ports: Vec<u16>,
     /// Kernel-to-user transport: the shared BPF ring buffer, read without per-event
     /// wakeups, or per-CPU perf buffers (each event wakes the reader: several times the
     /// CPU per request, see ARCHITECTURE.md).
@@ -251,6 +255,7 @@ fn main() {
                 record: a.record,
                 capture_bytes,
                 tail_bytes,
+                clickhouse_http_ports: a.clickhouse_http_ports,
                 ringbuf: matches!(a.transport, TransportArg::Ringbuf),
                 perf_pages: a.perf_pages,
                 ready_file: a.ready_file,
@@ -284,10 +289,10 @@ mod tests {
 
     fn capture_args(args: &[&str]) -> CaptureArgs {
         let cli = Cli::try_parse_from(["l7tap", "capture"].iter().chain(args)).unwrap();
-        match cli.command {
-            Command::Capture(a) => a,
-            _ => unreachable!("parsed a capture command"),
-        }
+        let Command::Capture(args) = cli.command else {
+            panic!("`l7tap capture` parses as a capture command");
+        };
+        args
     }
 
     #[test]

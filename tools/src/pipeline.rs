@@ -32,6 +32,8 @@ pub struct CaptureOptions {
     pub capture_bytes: PerProtocol<u32>,
     /// Last bytes of a cut syscall segment sent on their own, per protocol.
     pub tail_bytes: PerProtocol<u32>,
+    /// Server ports of ClickHouse's HTTP interface.
+    pub clickhouse_http_ports: Vec<u16>,
     pub ringbuf: bool,
     pub perf_pages: usize,
     pub ready_file: Option<PathBuf>,
@@ -172,6 +174,7 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
     let config = ProbeConfig {
         capture_bytes: opts.capture_bytes,
         tail_bytes: opts.tail_bytes,
+        clickhouse_http_ports: opts.clickhouse_http_ports,
         transport: if opts.ringbuf {
             Transport::RingBuf
         } else {
