@@ -44,14 +44,12 @@ __noinline int http_request_line(struct window *win, __u32 n)
 	const __u8 *w = win->b;
 	if (n < 16) /* "GET / HTTP/1.1\r\n" */
 		return 0;
-	__u32 start = http_method_len(w);
-	if (!start)
+	if (!http_method_len(w))
 		return 0;
+	/* past the shortest method and its space (no method holds " HTTP/1.") */
 	for (__u32 i = 4; i < WINDOW - 8; i++) {
 		if (i + 8 > n)
 			return 0;
-		if (i < start)
-			continue;
 		__u8 b = w[i];
 		if (b == '\r' || b == '\n')
 			return 0;
@@ -62,10 +60,9 @@ __noinline int http_request_line(struct window *win, __u32 n)
 	return 0;
 }
 
-static __always_inline __u8 ascii_lower(__u8 b)
-{
-	return b >= 'A' && b <= 'Z' ? b + ('a' - 'A') : b;
-}
+/* Byte `b` is the lowercase letter `lower` in either case: setting bit 5 maps only 'A'-'Z'
+ * onto 'a'-'z' (and 'a'-'z' onto themselves), with no branch for the verifier to follow. */
+#define IS_LETTER(b, lower) (((b) | 0x20) == (lower))
 
 /* An HTTP/1.x response with a header named X-ClickHouse-... (any case) among the headers in
  * the window (ClickHouse 18.16 sends X-ClickHouse-Server-Display-Name). */
@@ -85,18 +82,19 @@ __noinline int http_clickhouse_response(struct window *win, __u32 n)
 			continue;
 		if (w[i] == '\r' || w[i] == '\n')
 			return 0; /* the end of the headers */
-		if (ascii_lower(w[i]) == 'x' && w[i + 1] == '-' && ascii_lower(w[i + 2]) == 'c' &&
-		    ascii_lower(w[i + 3]) == 'l' && ascii_lower(w[i + 4]) == 'i' &&
-		    ascii_lower(w[i + 5]) == 'c' && ascii_lower(w[i + 6]) == 'k' &&
-		    ascii_lower(w[i + 7]) == 'h' && ascii_lower(w[i + 8]) == 'o' &&
-		    ascii_lower(w[i + 9]) == 'u' && ascii_lower(w[i + 10]) == 's' &&
-		    ascii_lower(w[i + 11]) == 'e' && w[i + 12] == '-')
+		if (IS_LETTER(w[i], 'x') && w[i + 1] == '-' && IS_LETTER(w[i + 2], 'c') &&
+		    IS_LETTER(w[i + 3], 'l') && IS_LETTER(w[i + 4], 'i') &&
+		    IS_LETTER(w[i + 5], 'c') && IS_LETTER(w[i + 6], 'k') &&
+		    IS_LETTER(w[i + 7], 'h') && IS_LETTER(w[i + 8], 'o') &&
+		    IS_LETTER(w[i + 9], 'u') && IS_LETTER(w[i + 10], 's') &&
+		    IS_LETTER(w[i + 11], 'e') && w[i + 12] == '-')
 			return 1;
 	}
 	return 0;
 }
 
 #undef WORD
+#undef IS_LETTER
 
 /* Whether `port` is one of ClickHouse's HTTP ports. */
 static __always_inline int clickhouse_http_port(__u16 port)
