@@ -24,7 +24,7 @@ const INSTALL_HINT: &str =
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let bpf_dir = Path::new("bpf");
-    println!("cargo:rerun-if-changed=bpf/l7tap.bpf.c");
+    println!("cargo:rerun-if-changed=bpf");
     println!("cargo:rerun-if-changed=../abi/c/l7tap_events.h");
     let abi_dir = Path::new("../abi/c");
 

@@ -81,7 +81,12 @@ enum l7_detect {
 	L7_DETECT_ZK_REQUEST = 4,
 	L7_DETECT_ZK_REPLY = 5,
 	L7_DETECT_ZK_4LW = 6, /* a four-letter word (mntr, ruok, ...) opening a connection */
+	L7_DETECT_CH_HTTP_REQUEST = 7,  /* an HTTP/1.x request to a ClickHouse HTTP port */
+	L7_DETECT_CH_HTTP_RESPONSE = 8, /* an HTTP/1.x response with X-ClickHouse-* headers */
 };
+
+/* Entries of the kernel's table of ClickHouse HTTP server ports (set by the loader). */
+#define L7_CLICKHOUSE_HTTP_MAX_PORTS 8
 
 /* A connection: the process, its fd and the time the agent first saw that fd as this
  * connection. A reused fd gets a new start_ns, so it is never mistaken for the old one. */

@@ -103,6 +103,8 @@ impl OpenEvent {
             DETECT_ZK_REQUEST => "zookeeper_request",
             DETECT_ZK_REPLY => "zookeeper_reply",
             DETECT_ZK_4LW => "zookeeper_four_letter_word",
+            DETECT_CH_HTTP_REQUEST => "clickhouse_http_request",
+            DETECT_CH_HTTP_RESPONSE => "clickhouse_http_response",
             _ => "unknown",
         }
     }

@@ -5,8 +5,10 @@
 //! Architecture invariant: this crate is the only one that talks to the kernel's BPF
 //! subsystem. It hands out the perf (or ring) buffers; reading them is `ingest`'s job.
 mod host;
+mod limits;
 
 use l7tap_abi::events;
+use l7tap_abi::Protocol;
 
 use aya::maps::perf::PerfEventArrayBuffer;
 use aya::maps::{MapData, PerCpuArray, PerfEventArray, RingBuf};
@@ -15,6 +17,7 @@ use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 
 pub use host::{check_privileges, ensure_tracefs, HostError};
+pub use limits::PerProtocol;
 
 /// The BPF object, built from `bpf/l7tap.bpf.c`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/l7tap.bpf.o"));
@@ -49,12 +52,11 @@ pub const PROGRAMS: &[(&str, &str, &str)] = &[
 /// Most payload bytes captured per syscall segment (sent as several events).
 pub const MAX_CAPTURE_BYTES: u32 = events::layout::MAX_PAYLOAD * events::layout::MAX_PIECES;
 
+/// Most ClickHouse HTTP server ports the kernel classifier checks.
+pub const MAX_CLICKHOUSE_HTTP_PORTS: usize = events::layout::CLICKHOUSE_HTTP_MAX_PORTS as usize;
+
 /// Most bytes of a cut syscall's tail sent as their own event.
 pub const MAX_TAIL_BYTES: u32 = events::layout::MAX_TAIL;
-/// Default tail: room for an 18.16 Exception with its stack trace (2-5.4 KiB in the
-/// fixtures) or the final packets after a result (~40 bytes on 18.16; a ProfileEvents block
-/// on newer servers).
-pub const DEFAULT_TAIL_BYTES: u32 = 8192;
 
 /// How events leave the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,14 +73,18 @@ pub enum Transport {
 
 #[derive(Clone, Debug)]
 pub struct ProbeConfig {
-    /// Payload bytes captured per syscall segment of a ClickHouse connection (at most
-    /// [`MAX_CAPTURE_BYTES`]).
-    pub capture_bytes_clickhouse: u32,
-    /// The same for ZooKeeper connections.
-    pub capture_bytes_zookeeper: u32,
-    /// Last bytes of a cut ClickHouse syscall sent as a tail event (0: none; at most
-    /// [`MAX_TAIL_BYTES`]): where a client's large read ends with the query's final packets.
-    pub tail_bytes_clickhouse: u32,
+    /// Payload bytes captured per syscall segment of each protocol's connections (at most
+    /// [`MAX_CAPTURE_BYTES`]; default: the protocol list's).
+    pub capture_bytes: PerProtocol<u32>,
+    /// Last bytes of a cut syscall segment sent as a tail event, per protocol (0: none; at
+    /// most [`MAX_TAIL_BYTES`]; default: the protocol list's). ClickHouse's: where a
+    /// client's large read ends with the query's final packets (an 18.16 Exception with its
+    /// stack trace is 2-5.4 KiB in the fixtures).
+    pub tail_bytes: PerProtocol<u32>,
+    /// Server ports of ClickHouse's HTTP interface: an HTTP/1.x request to one of them
+    /// classifies its connection as ClickHouse over HTTP (at most
+    /// [`MAX_CLICKHOUSE_HTTP_PORTS`]).
+    pub clickhouse_http_ports: Vec<u16>,
     /// Payloads of an unclassified socket inspected before it is ignored.
     pub classify_budget: u32,
     pub transport: Transport,
@@ -88,12 +94,23 @@ pub struct ProbeConfig {
     pub ringbuf_bytes: u32,
 }
 
+impl ProbeConfig {
+    /// The most payload bytes one syscall segment of any protocol is captured with.
+    pub fn max_capture_bytes(&self) -> u32 {
+        self.capture_bytes
+            .iter()
+            .map(|(_, bytes)| bytes.min(MAX_CAPTURE_BYTES))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 impl Default for ProbeConfig {
     fn default() -> Self {
         ProbeConfig {
-            capture_bytes_clickhouse: events::layout::MAX_PAYLOAD,
-            capture_bytes_zookeeper: MAX_CAPTURE_BYTES,
-            tail_bytes_clickhouse: DEFAULT_TAIL_BYTES,
+            capture_bytes: PerProtocol::from_fn(Protocol::default_capture_bytes),
+            tail_bytes: PerProtocol::from_fn(Protocol::default_tail_bytes),
+            clickhouse_http_ports: vec![8123],
             classify_budget: 16,
             transport: Transport::PerfArray,
             max_tracked_fds: 65536,
@@ -124,6 +141,8 @@ pub enum ProbeError {
     },
     #[error("BPF map {name} is missing from the object")]
     MissingMap { name: &'static str },
+    #[error("{given} ClickHouse HTTP ports given, the probes check at most {max}")]
+    TooManyClickHouseHttpPorts { given: usize, max: usize },
     #[error("cannot list online CPUs: {0}")]
     Cpus(String),
     #[error("opening the perf buffer of CPU {cpu}: {source}")]
@@ -184,9 +203,9 @@ impl Probes {
         check_privileges()?;
         ensure_tracefs()?;
         let self_tgid = std::process::id();
-        let capture_ch = config.capture_bytes_clickhouse.min(MAX_CAPTURE_BYTES);
-        let capture_zk = config.capture_bytes_zookeeper.min(MAX_CAPTURE_BYTES);
-        let tail_ch = config.tail_bytes_clickhouse.min(MAX_TAIL_BYTES);
+        let capture_bytes = config.capture_bytes.by_wire_id(MAX_CAPTURE_BYTES);
+        let tail_bytes = config.tail_bytes.by_wire_id(MAX_TAIL_BYTES);
+        let clickhouse_http_ports = clickhouse_http_ports(&config.clickhouse_http_ports)?;
         let transport = match config.transport {
             Transport::PerfArray => events::layout::TRANSPORT_PERF,
             Transport::RingBuf => events::layout::TRANSPORT_RINGBUF,
@@ -198,9 +217,9 @@ impl Probes {
         };
         let mut ebpf = EbpfLoader::new()
             .set_global("self_tgid", &self_tgid, true)
-            .set_global("capture_bytes_clickhouse", &capture_ch, true)
-            .set_global("capture_bytes_zookeeper", &capture_zk, true)
-            .set_global("tail_bytes_clickhouse", &tail_ch, true)
+            .set_global("capture_bytes", &capture_bytes, true)
+            .set_global("tail_bytes", &tail_bytes, true)
+            .set_global("clickhouse_http_ports", &clickhouse_http_ports, true)
             .set_global("classify_budget", &config.classify_budget, true)
             .set_global("transport", &transport, true)
             .set_global("ring_wakeup_bytes", &(u64::from(ring) / 4), true)
@@ -309,6 +328,19 @@ impl Probes {
     }
 }
 
+/// The kernel's port table: the ports, then zeros (unused entries).
+fn clickhouse_http_ports(ports: &[u16]) -> Result<[u16; MAX_CLICKHOUSE_HTTP_PORTS], ProbeError> {
+    let mut table = [0; MAX_CLICKHOUSE_HTTP_PORTS];
+    if ports.len() > table.len() {
+        return Err(ProbeError::TooManyClickHouseHttpPorts {
+            given: ports.len(),
+            max: table.len(),
+        });
+    }
+    table[..ports.len()].copy_from_slice(ports);
+    Ok(table)
+}
+
 pub fn online_cpus() -> Result<Vec<u32>, ProbeError> {
     aya::util::online_cpus().map_err(|(what, e)| ProbeError::Cpus(format!("{what}: {e}")))
 }
@@ -322,4 +354,36 @@ fn tracepoint_program<'a>(
         .ok_or(ProbeError::MissingProgram { name })?
         .try_into()
         .map_err(|source| ProbeError::Program { name, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clickhouse_http_port_table_is_padded_with_zeros_and_bounded() {
+        let table = clickhouse_http_ports(&[8123, 8124]).unwrap();
+        assert_eq!(table[..2], [8123, 8124]);
+        assert!(table[2..].iter().all(|&p| p == 0));
+        let too_many = vec![1; MAX_CLICKHOUSE_HTTP_PORTS + 1];
+        assert!(matches!(
+            clickhouse_http_ports(&too_many),
+            Err(ProbeError::TooManyClickHouseHttpPorts { given, max })
+                if given == MAX_CLICKHOUSE_HTTP_PORTS + 1 && max == MAX_CLICKHOUSE_HTTP_PORTS
+        ));
+    }
+
+    #[test]
+    fn default_limits_are_the_protocol_lists() {
+        let config = ProbeConfig::default();
+        for p in Protocol::ALL {
+            assert_eq!(config.capture_bytes[p], p.default_capture_bytes(), "{p}");
+            assert_eq!(config.tail_bytes[p], p.default_tail_bytes(), "{p}");
+        }
+        let largest = Protocol::ALL
+            .iter()
+            .map(|p| p.default_capture_bytes().min(MAX_CAPTURE_BYTES))
+            .max();
+        assert_eq!(Some(config.max_capture_bytes()), largest);
+    }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use l7tap_probes::PerProtocol;
 use l7tap_protocols::Protocol;
 
 #[derive(Parser)]
@@ -57,16 +58,30 @@ struct CaptureArgs {
     record: Option<PathBuf>,
     /// Payload bytes captured per syscall on ClickHouse connections (at most 65536). Large
     /// result blocks need not be captured: the parser skips them by their sizes.
-    #[arg(long, default_value_t = 16384)]
+    #[arg(long, default_value_t = Protocol::ClickHouse.default_capture_bytes())]
     capture_bytes_clickhouse: u32,
     /// Payload bytes captured per syscall on ZooKeeper connections (at most 65536): a
     /// server answers pipelined requests in one large write, and every reply counts.
-    #[arg(long, default_value_t = 65536)]
+    #[arg(long, default_value_t = Protocol::ZooKeeper.default_capture_bytes())]
     capture_bytes_zookeeper: u32,
     /// Last bytes of a cut syscall on ClickHouse connections sent on their own (at most
     /// 8192; 0: none): a client's large read of a result ends with the query's last packets.
-    #[arg(long, default_value_t = l7tap_probes::DEFAULT_TAIL_BYTES)]
+    #[arg(long, default_value_t = Protocol::ClickHouse.default_tail_bytes())]
     tail_bytes_clickhouse: u32,
+    /// Payload bytes captured per syscall on one protocol's connections, as NAME=BYTES with
+    /// a name of --protocols (at most 65536; default: each protocol's own). Overrides the
+    /// per-protocol flags above.
+    #[arg(long, value_name = "NAME=BYTES", value_delimiter = ',', value_parser = protocol_bytes)]
+    capture_bytes: Vec<(Protocol, u32)>,
+    /// Last bytes of a cut syscall on one protocol's connections sent on their own, as
+    /// NAME=BYTES (at most 8192; 0: none; default: each protocol's own). Overrides
+    /// --tail-bytes-clickhouse.
+    #[arg(long, value_name = "NAME=BYTES", value_delimiter = ',', value_parser = protocol_bytes)]
+    tail_bytes: Vec<(Protocol, u32)>,
+    /// Server ports of ClickHouse's HTTP interface (at most 8): HTTP/1.x requests to them
+    /// are classified as ClickHouse over HTTP.
+    #[arg(long, value_delimiter = ',', default_value = "8123")]
+    clickhouse_http_ports: Vec<u16>,
     /// Kernel-to-user transport: the shared BPF ring buffer, read without per-event
     /// wakeups, or per-CPU perf buffers (each event wakes the reader: several times the
     /// CPU per request, see ARCHITECTURE.md).
@@ -140,6 +155,45 @@ pub struct CommonArgs {
     roll_age: Duration,
 }
 
+impl CaptureArgs {
+    /// Capture and tail bytes per protocol: each protocol's default, then the per-protocol
+    /// flags, then `--capture-bytes` / `--tail-bytes`.
+    fn probe_limits(&self) -> (PerProtocol<u32>, PerProtocol<u32>) {
+        let mut capture = PerProtocol::from_fn(Protocol::default_capture_bytes);
+        let mut tail = PerProtocol::from_fn(Protocol::default_tail_bytes);
+        capture[Protocol::ClickHouse] = self.capture_bytes_clickhouse;
+        capture[Protocol::ZooKeeper] = self.capture_bytes_zookeeper;
+        tail[Protocol::ClickHouse] = self.tail_bytes_clickhouse;
+        for &(protocol, bytes) in &self.capture_bytes {
+            capture[protocol] = bytes;
+        }
+        for &(protocol, bytes) in &self.tail_bytes {
+            tail[protocol] = bytes;
+        }
+        (capture, tail)
+    }
+}
+
+/// A `NAME=BYTES` argument: a protocol of the registry and a byte count.
+fn protocol_bytes(arg: &str) -> Result<(Protocol, u32), String> {
+    let (name, bytes) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=BYTES, got {arg:?}"))?;
+    let protocol = Protocol::ALL
+        .into_iter()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| {
+            format!(
+                "unknown protocol {name:?} (one of {})",
+                Protocol::NAMES.join(", ")
+            )
+        })?;
+    let bytes = bytes
+        .parse()
+        .map_err(|e| format!("bad byte count {bytes:?}: {e}"))?;
+    Ok((protocol, bytes))
+}
+
 /// `--protocols` takes the registry's protocol names.
 fn protocol_arg() -> impl clap::builder::TypedValueParser<Value = Protocol> {
     use clap::builder::TypedValueParser as _;
@@ -195,17 +249,20 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Capture(a) => pipeline::capture(pipeline::CaptureOptions {
-            duration: a.duration,
-            record: a.record,
-            capture_bytes_clickhouse: a.capture_bytes_clickhouse,
-            capture_bytes_zookeeper: a.capture_bytes_zookeeper,
-            tail_bytes_clickhouse: a.tail_bytes_clickhouse,
-            ringbuf: matches!(a.transport, TransportArg::Ringbuf),
-            perf_pages: a.perf_pages,
-            ready_file: a.ready_file,
-            common: a.common,
-        }),
+        Command::Capture(a) => {
+            let (capture_bytes, tail_bytes) = a.probe_limits();
+            pipeline::capture(pipeline::CaptureOptions {
+                duration: a.duration,
+                record: a.record,
+                capture_bytes,
+                tail_bytes,
+                clickhouse_http_ports: a.clickhouse_http_ports,
+                ringbuf: matches!(a.transport, TransportArg::Ringbuf),
+                perf_pages: a.perf_pages,
+                ready_file: a.ready_file,
+                common: a.common,
+            })
+        }
         Command::Replay(a) => pipeline::replay(&a.file, a.common),
         Command::Dump { file, out } => dump::dump(&file, &out),
         Command::Report(a) => report::run(a),
@@ -229,5 +286,66 @@ mod tests {
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("3 parsecs").is_err());
+    }
+
+    fn capture_args(args: &[&str]) -> CaptureArgs {
+        let cli = Cli::try_parse_from(["l7tap", "capture"].iter().chain(args)).unwrap();
+        let Command::Capture(args) = cli.command else {
+            panic!("`l7tap capture` parses as a capture command");
+        };
+        args
+    }
+
+    #[test]
+    fn limits_default_to_the_protocol_list() {
+        let (capture, tail) = capture_args(&[]).probe_limits();
+        for p in Protocol::ALL {
+            assert_eq!(capture[p], p.default_capture_bytes(), "{p}");
+            assert_eq!(tail[p], p.default_tail_bytes(), "{p}");
+        }
+    }
+
+    #[test]
+    fn per_protocol_flags_and_name_equals_bytes_set_limits() {
+        let (capture, tail) = capture_args(&[
+            "--capture-bytes-clickhouse",
+            "4096",
+            "--capture-bytes-zookeeper",
+            "8192",
+            "--tail-bytes-clickhouse",
+            "0",
+        ])
+        .probe_limits();
+        assert_eq!(capture[Protocol::ClickHouse], 4096);
+        assert_eq!(capture[Protocol::ZooKeeper], 8192);
+        assert_eq!(tail[Protocol::ClickHouse], 0);
+        let (capture, tail) = capture_args(&[
+            "--capture-bytes-clickhouse",
+            "4096",
+            "--capture-bytes",
+            "clickhouse=1000,zookeeper=2000",
+            "--tail-bytes",
+            "zookeeper=512",
+        ])
+        .probe_limits();
+        assert_eq!(capture[Protocol::ClickHouse], 1000);
+        assert_eq!(capture[Protocol::ZooKeeper], 2000);
+        assert_eq!(tail[Protocol::ZooKeeper], 512);
+        assert_eq!(
+            tail[Protocol::ClickHouse],
+            Protocol::ClickHouse.default_tail_bytes()
+        );
+    }
+
+    #[test]
+    fn name_equals_bytes_takes_registry_names_only() {
+        assert_eq!(
+            protocol_bytes("zookeeper=100"),
+            Ok((Protocol::ZooKeeper, 100))
+        );
+        assert!(protocol_bytes("ZooKeeper=100").is_err());
+        assert!(protocol_bytes("redis=100").is_err());
+        assert!(protocol_bytes("clickhouse").is_err());
+        assert!(protocol_bytes("clickhouse=-1").is_err());
     }
 }

@@ -15,7 +15,7 @@ use l7tap_ingest::reactor::{self, KernelBuffer, ReactorStats};
 use l7tap_ingest::recording::{RecordingHeader, RecordingReader, RecordingWriter};
 use l7tap_ingest::ring::{frame_ring, FrameProducer};
 use l7tap_ingest::{Router, RouterStats, Tag};
-use l7tap_probes::{KernelCounters, ProbeConfig, Probes, Transport};
+use l7tap_probes::{KernelCounters, PerProtocol, ProbeConfig, Probes, Transport};
 use l7tap_protocols::Protocol;
 use l7tap_sinks::CaptureStatsRow;
 
@@ -29,9 +29,12 @@ const RING_BYTES: usize = 16 << 20;
 pub struct CaptureOptions {
     pub duration: Option<Duration>,
     pub record: Option<PathBuf>,
-    pub capture_bytes_clickhouse: u32,
-    pub capture_bytes_zookeeper: u32,
-    pub tail_bytes_clickhouse: u32,
+    /// Payload bytes captured per syscall segment, per protocol.
+    pub capture_bytes: PerProtocol<u32>,
+    /// Last bytes of a cut syscall segment sent on their own, per protocol.
+    pub tail_bytes: PerProtocol<u32>,
+    /// Server ports of ClickHouse's HTTP interface.
+    pub clickhouse_http_ports: Vec<u16>,
     pub ringbuf: bool,
     pub perf_pages: usize,
     pub ready_file: Option<PathBuf>,
@@ -169,9 +172,9 @@ fn add_kernel_counters(summary: &mut Summary, snap: &CounterSnapshot) {
 
 pub fn capture(opts: CaptureOptions) -> Result<()> {
     let config = ProbeConfig {
-        capture_bytes_clickhouse: opts.capture_bytes_clickhouse,
-        capture_bytes_zookeeper: opts.capture_bytes_zookeeper,
-        tail_bytes_clickhouse: opts.tail_bytes_clickhouse,
+        capture_bytes: opts.capture_bytes,
+        tail_bytes: opts.tail_bytes,
+        clickhouse_http_ports: opts.clickhouse_http_ports,
         transport: if opts.ringbuf {
             Transport::RingBuf
         } else {
@@ -197,9 +200,7 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
                 path,
                 &RecordingHeader {
                     monotonic_to_unix_ns: offset,
-                    capture_bytes: opts
-                        .capture_bytes_clickhouse
-                        .max(opts.capture_bytes_zookeeper),
+                    capture_bytes: config.max_capture_bytes(),
                     n_cpus,
                 },
             )
