@@ -3,12 +3,11 @@
 //! POST bodies read for their query text, errors read for their message, INSERT data
 //! skipped) make no allocation. Its own test binary: the counting allocator sees only this.
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use l7tap_protocols::clickhouse_http::ClickHouseHttpParser;
-use l7tap_protocols::fixture::parse_chunks;
 use l7tap_protocols::stream::StreamDriver;
+use l7tap_protocols::testkit::{fixture_dir, load_path};
 use l7tap_protocols::Records;
 
 /// Counts allocations (not frees) made through the global allocator.
@@ -42,7 +41,7 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn no_allocation_per_exchange_in_steady_state() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/clickhouse_http");
+    let dir = fixture_dir("clickhouse_http");
     let mut chunks = Vec::new();
     for name in [
         "http_keepalive",
@@ -50,8 +49,7 @@ fn no_allocation_per_exchange_in_steady_state() {
         "http_insert",
         "http_password",
     ] {
-        let text = std::fs::read_to_string(dir.join(format!("{name}.chunks"))).unwrap();
-        chunks.extend(parse_chunks(&text).unwrap());
+        chunks.extend(load_path(&dir.join(format!("{name}.chunks"))));
     }
     let mut driver = StreamDriver::new(ClickHouseHttpParser::default());
     let mut out = Records::with_capacity(64, 1 << 16);

@@ -123,6 +123,7 @@ struct ResponseFacts {
     header_code: Option<i32>,
 }
 
+#[derive(Debug)]
 struct Exchange {
     seq: u64,
     record: RequestRecord,
@@ -147,6 +148,7 @@ pub struct ClickHouseHttpCounters {
 }
 
 /// Passive parser of ClickHouse's HTTP interface for one connection.
+#[derive(Debug)]
 pub struct ClickHouseHttpParser {
     config: ClickHouseConfig,
     phase: [Phase; 2],
