@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 pub mod clickhouse;
+pub mod credentials;
 pub mod debug;
 pub mod fixture;
 mod record;

@@ -23,12 +23,14 @@
 mod block;
 pub mod codes;
 mod compression;
+mod credentials;
 mod error_codes;
 mod packets;
 mod session;
 mod statement;
 mod wire;
 
+pub use credentials::hello_password_range;
 pub use codes::{revision, ClientPacket, CompressionMethod, ServerPacket};
 pub use error_codes::error_name;
 pub use session::{ClickHouseConfig, ClickHouseParser, OPERATION_LOGIN};

@@ -1,0 +1,49 @@
+//! The credentials in a client's byte stream, by protocol, and their scrubbing: `l7tap dump
+//! --scrub` writes fixtures that can be shared, with each credential replaced by filler of
+//! the same length (so every length prefix, and the parse, stay as they were).
+use std::ops::Range;
+
+use crate::Protocol;
+
+/// The byte that replaces credentials.
+pub const FILLER: u8 = b'*';
+
+/// The byte ranges of credentials in `client_to_server`: client bytes of one connection that
+/// start where a message starts (the connection's start, or a syscall after a gap). Ranges
+/// are sorted and end within the bytes.
+pub fn credential_ranges(protocol: Protocol, client_to_server: &[u8]) -> Vec<Range<usize>> {
+    match protocol {
+        Protocol::ClickHouse => crate::clickhouse::hello_password_range(client_to_server)
+            .into_iter()
+            .collect(),
+        Protocol::ZooKeeper => crate::zookeeper::credential_ranges(client_to_server),
+    }
+}
+
+/// Replaces the credentials of `client_to_server` with [`FILLER`]; returns the bytes replaced.
+pub fn scrub_credentials(protocol: Protocol, client_to_server: &mut [u8]) -> usize {
+    let mut replaced = 0;
+    for range in credential_ranges(protocol, client_to_server) {
+        replaced += range.len();
+        client_to_server[range].fill(FILLER);
+    }
+    replaced
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubbing_keeps_lengths_and_replaces_only_the_password() {
+        // A client Hello: code 0, name, version 1.2, revision 54460 (VarUInt), database,
+        // user, password.
+        let mut hello = b"\x00\x03cli\x01\x02\xbc\xa9\x03\x02db\x05alice".to_vec();
+        hello.extend_from_slice(b"\x07hunter2");
+        let mut scrubbed = hello.clone();
+        assert_eq!(scrub_credentials(Protocol::ClickHouse, &mut scrubbed), 7);
+        assert_eq!(scrubbed.len(), hello.len());
+        assert!(scrubbed.ends_with(b"\x07*******"));
+        assert_eq!(scrubbed[..hello.len() - 7], hello[..hello.len() - 7]);
+    }
+}
