@@ -66,14 +66,25 @@ mod tests {
     #[test]
     fn the_hello_password_of_the_fixtures_is_found() {
         // cli_password-2 is the run with a wrong password, `wrong-ch-secret-pw`.
-        for fixture in ["py_password-1", "py_password-2", "cli_password-1", "cli_password-2"] {
+        for fixture in [
+            "py_password-1",
+            "py_password-2",
+            "cli_password-1",
+            "cli_password-2",
+        ] {
             let stream = client_stream(fixture);
             let range = hello_password_range(&stream).unwrap();
-            assert!(stream[range.clone()].ends_with(b"ch-secret-pw"), "{fixture}");
+            assert!(
+                stream[range.clone()].ends_with(b"ch-secret-pw"),
+                "{fixture}"
+            );
             let mut scrubbed = stream.clone();
             scrubbed[range].fill(b'*');
             let secret: &[u8] = b"ch-secret-pw";
-            assert!(!scrubbed.windows(secret.len()).any(|w| w == secret), "{fixture}");
+            assert!(
+                !scrubbed.windows(secret.len()).any(|w| w == secret),
+                "{fixture}"
+            );
         }
     }
 

@@ -30,8 +30,8 @@ mod session;
 mod statement;
 mod wire;
 
-pub use credentials::hello_password_range;
 pub use codes::{revision, ClientPacket, CompressionMethod, ServerPacket};
+pub use credentials::hello_password_range;
 pub use error_codes::error_name;
 pub use session::{ClickHouseConfig, ClickHouseParser, OPERATION_LOGIN};
 

@@ -1,10 +1,11 @@
 //! Where the credentials are in a client's stream, for `dump --scrub`: the session password
 //! of the ConnectRequest, the auth data of AuthPackets (xid -4: type, scheme, auth bytes) and
-//! SASL tokens. The parser itself skips them unread (`decoding::request_body`).
+//! SASL tokens; and in the server's stream, the session password of the ConnectResponse. The
+//! parser itself skips them unread (`decoding::request_body`).
 use std::ops::Range;
 
 use super::codes::{protocol_version, xid, OpCode};
-use super::decoding::{connect_request, Detect};
+use super::decoding::{connect_request, connect_response, Detect};
 use super::framing::{read_i32_at, LENGTH_PREFIX};
 
 /// Bytes of the session password of the ConnectRequest.
@@ -81,6 +82,22 @@ pub fn credential_ranges(client_to_server: &[u8]) -> Vec<Range<usize>> {
     ranges
 }
 
+/// The byte range of the session password of the ConnectResponse that starts
+/// `server_to_client` (cut at the end of the bytes), if it starts with one.
+pub fn server_credential_ranges(server_to_client: &[u8]) -> Vec<Range<usize>> {
+    let versions = [
+        protocol_version::ZOOKEEPER,
+        protocol_version::KEEPER_COMPRESSION,
+        protocol_version::KEEPER_XID_64,
+        protocol_version::KEEPER_TRACING,
+    ];
+    match connect_response(server_to_client, &versions) {
+        // protocolVersion, timeOut, sessionId, passwd.
+        Detect::Yes(_) => vec![LENGTH_PREFIX + 4 + 4 + 8 + 4..LENGTH_PREFIX + 36],
+        Detect::No | Detect::NeedMore => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +105,10 @@ mod tests {
     use crate::Direction;
 
     fn client_stream(fixture: &str) -> Vec<u8> {
+        stream(fixture, Direction::ClientToServer)
+    }
+
+    fn stream(fixture: &str, direction: Direction) -> Vec<u8> {
         let path = format!(
             "{}/../tests/fixtures/zookeeper/{fixture}.chunks",
             env!("CARGO_MANIFEST_DIR")
@@ -96,7 +117,7 @@ mod tests {
         parse_chunks(&text)
             .unwrap()
             .into_iter()
-            .filter(|c| c.0 == Direction::ClientToServer)
+            .filter(|c| c.0 == direction)
             .flat_map(|c| c.2)
             .collect()
     }
@@ -123,6 +144,17 @@ mod tests {
         // Only the credentials changed: the digest scheme and the paths are still there.
         assert!(contains(&scrubbed, b"digest"));
         assert!(contains(&scrubbed, b"/l7tap/auth/secret"));
+    }
+
+    #[test]
+    fn the_session_password_of_the_connect_response_is_found() {
+        let stream = stream("auth-1", Direction::ServerToClient);
+        let ranges = server_credential_ranges(&stream);
+        assert_eq!(ranges, vec![24..40]);
+        // The fixture's server answered with a non-zero password.
+        assert!(stream[24..40].iter().any(|&b| b != 0));
+        assert_eq!(read_i32_at(&stream, 20), Some(16));
+        assert!(server_credential_ranges(b"\x00\x00\x00\x10\xff\xff\xff\xfc").is_empty());
     }
 
     #[test]

@@ -40,7 +40,7 @@ mod session;
 mod tests;
 
 pub use codes::{ErrorCode, OpCode};
-pub use credentials::credential_ranges;
+pub use credentials::{credential_ranges, server_credential_ranges};
 
 use crate::{
     Direction, Input, ParseError, Parser, ParserCounters, Protocol, Records, RequestRecord, Status,
