@@ -145,7 +145,7 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = l7tap_sinks::sink::DEFAULT_ROLL_BYTES)]
     roll_bytes: u64,
     /// Publish a Parquet file and start the next once it is this old (wall clock), so a
-    /// slow trickle of rows still becomes readable (1s to 24h).
+    /// slow trickle of rows still becomes readable (1ms to 24h).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     roll_age: Duration,
 }

@@ -19,7 +19,7 @@ pub const MAX_QUERY_BYTES: usize = 16 << 20;
 /// `--duration` at most (ten years; also keeps the deadline within `Instant`'s range).
 pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// `--roll-age` range.
-pub const MIN_ROLL_AGE: Duration = Duration::from_secs(1);
+pub const MIN_ROLL_AGE: Duration = Duration::from_millis(1);
 pub const MAX_ROLL_AGE: Duration = Duration::from_secs(86_400);
 /// Heatmap sub-windows per `--interval` at most: each is a row of bucket counts per key.
 pub const MAX_SUB_WINDOWS: u128 = 3_600;
