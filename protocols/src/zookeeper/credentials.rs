@@ -92,8 +92,11 @@ pub fn server_credential_ranges(server_to_client: &[u8]) -> Vec<Range<usize>> {
         protocol_version::KEEPER_TRACING,
     ];
     match connect_response(server_to_client, &versions) {
-        // protocolVersion, timeOut, sessionId, passwd.
-        Detect::Yes(_) => vec![LENGTH_PREFIX + 4 + 4 + 8 + 4..LENGTH_PREFIX + 36],
+        Detect::Yes(_) => {
+            // protocolVersion, timeOut, sessionId, passwd.
+            let password = LENGTH_PREFIX + 4 + 4 + 8 + 4;
+            std::iter::once(password..password + SESSION_PASSWORD_LEN).collect()
+        }
         Detect::No | Detect::NeedMore => Vec::new(),
     }
 }
