@@ -569,7 +569,12 @@ pub fn parse_latency_ns(text: &str) -> Result<u64, String> {
             ))
         }
     };
-    Ok((value * scale).round() as u64)
+    let ns = (value * scale).round();
+    // `as u64` would saturate: a huge objective is a typo, not a wish.
+    if !ns.is_finite() || ns > u64::MAX as f64 {
+        return Err(format!("latency {text:?} is out of range"));
+    }
+    Ok(ns as u64)
 }
 
 /// Runs `l7tap report` and prints the result.
@@ -597,5 +602,11 @@ mod tests {
         assert_eq!(parse_latency_ns("250us").unwrap(), 250_000);
         assert_eq!(parse_latency_ns("20").unwrap(), 20_000_000);
         assert!(parse_latency_ns("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn latency_objectives_beyond_u64_are_errors() {
+        let huge = format!("{}s", "9".repeat(30));
+        assert!(parse_latency_ns(&huge).unwrap_err().contains("out of range"));
     }
 }
