@@ -662,21 +662,32 @@ fn html_escape(text: &str) -> String {
 }
 
 /// Runs `l7tap heatmap`.
+impl HeatmapArgs {
+    /// The flags, checked before anything is read or written.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.filters.validate().map_err(anyhow::Error::msg)?;
+        if !matches!(self.extension().as_str(), "png" | "html" | "htm") {
+            anyhow::bail!("--out must end in .png or .html");
+        }
+        if self.out.is_dir() {
+            anyhow::bail!("--out {}: is a directory", self.out.display());
+        }
+        Ok(())
+    }
+
+    /// The extension of `--out`, lower case.
+    fn extension(&self) -> String {
+        self.out
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    }
+}
+
 pub fn run(args: HeatmapArgs) -> anyhow::Result<()> {
-    args.filters.validate().map_err(anyhow::Error::msg)?;
-    let extension = args
-        .out
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if !matches!(extension.as_str(), "png" | "html" | "htm") {
-        anyhow::bail!("--out must end in .png or .html");
-    }
-    if args.out.is_dir() {
-        anyhow::bail!("--out {}: is a directory", args.out.display());
-    }
     check_output_dir(&args.dir)?;
+    let extension = args.extension();
     let selection = args.filters.selection(args.client.clone());
     let grid = build_grid(&args.dir, &selection)?;
     let mut title = format!(

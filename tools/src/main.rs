@@ -188,34 +188,35 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Every flag is checked before the command does anything.
+    if let Err(e) = cli.command.validate() {
+        fail(e);
+    }
     let result = match cli.command {
-        Command::Capture(a) => a.validate().and_then(|()| {
-            pipeline::capture(pipeline::CaptureOptions {
-                duration: a.duration,
-                record: a.record,
-                capture_bytes_clickhouse: a.capture_bytes_clickhouse,
-                capture_bytes_zookeeper: a.capture_bytes_zookeeper,
-                tail_bytes_clickhouse: a.tail_bytes_clickhouse,
-                ringbuf: matches!(a.transport, TransportArg::Ringbuf),
-                perf_pages: a.perf_pages,
-                ready_file: a.ready_file,
-                common: a.common,
-            })
+        Command::Capture(a) => pipeline::capture(pipeline::CaptureOptions {
+            duration: a.duration,
+            record: a.record,
+            capture_bytes_clickhouse: a.capture_bytes_clickhouse,
+            capture_bytes_zookeeper: a.capture_bytes_zookeeper,
+            tail_bytes_clickhouse: a.tail_bytes_clickhouse,
+            ringbuf: matches!(a.transport, TransportArg::Ringbuf),
+            perf_pages: a.perf_pages,
+            ready_file: a.ready_file,
+            common: a.common,
         }),
-        Command::Replay(a) => a
-            .common
-            .validate()
-            .and_then(|()| pipeline::replay(&a.file, a.common)),
-        Command::Dump { file, out, scrub } => {
-            validate::validate_dump(&out).and_then(|()| dump::dump(&file, &out, scrub))
-        }
+        Command::Replay(a) => pipeline::replay(&a.file, a.common),
+        Command::Dump { file, out, scrub } => dump::dump(&file, &out, scrub),
         Command::Report(a) => report::run(a),
         Command::Heatmap(a) => heatmap::run(a),
     };
     if let Err(e) = result {
-        // One line that says what went wrong, with its causes (which can quote file names
-        // and text from the input).
-        eprintln!("l7tap: {}", untrusted::for_terminal(&format!("{e:#}")));
-        std::process::exit(1);
+        fail(e);
     }
+}
+
+/// Prints one line that says what went wrong, with its causes (which can quote file names and
+/// text from the input), and exits with status 1.
+fn fail(e: anyhow::Error) -> ! {
+    eprintln!("l7tap: {}", untrusted::for_terminal(&format!("{e:#}")));
+    std::process::exit(1);
 }

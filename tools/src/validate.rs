@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use l7tap_aggregate::{Aggregator, AggregatorConfig};
 
-use crate::{CaptureArgs, CommonArgs};
+use crate::{CaptureArgs, Command, CommonArgs};
 
 /// Actor threads at most (each has a 16 MiB input ring).
 pub const MAX_ACTORS: usize = 256;
@@ -168,9 +168,17 @@ impl CaptureArgs {
     }
 }
 
-/// `dump --out`.
-pub fn validate_dump(out: &Path) -> Result<()> {
-    check_directory_path("--out", out)
+impl Command {
+    /// The flags of the command (what their parsers could not check alone).
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Command::Capture(a) => a.validate(),
+            Command::Replay(a) => a.common.validate(),
+            Command::Dump { out, .. } => check_directory_path("--out", out),
+            Command::Report(a) => a.filters.validate().map_err(anyhow::Error::msg),
+            Command::Heatmap(a) => a.validate(),
+        }
+    }
 }
 
 #[cfg(test)]
