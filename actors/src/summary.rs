@@ -52,15 +52,41 @@ impl Summary {
         let body: Vec<String> = self
             .counters
             .iter()
-            .map(|(k, v)| format!("  \"{k}\": {v}"))
+            .map(|(k, v)| format!("  \"{}\": {v}", json_escape(k)))
             .collect();
         format!("{{\n{}\n}}\n", body.join(",\n"))
     }
 }
 
+/// `text` inside a JSON string: keys can hold process names (`connections.*.comm.<name>`),
+/// which any process sets for itself, quotes and control characters included.
+fn json_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_holding_quotes_or_controls_stay_inside_their_json_string() {
+        let mut s = Summary::default();
+        s.add("connections.zookeeper.client.comm.x\": 999, \"y", 1);
+        s.add("connections.zookeeper.client.comm.\u{1b}[2J\\", 2);
+        assert_eq!(
+            s.to_json(),
+            "{\n  \"connections.zookeeper.client.comm.\\u001b[2J\\\\\": 2,\n  \"connections.zookeeper.client.comm.x\\\": 999, \\\"y\": 1\n}\n"
+        );
+    }
 
     #[test]
     fn merges_and_sums_by_prefix() {

@@ -16,6 +16,7 @@
 
 pub mod clickhouse;
 pub mod clickhouse_http;
+pub mod credentials;
 pub mod debug;
 pub mod fixture;
 mod record;

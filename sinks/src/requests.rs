@@ -126,8 +126,8 @@ pub struct RequestColumns {
     http_status: Int32Builder,
 }
 
-/// Whether a protocol's `query` text is SQL, which `--redact` rewrites (a ZooKeeper path is
-/// not: it holds no literals).
+/// Whether a protocol's `query` text is SQL, which `--redact` rewrites, with its
+/// `error_message` (a ZooKeeper path is not SQL: it holds no literals).
 fn query_is_sql(protocol: Protocol) -> bool {
     match protocol {
         Protocol::ClickHouse | Protocol::ClickHouseHttp => true,
@@ -290,8 +290,15 @@ impl RequestColumns {
             .append_value(saturating_i64(record.bytes_sent));
         self.bytes_received
             .append_value(saturating_i64(record.bytes_received));
-        self.error_message
-            .append_option(request.opt_str(record.error_message));
+        match request.opt_str(record.error_message) {
+            // ClickHouse quotes the query's literals in its errors (`Syntax error: failed at
+            // position 8 ('secret')`), so an SQL protocol's message is redacted like its query.
+            Some(message) if self.redact_queries && query_is_sql(record.protocol) => {
+                redact_query_into(message, &mut self.redacted_query);
+                self.error_message.append_value(&self.redacted_query);
+            }
+            message => self.error_message.append_option(message),
+        }
         self.query_truncated.append_value(record.query_truncated);
         self.cgroup_id.append_value(conn.cgroup_id as i64);
 

@@ -316,6 +316,54 @@ fn redaction_replaces_literals_in_clickhouse_queries_only() {
 }
 
 #[test]
+fn redaction_also_cleans_clickhouse_error_messages_which_quote_the_literals() {
+    let out = TempDir::new("redact-errors");
+    let mut config = SinkConfig::new(out.path(), "h", OFFSET_NS);
+    config.redact_queries = true;
+    let mut sink = ParquetSink::new(config).unwrap();
+    let client = conn(Side::Client, "10.0.0.1:50000", "10.0.0.2:9000", "app");
+    let mut batch = clickhouse_request(&client, 0, 1_000, "SELEC 'hunter2'", Status::Error);
+    // ClickHouse repeats the query's text, literals included, in its syntax errors.
+    let message = batch.records.text.push(
+        "Code: 62. DB::Exception: Syntax error: failed at position 1 ('SELEC'): SELEC 'hunter2'. Expected one of: SELECT",
+    );
+    batch.records.records_mut()[0].error_message = Some(message);
+    sink.push_batch(&batch);
+    // A ZooKeeper error message is not SQL: kept as it is.
+    sink.push_batch(&zookeeper_request(
+        &client,
+        10,
+        1_000,
+        "getData",
+        "/node-42",
+        Status::Error,
+    ));
+    sink.finish().unwrap();
+    let batch = read_table(out.path(), "requests");
+    let messages = strings(&batch, "error_message");
+    let clickhouse = messages[0].as_deref().unwrap();
+    assert!(!clickhouse.contains("hunter2"), "{clickhouse}");
+    assert!(clickhouse.contains("Syntax error"), "{clickhouse}");
+    assert_eq!(strings(&batch, "query")[0].as_deref(), Some("SELEC ?"));
+    let zookeeper = strings(&batch, "error_message")[1].clone();
+    let unredacted = {
+        let out = TempDir::new("redact-errors-zk");
+        let mut sink = ParquetSink::new(SinkConfig::new(out.path(), "h", OFFSET_NS)).unwrap();
+        sink.push_batch(&zookeeper_request(
+            &client,
+            10,
+            1_000,
+            "getData",
+            "/node-42",
+            Status::Error,
+        ));
+        sink.finish().unwrap();
+        strings(&read_table(out.path(), "requests"), "error_message")[0].clone()
+    };
+    assert_eq!(zookeeper, unredacted);
+}
+
+#[test]
 fn intervals_round_trip_with_histogram_heatmap_and_metadata() {
     let out = TempDir::new("intervals");
     let mut sink = sink(&out);

@@ -18,10 +18,12 @@ use arrow::array::{
 use arrow::datatypes::Int64Type;
 use plotters::prelude::*;
 
+use crate::untrusted::for_json;
+
 use crate::outdir::{
-    for_each_interval, format_time_us, heatmap_counts, ip_of, read_files_in_parallel,
-    read_projected, read_rows, server_sides, table_files, IntervalColumns, ReadError, Selection,
-    ShownSides,
+    check_output_dir, for_each_interval, format_time_us, heatmap_counts, ip_of,
+    read_files_in_parallel, read_projected, read_rows, server_sides, table_files, IntervalColumns,
+    ReadError, Selection, ShownSides,
 };
 
 /// Requests embedded in an HTML heatmap at most.
@@ -460,7 +462,7 @@ fn read_embedded_requests(
         return Ok((Vec::new(), matched));
     }
     let slack_us = grid.column_us.max(10_000_000);
-    let files = table_files(dir, "requests", selection);
+    let files = table_files(dir, "requests", selection)?;
     let mut cells: HashMap<(i64, usize), BinaryHeap<Candidate>> = HashMap::new();
     let mut matched = 0usize;
     let decoded_files = read_files_in_parallel(files.clone(), |path| {
@@ -468,16 +470,17 @@ fn read_embedded_requests(
     });
     for (file, (_, decoded)) in decoded_files.enumerate() {
         let (batches, _) = decoded?;
+        let named = |e: ReadError| e.in_file(&files[file]);
         let mut first_row = 0;
         for batch in &batches {
-            let ts = typed::<TimestampMicrosecondArray>(batch, "ts")?;
-            let duration = typed::<Int64Array>(batch, "duration_ns")?;
-            let protocol = typed::<StringArray>(batch, "protocol")?;
-            let side = typed::<StringArray>(batch, "side")?;
-            let server = typed::<StringArray>(batch, "server_addr")?;
-            let status = typed::<StringArray>(batch, "status")?;
+            let ts = typed::<TimestampMicrosecondArray>(batch, "ts").map_err(named)?;
+            let duration = typed::<Int64Array>(batch, "duration_ns").map_err(named)?;
+            let protocol = typed::<StringArray>(batch, "protocol").map_err(named)?;
+            let side = typed::<StringArray>(batch, "side").map_err(named)?;
+            let server = typed::<StringArray>(batch, "server_addr").map_err(named)?;
+            let status = typed::<StringArray>(batch, "status").map_err(named)?;
             let client = match selection.client {
-                Some(_) => Some(typed::<StringArray>(batch, "client_addr")?),
+                Some(_) => Some(typed::<StringArray>(batch, "client_addr").map_err(named)?),
                 None => None,
             };
             for row in 0..batch.num_rows() {
@@ -550,14 +553,15 @@ fn read_embedded_requests(
             slack_us,
             &wanted,
         )?;
+        let named = |e: ReadError| e.in_file(&files[file]);
         let mut kept = rows.iter();
         for batch in &batches {
-            let ts = typed::<TimestampMicrosecondArray>(batch, "ts")?;
-            let duration = typed::<Int64Array>(batch, "duration_ns")?;
-            let client = typed::<StringArray>(batch, "client_addr")?;
-            let server = typed::<StringArray>(batch, "server_addr")?;
-            let status = typed::<StringArray>(batch, "status")?;
-            let query = typed::<StringArray>(batch, "query")?;
+            let ts = typed::<TimestampMicrosecondArray>(batch, "ts").map_err(named)?;
+            let duration = typed::<Int64Array>(batch, "duration_ns").map_err(named)?;
+            let client = typed::<StringArray>(batch, "client_addr").map_err(named)?;
+            let server = typed::<StringArray>(batch, "server_addr").map_err(named)?;
+            let status = typed::<StringArray>(batch, "status").map_err(named)?;
+            let query = typed::<StringArray>(batch, "query").map_err(named)?;
             for row in 0..batch.num_rows() {
                 let &(_, end_column, bucket) = kept.next().ok_or_else(|| {
                     ReadError::Format(format!(
@@ -658,7 +662,32 @@ fn html_escape(text: &str) -> String {
 }
 
 /// Runs `l7tap heatmap`.
+impl HeatmapArgs {
+    /// The flags, checked before anything is read or written.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.filters.validate().map_err(anyhow::Error::msg)?;
+        if !matches!(self.extension().as_str(), "png" | "html" | "htm") {
+            anyhow::bail!("--out must end in .png or .html");
+        }
+        if self.out.is_dir() {
+            anyhow::bail!("--out {}: is a directory", self.out.display());
+        }
+        Ok(())
+    }
+
+    /// The extension of `--out`, lower case.
+    fn extension(&self) -> String {
+        self.out
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    }
+}
+
 pub fn run(args: HeatmapArgs) -> anyhow::Result<()> {
+    check_output_dir(&args.dir)?;
+    let extension = args.extension();
     let selection = args.filters.selection(args.client.clone());
     let grid = build_grid(&args.dir, &selection)?;
     let mut title = format!(
@@ -674,12 +703,6 @@ pub fn run(args: HeatmapArgs) -> anyhow::Result<()> {
     if let Some(client) = &args.client {
         title.push_str(&format!(", client {client}"));
     }
-    let extension = args
-        .out
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
     match extension.as_str() {
         "png" => {
             let layout = write_png(&grid, &args.out, &title)
@@ -687,14 +710,17 @@ pub fn run(args: HeatmapArgs) -> anyhow::Result<()> {
             let rows: Vec<serde_json::Value> = layout.latency_rows.iter().map(|(bound, top, bottom)| serde_json::json!({"upper_bound_ns": bound, "top": top, "bottom": bottom})).collect();
             println!(
                 "{}",
-                serde_json::json!({
-                    "out": args.out.display().to_string(),
-                    "width": layout.width, "height": layout.height,
-                    "plot_left": layout.plot_left, "plot_right": layout.plot_right,
-                    "columns": grid.counts.len(),
-                    "latency_rows": rows,
-                    "errors_row": {"top": layout.errors_row.0, "bottom": layout.errors_row.1},
-                })
+                for_json(
+                    &serde_json::json!({
+                        "out": args.out.display().to_string(),
+                        "width": layout.width, "height": layout.height,
+                        "plot_left": layout.plot_left, "plot_right": layout.plot_right,
+                        "columns": grid.counts.len(),
+                        "latency_rows": rows,
+                        "errors_row": {"top": layout.errors_row.0, "bottom": layout.errors_row.1},
+                    })
+                    .to_string()
+                )
             );
         }
         "html" | "htm" => {
@@ -702,12 +728,15 @@ pub fn run(args: HeatmapArgs) -> anyhow::Result<()> {
             write_html(&grid, &requests, matched, &args.out, &title)?;
             println!(
                 "{}",
-                serde_json::json!({
-                    "out": args.out.display().to_string(),
-                    "columns": grid.counts.len(),
-                    "requests_matched": matched,
-                    "requests_embedded": requests.len(),
-                })
+                for_json(
+                    &serde_json::json!({
+                        "out": args.out.display().to_string(),
+                        "columns": grid.counts.len(),
+                        "requests_matched": matched,
+                        "requests_embedded": requests.len(),
+                    })
+                    .to_string()
+                )
             );
             if matched > requests.len() {
                 eprintln!(

@@ -7,14 +7,16 @@ mod output;
 mod pipeline;
 mod report;
 mod stats;
+mod untrusted;
+mod validate;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use l7tap_probes::PerProtocol;
 use l7tap_protocols::Protocol;
+use validate::parse_duration;
 
 #[derive(Parser)]
 #[command(
@@ -38,9 +40,14 @@ enum Command {
     Dump {
         /// A recording made with `l7tap capture --record FILE`.
         file: PathBuf,
-        /// Directory for the `.chunks` files.
+        /// Directory for the `.chunks` files (created private: they hold raw payloads).
         #[arg(long, default_value = "l7tap-chunks")]
         out: PathBuf,
+        /// Replace the known credential fields (ClickHouse Hello password, ZooKeeper auth
+        /// data and session password) with filler of the same length, so that the fixtures
+        /// can be shared.
+        #[arg(long)]
+        scrub: bool,
     },
     /// Per-server client tables, SLIs and capture health from an output directory.
     Report(report::ReportArgs),
@@ -50,7 +57,7 @@ enum Command {
 
 #[derive(Args)]
 struct CaptureArgs {
-    /// Stop after this long (e.g. 10s, 5m, 2h); default: until Ctrl-C.
+    /// Stop after this long (e.g. 10s, 5m, 2h, 1d); default: until Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
     /// Write the raw event stream to FILE for `l7tap replay`.
@@ -113,13 +120,14 @@ pub struct CommonArgs {
     /// Also write the summary counters as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
-    /// Actor threads (default: one per core but one, at least one).
+    /// Actor threads (default: one per core but one, at least one; at most 256).
     #[arg(long)]
     actors: Option<usize>,
     /// Only count frames; do not run the protocol parsers.
     #[arg(long)]
     frames_only: bool,
-    /// Query text / ZooKeeper path bytes kept per record.
+    /// Query text / ZooKeeper path bytes kept per record (at least 64: a ZooKeeper request is
+    /// recognised by its path).
     #[arg(long, default_value_t = 4096)]
     max_query_bytes: usize,
     /// Protocols to keep (default: every one l7tap knows).
@@ -137,20 +145,22 @@ pub struct CommonArgs {
     /// Keep only connections with one of these ports at either end.
     #[arg(long = "port", value_delimiter = ',')]
     ports: Vec<u16>,
-    /// Aggregation window of the `intervals` table.
+    /// Aggregation window of the `intervals` table (at most one day).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     interval: Duration,
-    /// Time resolution of the latency heatmap in `intervals` (divides --interval).
+    /// Time resolution of the latency heatmap in `intervals` (divides --interval, at most
+    /// 3600 per --interval).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     heatmap_resolution: Duration,
-    /// Replace literals in query text with `?` (queries can contain secrets).
+    /// Replace literals in query text and in ClickHouse error messages (which quote them)
+    /// with `?` (queries can contain secrets).
     #[arg(long)]
     redact: bool,
     /// Publish a Parquet file and start the next once it holds this many encoded bytes.
     #[arg(long, default_value_t = l7tap_sinks::sink::DEFAULT_ROLL_BYTES)]
     roll_bytes: u64,
     /// Publish a Parquet file and start the next once it is this old (wall clock), so a
-    /// slow trickle of rows still becomes readable.
+    /// slow trickle of rows still becomes readable (1ms to 24h).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     roll_age: Duration,
 }
@@ -223,22 +233,6 @@ enum TransportArg {
     Ringbuf,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m or h)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
-
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -248,6 +242,10 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Every flag is checked before the command does anything.
+    if let Err(e) = cli.command.validate() {
+        fail(e);
+    }
     let result = match cli.command {
         Command::Capture(a) => {
             let (capture_bytes, tail_bytes) = a.probe_limits();
@@ -264,15 +262,20 @@ fn main() {
             })
         }
         Command::Replay(a) => pipeline::replay(&a.file, a.common),
-        Command::Dump { file, out } => dump::dump(&file, &out),
+        Command::Dump { file, out, scrub } => dump::dump(&file, &out, scrub),
         Command::Report(a) => report::run(a),
         Command::Heatmap(a) => heatmap::run(a),
     };
     if let Err(e) = result {
-        // One line that says what went wrong, with its causes.
-        eprintln!("l7tap: {e:#}");
-        std::process::exit(1);
+        fail(e);
     }
+}
+
+/// Prints one line that says what went wrong, with its causes (which can quote file names and
+/// text from the input), and exits with status 1.
+fn fail(e: anyhow::Error) -> ! {
+    eprintln!("l7tap: {}", untrusted::for_terminal(&format!("{e:#}")));
+    std::process::exit(1);
 }
 
 #[cfg(test)]

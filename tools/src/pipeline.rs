@@ -21,6 +21,7 @@ use l7tap_sinks::CaptureStatsRow;
 
 use crate::output::{self, OutputConfig, OutputReport};
 use crate::stats::{CounterSnapshot, KernelWindows};
+use crate::untrusted;
 use crate::CommonArgs;
 
 /// Bytes of each actor's input ring.
@@ -194,6 +195,7 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
     };
     let n_cpus = l7tap_probes::online_cpus()?.len() as u32;
     let offset = l7tap_ingest::monotonic_to_unix_ns();
+    remove_leftover_temp_files(&opts.common.out)?;
     let recorder = match &opts.record {
         Some(path) => Some(
             RecordingWriter::create(
@@ -283,6 +285,7 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
 pub fn replay(file: &Path, common: CommonArgs) -> Result<()> {
     let started = Instant::now();
     let mut reader = RecordingReader::open(file)?;
+    remove_leftover_temp_files(&common.out)?;
     let (mut workers, producers) = start_workers(&common, reader.header.monotonic_to_unix_ns)?;
     let mut router = Router::new(producers, None, true);
     let stats = router.stats();
@@ -305,6 +308,20 @@ pub fn replay(file: &Path, common: CommonArgs) -> Result<()> {
     report(&summary, &output, None, &common, started.elapsed())
 }
 
+/// Removes the temporary files an earlier run of this host left under `out` (killed, or out
+/// of disk before it could publish them), and says how many.
+fn remove_leftover_temp_files(out: &Path) -> Result<()> {
+    let removed = l7tap_sinks::remove_stale_temp_files(out, &l7tap_sinks::default_host_name())
+        .with_context(|| format!("removing temporary files left under {}", out.display()))?;
+    if removed > 0 {
+        eprintln!(
+            "l7tap: removed {removed} temporary files left under {} by an earlier run",
+            untrusted::for_terminal(&out.display().to_string())
+        );
+    }
+    Ok(())
+}
+
 fn report(
     summary: &Summary,
     output: &OutputReport,
@@ -324,11 +341,12 @@ fn report(
         output.requests,
         output.interval_rows,
         output.files,
-        common.out.display(),
+        untrusted::for_terminal(&common.out.display().to_string()),
     ));
     for (k, v) in summary.iter() {
         if !k.starts_with("kernel.cpu") {
-            out.push_str(&format!("  {k:<40} {v}\n"));
+            // Keys can hold process names.
+            out.push_str(&format!("  {:<40} {v}\n", untrusted::for_terminal(k)));
         }
     }
     if let Some(r) = reactor {

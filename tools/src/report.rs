@@ -21,10 +21,11 @@ use hdrhistogram::Histogram;
 
 use crate::hdr_sum::HdrSum;
 use crate::outdir::{
-    column, for_each_interval, format_time_us, ip_of, read_files_in_parallel, read_projected,
-    read_projected_where, server_sides, table_files, FilterArgs, IntervalColumns, ReadError,
-    Selection, ShownSides,
+    check_output_dir, column, for_each_interval, format_time_us, ip_of, read_files_in_parallel,
+    read_projected, read_projected_where, server_sides, table_files, FilterArgs, IntervalColumns,
+    ReadError, Selection, ShownSides,
 };
+use crate::untrusted::{for_json, for_terminal};
 
 const NANOS_PER_MICRO: i64 = 1_000;
 
@@ -173,7 +174,7 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
         let _ = writeln!(
             text,
             "l7tap report of {} from {} to {} ({:.0} s)\n",
-            options.dir.display(),
+            for_terminal(&options.dir.display().to_string()),
             format_time_us(s.start_us),
             format_time_us(s.end_us),
             seconds
@@ -182,7 +183,7 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
         let _ = writeln!(
             text,
             "l7tap report of {}: no requests selected\n",
-            options.dir.display()
+            for_terminal(&options.dir.display().to_string())
         );
     }
     for ((protocol, server), clients) in &servers {
@@ -216,7 +217,12 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
         } else {
             "clients' view (side = client; no server-side capture of this server)"
         };
-        let _ = writeln!(text, "== {protocol} server {server} — {view}");
+        let _ = writeln!(
+            text,
+            "== {} server {} — {view}",
+            for_terminal(protocol),
+            for_terminal(server)
+        );
         let _ = writeln!(
             text,
             "{:<40} {:<16} {:>9} {:>9} {:>7} {:>7} {:>10} {:>10} {:>10}  top errors",
@@ -229,12 +235,15 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
             let mut top: Vec<(&String, &i64)> = c.error_names.iter().collect();
             top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
             top.truncate(3);
-            let top_text: Vec<String> = top.iter().map(|(n, k)| format!("{n} ×{k}")).collect();
+            let top_text: Vec<String> = top
+                .iter()
+                .map(|(n, k)| format!("{} ×{k}", for_terminal(n)))
+                .collect();
             let _ = writeln!(
                 text,
                 "{:<40} {:<16} {:>9} {:>9.2} {:>7} {:>6.2}% {:>10} {:>10} {:>10}  {}",
-                c.client_ip,
-                c.comm,
+                for_terminal(&c.client_ip),
+                for_terminal(&c.comm),
                 c.requests,
                 c.requests as f64 / seconds,
                 c.errors,
@@ -309,7 +318,8 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
                 "complete": health.complete(),
             },
         });
-        return Ok(serde_json::to_string_pretty(&document).expect("JSON values serialize") + "\n");
+        let json = serde_json::to_string_pretty(&document).expect("JSON values serialize");
+        return Ok(for_json(&json).into_owned() + "\n");
     }
     Ok(text)
 }
@@ -372,19 +382,22 @@ fn add_error_names(
     ];
     // Error rows are the ones with an error code: that one integer column is decoded for
     // every row, the strings only for errors (about 1 % of a day's rows, not 100 %).
-    for (_, decoded) in read_files_in_parallel(table_files(dir, "requests", selection), |path| {
-        read_projected_where(path, &columns, "ts", selection, 0, Some("error_code"))
-    }) {
+    for (path, decoded) in
+        read_files_in_parallel(table_files(dir, "requests", selection)?, |path| {
+            read_projected_where(path, &columns, "ts", selection, 0, Some("error_code"))
+        })
+    {
         let (batches, _) = decoded?;
+        let named = |e: ReadError| e.in_file(&path);
         for batch in &batches {
-            let ts = column::<TimestampMicrosecondArray>(batch, "ts")?;
-            let protocol = column::<StringArray>(batch, "protocol")?;
-            let side = column::<StringArray>(batch, "side")?;
-            let comm = column::<StringArray>(batch, "comm")?;
-            let client = column::<StringArray>(batch, "client_addr")?;
-            let server = column::<StringArray>(batch, "server_addr")?;
-            let status = column::<StringArray>(batch, "status")?;
-            let error_name = column::<StringArray>(batch, "error_name")?;
+            let ts = column::<TimestampMicrosecondArray>(batch, "ts").map_err(named)?;
+            let protocol = column::<StringArray>(batch, "protocol").map_err(named)?;
+            let side = column::<StringArray>(batch, "side").map_err(named)?;
+            let comm = column::<StringArray>(batch, "comm").map_err(named)?;
+            let client = column::<StringArray>(batch, "client_addr").map_err(named)?;
+            let server = column::<StringArray>(batch, "server_addr").map_err(named)?;
+            let status = column::<StringArray>(batch, "status").map_err(named)?;
+            let error_name = column::<StringArray>(batch, "error_name").map_err(named)?;
             for row in 0..batch.num_rows() {
                 if status.value(row) != "error" || !selection.time_matches(ts.value(row)) {
                     continue;
@@ -476,14 +489,16 @@ fn read_capture_health(dir: &Path, selection: &Selection) -> Result<CaptureHealt
     };
     let mut machine_windows = std::collections::BTreeSet::new();
     let mut cpu_windows = std::collections::BTreeSet::new();
-    for path in table_files(dir, "capture_stats", &time_only) {
+    for path in table_files(dir, "capture_stats", &time_only)? {
         let (batches, _) = read_projected(&path, &columns, "window_start", &time_only, 0)?;
+        let named = |e: ReadError| e.in_file(&path);
         for batch in &batches {
-            let start = column::<TimestampMicrosecondArray>(batch, "window_start")?;
-            let cpu = column::<Int32Array>(batch, "cpu")?;
+            let start =
+                column::<TimestampMicrosecondArray>(batch, "window_start").map_err(named)?;
+            let cpu = column::<Int32Array>(batch, "cpu").map_err(named)?;
             let counters: Vec<&Int64Array> = columns[2..]
                 .iter()
-                .map(|name| column::<Int64Array>(batch, name))
+                .map(|name| column::<Int64Array>(batch, name).map_err(named))
                 .collect::<Result<_, _>>()?;
             for row in 0..batch.num_rows() {
                 if !time_only.time_matches(start.value(row)) {
@@ -554,11 +569,17 @@ pub fn parse_latency_ns(text: &str) -> Result<u64, String> {
             ))
         }
     };
-    Ok((value * scale).round() as u64)
+    let ns = (value * scale).round();
+    // `as u64` would saturate: a huge objective is a typo, not a wish.
+    if !ns.is_finite() || ns > u64::MAX as f64 {
+        return Err(format!("latency {text:?} is out of range"));
+    }
+    Ok(ns as u64)
 }
 
 /// Runs `l7tap report` and prints the result.
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+    check_output_dir(&args.dir)?;
     let text = report(&ReportOptions {
         dir: args.dir,
         selection: args.filters.selection(None),
@@ -580,5 +601,13 @@ mod tests {
         assert_eq!(parse_latency_ns("250us").unwrap(), 250_000);
         assert_eq!(parse_latency_ns("20").unwrap(), 20_000_000);
         assert!(parse_latency_ns("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn latency_objectives_beyond_u64_are_errors() {
+        let huge = format!("{}s", "9".repeat(30));
+        assert!(parse_latency_ns(&huge)
+            .unwrap_err()
+            .contains("out of range"));
     }
 }

@@ -28,6 +28,7 @@ mod block;
 mod client;
 pub mod codes;
 mod compression;
+mod credentials;
 mod error_codes;
 mod layout;
 mod packets;
@@ -38,6 +39,7 @@ mod statement;
 mod wire;
 
 pub use codes::{revision, ClientPacket, CompressionMethod, ServerPacket};
+pub use credentials::hello_password_range;
 pub use error_codes::error_name;
 pub use session::{ClickHouseConfig, ClickHouseParser, OPERATION_LOGIN};
 /// Shared with the HTTP interface's parser (`crate::clickhouse_http`).

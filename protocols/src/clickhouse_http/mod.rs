@@ -18,10 +18,12 @@
 //! `X-ClickHouse-Key`, the password of `Authorization`) are read past and never stored;
 //! bodies are never buffered (a request body is read as far as its query text goes); no
 //! allocation per exchange in steady state (texts go to a reused arena).
+mod credentials;
 mod http;
 mod meaning;
 mod session;
 
+pub use credentials::credential_ranges;
 pub use session::{ClickHouseHttpCounters, ClickHouseHttpParser};
 
 #[cfg(test)]

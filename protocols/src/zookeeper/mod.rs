@@ -31,6 +31,7 @@
 //! handshake record. Keeper's 64-bit xids (protocol 11) are followed when the handshake is
 //! seen; a capture that starts inside such a session finds no frames.
 mod codes;
+mod credentials;
 mod decoding;
 mod fast;
 mod framing;
@@ -39,6 +40,7 @@ mod session;
 mod tests;
 
 pub use codes::{ErrorCode, OpCode};
+pub use credentials::{credential_ranges, server_credential_ranges};
 
 use crate::{
     Direction, Input, ParseError, Parser, ParserCounters, Protocol, Records, RequestRecord, Status,

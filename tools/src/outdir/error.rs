@@ -9,6 +9,21 @@ pub enum ReadError {
     Arrow(PathBuf, arrow::error::ArrowError),
     Histogram(String),
     Format(String),
+    /// The file has no column of this name: not a file of this table (or of l7tap).
+    MissingColumn(PathBuf, String),
+    /// The output directory cannot be read as one.
+    NotAnOutputDirectory(PathBuf, String),
+}
+
+impl ReadError {
+    /// The error, naming `path` if it does not name a file yet.
+    pub fn in_file(self, path: &std::path::Path) -> ReadError {
+        match self {
+            ReadError::Format(m) => ReadError::Format(format!("{}: {m}", path.display())),
+            ReadError::Histogram(m) => ReadError::Histogram(format!("{}: {m}", path.display())),
+            named => named,
+        }
+    }
 }
 
 impl std::fmt::Display for ReadError {
@@ -18,6 +33,14 @@ impl std::fmt::Display for ReadError {
             ReadError::Parquet(p, e) => write!(f, "{}: {e}", p.display()),
             ReadError::Arrow(p, e) => write!(f, "{}: {e}", p.display()),
             ReadError::Histogram(m) | ReadError::Format(m) => f.write_str(m),
+            ReadError::MissingColumn(p, column) => write!(
+                f,
+                "{}: no column {column}: not a file of an l7tap output directory",
+                p.display()
+            ),
+            ReadError::NotAnOutputDirectory(p, why) => {
+                write!(f, "{}: not an l7tap output directory ({why})", p.display())
+            }
         }
     }
 }

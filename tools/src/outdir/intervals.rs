@@ -75,11 +75,12 @@ pub fn for_each_interval(
     }
     let mut bucket_bounds: Vec<i64> = Vec::new();
     for (path, decoded) in
-        read_files_in_parallel(table_files(dir, "intervals", selection), |path| {
+        read_files_in_parallel(table_files(dir, "intervals", selection)?, |path| {
             read_projected(path, &columns, "window_start", selection, 0)
         })
     {
         let (batches, metadata) = decoded?;
+        let named = |e: ReadError| e.in_file(&path);
         if let Some(bounds) = metadata.get("l7tap.heatmap.bucket_upper_bounds_ns") {
             let parsed: Vec<i64> = serde_json::from_str(bounds).map_err(|e| {
                 ReadError::Format(format!("{}: bucket bounds: {e}", path.display()))
@@ -93,24 +94,26 @@ pub fn for_each_interval(
             bucket_bounds = parsed;
         }
         for batch in &batches {
-            let window_start = column::<TimestampMicrosecondArray>(batch, "window_start")?;
-            let window_ns = column::<Int64Array>(batch, "window_ns")?;
-            let protocol = column::<StringArray>(batch, "protocol")?;
-            let side = column::<StringArray>(batch, "side")?;
-            let client = column::<StringArray>(batch, "client_addr")?;
-            let comm = column::<StringArray>(batch, "comm")?;
-            let server = column::<StringArray>(batch, "server_addr")?;
-            let status = column::<StringArray>(batch, "status")?;
-            let count = column::<Int64Array>(batch, "count")?;
-            let errors = column::<Int64Array>(batch, "errors")?;
+            let window_start =
+                column::<TimestampMicrosecondArray>(batch, "window_start").map_err(named)?;
+            let window_ns = column::<Int64Array>(batch, "window_ns").map_err(named)?;
+            let protocol = column::<StringArray>(batch, "protocol").map_err(named)?;
+            let side = column::<StringArray>(batch, "side").map_err(named)?;
+            let client = column::<StringArray>(batch, "client_addr").map_err(named)?;
+            let comm = column::<StringArray>(batch, "comm").map_err(named)?;
+            let server = column::<StringArray>(batch, "server_addr").map_err(named)?;
+            let status = column::<StringArray>(batch, "status").map_err(named)?;
+            let count = column::<Int64Array>(batch, "count").map_err(named)?;
+            let errors = column::<Int64Array>(batch, "errors").map_err(named)?;
             let hdr = if wanted.histogram {
-                Some(column::<BinaryArray>(batch, "hdr")?)
+                Some(column::<BinaryArray>(batch, "hdr").map_err(named)?)
             } else {
                 None
             };
-            let sub_window_ns = column::<Int64Array>(batch, "heatmap_sub_window_ns")?;
+            let sub_window_ns =
+                column::<Int64Array>(batch, "heatmap_sub_window_ns").map_err(named)?;
             let heatmap = if wanted.heatmap {
-                Some(column::<ListArray>(batch, "heatmap_counts")?)
+                Some(column::<ListArray>(batch, "heatmap_counts").map_err(named)?)
             } else {
                 None
             };

@@ -13,7 +13,7 @@ pub mod time;
 
 pub use error::ReadError;
 pub use intervals::{for_each_interval, heatmap_counts, server_sides, IntervalColumns, ShownSides};
-pub use partitions::table_files;
+pub use partitions::{check_output_dir, table_files};
 pub use read::{column, read_files_in_parallel, read_projected, read_projected_where, read_rows};
 pub use selection::{ip_of, FilterArgs, Selection};
 pub use time::format_time_us;

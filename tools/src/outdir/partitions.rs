@@ -2,6 +2,7 @@
 //! selection's time range.
 use std::path::{Path, PathBuf};
 
+use super::error::ReadError;
 use super::selection::Selection;
 use super::time::parse_time;
 
@@ -11,27 +12,40 @@ const MICROS_PER_HOUR: i64 = 3_600_000_000;
 /// the selected time range. A file's partition is the hour of its first row, and a file can
 /// hold a few rows of the previous hour, so partition H is read when the selection overlaps
 /// [H − 1 h, H + 1 h).
-pub fn table_files(dir: &Path, table: &str, selection: &Selection) -> Vec<PathBuf> {
+pub fn table_files(
+    dir: &Path,
+    table: &str,
+    selection: &Selection,
+) -> Result<Vec<PathBuf>, ReadError> {
     let mut files = Vec::new();
     let root = dir.join(table);
-    let Ok(dates) = std::fs::read_dir(&root) else {
-        return files;
+    // A table with no rows has no directory; any other failure to list is an error, not
+    // fewer rows.
+    let dates = match std::fs::read_dir(&root) {
+        Ok(dates) => dates,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
+        Err(e) => return Err(ReadError::Io(root, e)),
     };
-    for date in dates.flatten() {
-        let date_name = date.file_name().to_string_lossy().into_owned();
-        let Ok(hours) = std::fs::read_dir(date.path()) else {
+    let list =
+        |path: &Path| std::fs::read_dir(path).map_err(|e| ReadError::Io(path.to_path_buf(), e));
+    for date in dates {
+        let date = date.map_err(|e| ReadError::Io(root.clone(), e))?;
+        if !date.path().is_dir() {
             continue;
-        };
-        for hour in hours.flatten() {
+        }
+        let date_name = date.file_name().to_string_lossy().into_owned();
+        for hour in list(&date.path())? {
+            let hour = hour.map_err(|e| ReadError::Io(date.path(), e))?;
+            if !hour.path().is_dir() {
+                continue;
+            }
             let hour_name = hour.file_name().to_string_lossy().into_owned();
             let partition = partition_start_us(&date_name, &hour_name);
             if partition.is_some_and(|start| !partition_may_hold(selection, start)) {
                 continue;
             }
-            let Ok(entries) = std::fs::read_dir(hour.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
+            for entry in list(&hour.path())? {
+                let entry = entry.map_err(|e| ReadError::Io(hour.path(), e))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".parquet") && !name.starts_with('.') {
                     files.push(entry.path());
@@ -40,7 +54,29 @@ pub fn table_files(dir: &Path, table: &str, selection: &Selection) -> Vec<PathBu
         }
     }
     files.sort();
-    files
+    Ok(files)
+}
+
+/// Checks that `dir` is an output directory of `l7tap capture` or `replay` before it is read:
+/// a missing directory, or one without `intervals/`, would otherwise read as no rows.
+pub fn check_output_dir(dir: &Path) -> Result<(), ReadError> {
+    let metadata = std::fs::metadata(dir).map_err(|e| ReadError::Io(dir.to_path_buf(), e))?;
+    if !metadata.is_dir() {
+        return Err(ReadError::NotAnOutputDirectory(
+            dir.to_path_buf(),
+            "not a directory".into(),
+        ));
+    }
+    if !dir.join("intervals").is_dir() {
+        return Err(ReadError::NotAnOutputDirectory(
+            dir.to_path_buf(),
+            "no intervals/ in it".into(),
+        ));
+    }
+    // Unreadable (permissions): an error now rather than an empty report.
+    std::fs::read_dir(dir.join("intervals"))
+        .map_err(|e| ReadError::Io(dir.join("intervals"), e))?;
+    Ok(())
 }
 
 /// Whether the partition of the hour starting at `hour_start_us` can hold rows of the selection:

@@ -84,6 +84,17 @@ fn read_inner(
     let options = ArrowReaderOptions::new().with_page_index(rows.is_some());
     let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
         .map_err(parquet_err)?;
+    // A file without a requested column is foreign (or of another table): say which, rather
+    // than read nothing or index a column that is not there.
+    let schema = builder.schema().clone();
+    for &name in columns.iter().chain(non_null.iter()) {
+        if schema.column_with_name(name).is_none() {
+            return Err(ReadError::MissingColumn(
+                path.to_path_buf(),
+                name.to_string(),
+            ));
+        }
+    }
     let metadata = builder.metadata().clone();
     let key_values: HashMap<String, String> = metadata
         .file_metadata()

@@ -65,6 +65,16 @@ pub struct FilterArgs {
 }
 
 impl FilterArgs {
+    /// Checks what each flag's parser could not: that the time range is not empty.
+    pub fn validate(&self) -> Result<(), String> {
+        if let (Some(since), Some(until)) = (self.since, self.until) {
+            if since >= until {
+                return Err("--since must be before --until".to_string());
+            }
+        }
+        Ok(())
+    }
+
     /// The selection these filters describe (for `client`, an IP or `ip:port`).
     pub fn selection(&self, client: Option<String>) -> Selection {
         Selection {

@@ -1,0 +1,492 @@
+//! Bad input, from the input side: absurd flags, unreadable output directories and Parquet
+//! files, hostile process names, fixtures holding credentials, leftovers of a killed run.
+//! Each is a clear error naming the flag or file (exit 1 or clap's 2, never a panic's 101)
+//! before any side effect, or output that is safe to print and to share.
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use l7tap_abi::events::{build, ConnId, EventKind, Flow, Header, Role};
+use l7tap_abi::Protocol;
+use l7tap_ingest::recording::{RecordingHeader, RecordingWriter};
+use l7tap_ingest::Tag;
+use l7tap_protocols::fixture::parse_chunks;
+use l7tap_protocols::Direction;
+
+fn l7tap(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_l7tap"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn temp_dir(label: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("l7tap-bad-{label}-"))
+        .tempdir()
+        .unwrap()
+}
+
+fn text(path: &Path) -> String {
+    path.to_str().unwrap().to_string()
+}
+
+/// A clear error: non-zero, not a panic, one message naming `what`.
+fn assert_clear_error(out: &Output, what: &str, context: &str) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "{context}: succeeded: {err}");
+    assert_ne!(out.status.code(), Some(101), "{context}: panicked: {err}");
+    assert!(!err.contains("panicked"), "{context}: {err}");
+    assert!(err.contains(what), "{context}: {what:?} not in {err}");
+}
+
+// ---- one validation layer ----------------------------------------------------------------
+
+#[test]
+fn absurd_capture_and_replay_flags_are_errors_that_name_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--actors", "0"], "--actors"),
+        (&["--actors", "100000"], "--actors"),
+        (&["--max-query-bytes", "0"], "--max-query-bytes"),
+        (&["--interval", "99999999999999999999999h"], "--interval"),
+        (&["--interval", "2d"], "--interval"),
+        (&["--interval", "0s"], "--interval"),
+        (
+            &["--heatmap-resolution", "99999999999999999999999h"],
+            "--heatmap-resolution",
+        ),
+        (&["--heatmap-resolution", "1ms"], "--heatmap-resolution"),
+        (&["--heatmap-resolution", "3s"], "--heatmap-resolution"),
+        (&["--roll-age", "99999999999999999999999h"], "--roll-age"),
+        (&["--roll-age", "0s"], "--roll-age"),
+        (&["--roll-bytes", "0"], "--roll-bytes"),
+    ];
+    let dir = temp_dir("flags");
+    // Flags are checked before the recording is opened: a missing one is not the error.
+    let missing = text(&dir.path().join("no-such-recording"));
+    let out_dir = text(&dir.path().join("out"));
+    for (flags, named) in cases {
+        for command in ["replay", "capture"] {
+            let mut args = vec![command];
+            if command == "replay" {
+                args.push(&missing);
+            }
+            args.extend(["--out", &out_dir]);
+            args.extend(flags.iter());
+            let out = l7tap(&args);
+            assert_clear_error(&out, named, &format!("{args:?}"));
+        }
+    }
+    assert!(
+        !dir.path().join("out").exists(),
+        "a rejected run created --out"
+    );
+}
+
+#[test]
+fn capture_checks_every_flag_before_it_touches_the_recording() {
+    let dir = temp_dir("record");
+    let record = dir.path().join("earlier.l7rec");
+    std::fs::write(&record, b"an earlier recording").unwrap();
+    let out_dir = text(&dir.path().join("out"));
+    for flags in [
+        &["--duration", "99999999999999999999999h"][..],
+        &["--duration", "36500d"],
+        &["--actors", "0"],
+        &["--interval", "0s"],
+        &["--capture-bytes-clickhouse", "0"],
+        &["--capture-bytes-zookeeper", "1000000"],
+        &["--tail-bytes-clickhouse", "100000"],
+        &["--capture-bytes", "clickhouse_http=0"],
+        &["--tail-bytes", "zookeeper=100000"],
+        &["--clickhouse-http-ports", "1,2,3,4,5,6,7,8,9"],
+        &["--clickhouse-http-ports", "0"],
+        &["--perf-pages", "3"],
+    ] {
+        let mut args = vec!["capture", "--record", record.to_str().unwrap()];
+        args.extend(["--out", &out_dir]);
+        args.extend(flags);
+        let out = l7tap(&args);
+        assert_clear_error(&out, flags[0], &format!("{flags:?}"));
+        assert_eq!(
+            std::fs::read(&record).unwrap(),
+            b"an earlier recording",
+            "{flags:?} truncated --record"
+        );
+    }
+}
+
+#[test]
+fn impossible_times_are_refused_by_report_and_heatmap() {
+    let dir = temp_dir("times");
+    std::fs::create_dir(dir.path().join("intervals")).unwrap();
+    let png = text(&dir.path().join("h.png"));
+    for time in [
+        "2024-13-01T00:00:00Z",
+        "2024-06-01T99:00:00Z",
+        "2024-02-30",
+        "nan",
+        "300000-01-01",
+        "1e300",
+    ] {
+        for flag in ["--since", "--until"] {
+            let out = l7tap(&["report", &text(dir.path()), flag, time]);
+            assert_clear_error(&out, flag, &format!("report {flag} {time}"));
+            let out = l7tap(&["heatmap", &text(dir.path()), "--out", &png, flag, time]);
+            assert_clear_error(&out, flag, &format!("heatmap {flag} {time}"));
+        }
+    }
+    let out = l7tap(&[
+        "report",
+        &text(dir.path()),
+        "--since",
+        "2024-06-02",
+        "--until",
+        "2024-06-01",
+    ]);
+    assert_clear_error(&out, "--since", "an empty range");
+}
+
+// ---- a recording with credentials and hostile process names -------------------------------
+
+const CLICKHOUSE_COMM: &str = "a/\u{1b}[2J\u{1b}]0;x\u{7}";
+const ZOOKEEPER_COMM: &str = "../z\u{1b}[31m";
+const CLICKHOUSE_PASSWORD: &[u8] = b"ch-secret-pw";
+const ZOOKEEPER_AUTH: &[u8] = b"l7tap:zk-secret-auth";
+const BASE_UNIX_NS: i64 = 1_717_236_000_000_000_000;
+const BASE_MONOTONIC_NS: u64 = 5_000_000_000_000;
+
+fn fixture(path: &str) -> Vec<(Direction, Vec<u8>)> {
+    let path = format!("{}/../tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    parse_chunks(&std::fs::read_to_string(path).unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|chunk| (chunk.dir, chunk.bytes))
+        .collect()
+}
+
+/// A recording of two connections: a ClickHouse client logging in with a password and a
+/// ZooKeeper client sending digest auth, each under a process name with escape sequences.
+fn write_recording(path: &Path) {
+    let mut out = RecordingWriter::create(
+        path,
+        &RecordingHeader {
+            monotonic_to_unix_ns: BASE_UNIX_NS - BASE_MONOTONIC_NS as i64,
+            capture_bytes: 65536,
+            n_cpus: 1,
+        },
+    )
+    .unwrap();
+    let connections = [
+        (
+            Protocol::ClickHouse,
+            CLICKHOUSE_COMM,
+            "10.1.0.2:9000",
+            fixture("clickhouse/py_password-1.chunks"),
+        ),
+        (
+            Protocol::ZooKeeper,
+            ZOOKEEPER_COMM,
+            "10.1.0.1:2181",
+            fixture("zookeeper/auth-1.chunks"),
+        ),
+    ];
+    let mut ts = BASE_MONOTONIC_NS;
+    for (i, (protocol, comm, server, chunks)) in connections.into_iter().enumerate() {
+        let conn = ConnId {
+            tgid: 1000 + i as u32,
+            fd: 10,
+            start_ns: BASE_MONOTONIC_NS - 1_000,
+        };
+        let header = |kind, flow, ts_ns| Header {
+            kind,
+            ts_ns,
+            conn,
+            tid: conn.tgid,
+            protocol: Some(protocol),
+            role: Role::Client,
+            flow,
+        };
+        let client: SocketAddr = format!("10.0.0.{}:4000{i}", i + 1).parse().unwrap();
+        let server: SocketAddr = server.parse().unwrap();
+        let open = build::open(
+            &header(EventKind::Open, Flow::Egress, ts),
+            client,
+            server,
+            comm,
+        );
+        out.write(Tag::KernelEvent, &[&open]).unwrap();
+        for (direction, bytes) in chunks {
+            ts += 100_000;
+            let flow = match direction {
+                Direction::ClientToServer => Flow::Egress,
+                Direction::ServerToClient => Flow::Ingress,
+            };
+            let data = build::data(
+                &header(EventKind::Data, flow, ts),
+                bytes.len() as u64,
+                &bytes,
+            );
+            out.write(Tag::KernelEvent, &[&data]).unwrap();
+        }
+        ts += 100_000;
+        let close = build::close(&header(EventKind::Close, Flow::Egress, ts));
+        out.write(Tag::KernelEvent, &[&close]).unwrap();
+    }
+    out.write(Tag::Watermark, &[&(ts + 1_000_000).to_le_bytes()])
+        .unwrap();
+    out.finish().unwrap();
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+// ---- dump ---------------------------------------------------------------------------------
+
+#[test]
+fn dump_writes_private_files_with_safe_names_and_warns() {
+    let dir = temp_dir("dump");
+    let recording = dir.path().join("rec.l7rec");
+    write_recording(&recording);
+    let chunks = dir.path().join("chunks");
+    let out = l7tap(&["dump", &text(&recording), "--out", &text(&chunks)]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("raw payloads"), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err}");
+    assert_eq!(mode(&chunks), 0o700);
+    let files = files_in(&chunks);
+    // One file per connection, both directly in --out: a `/` in a name made no directory.
+    assert_eq!(files.len(), 2, "{files:?}");
+    let mut all = String::new();
+    for file in &files {
+        assert!(file.is_file(), "{file:?}");
+        assert_eq!(mode(file), 0o600, "{file:?}");
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            "{name}"
+        );
+        all.push_str(&std::fs::read_to_string(file).unwrap());
+    }
+    // Without --scrub the fixtures are raw: that is what the warning is for.
+    assert!(all.contains(&hex(CLICKHOUSE_PASSWORD)));
+    assert!(all.contains(&hex(ZOOKEEPER_AUTH)));
+}
+
+#[test]
+fn dump_scrub_replaces_credentials_with_filler_of_the_same_length() {
+    let dir = temp_dir("scrub");
+    let recording = dir.path().join("rec.l7rec");
+    write_recording(&recording);
+    let raw_dir = dir.path().join("raw");
+    let scrubbed_dir = dir.path().join("scrubbed");
+    assert!(
+        l7tap(&["dump", &text(&recording), "--out", &text(&raw_dir)])
+            .status
+            .success()
+    );
+    let out = l7tap(&[
+        "dump",
+        &text(&recording),
+        "--out",
+        &text(&scrubbed_dir),
+        "--scrub",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (raw, scrubbed) = (files_in(&raw_dir), files_in(&scrubbed_dir));
+    assert_eq!(raw.len(), 2);
+    for (raw, scrubbed) in raw.iter().zip(&scrubbed) {
+        let raw_chunks = parse_chunks(&std::fs::read_to_string(raw).unwrap()).unwrap();
+        let text = std::fs::read_to_string(scrubbed).unwrap();
+        assert!(!text.contains(&hex(CLICKHOUSE_PASSWORD)), "{scrubbed:?}");
+        assert!(!text.contains(&hex(ZOOKEEPER_AUTH)), "{scrubbed:?}");
+        let chunks = parse_chunks(&text).unwrap();
+        // Same chunks, same lengths; only credential bytes differ.
+        assert_eq!(chunks.len(), raw_chunks.len());
+        let mut changed = 0;
+        for (a, b) in raw_chunks.iter().zip(&chunks) {
+            assert_eq!(a.bytes.len(), b.bytes.len());
+            for (x, y) in a.bytes.iter().zip(&b.bytes) {
+                if x != y {
+                    assert_eq!(*y, b'*');
+                    changed += 1;
+                }
+            }
+        }
+        let name = scrubbed.file_name().unwrap().to_str().unwrap();
+        if name.starts_with("clickhouse") {
+            assert_eq!(changed, CLICKHOUSE_PASSWORD.len(), "{name}");
+        } else {
+            // The auth data; the session passwords of ConnectRequest (zeros for a new
+            // session, not all of them differ from the filler) and ConnectResponse.
+            assert!(changed >= ZOOKEEPER_AUTH.len() + 16, "{name}: {changed}");
+        }
+    }
+}
+
+// ---- hostile process names in reports, and leftovers --------------------------------------
+
+/// Replays the recording into `out`; returns replay's stderr.
+fn replay(recording: &Path, out: &Path) -> String {
+    let output = l7tap(&["replay", &text(recording), "--out", &text(out)]);
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    err
+}
+
+#[test]
+fn process_names_reach_the_terminal_escaped() {
+    let dir = temp_dir("comm");
+    let recording = dir.path().join("rec.l7rec");
+    write_recording(&recording);
+    let out_dir = dir.path().join("out");
+    let err = replay(&recording, &out_dir);
+    assert!(!err.contains('\u{1b}'), "{err}");
+    let report = l7tap(&["report", &text(&out_dir)]);
+    assert!(report.status.success(), "{}", stderr(&report));
+    let shown = String::from_utf8(report.stdout).unwrap();
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+        "{shown}"
+    );
+    assert!(shown.contains("a/\\x1b[2J"), "{shown}");
+    let json = l7tap(&["report", &text(&out_dir), "--format", "json"]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    let json = String::from_utf8(json.stdout).unwrap();
+    assert!(!json.contains('\u{1b}'), "{json}");
+    // The JSON still says what the name was.
+    let document: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let comms: Vec<&str> = document["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["clients"].as_array().unwrap())
+        .map(|c| c["comm"].as_str().unwrap())
+        .collect();
+    assert!(comms.contains(&CLICKHOUSE_COMM), "{comms:?}");
+}
+
+#[test]
+fn replay_removes_the_temporary_files_of_an_earlier_killed_run_of_this_host() {
+    let dir = temp_dir("tmp");
+    let recording = dir.path().join("rec.l7rec");
+    write_recording(&recording);
+    let out_dir = dir.path().join("out");
+    let hour = out_dir.join("requests/date=2024-06-01/hour=10");
+    std::fs::create_dir_all(&hour).unwrap();
+    let host = l7tap_sinks::sink::sanitize_host(&l7tap_sinks::default_host_name());
+    let ours = hour.join(format!(".{host}-20240601T100000Z-000000.parquet.tmp"));
+    let other_host = hour.join(".another-host-20240601T100000Z-000000.parquet.tmp");
+    for file in [&ours, &other_host] {
+        std::fs::write(file, b"left by a killed run").unwrap();
+    }
+    let err = replay(&recording, &out_dir);
+    assert!(err.contains("removed 1 temporary files"), "{err}");
+    assert!(!ours.exists());
+    assert!(other_host.exists(), "another host's file was removed");
+}
+
+// ---- unreadable inputs --------------------------------------------------------------------
+
+#[test]
+fn report_and_heatmap_of_a_directory_that_is_not_an_output_are_errors() {
+    let dir = temp_dir("notout");
+    let png = text(&dir.path().join("h.png"));
+    let missing = text(&dir.path().join("missing"));
+    for (target, named) in [
+        (missing.as_str(), "missing"),
+        (&text(dir.path()), "intervals"),
+    ] {
+        let out = l7tap(&["report", target]);
+        assert_clear_error(&out, named, &format!("report {target}"));
+        assert_eq!(out.status.code(), Some(1));
+        let out = l7tap(&["heatmap", target, "--out", &png]);
+        assert_clear_error(&out, named, &format!("heatmap {target}"));
+    }
+}
+
+/// The Parquet files of `table` under `out`.
+fn table_files(out: &Path, table: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for date in files_in(&out.join(table)) {
+        for hour in files_in(&date) {
+            files.extend(
+                files_in(&hour)
+                    .into_iter()
+                    .filter(|f| f.extension().is_some_and(|e| e == "parquet")),
+            );
+        }
+    }
+    files
+}
+
+/// A valid Parquet file with one Int64 column `x`: not a file of l7tap.
+fn write_foreign_parquet(path: &Path) {
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+    let batch =
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))]).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn foreign_or_damaged_parquet_files_are_errors_that_name_the_file() {
+    let dir = temp_dir("parquet");
+    let recording = dir.path().join("rec.l7rec");
+    write_recording(&recording);
+    let pristine = dir.path().join("out");
+    replay(&recording, &pristine);
+    for table in ["requests", "intervals", "capture_stats"] {
+        for damage in ["foreign", "cut"] {
+            let out_dir = dir.path().join(format!("{table}-{damage}"));
+            Command::new("cp")
+                .arg("-r")
+                .arg(&pristine)
+                .arg(&out_dir)
+                .status()
+                .unwrap();
+            let file = table_files(&out_dir, table)[0].clone();
+            match damage {
+                "foreign" => write_foreign_parquet(&file),
+                _ => {
+                    let bytes = std::fs::read(&file).unwrap();
+                    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+                }
+            }
+            let name = file.file_name().unwrap().to_str().unwrap();
+            let out = l7tap(&["report", &text(&out_dir)]);
+            assert_clear_error(&out, name, &format!("report, {damage} {table}"));
+            if table != "capture_stats" {
+                let html = text(&dir.path().join(format!("{table}-{damage}.html")));
+                let out = l7tap(&["heatmap", &text(&out_dir), "--out", &html]);
+                assert_clear_error(&out, name, &format!("heatmap, {damage} {table}"));
+            }
+        }
+    }
+}
