@@ -126,6 +126,9 @@ pub struct ClickHouseParser {
     /// The last client version a Query's ClientInfo carried, and its text.
     pub(super) query_version: (Option<(u64, u64, Option<u64>)>, String),
     pub(super) counters: ParserCounters,
+    /// Queries ended incomplete because a later Query may have started before their end was
+    /// seen (see [`ClickHouseParser::end_unanswered`]).
+    pub(super) n_unanswered: u64,
     /// Scratch space for the type names seen while resynchronising.
     pub(super) scratch_types: TypeArena,
     /// Walks blocks gathered in one syscall while resynchronising.
@@ -177,9 +180,16 @@ impl ClickHouseParser {
             query_text: TextArena::default(),
             query_version: (None, String::new()),
             counters: ParserCounters::default(),
+            n_unanswered: 0,
             scratch_types: TypeArena::default(),
             scratch_walker: BlockWalker::default(),
         }
+    }
+
+    /// Queries ended incomplete because a Query may have followed them before their response
+    /// was seen to end: such a response end can no longer be paired with its query.
+    pub fn unanswered_queries(&self) -> u64 {
+        self.n_unanswered
     }
 
     /// The in-flight query's compression flag; `None` without a query.
@@ -424,6 +434,16 @@ impl ClickHouseParser {
             bytes_received: len,
             details,
         });
+    }
+
+    /// Ends the query in flight as incomplete because a Query may have started after it: a
+    /// client sends its next Query only once the response ended, so that end went unseen,
+    /// and an end seen later could belong to the next query.
+    pub(super) fn end_unanswered(&mut self, out: &mut Records) {
+        if let Some(q) = self.query.take() {
+            self.n_unanswered += 1;
+            self.emit(q, Status::Incomplete, None, out);
+        }
     }
 
     /// The in-flight query, if a response packet sent at `ts` can end it: a packet older than
