@@ -381,10 +381,12 @@ impl ClickHouseParser {
                     return self.server_packet(input, out);
                 }
                 self.counters.n_resync_bytes += b as u64;
+                self.response_lost_bytes();
                 return Ok(Step::Consumed(b as u64));
             }
         }
         self.counters.n_resync_bytes += buf.len() as u64;
+        self.response_lost_bytes();
         Ok(Step::Consumed(buf.len() as u64))
     }
 }

@@ -92,6 +92,9 @@ pub(super) struct InFlight {
     pub(super) profile_rows: u64,
     /// Progress carried written rows/bytes.
     pub(super) progress_written: bool,
+    /// Bytes of the response were lost (a gap) or skipped (a resync): the rows of its blocks
+    /// walked are only part of the result.
+    pub(super) response_lost_bytes: bool,
 }
 
 impl InFlight {
@@ -278,6 +281,7 @@ impl ClickHouseParser {
             client_rows: 0,
             profile_rows: 0,
             progress_written: false,
+            response_lost_bytes: false,
         });
     }
 
@@ -388,11 +392,18 @@ impl ClickHouseParser {
     fn emit(&mut self, mut q: InFlight, status: Status, end_ts: Option<u64>, out: &mut Records) {
         q.record.status = status;
         q.record.end_ns = end_ts.unwrap_or(q.record.start_ns);
-        let (client_rows, profile_rows, progress_written) =
-            (q.client_rows, q.profile_rows, q.progress_written);
+        let (client_rows, profile_rows, progress_written, response_lost_bytes) = (
+            q.client_rows,
+            q.profile_rows,
+            q.progress_written,
+            q.response_lost_bytes,
+        );
         let is_insert = q.record.operation == "INSERT";
         let d = q.details();
         if d.compressed && d.result_rows == 0 {
+            d.result_rows = profile_rows;
+        } else if response_lost_bytes && profile_rows > d.result_rows {
+            // The blocks inside the lost bytes were not counted; ProfileInfo counts them all.
             d.result_rows = profile_rows;
         }
         if is_insert && !progress_written && d.rows_written == 0 {
@@ -453,6 +464,13 @@ impl ClickHouseParser {
             return None;
         }
         self.query.take()
+    }
+
+    /// The query in flight's response lost bytes (see [`InFlight::response_lost_bytes`]).
+    pub(super) fn response_lost_bytes(&mut self) {
+        if let Some(q) = &mut self.query {
+            q.response_lost_bytes = true;
+        }
     }
 
     fn count_bytes(&mut self, dir: Direction, n: u64) {
@@ -519,6 +537,7 @@ impl Parser for ClickHouseParser {
             Direction::ClientToServer => self.client = ClientState::Resync,
             Direction::ServerToClient => {
                 self.server = ServerState::Resync;
+                self.response_lost_bytes();
                 if self.client == ClientState::AwaitAddendum && self.layout.is_none() {
                     self.client = ClientState::Resync;
                 }

@@ -748,6 +748,32 @@ fn the_tail_of_a_cut_read_ends_the_query() {
     }
 }
 
+/// A client reading a 10^6-row uncompressed result in large reads whose middles the kernel
+/// cut: the blocks inside the cuts are never walked, so their rows are taken from the
+/// ProfileInfo in the last read's tail, not from the blocks seen (65536 of 10^6, the count
+/// the demo load's records showed).
+#[test]
+fn a_result_read_through_cuts_counts_its_rows_from_profile_info() {
+    let chunks = load("py_million");
+    let (whole, _) = run(&chunks, usize::MAX);
+    let rows = |r: &OwnedRecord| {
+        let Details::ClickHouse(d) = &r.details else {
+            unreachable!()
+        };
+        (d.compressed, d.result_rows)
+    };
+    assert_eq!(rows(&whole[0]), (false, 1_000_000));
+    for (read, tail) in [(1 << 20, 4096), (100_000, 256), (100_000, 2048)] {
+        let reads = client_reads(&chunks, read, 16384, tail);
+        let (records, driver) = run(&reads, usize::MAX);
+        assert!(driver.counters().n_gaps > 0, "reads of {read}: no gap");
+        assert_eq!(keys(&records), keys(&whole), "reads of {read}, tail {tail}");
+        let first = &records[0];
+        assert_eq!(first.status, Status::Ok);
+        assert_eq!(rows(first), rows(&whole[0]), "reads of {read}, tail {tail}");
+    }
+}
+
 /// A result broken off by an Exception (the real one of 18.16, with its stack trace) after
 /// 10^5 rows, read by the client in 1 MiB reads: the Exception in the last read's tail ends
 /// the query as an error with its code, name and message.
