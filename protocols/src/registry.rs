@@ -119,7 +119,10 @@ pub fn new_frame_counter(limits: &ParserLimits) -> Box<dyn ConnectionParser> {
 }
 
 impl ProtocolCounters for ClickHouseParser {
-    fn for_each_counter(&self, _add: &mut dyn FnMut(&'static str, u64)) {}
+    fn for_each_counter(&self, add: &mut dyn FnMut(&'static str, u64)) {
+        // A query ended incomplete because the next Query may have come before its end.
+        add("unanswered_queries", self.unanswered_queries());
+    }
 }
 
 impl ProtocolCounters for ClickHouseHttpParser {

@@ -179,7 +179,13 @@ impl ClickHouseParser {
         let buf = input.bytes;
         let QueryMatch { head, layout } = match self.match_query(input) {
             Ok(m) => m,
-            Err(e) => return wire_error(e),
+            Err(WireError::Bad(what)) => {
+                // A Query starts at this packet boundary, unreadable: the response in flight
+                // ended unseen, and a later end would be this Query's.
+                self.end_unanswered(out);
+                return Err(malformed(what));
+            }
+            Err(WireError::Short) => return Ok(Step::NeedMore),
         };
         let text_at = 1 + head.text_at;
         let text_end = text_at as u64 + head.text_len;

@@ -72,6 +72,14 @@ pub(super) struct Picked<T> {
     pub(super) narrowed: Option<Layout>,
 }
 
+/// Where a Query read with an inferred layout ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum PacketEnd {
+    At(usize),
+    /// A text too long for the buffer, trusted on its head.
+    BeyondBuffer,
+}
+
 /// Outcome of looking for a Query packet at the start of a buffer.
 pub(super) struct QueryMatch<'a> {
     pub(super) head: QueryHead<'a>,
@@ -102,6 +110,12 @@ impl ClickHouseParser {
     }
 
     /// Finds the Query at the start of `input`: with the negotiated layout, or inferring it.
+    ///
+    /// An inferred range spans every layout epoch, from the newest that fits down, that reads
+    /// the packet exactly alike: a Query without settings reads the same before and after
+    /// 54429 (settings as strings), for example, and the true revision may lie in any of
+    /// them. Taking only the newest epoch would read later packets (Progress: written rows
+    /// from 54420) with a layout the connection does not use.
     pub(super) fn match_query<'a>(&self, input: &Input<'a>) -> WireResult<QueryMatch<'a>> {
         let buf = input.bytes;
         if buf.first() != Some(&1) {
@@ -112,6 +126,8 @@ impl ClickHouseParser {
             return Ok(QueryMatch { head, layout });
         }
         let mut short = false;
+        // The newest fitting epoch's reading (head and packet end), and its range so far.
+        let mut found: Option<(QueryHead<'a>, PacketEnd, Layout)> = None;
         for &epoch in packets::QUERY_LAYOUT_EPOCHS {
             let upper = packets::epoch_upper_bound(epoch);
             if let Some(known) = self.layout {
@@ -119,46 +135,43 @@ impl ClickHouseParser {
                     continue;
                 }
             }
-            let head = match packets::query_head(&buf[1..], epoch) {
-                Ok(h) => h,
-                Err(WireError::Short) => {
-                    short = true;
-                    continue;
-                }
-                Err(WireError::Bad(_)) => continue,
-            };
-            match self.plausible_inferred_query(input, &head, epoch) {
-                Ok(()) => {}
-                Err(WireError::Short) => {
-                    short = true;
-                    continue;
-                }
-                Err(WireError::Bad(_)) => continue,
-            }
-            let mut hi = upper;
-            if head.kind == 1 && head.interface == 1 && head.client_revision >= epoch {
-                hi = hi.min(head.client_revision);
-            }
-            return Ok(QueryMatch {
-                head,
-                layout: Layout { lo: epoch, hi },
+            let reading = packets::query_head(&buf[1..], epoch).and_then(|head| {
+                self.plausible_inferred_query(input, &head, epoch)
+                    .map(|end| (head, end))
             });
+            match (&mut found, reading) {
+                (None, Ok((head, end))) => {
+                    let mut hi = upper;
+                    if head.kind == 1 && head.interface == 1 && head.client_revision >= epoch {
+                        hi = hi.min(head.client_revision);
+                    }
+                    found = Some((head, end, Layout { lo: epoch, hi }));
+                }
+                (None, Err(WireError::Short)) => short = true,
+                (None, Err(WireError::Bad(_))) => {}
+                (Some((head, end, layout)), Ok(older)) if older == (*head, *end) => {
+                    layout.lo = epoch;
+                }
+                // An older epoch that reads the packet otherwise, or not at all, ends the range.
+                (Some(_), _) => break,
+            }
         }
-        Err(if short {
-            WireError::Short
-        } else {
-            WireError::Bad("no Query layout fits")
-        })
+        match found {
+            Some((head, _, layout)) => Ok(QueryMatch { head, layout }),
+            None if short => Err(WireError::Short),
+            None => Err(WireError::Bad("no Query layout fits")),
+        }
     }
 
     /// Checks on a Query parsed with a guessed layout: the text must look like SQL, and the
     /// packet must end where a syscall ends or where the client's next packet (Data) begins.
+    /// Returns where the packet ends.
     fn plausible_inferred_query(
         &self,
         input: &Input<'_>,
         head: &QueryHead<'_>,
         epoch: u64,
-    ) -> WireResult<()> {
+    ) -> WireResult<PacketEnd> {
         let buf = input.bytes;
         // An empty ClientInfo (kind 0) is too little structure to trust without a handshake.
         if head.kind == 0 {
@@ -185,7 +198,7 @@ impl ClickHouseParser {
         let text_end = text_at + head.text_len as usize;
         if text_end > buf.len() {
             return if head.text_len > 64 * 1024 {
-                Ok(())
+                Ok(PacketEnd::BeyondBuffer)
             } else {
                 Err(WireError::Short)
             };
@@ -197,7 +210,7 @@ impl ClickHouseParser {
             end += c.pos;
         }
         if ends_syscall(input, end) || matches!(buf.get(end), Some(2) | Some(7)) {
-            Ok(())
+            Ok(PacketEnd::At(end))
         } else {
             Err(WireError::Bad("query does not end at a packet boundary"))
         }

@@ -3,7 +3,9 @@
 //! Bytes of both directions of one connection come in through [`ClickHouseParser`] (driven
 //! by [`crate::stream::StreamDriver`]); a [`crate::RequestRecord`] goes out when the server
 //! ends a query's response with `EndOfStream` or `Exception`, or when the connection closes
-//! with a query still in flight.
+//! with a query still in flight. A query whose response end was not seen before a later
+//! Query may have started (one that cannot be read) goes out incomplete: no later end is
+//! paired with it (`parse.clickhouse.unanswered_queries` counts them).
 //!
 //! Code map:
 //! - `wire`: VarUInt, String, fixed-width reads over a byte slice (`Short` vs `Bad`).

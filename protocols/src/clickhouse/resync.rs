@@ -4,8 +4,10 @@
 //!
 //! Resynchronisation only tries positions where a syscall began: ClickHouse flushes its
 //! buffer after every packet, so on the writing end packets start at syscall boundaries. The
-//! client side looks for a Query packet whose layout it can infer (`layout`); the server side
-//! for a packet that parses strictly (a lone `EndOfStream`, an Exception, a Progress filling
+//! client side looks for a Query packet whose layout it can infer (`layout`), and ends the
+//! query in flight, incomplete, at a syscall that may start a Query it cannot read (a client
+//! sends its next Query only after the response's end, so that end was missed); the server
+//! side for a packet that parses strictly (a lone `EndOfStream`, an Exception, a Progress filling
 //! its syscall, ...), or for whole packets that lead to one: the reading end of a connection
 //! (a client, or a server's pool connection to another server) gathers several packets into
 //! one read.
@@ -80,7 +82,11 @@ impl ClickHouseParser {
                 Err(WireError::Short) => {
                     wait_at.get_or_insert(b);
                 }
-                Err(WireError::Bad(_)) => {}
+                Err(WireError::Bad(_)) => {
+                    // Skipped bytes that may be the next Query: the query in flight can no
+                    // longer be paired with the next response end seen.
+                    self.end_unanswered(out);
+                }
             }
         }
         match wait_at {
@@ -375,10 +381,12 @@ impl ClickHouseParser {
                     return self.server_packet(input, out);
                 }
                 self.counters.n_resync_bytes += b as u64;
+                self.response_lost_bytes();
                 return Ok(Step::Consumed(b as u64));
             }
         }
         self.counters.n_resync_bytes += buf.len() as u64;
+        self.response_lost_bytes();
         Ok(Step::Consumed(buf.len() as u64))
     }
 }

@@ -92,6 +92,9 @@ pub(super) struct InFlight {
     pub(super) profile_rows: u64,
     /// Progress carried written rows/bytes.
     pub(super) progress_written: bool,
+    /// Bytes of the response were lost (a gap) or skipped (a resync): the rows of its blocks
+    /// walked are only part of the result.
+    pub(super) response_lost_bytes: bool,
 }
 
 impl InFlight {
@@ -126,6 +129,9 @@ pub struct ClickHouseParser {
     /// The last client version a Query's ClientInfo carried, and its text.
     pub(super) query_version: (Option<(u64, u64, Option<u64>)>, String),
     pub(super) counters: ParserCounters,
+    /// Queries ended incomplete because a later Query may have started before their end was
+    /// seen (see [`ClickHouseParser::end_unanswered`]).
+    pub(super) n_unanswered: u64,
     /// Scratch space for the type names seen while resynchronising.
     pub(super) scratch_types: TypeArena,
     /// Walks blocks gathered in one syscall while resynchronising.
@@ -177,9 +183,16 @@ impl ClickHouseParser {
             query_text: TextArena::default(),
             query_version: (None, String::new()),
             counters: ParserCounters::default(),
+            n_unanswered: 0,
             scratch_types: TypeArena::default(),
             scratch_walker: BlockWalker::default(),
         }
+    }
+
+    /// Queries ended incomplete because a Query may have followed them before their response
+    /// was seen to end: such a response end can no longer be paired with its query.
+    pub fn unanswered_queries(&self) -> u64 {
+        self.n_unanswered
     }
 
     /// The in-flight query's compression flag; `None` without a query.
@@ -268,6 +281,7 @@ impl ClickHouseParser {
             client_rows: 0,
             profile_rows: 0,
             progress_written: false,
+            response_lost_bytes: false,
         });
     }
 
@@ -378,11 +392,18 @@ impl ClickHouseParser {
     fn emit(&mut self, mut q: InFlight, status: Status, end_ts: Option<u64>, out: &mut Records) {
         q.record.status = status;
         q.record.end_ns = end_ts.unwrap_or(q.record.start_ns);
-        let (client_rows, profile_rows, progress_written) =
-            (q.client_rows, q.profile_rows, q.progress_written);
+        let (client_rows, profile_rows, progress_written, response_lost_bytes) = (
+            q.client_rows,
+            q.profile_rows,
+            q.progress_written,
+            q.response_lost_bytes,
+        );
         let is_insert = q.record.operation == "INSERT";
         let d = q.details();
         if d.compressed && d.result_rows == 0 {
+            d.result_rows = profile_rows;
+        } else if response_lost_bytes && profile_rows > d.result_rows {
+            // The blocks inside the lost bytes were not counted; ProfileInfo counts them all.
             d.result_rows = profile_rows;
         }
         if is_insert && !progress_written && d.rows_written == 0 {
@@ -426,6 +447,16 @@ impl ClickHouseParser {
         });
     }
 
+    /// Ends the query in flight as incomplete because a Query may have started after it: a
+    /// client sends its next Query only once the response ended, so that end went unseen,
+    /// and an end seen later could belong to the next query.
+    pub(super) fn end_unanswered(&mut self, out: &mut Records) {
+        if let Some(q) = self.query.take() {
+            self.n_unanswered += 1;
+            self.emit(q, Status::Incomplete, None, out);
+        }
+    }
+
     /// The in-flight query, if a response packet sent at `ts` can end it: a packet older than
     /// the query belongs to an earlier query whose start was not seen.
     pub(super) fn take_query_answered_at(&mut self, ts: u64) -> Option<InFlight> {
@@ -433,6 +464,13 @@ impl ClickHouseParser {
             return None;
         }
         self.query.take()
+    }
+
+    /// The query in flight's response lost bytes (see [`InFlight::response_lost_bytes`]).
+    pub(super) fn response_lost_bytes(&mut self) {
+        if let Some(q) = &mut self.query {
+            q.response_lost_bytes = true;
+        }
     }
 
     fn count_bytes(&mut self, dir: Direction, n: u64) {
@@ -499,6 +537,7 @@ impl Parser for ClickHouseParser {
             Direction::ClientToServer => self.client = ClientState::Resync,
             Direction::ServerToClient => {
                 self.server = ServerState::Resync;
+                self.response_lost_bytes();
                 if self.client == ClientState::AwaitAddendum && self.layout.is_none() {
                     self.client = ClientState::Resync;
                 }
