@@ -269,7 +269,11 @@ impl ActorState {
         let mut reorder = std::mem::take(&mut self.reorder);
         reorder.release(ts, |raw| self.process(raw));
         self.reorder = reorder;
-        if ts != u64::MAX && ts > self.last_expiry + 1_000_000_000 {
+        if ts == u64::MAX {
+            // The end of the input: what is still in flight ends here, and its records must
+            // reach the windows flushed below, as they reach `requests`.
+            self.close_open_connections();
+        } else if ts > self.last_expiry + 1_000_000_000 {
             self.expire_idle(ts);
             self.last_expiry = ts;
         }
@@ -486,6 +490,24 @@ impl ActorState {
         self.summary.add("connections.closed", 1);
     }
 
+    /// Closes every connection still open at the end of the input, at the time of the last
+    /// event any of them saw: requests in flight become incomplete records.
+    fn close_open_connections(&mut self) {
+        let ts = self
+            .conns
+            .values()
+            .map(|c| c.last_ts)
+            .max()
+            .unwrap_or_default();
+        let open: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in open {
+            if let Some(conn) = self.conns.remove(&id) {
+                self.summary.add("connections.open_at_end", 1);
+                self.close_conn(conn, ts);
+            }
+        }
+    }
+
     fn expire_idle(&mut self, now: u64) {
         let timeout = self.config.idle_timeout_ns;
         let idle: Vec<ConnId> = self
@@ -520,24 +542,9 @@ impl ActorState {
 
     /// Ends every connection still open (the capture stopped) and returns the summary.
     pub fn finish(mut self) -> Summary {
+        // Closes what is still open, then sends the last records and windows (a no-op when
+        // the input already ended with this watermark).
         self.watermark(u64::MAX);
-        let ts = self
-            .conns
-            .values()
-            .map(|c| c.last_ts)
-            .max()
-            .unwrap_or_default();
-        let open: Vec<ConnId> = self.conns.keys().copied().collect();
-        for id in open {
-            if let Some(conn) = self.conns.remove(&id) {
-                self.summary.add("connections.open_at_end", 1);
-                self.close_conn(conn, ts);
-            }
-        }
-        if !self.batch.is_empty() {
-            self.send_batch();
-        }
-        self.flush_windows(u64::MAX);
         self.summary.add("events.data", self.totals.events);
         self.summary.add("bytes.captured", self.totals.captured);
         self.summary.add(
@@ -653,5 +660,101 @@ mod tests {
         assert_eq!(summary.get("events.late"), 1);
         assert_eq!(summary.get("connections.without_open"), 1);
         assert_eq!(summary.get("bytes.captured"), 1);
+    }
+
+    /// A ZooKeeper frame: length, xid, opcode or zxid and error, then `body`.
+    fn zk_frame(fields: &[&[u8]]) -> Vec<u8> {
+        let body: Vec<u8> = fields.concat();
+        [&(body.len() as u32).to_be_bytes()[..], &body].concat()
+    }
+
+    fn exists(xid: i32, path: &str) -> Vec<u8> {
+        let len = (path.len() as u32).to_be_bytes();
+        zk_frame(&[
+            &xid.to_be_bytes(),
+            &3i32.to_be_bytes(),
+            &len,
+            path.as_bytes(),
+            &[0],
+        ])
+    }
+
+    #[test]
+    fn requests_in_flight_at_the_end_of_the_input_reach_the_last_windows() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut s = ActorState::new(
+            ActorConfig {
+                aggregation: Some(AggregatorConfig::default()),
+                ..ActorConfig::default()
+            },
+            tx,
+            0,
+        );
+        let at = |ms: u64| 1_000_000_000_000 + ms * 1_000_000;
+        let open = build::open(
+            &header(EventKind::Open, at(0), Flow::Egress),
+            "127.0.0.1:40000".parse().unwrap(),
+            "127.0.0.1:2181".parse().unwrap(),
+            "python3",
+        );
+        // exists /a answered; exists /b still in flight when the input ends.
+        let answered = exists(1, "/a");
+        let reply = zk_frame(&[
+            &1i32.to_be_bytes(),
+            &7i64.to_be_bytes(),
+            &0i32.to_be_bytes(),
+        ]);
+        let in_flight = exists(2, "/b");
+        let events = [
+            open,
+            build::data(
+                &header(EventKind::Data, at(1), Flow::Egress),
+                answered.len() as u64,
+                &answered,
+            ),
+            build::data(
+                &header(EventKind::Data, at(2), Flow::Ingress),
+                reply.len() as u64,
+                &reply,
+            ),
+            build::data(
+                &header(EventKind::Data, at(3), Flow::Egress),
+                in_flight.len() as u64,
+                &in_flight,
+            ),
+        ];
+        for raw in &events {
+            s.feed(Tag::KernelEvent, raw);
+        }
+        // The end of the input, as the router sends it; then the thread ends.
+        s.feed(Tag::Watermark, &u64::MAX.to_le_bytes());
+        let summary = s.finish();
+        let (mut records, mut incomplete, mut counted, mut counted_incomplete) = (0, 0, 0, 0);
+        for output in rx.try_iter() {
+            match output {
+                ActorOutput::Requests(batch) => {
+                    records += batch.len();
+                    incomplete += batch
+                        .iter()
+                        .filter(|r| r.record.status == Status::Incomplete)
+                        .count();
+                }
+                ActorOutput::Windows { rows, .. } => {
+                    for row in rows {
+                        counted += row.count;
+                        if row.key.status == Status::Incomplete {
+                            counted_incomplete += row.count;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!((records, incomplete), (2, 1));
+        assert_eq!(
+            (counted, counted_incomplete),
+            (2, 1),
+            "every record is in a window"
+        );
+        assert_eq!(summary.get("connections.open_at_end"), 1);
     }
 }
