@@ -595,7 +595,9 @@ pub fn parse_latency_ns(text: &str) -> Result<u64, String> {
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     check_output_dir(&args.dir)?;
     let runs = runs_selected(&args.dir, &args.filters.runs)?;
-    if args.filters.runs.is_empty() {
+    let json = matches!(args.format, ReportFormat::Json);
+    // The text report says it in its header; JSON readers get a note besides its `runs`.
+    if json && args.filters.runs.is_empty() {
         if let Some(note) = several_runs_note(&args.dir, &runs, &[]) {
             eprintln!("l7tap: {}", for_terminal(&note));
         }
@@ -605,7 +607,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         runs,
         selection: args.filters.selection(None),
         latency_objective_ns: args.latency_objective,
-        json: matches!(args.format, ReportFormat::Json),
+        json,
     })?;
     print!("{text}");
     Ok(())
