@@ -8,6 +8,13 @@ cd "$(dirname "$0")/.."
 out=${OUT:-l7tap-out}
 seconds=${CAPTURE_SECONDS:-10}
 
+# l7tap refuses to add a run to a directory holding an earlier one (their counts would add
+# up); say so before installing and starting anything.
+if [ -n "$(find "$out" -name '*.parquet' ! -name '.*' -print -quit 2>/dev/null)" ]; then
+  echo "$out holds an earlier capture: remove it, or set OUT to another directory" >&2
+  exit 1
+fi
+
 bash ci/install-deps.sh
 cargo build --release -p l7tap
 bash ci/testbed.sh start

@@ -47,18 +47,27 @@ impl Write for MemorySink {
     }
 }
 
-/// Where a file goes: `<out>/<table>/date=YYYY-MM-DD/hour=HH/<host>-<start>-<seq>.parquet`.
+/// Where a file goes: `<out>/<table>/date=YYYY-MM-DD/hour=HH/<host>-<run>-<start>-<seq>.parquet`.
 #[derive(Clone, Debug)]
 pub struct FileName {
     pub dir: PathBuf,
     pub host: String,
+    /// The run's id ([`crate::RunId`]).
+    pub run_id: String,
     /// `YYYYMMDDTHHMMSSZ` of the file's first row.
     pub start: String,
     pub seq: u64,
 }
 
 impl FileName {
-    pub fn new(out_dir: &Path, table: Table, host: &str, first_ts_us: i64, seq: u64) -> Self {
+    pub fn new(
+        out_dir: &Path,
+        table: Table,
+        host: &str,
+        run_id: &str,
+        first_ts_us: i64,
+        seq: u64,
+    ) -> Self {
         let start = UtcDateTime::from_unix_micros(first_ts_us);
         let dir = out_dir
             .join(table.name())
@@ -67,13 +76,17 @@ impl FileName {
         FileName {
             dir,
             host: host.to_string(),
+            run_id: run_id.to_string(),
             start: start.compact_string(),
             seq,
         }
     }
 
     pub fn final_name(&self) -> String {
-        format!("{}-{}-{:06}.parquet", self.host, self.start, self.seq)
+        format!(
+            "{}-{}-{}-{:06}.parquet",
+            self.host, self.run_id, self.start, self.seq
+        )
     }
 
     pub fn final_path(&self) -> PathBuf {

@@ -1,7 +1,7 @@
 //! Records to Arrow batches and rolling Parquet files.
 //!
 //! Three tables, written under one output directory as
-//! `OUT/<table>/date=YYYY-MM-DD/hour=HH/<host>-<start>-<seq>.parquet` (see `sinks/README.md`
+//! `OUT/<table>/date=YYYY-MM-DD/hour=HH/<host>-<run>-<start>-<seq>.parquet` (see `sinks/README.md`
 //! for every column):
 //!
 //! - `requests`: one row per ClickHouse query / ZooKeeper request ([`ParquetSink::push_request`]);
@@ -22,6 +22,7 @@ pub mod file;
 pub mod intervals;
 pub mod redact;
 pub mod requests;
+pub mod run_id;
 pub mod schema;
 pub mod sink;
 pub mod table;
@@ -31,6 +32,7 @@ pub use capture_stats::CaptureStatsRow;
 pub use error::SinkError;
 pub use file::CommittedFile;
 pub use redact::{redact_query, redact_query_into};
+pub use run_id::{run_id_of_file_name, RunId};
 pub use schema::{Table, SCHEMA_VERSION};
 pub use sink::{default_host_name, remove_stale_temp_files, ParquetSink, SinkConfig, SinkStats};
 pub use table::TableStats;

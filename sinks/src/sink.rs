@@ -27,6 +27,7 @@ use crate::error::SinkError;
 use crate::file::CommittedFile;
 use crate::intervals::IntervalColumns;
 use crate::requests::RequestColumns;
+use crate::run_id::RunId;
 use crate::schema::Table;
 use crate::table::{TableSettings, TableStats, TableWriter};
 
@@ -49,6 +50,9 @@ pub struct SinkConfig {
     pub out_dir: PathBuf,
     /// Host name in file names (characters other than `[A-Za-z0-9._-]` become `_`).
     pub host: String,
+    /// This run's id, in every file's name and `l7tap.run_id` metadata (default: a fresh one
+    /// made by [`SinkConfig::new`]).
+    pub run_id: RunId,
     /// Added to record timestamps (CLOCK_MONOTONIC ns) to get Unix ns.
     pub monotonic_to_unix_offset_ns: i64,
     /// Close a file once its encoded size reaches this (default 128 MiB).
@@ -79,7 +83,7 @@ pub struct SinkConfig {
 }
 
 impl SinkConfig {
-    /// The defaults, for `out_dir`, `host` and the clock offset.
+    /// The defaults, for `out_dir`, `host` and the clock offset, with a fresh run id.
     pub fn new(
         out_dir: impl Into<PathBuf>,
         host: impl Into<String>,
@@ -88,6 +92,7 @@ impl SinkConfig {
         SinkConfig {
             out_dir: out_dir.into(),
             host: host.into(),
+            run_id: RunId::generate(std::time::SystemTime::now()),
             monotonic_to_unix_offset_ns,
             roll_bytes: DEFAULT_ROLL_BYTES,
             roll_age: DEFAULT_ROLL_AGE,
@@ -204,6 +209,7 @@ impl ParquetSink {
         let settings = TableSettings {
             out_dir: config.out_dir.clone(),
             host: sanitize_host(&config.host),
+            run_id: config.run_id.to_string(),
             roll_bytes: config.roll_bytes,
             roll_age: config.roll_age,
             row_group_rows: config.row_group_rows,

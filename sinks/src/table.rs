@@ -43,6 +43,8 @@ pub trait TableColumns {
 pub struct TableSettings {
     pub out_dir: PathBuf,
     pub host: String,
+    /// See [`crate::SinkConfig::run_id`].
+    pub run_id: String,
     pub roll_bytes: u64,
     pub roll_age: std::time::Duration,
     pub row_group_rows: usize,
@@ -121,15 +123,23 @@ fn wants_statistics(spec: &ColumnSpec) -> bool {
 }
 
 /// Parquet writer properties for a table: zstd, dictionary encoding only for the columns the
-/// schema marks low-cardinality, page statistics, the table's key-value metadata.
-pub fn writer_properties(table: Table, settings: &TableSettings, host: &str) -> WriterProperties {
+/// schema marks low-cardinality, page statistics, the table's key-value metadata with the host
+/// and run id.
+pub fn writer_properties(table: Table, settings: &TableSettings) -> WriterProperties {
     let zstd = ZstdLevel::try_new(settings.zstd_level).unwrap_or_default();
     let mut metadata: Vec<KeyValue> = table
         .file_metadata()
         .into_iter()
         .map(|(key, value)| KeyValue::new(key, value))
         .collect();
-    metadata.push(KeyValue::new("l7tap.host".to_string(), host.to_string()));
+    metadata.push(KeyValue::new(
+        "l7tap.host".to_string(),
+        settings.host.to_string(),
+    ));
+    metadata.push(KeyValue::new(
+        "l7tap.run_id".to_string(),
+        settings.run_id.to_string(),
+    ));
     let mut builder = WriterProperties::builder()
         .set_writer_version(if settings.parquet_2 {
             WriterVersion::PARQUET_2_0
@@ -166,7 +176,7 @@ pub fn writer_properties(table: Table, settings: &TableSettings, host: &str) -> 
 
 impl<C: TableColumns> TableWriter<C> {
     pub fn new(settings: TableSettings, columns: C) -> Self {
-        let properties = writer_properties(C::TABLE, &settings, &settings.host);
+        let properties = writer_properties(C::TABLE, &settings);
         TableWriter {
             settings,
             schema: C::TABLE.schema(),
@@ -300,6 +310,7 @@ impl<C: TableColumns> TableWriter<C> {
                             &self.settings.out_dir,
                             C::TABLE,
                             &self.settings.host,
+                            &self.settings.run_id,
                             first_ts_us,
                             seq,
                         );

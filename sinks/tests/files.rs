@@ -10,12 +10,20 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use l7tap_protocols::{Side, Status};
-use l7tap_sinks::{ParquetSink, SinkConfig, SinkError};
+use l7tap_sinks::{run_id_of_file_name, ParquetSink, RunId, SinkConfig, SinkError};
 
 const HOUR_NS: u64 = 3_600_000_000_000;
+/// The run id of the sinks these tests make.
+const RUN: &str = "20240601T095900Z_0a9f3c";
 
 fn config(out: &Path) -> SinkConfig {
-    SinkConfig::new(out, "node-1.example", OFFSET_NS)
+    named_config(out, "node-1.example")
+}
+
+fn named_config(out: &Path, host: &str) -> SinkConfig {
+    let mut config = SinkConfig::new(out, host, OFFSET_NS);
+    config.run_id = RunId::parse(RUN).unwrap();
+    config
 }
 
 /// Pushes `count` requests starting `start_offset_ns` after the base, 1 ms apart.
@@ -52,7 +60,7 @@ fn file_name(path: &Path) -> String {
 #[test]
 fn files_are_named_and_partitioned_by_their_first_row() {
     let out = TempDir::new("layout");
-    let mut sink = ParquetSink::new(SinkConfig::new(out.path(), "my host/1", OFFSET_NS)).unwrap();
+    let mut sink = ParquetSink::new(named_config(out.path(), "my host/1")).unwrap();
     // 2024-06-01T10:00:00Z + 12.345 s.
     push_requests(&mut sink, 12_345_000_000, 10);
     sink.finish().unwrap();
@@ -61,8 +69,9 @@ fn files_are_named_and_partitioned_by_their_first_row() {
     let relative = files[0].strip_prefix(out.path()).unwrap();
     assert_eq!(
         relative.to_string_lossy(),
-        "requests/date=2024-06-01/hour=10/my_host_1-20240601T100012Z-000000.parquet"
+        "requests/date=2024-06-01/hour=10/my_host_1-20240601T095900Z_0a9f3c-20240601T100012Z-000000.parquet"
     );
+    assert_eq!(run_id_of_file_name(&file_name(&files[0])), Some(RUN));
     let committed = sink.take_committed_files();
     assert_eq!(committed.len(), 1);
     assert_eq!(committed[0].path, files[0]);
@@ -73,6 +82,41 @@ fn files_are_named_and_partitioned_by_their_first_row() {
     );
     // No leftovers: no temporary file, no other table's directory for empty tables.
     assert_eq!(all_files(out.path()), files);
+}
+
+#[test]
+fn runs_into_one_directory_are_told_apart_by_name_and_metadata() {
+    let out = TempDir::new("runs");
+    // Two runs with the defaults: each sink makes its own run id.
+    let first = SinkConfig::new(out.path(), "node-1.example", OFFSET_NS);
+    let second = SinkConfig::new(out.path(), "node-1.example", OFFSET_NS);
+    assert_ne!(first.run_id, second.run_id);
+    let runs = [first.run_id.to_string(), second.run_id.to_string()];
+    for config in [first, second] {
+        let mut sink = ParquetSink::new(config).unwrap();
+        push_requests(&mut sink, 0, 5);
+        sink.finish().unwrap();
+    }
+    let files = parquet_files(out.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    let mut seen: Vec<String> = files
+        .iter()
+        .map(|path| {
+            let run = run_id_of_file_name(&file_name(path))
+                .unwrap_or_else(|| panic!("no run id in {path:?}"))
+                .to_string();
+            let metadata = file_metadata(path);
+            assert!(
+                metadata.contains(&("l7tap.run_id".to_string(), run.clone())),
+                "{path:?}: {metadata:?}"
+            );
+            run
+        })
+        .collect();
+    seen.sort();
+    let mut expected = runs.to_vec();
+    expected.sort();
+    assert_eq!(seen, expected);
 }
 
 #[test]
@@ -103,8 +147,8 @@ fn files_roll_at_hour_boundaries_and_late_rows_stay_in_the_open_file() {
     assert_eq!(
         names,
         [
-            "requests/date=2024-06-01/hour=10/node-1.example-20240601T105959Z-000000.parquet",
-            "requests/date=2024-06-01/hour=11/node-1.example-20240601T110000Z-000001.parquet",
+            "requests/date=2024-06-01/hour=10/node-1.example-20240601T095900Z_0a9f3c-20240601T105959Z-000000.parquet",
+            "requests/date=2024-06-01/hour=11/node-1.example-20240601T095900Z_0a9f3c-20240601T110000Z-000001.parquet",
         ]
     );
     assert_eq!(read_file(&files[0]).num_rows(), 10);
@@ -193,9 +237,9 @@ fn files_roll_by_age_and_are_written_under_a_temporary_name_until_then() {
 #[test]
 fn existing_files_are_never_overwritten() {
     let out = TempDir::new("collision");
-    let taken = out
-        .path()
-        .join("requests/date=2024-06-01/hour=10/node-1.example-20240601T100000Z-000000.parquet");
+    let taken = out.path().join(format!(
+        "requests/date=2024-06-01/hour=10/node-1.example-{RUN}-20240601T100000Z-000000.parquet"
+    ));
     std::fs::create_dir_all(taken.parent().unwrap()).unwrap();
     std::fs::write(&taken, b"someone else's file").unwrap();
     let mut sink = ParquetSink::new(config(out.path())).unwrap();

@@ -9,6 +9,7 @@ non-zero on the first mismatch; prints 'N passed, 0 failed' at the end.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -103,6 +104,12 @@ def check_pyarrow(out_dir, table, expected):
         metadata = {k.decode(): v.decode() for k, v in (parquet_file.metadata.metadata or {}).items()}
         check(metadata.get("l7tap.table") == table, f"{path}: l7tap.table metadata")
         check(metadata.get("l7tap.schema_version") == "1", f"{path}: schema version metadata")
+        run_id = metadata.get("l7tap.run_id", "")
+        check(re.fullmatch(r"\d{8}T\d{6}Z_[0-9a-f]{6}", run_id) is not None,
+              f"{path}: l7tap.run_id metadata {run_id!r}")
+        check(re.fullmatch(rf"{re.escape(metadata.get('l7tap.host', ''))}-{run_id}-\d{{8}}T\d{{6}}Z-\d{{6}}\.parquet",
+                           os.path.basename(path)) is not None,
+              f"{path}: file name <host>-<run_id>-<start>-<seq>.parquet")
         for field in schema:
             check(field.metadata and field.metadata.get(b"description"),
                   f"{path}: column {field.name} has a description")

@@ -243,6 +243,10 @@ fn requests_round_trip_with_schema_and_values() {
     assert!(metadata.contains(&("l7tap.table".into(), "requests".into())));
     assert!(metadata.contains(&("l7tap.schema_version".into(), "1".into())));
     assert!(metadata.contains(&("l7tap.host".into(), "test-host".into())));
+    // The run id of the name is in the metadata too.
+    let name = files[0].file_name().unwrap().to_str().unwrap();
+    let run = l7tap_sinks::run_id_of_file_name(name).expect("a run id in the file name");
+    assert!(metadata.contains(&("l7tap.run_id".into(), run.into())));
 }
 
 #[test]

@@ -18,12 +18,12 @@ use arrow::array::{
 use arrow::datatypes::Int64Type;
 use plotters::prelude::*;
 
-use crate::untrusted::for_json;
+use crate::untrusted::{for_json, for_terminal};
 
 use crate::outdir::{
     check_output_dir, for_each_interval, format_time_us, heatmap_counts, ip_of,
-    read_files_in_parallel, read_projected, read_rows, server_sides, table_files, IntervalColumns,
-    ReadError, Selection, ShownSides,
+    read_files_in_parallel, read_projected, read_rows, runs_selected, server_sides,
+    several_runs_note, table_files, IntervalColumns, ReadError, Selection, ShownSides,
 };
 
 /// Requests embedded in an HTML heatmap at most.
@@ -687,6 +687,10 @@ impl HeatmapArgs {
 
 pub fn run(args: HeatmapArgs) -> anyhow::Result<()> {
     check_output_dir(&args.dir)?;
+    let runs = runs_selected(&args.dir, &args.filters.runs)?;
+    if let Some(note) = several_runs_note(&args.dir, &runs, &args.filters.runs) {
+        eprintln!("l7tap: {}", for_terminal(&note));
+    }
     let extension = args.extension();
     let selection = args.filters.selection(args.client.clone());
     let grid = build_grid(&args.dir, &selection)?;

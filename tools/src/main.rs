@@ -117,6 +117,10 @@ pub struct CommonArgs {
     /// Output directory.
     #[arg(long, default_value = "l7tap-out")]
     out: PathBuf,
+    /// Write into --out even though it holds earlier runs: each run's files carry its run id,
+    /// which `report --run` and `heatmap --run` select (without it, they add up every run).
+    #[arg(long)]
+    append: bool,
     /// Also write the summary counters as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,

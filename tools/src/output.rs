@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 use l7tap_actors::{ActorOutput, BatchPool, WindowStats};
 use l7tap_aggregate::{merge_interval_rows, IntervalRow};
-use l7tap_sinks::{CaptureStatsRow, ParquetSink, SinkConfig};
+use l7tap_sinks::{CaptureStatsRow, ParquetSink, RunId, SinkConfig};
 
 pub struct OutputConfig {
     pub out_dir: PathBuf,
+    /// This run's id, in every file written.
+    pub run_id: RunId,
     pub monotonic_to_unix_ns: i64,
     pub window_ns: u64,
     pub redact: bool,
@@ -25,6 +27,8 @@ pub struct OutputConfig {
 /// What the output thread wrote.
 #[derive(Debug, Default)]
 pub struct OutputReport {
+    /// The run id of the files written.
+    pub run_id: String,
     pub requests: u64,
     pub interval_rows: u64,
     pub capture_stats_rows: u64,
@@ -45,13 +49,17 @@ pub fn run(
     actors: Receiver<ActorOutput>,
     kernel: Receiver<Vec<CaptureStatsRow>>,
 ) -> OutputReport {
-    let mut report = OutputReport::default();
+    let mut report = OutputReport {
+        run_id: config.run_id.to_string(),
+        ..OutputReport::default()
+    };
     let sink_config = {
         let mut c = SinkConfig::new(
             &config.out_dir,
             l7tap_sinks::default_host_name(),
             config.monotonic_to_unix_ns,
         );
+        c.run_id = config.run_id.clone();
         c.redact_queries = config.redact;
         c.roll_bytes = config.roll_bytes;
         c.roll_age = config.roll_age;

@@ -17,7 +17,7 @@ use l7tap_ingest::ring::{frame_ring, FrameProducer};
 use l7tap_ingest::{Router, RouterStats, Tag};
 use l7tap_probes::{KernelCounters, PerProtocol, ProbeConfig, Probes, Transport};
 use l7tap_protocols::Protocol;
-use l7tap_sinks::CaptureStatsRow;
+use l7tap_sinks::{CaptureStatsRow, RunId};
 
 use crate::output::{self, OutputConfig, OutputReport};
 use crate::stats::{CounterSnapshot, KernelWindows};
@@ -100,6 +100,8 @@ fn start_workers(
     let (kernel_rows, kernel_rx) = crossbeam_channel::unbounded();
     let config = OutputConfig {
         out_dir: common.out.clone(),
+        // One id per run: this is called once per capture or replay.
+        run_id: RunId::generate(std::time::SystemTime::now()),
         monotonic_to_unix_ns,
         window_ns,
         redact: common.redact,
@@ -335,13 +337,14 @@ fn report(
     let summary = &summary;
     let mut out = String::new();
     out.push_str(&format!(
-        "l7tap summary ({:.1}s): {} events, {} requests, {} interval rows, {} files in {}\n",
+        "l7tap summary ({:.1}s): {} events, {} requests, {} interval rows, {} files in {} (run {})\n",
         elapsed.as_secs_f64(),
         summary.get("ingest.events"),
         output.requests,
         output.interval_rows,
         output.files,
         untrusted::for_terminal(&common.out.display().to_string()),
+        output.run_id,
     ));
     for (k, v) in summary.iter() {
         if !k.starts_with("kernel.cpu") {

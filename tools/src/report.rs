@@ -22,8 +22,8 @@ use hdrhistogram::Histogram;
 use crate::hdr_sum::HdrSum;
 use crate::outdir::{
     check_output_dir, column, for_each_interval, format_time_us, ip_of, read_files_in_parallel,
-    read_projected, read_projected_where, server_sides, table_files, FilterArgs, IntervalColumns,
-    ReadError, Selection, ShownSides,
+    read_projected, read_projected_where, runs_selected, server_sides, several_runs_note,
+    table_files, FilterArgs, IntervalColumns, ReadError, Runs, Selection, ShownSides,
 };
 use crate::untrusted::{for_json, for_terminal};
 
@@ -59,6 +59,8 @@ fn new_histogram() -> Histogram<u64> {
 /// The `report` command's options.
 pub struct ReportOptions {
     pub dir: PathBuf,
+    /// The runs `dir` holds (the selected ones are in `selection`).
+    pub runs: Runs,
     pub selection: Selection,
     pub latency_objective_ns: u64,
     pub json: bool,
@@ -186,6 +188,9 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
             for_terminal(&options.dir.display().to_string())
         );
     }
+    if let Some(note) = several_runs_note(&options.dir, &options.runs, &selection.runs) {
+        let _ = writeln!(text, "{}\n", for_terminal(&note));
+    }
     for ((protocol, server), clients) in &servers {
         let side = &sides[&(protocol.clone(), server.clone())];
         let mut clients: Vec<&ClientFigures> = clients.values().collect();
@@ -307,6 +312,14 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
             "start": span.map(|s| format_time_us(s.start_us)),
             "end": span.map(|s| format_time_us(s.end_us)),
             "seconds": seconds,
+            "runs": {
+                "in_dir": options.runs.0.keys().collect::<Vec<_>>(),
+                "read": if selection.runs.is_empty() {
+                    options.runs.0.keys().cloned().collect::<Vec<_>>()
+                } else {
+                    selection.runs.clone()
+                },
+            },
             "servers": json_servers,
             "capture_health": {
                 "windows": health.windows,
@@ -483,6 +496,7 @@ fn read_capture_health(dir: &Path, selection: &Selection) -> Result<CaptureHealt
     let mut machine = CaptureHealth::default();
     let mut per_cpu = CaptureHealth::default();
     let time_only = Selection {
+        runs: selection.runs.clone(),
         since_us: selection.since_us,
         until_us: selection.until_us,
         ..Selection::default()
@@ -580,11 +594,20 @@ pub fn parse_latency_ns(text: &str) -> Result<u64, String> {
 /// Runs `l7tap report` and prints the result.
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     check_output_dir(&args.dir)?;
+    let runs = runs_selected(&args.dir, &args.filters.runs)?;
+    let json = matches!(args.format, ReportFormat::Json);
+    // The text report says it in its header; JSON readers get a note besides its `runs`.
+    if json && args.filters.runs.is_empty() {
+        if let Some(note) = several_runs_note(&args.dir, &runs, &[]) {
+            eprintln!("l7tap: {}", for_terminal(&note));
+        }
+    }
     let text = report(&ReportOptions {
         dir: args.dir,
+        runs,
         selection: args.filters.selection(None),
         latency_objective_ns: args.latency_objective,
-        json: matches!(args.format, ReportFormat::Json),
+        json,
     })?;
     print!("{text}");
     Ok(())

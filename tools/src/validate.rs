@@ -1,12 +1,14 @@
 //! Checks of every command's flags, run first thing, before any side effect (loading the
 //! probes, creating or truncating `--record`, the output directory or any other file): a bad
-//! flag is one error that names it, never a panic or a half-done run.
+//! flag is one error that names it, never a panic or a half-done run. An `--out` holding earlier
+//! runs is refused here too, unless `--append`.
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use l7tap_aggregate::{Aggregator, AggregatorConfig};
 
+use crate::outdir::runs_in;
 use crate::{CaptureArgs, Command, CommonArgs};
 
 /// Actor threads at most (each has a 16 MiB input ring).
@@ -83,10 +85,31 @@ fn check_file_path(flag: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an output directory that holds published files of earlier runs: the new run's
+/// counts would silently add up with theirs in `report` and `heatmap`.
+fn check_no_earlier_run(out: &Path) -> Result<()> {
+    let runs = runs_in(out).map_err(|e| anyhow!("--out {}: {e}", out.display()))?;
+    if runs.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "--out {} already holds {} earlier run{} ({} files; {}): choose another directory, or pass \
+         --append to add this run to it (report and heatmap then tell the runs apart with --run)",
+        out.display(),
+        runs.len(),
+        if runs.len() == 1 { "" } else { "s" },
+        runs.files(),
+        runs.ids()
+    );
+}
+
 impl CommonArgs {
     /// The flags shared by `capture` and `replay`.
     pub fn validate(&self) -> Result<()> {
         check_directory_path("--out", &self.out)?;
+        if !self.append {
+            check_no_earlier_run(&self.out)?;
+        }
         if let Some(path) = &self.summary_json {
             check_file_path("--summary-json", path)?;
         }

@@ -490,3 +490,189 @@ fn foreign_or_damaged_parquet_files_are_errors_that_name_the_file() {
         }
     }
 }
+
+// ---- runs that can be told apart ----------------------------------------------------------
+
+/// The runs of `out`'s files, by the run id in their names (`None`: a name without one).
+fn runs_of_files(out: &Path) -> Vec<Option<String>> {
+    let mut runs: Vec<Option<String>> = ["requests", "intervals", "capture_stats"]
+        .iter()
+        .flat_map(|table| table_files(out, table))
+        .map(|file| {
+            let name = file.file_name().unwrap().to_str().unwrap().to_string();
+            l7tap_sinks::run_id_of_file_name(&name).map(str::to_string)
+        })
+        .collect();
+    runs.sort();
+    runs.dedup();
+    runs
+}
+
+/// `report --format json` of `out` with `flags`: the requests of every server, the runs read,
+/// and stderr.
+fn report_requests(out: &Path, flags: &[&str]) -> (i64, Vec<String>, String) {
+    let mut args = vec!["report", text_ref(out), "--format", "json"];
+    args.extend(flags);
+    let output = l7tap(&args);
+    let err = stderr(&output);
+    assert!(output.status.success(), "{args:?}: {err}");
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let requests = document["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sli"]["requests"].as_i64().unwrap())
+        .sum();
+    let read = document["runs"]["read"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    (requests, read, err)
+}
+
+fn text_ref(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Every file under `dir`, temporary ones included.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in files_in(dir) {
+        if entry.is_dir() {
+            files.extend(all_files(&entry));
+        } else {
+            files.push(entry);
+        }
+    }
+    files
+}
+
+#[test]
+fn a_second_run_into_one_directory_is_refused_unless_appended_and_then_told_apart() {
+    let dir = temp_dir("runs");
+    let recording = dir.path().join("rec.l7rec");
+    write_recording(&recording);
+    let out_dir = dir.path().join("out");
+    let first_err = replay(&recording, &out_dir);
+    let first = runs_of_files(&out_dir);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let first = first[0].clone().expect("files carry a run id");
+    assert!(first_err.contains(&format!("(run {first})")), "{first_err}");
+    let (one_run, read, err) = report_requests(&out_dir, &[]);
+    assert!(one_run > 0);
+    assert_eq!(read, [first.as_str()]);
+    assert!(!err.contains("runs"), "one run needs no note: {err}");
+
+    // A second run into the same directory: refused before it writes anything.
+    let files_before = all_files(&out_dir);
+    for args in [
+        &["replay", text_ref(&recording), "--out", text_ref(&out_dir)][..],
+        &["capture", "--out", text_ref(&out_dir), "--duration", "1s"],
+    ] {
+        let command = args[0];
+        let out = l7tap(args);
+        assert_clear_error(&out, "--append", command);
+        let err = stderr(&out);
+        assert!(err.contains(text_ref(&out_dir)), "{err}");
+        assert!(
+            err.contains("1 earlier run") && err.contains(&first),
+            "{err}"
+        );
+        assert_eq!(all_files(&out_dir), files_before, "{command} wrote files");
+    }
+
+    // With --append it runs; report says there are two runs, reads both unless told which.
+    let output = l7tap(&[
+        "replay",
+        text_ref(&recording),
+        "--out",
+        text_ref(&out_dir),
+        "--append",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let runs: Vec<String> = runs_of_files(&out_dir).into_iter().flatten().collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let second = runs.iter().find(|r| **r != first).unwrap().clone();
+    let (both, read, err) = report_requests(&out_dir, &[]);
+    assert_eq!(both, 2 * one_run);
+    assert_eq!(read, runs);
+    assert!(
+        err.contains("holds 2 runs") && err.contains(&first) && err.contains(&second),
+        "{err}"
+    );
+    let text_report = l7tap(&["report", text_ref(&out_dir)]);
+    let shown = String::from_utf8(text_report.stdout).unwrap();
+    assert!(shown.contains("holds 2 runs"), "{shown}");
+    for (flags, run) in [
+        (vec!["--run", second.as_str()], &second),
+        (vec!["--run", first.as_str()], &first),
+    ] {
+        let (requests, read, err) = report_requests(&out_dir, &flags);
+        assert_eq!(requests, one_run, "{flags:?}");
+        assert_eq!(read, [run.as_str()]);
+        assert!(!err.contains("all are read"), "{err}");
+    }
+    let both_named = format!("{first},{second}");
+    assert_eq!(report_requests(&out_dir, &["--run", &both_named]).0, both);
+    let html = dir.path().join("h.html");
+    let heatmap = l7tap(&["heatmap", text_ref(&out_dir), "--out", text_ref(&html)]);
+    assert!(heatmap.status.success(), "{}", stderr(&heatmap));
+    assert!(
+        stderr(&heatmap).contains("holds 2 runs"),
+        "{}",
+        stderr(&heatmap)
+    );
+
+    // A run the directory does not hold, or text that is no run id: clear errors.
+    let absent = "20000101T000000Z_000000";
+    for (run, named) in [(absent, absent), ("last", "not a run id")] {
+        let out = l7tap(&["report", text_ref(&out_dir), "--run", run]);
+        assert_clear_error(&out, named, run);
+        let out = l7tap(&[
+            "heatmap",
+            text_ref(&out_dir),
+            "--out",
+            text_ref(&html),
+            "--run",
+            run,
+        ]);
+        assert_clear_error(&out, named, run);
+    }
+}
+
+#[test]
+fn files_written_without_a_run_id_are_read_as_the_unnamed_run() {
+    let dir = temp_dir("unnamed");
+    let recording = dir.path().join("rec.l7rec");
+    write_recording(&recording);
+    let out_dir = dir.path().join("out");
+    replay(&recording, &out_dir);
+    let (one_run, _, _) = report_requests(&out_dir, &[]);
+    // Names as older versions wrote them: `<host>-<start>-<seq>.parquet`.
+    for table in ["requests", "intervals", "capture_stats"] {
+        for file in table_files(&out_dir, table) {
+            let name = file.file_name().unwrap().to_str().unwrap();
+            let run = l7tap_sinks::run_id_of_file_name(name).unwrap();
+            let old = name.replace(&format!("-{run}-"), "-");
+            std::fs::rename(&file, file.with_file_name(old)).unwrap();
+        }
+    }
+    assert_eq!(runs_of_files(&out_dir), [None]);
+    let output = l7tap(&[
+        "replay",
+        text_ref(&recording),
+        "--out",
+        text_ref(&out_dir),
+        "--append",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (both, read, err) = report_requests(&out_dir, &[]);
+    assert_eq!(both, 2 * one_run);
+    assert_eq!(read.len(), 2, "{read:?}");
+    assert!(err.contains("unnamed"), "{err}");
+    let (old_only, read, _) = report_requests(&out_dir, &["--run", "unnamed"]);
+    assert_eq!(old_only, one_run);
+    assert_eq!(read, ["unnamed"]);
+}

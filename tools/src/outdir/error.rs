@@ -13,6 +13,12 @@ pub enum ReadError {
     MissingColumn(PathBuf, String),
     /// The output directory cannot be read as one.
     NotAnOutputDirectory(PathBuf, String),
+    /// `--run` named a run the directory does not hold (`runs`: the ones it holds).
+    UnknownRun {
+        dir: PathBuf,
+        run: String,
+        runs: String,
+    },
 }
 
 impl ReadError {
@@ -41,6 +47,16 @@ impl std::fmt::Display for ReadError {
             ReadError::NotAnOutputDirectory(p, why) => {
                 write!(f, "{}: not an l7tap output directory ({why})", p.display())
             }
+            ReadError::UnknownRun { dir, run, runs } if runs.is_empty() => write!(
+                f,
+                "--run {run}: no such run in {} (it holds none)",
+                dir.display()
+            ),
+            ReadError::UnknownRun { dir, run, runs } => write!(
+                f,
+                "--run {run}: no such run in {} (it holds: {runs})",
+                dir.display()
+            ),
         }
     }
 }

@@ -3,11 +3,13 @@
 //!
 //! Time filters select windows (`intervals`, `capture_stats`) by their start and requests by `ts`;
 //! files are skipped by their `date=`/`hour=` partition ([`partitions`]) and row groups by their
-//! min/max statistics ([`read`]) before any row is decoded.
+//! min/max statistics ([`read`]) before any row is decoded. Runs (`--run`) are selected by the
+//! run id in file names ([`runs`]).
 pub mod error;
 pub mod intervals;
 pub mod partitions;
 pub mod read;
+pub mod runs;
 pub mod selection;
 pub mod time;
 
@@ -15,5 +17,6 @@ pub use error::ReadError;
 pub use intervals::{for_each_interval, heatmap_counts, server_sides, IntervalColumns, ShownSides};
 pub use partitions::{check_output_dir, table_files};
 pub use read::{column, read_files_in_parallel, read_projected, read_projected_where, read_rows};
+pub use runs::{runs_in, runs_selected, several_runs_note, Runs};
 pub use selection::{ip_of, FilterArgs, Selection};
 pub use time::format_time_us;

@@ -3,13 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use super::error::ReadError;
+use super::runs::run_of_file_name;
 use super::selection::Selection;
 use super::time::parse_time;
 
 const MICROS_PER_HOUR: i64 = 3_600_000_000;
 
-/// The Parquet files of `table` under `dir` whose `date=`/`hour=` partition can hold rows of
-/// the selected time range. A file's partition is the hour of its first row, and a file can
+/// The Parquet files of `table` under `dir` of the selected runs (by file name) whose
+/// `date=`/`hour=` partition can hold rows of the selected time range. A file's partition is the hour of its first row, and a file can
 /// hold a few rows of the previous hour, so partition H is read when the selection overlaps
 /// [H − 1 h, H + 1 h).
 pub fn table_files(
@@ -47,7 +48,10 @@ pub fn table_files(
             for entry in list(&hour.path())? {
                 let entry = entry.map_err(|e| ReadError::Io(hour.path(), e))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".parquet") && !name.starts_with('.') {
+                if name.ends_with(".parquet")
+                    && !name.starts_with('.')
+                    && selection.run_matches(run_of_file_name(&name))
+                {
                     files.push(entry.path());
                 }
             }

@@ -1,10 +1,13 @@
-//! Which rows to read ([`Selection`]: protocol, server, client, time range), and the command-line
-//! filters that describe one ([`FilterArgs`]).
+//! Which rows to read ([`Selection`]: runs, protocol, server, client, time range), and the
+//! command-line filters that describe one ([`FilterArgs`]).
+use super::runs::{is_run_name, UNNAMED_RUN};
 use super::time::parse_time;
 
-/// Which rows to read: protocol, server, client and a time range (Unix µs, half-open).
+/// Which rows to read: runs, protocol, server, client and a time range (Unix µs, half-open).
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
+    /// Only files of these runs (see [`super::runs`]); empty: every run.
+    pub runs: Vec<String>,
     pub protocol: Option<String>,
     pub server: Option<String>,
     /// Client IP (a port, if given, is ignored).
@@ -14,6 +17,11 @@ pub struct Selection {
 }
 
 impl Selection {
+    /// Whether files of `run` are read.
+    pub(crate) fn run_matches(&self, run: &str) -> bool {
+        self.runs.is_empty() || self.runs.iter().any(|r| r == run)
+    }
+
     pub(crate) fn time_matches(&self, t_us: i64) -> bool {
         self.since_us.is_none_or(|s| t_us >= s) && self.until_us.is_none_or(|u| t_us < u)
     }
@@ -50,6 +58,10 @@ fn protocol_families() -> clap::builder::PossibleValuesParser {
 /// Row filters shared by `report` and `heatmap`.
 #[derive(clap::Args, Clone)]
 pub struct FilterArgs {
+    /// Only these runs of the directory (repeat, or comma-separate; `unnamed` is the files
+    /// written without a run id). Default: every run, and a note when there are several.
+    #[arg(long = "run", value_name = "ID", value_delimiter = ',')]
+    pub runs: Vec<String>,
     /// Only this protocol family (`protocol` column: every interface of it).
     #[arg(long, value_parser = protocol_families())]
     pub protocol: Option<String>,
@@ -65,8 +77,14 @@ pub struct FilterArgs {
 }
 
 impl FilterArgs {
-    /// Checks what each flag's parser could not: that the time range is not empty.
+    /// Checks what each flag's parser could not: that `--run` values look like run ids and
+    /// that the time range is not empty.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(bad) = self.runs.iter().find(|r| !is_run_name(r)) {
+            return Err(format!(
+                "--run {bad:?} is not a run id (one like 20240601T100000Z_0a9f3c, or {UNNAMED_RUN})"
+            ));
+        }
         if let (Some(since), Some(until)) = (self.since, self.until) {
             if since >= until {
                 return Err("--since must be before --until".to_string());
@@ -78,6 +96,7 @@ impl FilterArgs {
     /// The selection these filters describe (for `client`, an IP or `ip:port`).
     pub fn selection(&self, client: Option<String>) -> Selection {
         Selection {
+            runs: self.runs.clone(),
             protocol: self.protocol.clone(),
             server: self.server.clone(),
             client,
