@@ -181,6 +181,7 @@ run_one() {
       local transport=ringbuf
       [ "$mode" = l7tap-perf ] && transport=perf
       rm -f "$WORK/agent.ready" "$WORK/summary.json"
+      rm -rf "$WORK/l7tap-out"  # l7tap refuses an output directory holding an earlier run
       bpf_prog_ids >"$WORK/ids.before"
       "$L7TAP" capture --transport "$transport" --ready-file "$WORK/agent.ready" \
         --summary-json "$WORK/summary.json" --out "$WORK/l7tap-out" 2>"$WORK/agent.log" &

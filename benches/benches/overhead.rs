@@ -57,9 +57,14 @@ fn echo_rate(secs: f64) -> f64 {
 
 fn start_agent(bin: &PathBuf, ready: &PathBuf) -> Child {
     let _ = std::fs::remove_file(ready);
+    // Each run writes a fresh output directory: l7tap refuses one that holds an earlier run.
+    let out = ready.with_extension("out");
+    let _ = std::fs::remove_dir_all(&out);
     let child = Command::new(bin)
         .args(["capture", "--ready-file"])
         .arg(ready)
+        .arg("--out")
+        .arg(&out)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
