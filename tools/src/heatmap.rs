@@ -262,11 +262,19 @@ fn write_png(grid: &HeatmapGrid, path: &Path, title: &str) -> DrawResult<PngLayo
     let columns = grid.counts.len() as f64;
     let rows = grid.rows() as f64;
     let max = grid.max_count();
-    // A gap column has no time of its own: its label is drawn in the column.
+    // A gap column has no time of its own: its label is drawn in the column. Across days,
+    // the labels carry the date.
+    let last_start = grid.axis.runs.last().map_or(0, |r| r.start_us);
+    let time_chars =
+        if format_time_us(grid.axis.start_us())[..10] == format_time_us(last_start)[..10] {
+            11..19
+        } else {
+            5..19
+        };
     let x_label = |x: &f64| {
         grid.axis
             .start_of(x.max(0.0) as usize)
-            .map(|us| format_time_us(us)[11..19].to_string())
+            .map(|us| format_time_us(us)[time_chars.clone()].replace('T', " "))
             .unwrap_or_default()
     };
 
@@ -327,24 +335,23 @@ fn write_png(grid: &HeatmapGrid, path: &Path, title: &str) -> DrawResult<PngLayo
             GAP_COLOUR.filled(),
         )
     }))?;
-    chart.draw_series(gaps.iter().map(|&(x, _)| {
-        PathElement::new(
-            vec![(x as f64 + 0.5, 0.0), (x as f64 + 0.5, rows)],
-            GAP_LINE.stroke_width(2),
-        )
+    chart.draw_series(gaps.iter().flat_map(|&(x, _)| {
+        [x as f64, x as f64 + 1.0]
+            .map(|edge| PathElement::new(vec![(edge, 0.0), (edge, rows)], GAP_LINE.stroke_width(1)))
     }))?;
     if labels {
         let style = ("sans-serif", 13)
             .into_font()
             .transform(FontTransform::Rotate90)
             .color(&BLACK);
-        chart.draw_series(gaps.iter().map(|&(x, length_us)| {
-            Text::new(
+        for &(x, length_us) in &gaps {
+            let (px, py) = chart.backend_coord(&(x as f64 + 0.5, rows));
+            root.draw(&Text::new(
                 format!("no data for {}", gap_label(length_us)),
-                (x as f64 + 0.5, rows - 0.2),
+                (px + 7, py + 4),
                 style.clone(),
-            )
-        }))?;
+            ))?;
+        }
     }
     let mut layout = PngLayout {
         width,
@@ -388,6 +395,12 @@ fn write_png(grid: &HeatmapGrid, path: &Path, title: &str) -> DrawResult<PngLayo
             .y_desc("errors")
             .draw()?;
     }
+    errors_chart.draw_series(gaps.iter().map(|&(x, _)| {
+        Rectangle::new(
+            [(x as f64, 0.0), (x as f64 + 1.0, 1.0)],
+            GAP_COLOUR.filled(),
+        )
+    }))?;
     errors_chart.draw_series(grid.errors.iter().enumerate().filter(|(_, &c)| c > 0).map(
         |(x, &c)| {
             Rectangle::new(
