@@ -272,8 +272,15 @@ fn write_png(grid: &HeatmapGrid, path: &Path, title: &str) -> DrawResult<PngLayo
             5..19
         };
     let x_label = |x: &f64| {
-        grid.axis
-            .start_of(x.max(0.0) as usize)
+        let column = x.max(0.0) as usize;
+        // The right edge of the plot is the end of the last run.
+        let start = match grid.axis.runs.last() {
+            Some(run) if column >= grid.axis.columns => {
+                Some(run.start_us + (column - run.first_column) as i64 * grid.axis.column_us)
+            }
+            _ => grid.axis.start_of(column),
+        };
+        start
             .map(|us| format_time_us(us)[time_chars.clone()].replace('T', " "))
             .unwrap_or_default()
     };
