@@ -2,6 +2,15 @@
 //! log-spaced latency buckets of the `intervals` file metadata; colour = requests) with a separate
 //! row of errors, drawn from the `intervals` table alone.
 //!
+//! The time axis has columns only where data is (see the `axis` module): a stretch of more than
+//! a minute without data, such as the month between two captures, is one grey column labelled
+//! with its length, and when the data would need more than [`MAX_COLUMNS`] columns, each column
+//! covers more seconds (2, 5, 10, 15, 30, 60...). The grid, and so memory, follows the data and
+//! not the time span: a dense axis over the span took gigabytes for two captures a month apart.
+//! Gaps rather than wider columns alone, because a latency heatmap is read for short spikes:
+//! two short captures far apart keep their one-second columns side by side, which columns a
+//! month wide would have merged into one.
+//!
 //! `.png` is drawn with plotters (axes labelled, log colour scale). `.html` is one self-contained
 //! page (no network): an inline canvas renderer with the grid embedded as JSON; hovering a cell
 //! shows its counts, and dragging a rectangle lists the requests inside it, read from the
@@ -19,6 +28,9 @@ use arrow::datatypes::Int64Type;
 use plotters::prelude::*;
 
 use crate::untrusted::{for_json, for_terminal};
+
+mod axis;
+use axis::{gap_label, TimeAxis, MAX_COLUMNS};
 
 use crate::outdir::{
     check_output_dir, for_each_interval, format_time_us, heatmap_counts, ip_of,
@@ -51,9 +63,8 @@ pub struct HeatmapGrid {
     /// First and last (inclusive) bucket index shown.
     pub first_bucket: usize,
     pub last_bucket: usize,
-    /// Start of the first column, Unix µs, and the column width, µs.
-    pub start_us: i64,
-    pub column_us: i64,
+    /// Where each column is in time, gaps included.
+    pub axis: TimeAxis,
     /// `counts[column][bucket - first_bucket]`.
     pub counts: Vec<Vec<i64>>,
     /// Errors per column.
@@ -160,22 +171,28 @@ pub fn build_grid(dir: &Path, selection: &Selection) -> Result<HeatmapGrid, Read
         .collect();
     let first_bucket = used.first().copied().unwrap_or(0).saturating_sub(1);
     let last_bucket = (used.last().copied().unwrap_or(0) + 1).min(buckets - 1);
-    let start_us = *cells.keys().next().expect("records are not empty");
-    let end_us = *cells.keys().last().expect("records are not empty");
-    let columns = ((end_us - start_us) / column_us + 1) as usize;
-    let mut counts = vec![vec![0; last_bucket - first_bucket + 1]; columns];
-    let mut errors = vec![0; columns];
+    // Columns only where data is, within a bounded count: see the axis module.
+    let starts: Vec<i64> = cells.keys().copied().collect();
+    let axis = TimeAxis::of(&starts, column_us, MAX_COLUMNS);
+    let mut counts = vec![vec![0; last_bucket - first_bucket + 1]; axis.columns];
+    let mut errors = vec![0; axis.columns];
     for (t, (cell, error_count)) in &cells {
-        let column = ((t - start_us) / column_us) as usize;
-        counts[column].copy_from_slice(&cell[first_bucket..=last_bucket]);
-        errors[column] = *error_count;
+        let column = axis
+            .column_of(*t)
+            .expect("the axis has a column for every cell it was built from");
+        for (sum, count) in counts[column]
+            .iter_mut()
+            .zip(&cell[first_bucket..=last_bucket])
+        {
+            *sum += count;
+        }
+        errors[column] += *error_count;
     }
     Ok(HeatmapGrid {
         bucket_bounds_ns: bounds,
         first_bucket,
         last_bucket,
-        start_us,
-        column_us,
+        axis,
         counts,
         errors,
         sides,
@@ -200,7 +217,13 @@ struct PngLayout {
     /// Per shown bucket: (upper bound ns or -1 for overflow, top y, bottom y).
     latency_rows: Vec<(i64, i32, i32)>,
     errors_row: (i32, i32),
+    /// Per gap column: (empty time µs, left x, right x).
+    gaps: Vec<(i64, i32, i32)>,
 }
+
+/// Fill and line of a gap column.
+const GAP_COLOUR: RGBColor = RGBColor(225, 225, 225);
+const GAP_LINE: RGBColor = RGBColor(110, 110, 110);
 
 fn load_font() -> bool {
     const CANDIDATES: &[&str] = &[
@@ -239,8 +262,27 @@ fn write_png(grid: &HeatmapGrid, path: &Path, title: &str) -> DrawResult<PngLayo
     let columns = grid.counts.len() as f64;
     let rows = grid.rows() as f64;
     let max = grid.max_count();
+    // A gap column has no time of its own: its label is drawn in the column. Across days,
+    // the labels carry the date.
+    let last_start = grid.axis.runs.last().map_or(0, |r| r.start_us);
+    let time_chars =
+        if format_time_us(grid.axis.start_us())[..10] == format_time_us(last_start)[..10] {
+            11..19
+        } else {
+            5..19
+        };
     let x_label = |x: &f64| {
-        format_time_us(grid.start_us + (*x * grid.column_us as f64) as i64)[11..19].to_string()
+        let column = x.max(0.0) as usize;
+        // The right edge of the plot is the end of the last run.
+        let start = match grid.axis.runs.last() {
+            Some(run) if column >= grid.axis.columns => {
+                Some(run.start_us + (column - run.first_column) as i64 * grid.axis.column_us)
+            }
+            _ => grid.axis.start_of(column),
+        };
+        start
+            .map(|us| format_time_us(us)[time_chars.clone()].replace('T', " "))
+            .unwrap_or_default()
     };
 
     let mut chart = ChartBuilder::on(&latency_area);
@@ -292,11 +334,42 @@ fn write_png(grid: &HeatmapGrid, path: &Path, title: &str) -> DrawResult<PngLayo
                 )
             })
     }))?;
+    let gaps: Vec<(usize, i64)> = grid.axis.gaps().collect();
+    // Grey across the rows, with a line so that a gap narrower than a pixel still shows.
+    chart.draw_series(gaps.iter().map(|&(x, _)| {
+        Rectangle::new(
+            [(x as f64, 0.0), (x as f64 + 1.0, rows)],
+            GAP_COLOUR.filled(),
+        )
+    }))?;
+    chart.draw_series(gaps.iter().flat_map(|&(x, _)| {
+        [x as f64, x as f64 + 1.0]
+            .map(|edge| PathElement::new(vec![(edge, 0.0), (edge, rows)], GAP_LINE.stroke_width(1)))
+    }))?;
+    if labels {
+        let style = ("sans-serif", 13)
+            .into_font()
+            .transform(FontTransform::Rotate90)
+            .color(&BLACK);
+        for &(x, length_us) in &gaps {
+            let (px, py) = chart.backend_coord(&(x as f64 + 0.5, rows));
+            root.draw(&Text::new(
+                format!("no data for {}", gap_label(length_us)),
+                (px + 7, py + 4),
+                style.clone(),
+            ))?;
+        }
+    }
     let mut layout = PngLayout {
         width,
         height,
         ..PngLayout::default()
     };
+    for &(x, length_us) in &gaps {
+        let (left, _) = chart.backend_coord(&(x as f64, 0.0));
+        let (right, _) = chart.backend_coord(&(x as f64 + 1.0, 0.0));
+        layout.gaps.push((length_us, left, right));
+    }
     let (left, _) = chart.backend_coord(&(0.0, 0.0));
     let (right, _) = chart.backend_coord(&(columns, 0.0));
     layout.plot_left = left;
@@ -329,6 +402,12 @@ fn write_png(grid: &HeatmapGrid, path: &Path, title: &str) -> DrawResult<PngLayo
             .y_desc("errors")
             .draw()?;
     }
+    errors_chart.draw_series(gaps.iter().map(|&(x, _)| {
+        Rectangle::new(
+            [(x as f64, 0.0), (x as f64 + 1.0, 1.0)],
+            GAP_COLOUR.filled(),
+        )
+    }))?;
     errors_chart.draw_series(grid.errors.iter().enumerate().filter(|(_, &c)| c > 0).map(
         |(x, &c)| {
             Rectangle::new(
@@ -461,7 +540,7 @@ fn read_embedded_requests(
         let matched = grid.counts.iter().flatten().sum::<i64>().max(0) as usize;
         return Ok((Vec::new(), matched));
     }
-    let slack_us = grid.column_us.max(10_000_000);
+    let slack_us = grid.axis.column_us.max(10_000_000);
     let files = table_files(dir, "requests", selection)?;
     let mut cells: HashMap<(i64, usize), BinaryHeap<Candidate>> = HashMap::new();
     let mut matched = 0usize;
@@ -500,10 +579,10 @@ fn read_embedded_requests(
                 }
                 let duration_ns = duration.value(row);
                 let end_us = ts.value(row) + duration_ns / 1_000;
-                let end_column = (end_us - grid.start_us).div_euclid(grid.column_us);
-                if end_column < 0 || end_column >= grid.counts.len() as i64 {
+                let Some(end_column) = grid.axis.column_of(end_us) else {
                     continue;
-                }
+                };
+                let end_column = end_column as i64;
                 let bucket = grid
                     .bucket_bounds_ns
                     .iter()
@@ -630,21 +709,29 @@ fn write_html(
         .collect();
     let data = serde_json::json!({
         "title": title,
-        "start_us": grid.start_us,
-        "column_us": grid.column_us,
+        "start_us": grid.axis.start_us(),
+        "column_us": grid.axis.column_us,
+        "runs": grid.axis.runs.iter().map(|r| [r.first_column as i64, r.start_us, r.columns as i64]).collect::<Vec<_>>(),
+        "gaps": grid.axis.gaps().map(|(column, length_us)| serde_json::json!([column, length_us, gap_label(length_us)])).collect::<Vec<_>>(),
         "first_bucket": grid.first_bucket,
         "bucket_labels": labels,
-        "counts": grid.counts,
-        "errors": grid.errors,
         "requests_matched": matched,
         "requests_embedded": requests.len(),
         "requests": requests.iter().map(|r| serde_json::json!([
             r.end_column, r.bucket, format_time_us(r.ts_us), r.ts_us % 1_000_000, r.duration_ns, r.client, r.server, r.status, r.query
         ])).collect::<Vec<_>>(),
     });
+    // The grid is written straight to text (a JSON value per cell would take 30 times its
+    // memory), then spliced into the object.
+    let mut json = serde_json::to_string(&data).expect("JSON values serialize");
+    json.pop();
+    json.push_str(",\"counts\":");
+    json.push_str(&serde_json::to_string(&grid.counts).expect("integers serialize"));
+    json.push_str(",\"errors\":");
+    json.push_str(&serde_json::to_string(&grid.errors).expect("integers serialize"));
+    json.push('}');
     // Safe inside <script>: no `</script>`, and no `://` (the page makes no references out).
-    let json = serde_json::to_string(&data)
-        .expect("JSON values serialize")
+    let json = json
         .replace("</", "<\\/")
         .replace("://", ":\\/\\/")
         .replace('\u{2028}', "\\u2028")
@@ -701,9 +788,16 @@ pub fn run(args: HeatmapArgs) -> anyhow::Result<()> {
             .map(|(p, s)| format!("{p} {s}"))
             .collect::<Vec<_>>()
             .join(", "),
-        format_time_us(grid.start_us),
-        grid.column_us as f64 / 1e6
+        format_time_us(grid.axis.start_us()),
+        grid.axis.column_us as f64 / 1e6
     );
+    let gaps = grid.axis.gaps().count();
+    if gaps > 0 {
+        title.push_str(&format!(
+            ", {gaps} stretch{} without data collapsed",
+            if gaps == 1 { "" } else { "es" }
+        ));
+    }
     if let Some(client) = &args.client {
         title.push_str(&format!(", client {client}"));
     }
@@ -722,6 +816,8 @@ pub fn run(args: HeatmapArgs) -> anyhow::Result<()> {
                         "columns": grid.counts.len(),
                         "latency_rows": rows,
                         "errors_row": {"top": layout.errors_row.0, "bottom": layout.errors_row.1},
+                        "column_us": grid.axis.column_us,
+                        "gaps": layout.gaps.iter().map(|(length_us, left, right)| serde_json::json!({"seconds": length_us / 1_000_000, "left": left, "right": right})).collect::<Vec<_>>(),
                     })
                     .to_string()
                 )
@@ -736,6 +832,8 @@ pub fn run(args: HeatmapArgs) -> anyhow::Result<()> {
                     &serde_json::json!({
                         "out": args.out.display().to_string(),
                         "columns": grid.counts.len(),
+                        "column_us": grid.axis.column_us,
+                        "gaps": grid.axis.gaps().map(|(_, length_us)| length_us / 1_000_000).collect::<Vec<_>>(),
                         "requests_matched": matched,
                         "requests_embedded": requests.len(),
                     })
@@ -776,8 +874,13 @@ mod tests {
             bucket_bounds_ns: vec![1_000, 2_000],
             first_bucket: 0,
             last_bucket: 2,
-            start_us: 0,
-            column_us: 1_000_000,
+            axis: TimeAxis::of(
+                &(0..counts.len() as i64)
+                    .map(|c| c * 1_000_000)
+                    .collect::<Vec<_>>(),
+                1_000_000,
+                MAX_COLUMNS,
+            ),
             errors: vec![0; counts.len()],
             counts,
             sides: BTreeMap::new(),
