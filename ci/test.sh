@@ -10,6 +10,7 @@ bash ci/install-deps.sh
 # Habits, enforced: formatting, and clippy's warnings (the workspace's [lints] included, e.g.
 # a `// SAFETY:` line on every unsafe block) as errors.
 cargo fmt --all --check
+(cd fuzz && cargo fmt --check)  # the fuzz targets are a workspace of their own
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --release --workspace --bins
 # Unit tests, parser fixture tests and the live tests (feature live-tests of the binary).

@@ -9,8 +9,8 @@
 
 use l7tap_protocols::stream::{feed_fuzz_input, StreamDriver};
 use l7tap_protocols::zookeeper::{ZooKeeperParser, ZooKeeperSettings};
-use l7tap_protocols::Parser;
 use l7tap_protocols::Details;
+use l7tap_protocols::Parser;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
     let mut general_driver = StreamDriver::new(ZooKeeperParser::new(general));
     let general_out = feed_fuzz_input(&mut general_driver, data, |_| {});
     assert_eq!(out.to_owned_records(), general_out.to_owned_records());
-    assert_eq!(driver.parser().counters(), general_driver.parser().counters());
+    assert_eq!(
+        driver.parser().counters(),
+        general_driver.parser().counters()
+    );
     assert_eq!(
         driver.parser().zk_counters(),
         general_driver.parser().zk_counters()
