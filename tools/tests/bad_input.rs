@@ -1,12 +1,17 @@
 //! Bad input, from the input side: absurd flags, unreadable output directories and Parquet
 //! files, hostile process names, fixtures holding credentials, leftovers of a killed run.
 //! Each is a clear error naming the flag or file (exit 1 or clap's 2, never a panic's 101)
-//! before any side effect, or output that is safe to print and to share.
+//! before any side effect, or output that is safe to print and to share. No run of the
+//! binary here may panic or hang (see `l7tap`); `cargo test --release` in ci/test.sh runs
+//! them against the release binary.
+use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -17,11 +22,63 @@ use l7tap_ingest::Tag;
 use l7tap_protocols::fixture::parse_chunks;
 use l7tap_protocols::Direction;
 
+/// How long one run on a bad input may take before it counts as a hang.
+const HANG_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs the binary on one bad input, as a careless or hostile user would. Whatever the
+/// input, it must not panic and must end within [`HANG_LIMIT`] (it is killed then, and the
+/// test fails). Peak memory is not checked here: wait4's ru_maxrss of a spawned child also
+/// counts the test process's own pages from before the exec (tools/tests/time_span.rs
+/// bounds the readers' memory, where the test process is small).
 fn l7tap(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_l7tap"))
+    // Reaped by the waitpid below, after the watchdog may have killed it.
+    #[allow(clippy::zombie_processes)]
+    let mut child = Command::new(env!("CARGO_BIN_EXE_l7tap"))
         .args(args)
-        .output()
-        .unwrap()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let (finished, watched) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let hung = watched.recv_timeout(HANG_LIMIT).is_err();
+        if hung {
+            // SAFETY: kill(2) on our own child, which is not reaped before `finished` is
+            // sent, so the pid cannot have been reused.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        hung
+    });
+    let mut status = 0;
+    // SAFETY: `pid` is our own child, waited for once, here (the `Child` handle never
+    // waits); `status` is valid for writes.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    let _ = finished.send(());
+    assert!(rc == pid, "waitpid: {}", std::io::Error::last_os_error());
+    let hung = watchdog.join().unwrap();
+    let out = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!hung, "{args:?} hung: killed after {HANG_LIMIT:?}: {err}");
+    assert!(
+        out.status.code() != Some(101) && !err.contains("panicked"),
+        "{args:?} panicked: {err}"
+    );
+    out
 }
 
 fn stderr(out: &Output) -> String {
