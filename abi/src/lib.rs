@@ -8,6 +8,13 @@ pub mod events;
 
 pub use events::layout::Protocol;
 
+impl Protocol {
+    /// The protocol named `name` ([`Protocol::name`]); none for a name the list lacks.
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        Protocol::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
 impl std::fmt::Display for Protocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -24,8 +31,10 @@ mod tests {
             assert_eq!(p.index(), i);
             assert_eq!(Protocol::from_wire_id(p.wire_id()), Some(p));
             assert_eq!(Protocol::NAMES[i], p.name());
+            assert_eq!(Protocol::from_name(p.name()), Some(p));
         }
         assert_eq!(Protocol::from_wire_id(0), None);
+        assert_eq!(Protocol::from_name("redis"), None);
         assert_eq!(Protocol::from_wire_id(Protocol::COUNT as u8 + 1), None);
         assert_eq!(events::layout::PROTO_LIMIT as usize, Protocol::COUNT + 1);
     }

@@ -757,4 +757,28 @@ mod tests {
         );
         assert_eq!(summary.get("connections.open_at_end"), 1);
     }
+
+    #[test]
+    fn a_connection_of_a_protocol_this_build_does_not_know_is_ignored_and_counted() {
+        let unknown = |kind, ts, flow| Header {
+            protocol: None,
+            ..header(kind, ts, flow)
+        };
+        let open = build::open(
+            &unknown(EventKind::Open, 5, Flow::Egress),
+            "127.0.0.1:40000".parse().unwrap(),
+            "127.0.0.1:7000".parse().unwrap(),
+            "newer",
+        );
+        let data = build::data(&unknown(EventKind::Data, 10, Flow::Egress), 3, b"abc");
+        let mut s = state();
+        for raw in [&open, &data] {
+            s.feed(Tag::KernelEvent, raw);
+        }
+        s.feed(Tag::Watermark, &u64::MAX.to_le_bytes());
+        let summary = s.finish();
+        assert_eq!(summary.get("connections.unknown_protocol"), 1);
+        assert_eq!(summary.get("connections.without_open"), 0);
+        assert_eq!(summary.get("connections.open_at_end"), 0);
+    }
 }

@@ -21,8 +21,6 @@ pub struct RouterStats {
     pub malformed: AtomicU64,
     /// Connections classified (open events), by [`Protocol::index`].
     pub opened: [AtomicU64; Protocol::COUNT],
-    /// Open events naming a protocol this build does not know.
-    pub opened_unknown: AtomicU64,
 }
 
 pub struct Router {
@@ -44,7 +42,6 @@ struct Counts {
     ring_drops: u64,
     malformed: u64,
     opened: [u64; Protocol::COUNT],
-    opened_unknown: u64,
 }
 
 /// The actor that owns a connection.
@@ -100,9 +97,10 @@ impl Router {
         }
         self.counts.events += 1;
         if header.kind == EventKind::Open {
-            match header.protocol {
-                Some(protocol) => self.counts.opened[protocol.index()] += 1,
-                None => self.counts.opened_unknown += 1,
+            // An unknown wire id is not counted here: the actor ignores the connection and
+            // counts it (`connections.unknown_protocol`).
+            if let Some(protocol) = header.protocol {
+                self.counts.opened[protocol.index()] += 1;
             }
         }
         self.counts.event_bytes += raw.len() as u64;
@@ -122,7 +120,6 @@ impl Router {
         for (shared, &count) in s.opened.iter().zip(&c.opened) {
             shared.store(count, Relaxed);
         }
-        s.opened_unknown.store(c.opened_unknown, Relaxed);
     }
 
     /// Tells every actor that all events before `ts_ns` have been routed.

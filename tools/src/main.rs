@@ -193,15 +193,12 @@ fn protocol_bytes(arg: &str) -> Result<(Protocol, u32), String> {
     let (name, bytes) = arg
         .split_once('=')
         .ok_or_else(|| format!("expected NAME=BYTES, got {arg:?}"))?;
-    let protocol = Protocol::ALL
-        .into_iter()
-        .find(|p| p.name() == name)
-        .ok_or_else(|| {
-            format!(
-                "unknown protocol {name:?} (one of {})",
-                Protocol::NAMES.join(", ")
-            )
-        })?;
+    let protocol = Protocol::from_name(name).ok_or_else(|| {
+        format!(
+            "unknown protocol {name:?} (one of {})",
+            Protocol::NAMES.join(", ")
+        )
+    })?;
     let bytes = bytes
         .parse()
         .map_err(|e| format!("bad byte count {bytes:?}: {e}"))?;
@@ -211,12 +208,8 @@ fn protocol_bytes(arg: &str) -> Result<(Protocol, u32), String> {
 /// `--protocols` takes the registry's protocol names.
 fn protocol_arg() -> impl clap::builder::TypedValueParser<Value = Protocol> {
     use clap::builder::TypedValueParser as _;
-    clap::builder::PossibleValuesParser::new(Protocol::NAMES).map(|name| {
-        Protocol::ALL
-            .into_iter()
-            .find(|p| p.name() == name)
-            .expect("a possible value is a protocol name")
-    })
+    clap::builder::PossibleValuesParser::new(Protocol::NAMES)
+        .map(|name| Protocol::from_name(&name).expect("a possible value is a protocol name"))
 }
 
 impl CommonArgs {
