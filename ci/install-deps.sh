@@ -23,6 +23,12 @@ fi
 
 python3 -c 'import clickhouse_driver, kazoo, clickhouse_cityhash, lz4, zstd, pyarrow, duckdb' 2>/dev/null \
   || python3 -m pip install -q 'clickhouse-driver==0.2.9' 'kazoo==2.10.0' 'pyarrow' 'duckdb' 'clickhouse-cityhash' 'lz4' 'zstd'
+# requests: one of the HTTP clients of ci/load/ch_http_load.py (ClickHouse over HTTP).
+python3 -c 'import requests' 2>/dev/null || python3 -m pip install -q 'requests'
+
+# ci/test.sh checks formatting and clippy's warnings before it builds.
+{ cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1 \
+  || rustup component add rustfmt clippy
 
 # Parquet read-back test (tools/tests/sinks_accept.rs): ClickHouse's reader embedded in the
 # chdb wheel, and Spark in local mode (pyspark runs on the JVM the zookeeper package brings).
