@@ -1,6 +1,8 @@
 //! The output thread: takes the actors' records and closed windows and the reactor's
 //! kernel counter rows, merges each window's interval rows across actors, and writes the
-//! three Parquet tables, retrying (with rows kept in memory) when a write fails.
+//! three Parquet tables, retrying (with rows kept in memory) when a write fails. For an
+//! uploading output, each published file is handed to the output's [`Shipper`], and what it
+//! dropped past the spool bound is counted in the next `capture_stats` machine row.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -8,10 +10,18 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 use l7tap_actors::{ActorOutput, BatchPool, WindowStats};
 use l7tap_aggregate::{merge_interval_rows, IntervalRow};
+use l7tap_sinks::output::uploader::ShipReport;
+use l7tap_sinks::output::{ShipStats, Shipper};
 use l7tap_sinks::{CaptureStatsRow, ParquetSink, RunId, SinkConfig};
 
 pub struct OutputConfig {
+    /// Where the sink writes (the output directory, or the output's spool directory).
     pub out_dir: PathBuf,
+    pub host: String,
+    /// See [`SinkConfig::host_partition`].
+    pub host_partition: bool,
+    /// Uploads published files, for an object-storage output.
+    pub shipper: Option<Shipper>,
     /// This run's id, in every file written.
     pub run_id: RunId,
     pub monotonic_to_unix_ns: i64,
@@ -37,6 +47,49 @@ pub struct OutputReport {
     pub rows_dropped: u64,
     /// The last write error, if the capture ended with rows it could not write.
     pub final_error: Option<String>,
+    /// What the uploader did, for an object-storage output.
+    pub shipped: Option<ShipReport>,
+}
+
+/// The uploader's counters reported in `capture_stats` machine rows, as the change since the
+/// last row.
+struct UploadCounters {
+    stats: std::sync::Arc<ShipStats>,
+    reported: [u64; 3],
+}
+
+impl UploadCounters {
+    fn take_new(&mut self) -> Vec<(&'static str, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = [
+            self.stats.dropped_files.load(Relaxed),
+            self.stats.dropped_rows.load(Relaxed),
+            self.stats.failed_attempts.load(Relaxed),
+        ];
+        let names = [
+            "upload.dropped_files",
+            "upload.dropped_rows",
+            "upload.failed_attempts",
+        ];
+        let new = names
+            .into_iter()
+            .zip(now.iter().zip(self.reported))
+            .filter(|(_, (now, before))| **now > *before)
+            .map(|(name, (now, before))| (name, now - before))
+            .collect();
+        self.reported = now;
+        new
+    }
+}
+
+/// Hands the files the sink published since the last call to the shipper (if any).
+fn ship_committed(sink: &mut ParquetSink, shipper: &mut Option<Shipper>, report: &mut OutputReport) {
+    for file in sink.take_committed_files() {
+        report.files += 1;
+        if let Some(shipper) = shipper {
+            shipper.ship(&file);
+        }
+    }
 }
 
 struct PendingWindow {
@@ -45,7 +98,7 @@ struct PendingWindow {
 }
 
 pub fn run(
-    config: OutputConfig,
+    mut config: OutputConfig,
     actors: Receiver<ActorOutput>,
     kernel: Receiver<Vec<CaptureStatsRow>>,
 ) -> OutputReport {
@@ -56,21 +109,28 @@ pub fn run(
     let sink_config = {
         let mut c = SinkConfig::new(
             &config.out_dir,
-            l7tap_sinks::default_host_name(),
+            config.host.clone(),
             config.monotonic_to_unix_ns,
         );
+        c.host_partition = config.host_partition;
         c.run_id = config.run_id.clone();
         c.redact_queries = config.redact;
         c.roll_bytes = config.roll_bytes;
         c.roll_age = config.roll_age;
         c
     };
+    let mut shipper = config.shipper.take();
+    let mut upload_counters = shipper.as_ref().map(|s| UploadCounters {
+        stats: s.stats(),
+        reported: [0; 3],
+    });
     let mut sink = match ParquetSink::new(sink_config) {
         Ok(s) => s,
         Err(e) => {
             report.final_error = Some(e.to_string());
             // Keep draining so actors never block on a full channel.
             for _ in actors.iter() {}
+            report.shipped = shipper.map(Shipper::finish);
             return report;
         }
     };
@@ -82,7 +142,7 @@ pub fn run(
     loop {
         select! {
             recv(actors) -> msg => match msg {
-                Ok(msg) => handle(msg, &mut sink, &mut pending, &mut progress, &config, &mut report),
+                Ok(msg) => handle(msg, &mut sink, &mut pending, &mut progress, &config, &mut report, &mut upload_counters),
                 Err(_) => break, // every actor is done
             },
             recv(kernel) -> msg => match msg {
@@ -112,6 +172,7 @@ pub fn run(
                     &mut progress,
                     &config,
                     &mut report,
+                    &mut upload_counters,
                 );
             }
             break;
@@ -125,6 +186,7 @@ pub fn run(
                     last_error_shown = Some(Instant::now());
                 }
             }
+            ship_committed(&mut sink, &mut shipper, &mut report);
         }
     }
     publish_ready(
@@ -133,6 +195,7 @@ pub fn run(
         config.window_ns,
         &mut sink,
         &mut report,
+        &mut upload_counters,
     );
     // Final flush: retry a few times (a full disk may clear), then report what is left.
     let mut result = sink.finish();
@@ -146,7 +209,8 @@ pub fn run(
     if let Err(e) = result {
         report.final_error = Some(e.to_string());
     }
-    report.files = sink.take_committed_files().len() as u64;
+    ship_committed(&mut sink, &mut shipper, &mut report);
+    report.shipped = shipper.map(Shipper::finish);
     let stats = sink.stats();
     report.rows_dropped = [stats.requests, stats.intervals, stats.capture_stats]
         .iter()
@@ -163,6 +227,7 @@ fn handle(
     progress: &mut [i64],
     config: &OutputConfig,
     report: &mut OutputReport,
+    upload_counters: &mut Option<UploadCounters>,
 ) {
     match msg {
         ActorOutput::Requests(batch) => {
@@ -191,7 +256,7 @@ fn handle(
                 *p = until_unix_ns;
             }
             let ready = progress.iter().copied().min().unwrap_or(i64::MIN);
-            publish_ready(pending, ready, config.window_ns, sink, report);
+            publish_ready(pending, ready, config.window_ns, sink, report, upload_counters);
         }
     }
 }
@@ -228,6 +293,7 @@ fn publish_ready(
     window_ns: u64,
     sink: &mut ParquetSink,
     report: &mut OutputReport,
+    upload_counters: &mut Option<UploadCounters>,
 ) {
     let ready: Vec<i64> = pending
         .keys()
@@ -253,7 +319,11 @@ fn publish_ready(
             }
             Err(e) => eprintln!("l7tap: merging interval rows failed: {e}"),
         }
-        sink.push_capture_stats(&w.stats);
+        let mut stats = w.stats;
+        if let Some(counters) = upload_counters {
+            stats.counters.extend(counters.take_new());
+        }
+        sink.push_capture_stats(&stats);
         report.capture_stats_rows += 1;
     }
 }
