@@ -279,6 +279,9 @@ impl Worker {
         let mut last_said: Option<Instant> = None;
         loop {
             let now = Instant::now();
+            if finish_by.is_some_and(|deadline| queue.is_empty() || now >= deadline) {
+                return;
+            }
             let mut wake = if queue.is_empty() {
                 None
             } else {
