@@ -18,7 +18,10 @@ server (moto_server, ci/testbed.sh start-s3), run by tools/tests/accept.rs:
   queries run throughout), then resumed: the bucket holds every `requests` row of a replay of
   the capture's recording exactly once;
 * crash: a capture killed with SIGKILL while moto is frozen leaves published files in its
-  spool; the next run with that --out uploads them, byte for byte.
+  spool; the next run with that --out uploads them, byte for byte;
+* bound: a capture with a 1-byte spool bound drops every `requests` and `intervals` file,
+  says so on stderr, and the `upload.dropped_rows` counters of its `capture_stats` rows in the
+  bucket add up to the rows it dropped.
 """
 import argparse
 import collections
@@ -391,6 +394,34 @@ def crash(args, endpoint, bucket, env):
     print(f"crash: the next run uploaded the {len(left)} files, byte for byte", flush=True)
 
 
+def bound(args, endpoint, bucket, env):
+    capture = Capture(args.l7tap, f"{args.workdir}/bound", [
+        "--host", "bound", "--spool", f"{args.workdir}/spool-bound", "--spool-max-bytes", "1",
+        "--roll-age", "2s", "--port", "9000", "--protocols", "clickhouse"],
+        out=f"s3://{bucket}/bound")
+    queries = clickhouse_load(12, "bound")
+    capture.stop()
+    summary = json.load(open(capture.summary_path))
+    dropped = summary.get("upload.dropped_rows", 0)
+    if "over its bound" not in capture.log():
+        fail("bound: the capture did not say it dropped files")
+    objects = keys(boto(endpoint), bucket, "bound/")
+    tables = collections.Counter(k.split("/")[1] for k in objects)
+    if tables["requests"] or tables["intervals"] or not tables["capture_stats"]:
+        fail(f"bound: objects per table {dict(tables)}")
+    from pyarrow import fs as pafs
+    fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key=KEY,
+                           secret_key=SECRET, region="us-east-1")
+    stats = read_s3(fs, bucket, "bound", "capture_stats", "bound")
+    counted = 0
+    for counters in (stats.column("counters").to_pylist() if stats is not None else []):
+        counted += sum(v for k, v in counters if k == "upload.dropped_rows")
+    print(f"bound: {queries} queries, {dropped} rows dropped, {counted} counted in capture_stats, "
+          f"objects {dict(tables)}", flush=True)
+    if dropped < 2 * queries or counted != dropped:
+        fail(f"bound: {dropped} rows dropped (>= {2 * queries} expected), {counted} in capture_stats")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--l7tap", required=True)
@@ -407,7 +438,7 @@ def main():
     env = s3_env(endpoint)
     # Captures inherit this environment.
     os.environ.update(env)
-    for step in [same_rows_and_two_hosts, fail_fast, fault, crash]:
+    for step in [same_rows_and_two_hosts, fail_fast, fault, crash, bound]:
         started = time.time()
         if step is fail_fast:
             step(args, endpoint, bucket)

@@ -132,6 +132,10 @@ pub struct CommonArgs {
     /// counted (capture_stats counter `upload.dropped_rows`).
     #[arg(long, default_value_t = l7tap_sinks::output::uploader::DEFAULT_SPOOL_MAX_BYTES)]
     spool_max_bytes: u64,
+    /// How long the end of a run waits for the last uploads of an object-storage output;
+    /// what is not uploaded by then stays in --spool for the next run.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    upload_wait: Duration,
     /// Write into --out even though it holds earlier runs: each run's files carry its run id,
     /// which `report --run` and `heatmap --run` select (without it, they add up every run).
     #[arg(long)]

@@ -49,6 +49,8 @@ pub struct OutputReport {
     pub final_error: Option<String>,
     /// What the uploader did, for an object-storage output.
     pub shipped: Option<ShipReport>,
+    /// Start of the last window published (Unix ns).
+    pub last_window_start: Option<i64>,
 }
 
 /// The uploader's counters reported in `capture_stats` machine rows, as the change since the
@@ -189,6 +191,7 @@ pub fn run(
             ship_committed(&mut sink, &mut shipper, &mut report);
         }
     }
+    let last_window_start = pending.keys().next_back().copied().or(report.last_window_start);
     publish_ready(
         &mut pending,
         i64::MAX,
@@ -210,6 +213,26 @@ pub fn run(
         report.final_error = Some(e.to_string());
     }
     ship_committed(&mut sink, &mut shipper, &mut report);
+    // Files dropped past the spool bound at this last flush: one more machine row says so
+    // (capture_stats files are never dropped).
+    if let Some(counters) = &mut upload_counters {
+        let new = counters.take_new();
+        if !new.is_empty() {
+            let mut row = CaptureStatsRow {
+                window_start_unix_ns: last_window_start.unwrap_or(0),
+                window_ns: config.window_ns,
+                cpu: None,
+                ..Default::default()
+            };
+            row.counters = new;
+            sink.push_capture_stats(&row);
+            report.capture_stats_rows += 1;
+            if let Err(e) = sink.finish() {
+                report.final_error.get_or_insert(e.to_string());
+            }
+            ship_committed(&mut sink, &mut shipper, &mut report);
+        }
+    }
     report.shipped = shipper.map(Shipper::finish);
     let stats = sink.stats();
     report.rows_dropped = [stats.requests, stats.intervals, stats.capture_stats]
@@ -304,6 +327,7 @@ fn publish_ready(
         .collect();
     for start in ready {
         let w = pending.remove(&start).expect("key listed above");
+        report.last_window_start = Some(start);
         match merge_interval_rows(w.rows) {
             Ok(rows) => {
                 // Encoded as they are pushed: a window of many keys is tens of MiB of dense

@@ -89,6 +89,7 @@ fn prepare_output(common: &CommonArgs) -> Result<PreparedOutput> {
             say_removed(removed, &write_dir);
             let settings = UploadSettings {
                 spool_max_bytes: common.spool_max_bytes,
+                finish_wait: common.upload_wait,
                 ..UploadSettings::default()
             };
             shipper = Some(Shipper::start(bucket, &write_dir, settings)?);

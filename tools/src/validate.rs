@@ -26,6 +26,8 @@ pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// `--roll-age` range.
 pub const MIN_ROLL_AGE: Duration = Duration::from_millis(1);
 pub const MAX_ROLL_AGE: Duration = Duration::from_secs(86_400);
+/// `--upload-wait` at most.
+pub const MAX_UPLOAD_WAIT: Duration = Duration::from_secs(86_400);
 /// Heatmap sub-windows per `--interval` at most: each is a row of bucket counts per key.
 pub const MAX_SUB_WINDOWS: u128 = 3_600;
 /// `--perf-pages` at most (256 MiB per CPU).
@@ -126,6 +128,7 @@ impl CommonArgs {
                 bail!("--host must be 1 to 255 characters");
             }
         }
+        check_range("--upload-wait", self.upload_wait, Duration::ZERO, MAX_UPLOAD_WAIT)?;
         if self.spool_max_bytes == 0 {
             bail!("--spool-max-bytes must be positive");
         }
