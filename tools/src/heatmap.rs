@@ -33,7 +33,7 @@ mod axis;
 use axis::{gap_label, TimeAxis, MAX_COLUMNS};
 
 use crate::outdir::{
-    check_output_dir, for_each_interval, open_output, format_time_us, heatmap_counts, ip_of,
+    check_output_dir, for_each_interval, format_time_us, heatmap_counts, ip_of, open_output,
     read_files_in_parallel, read_projected, read_rows, runs_selected, server_sides,
     several_runs_note, table_files, IntervalColumns, ReadError, Selection, ShownSides,
 };

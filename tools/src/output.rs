@@ -85,7 +85,11 @@ impl UploadCounters {
 }
 
 /// Hands the files the sink published since the last call to the shipper (if any).
-fn ship_committed(sink: &mut ParquetSink, shipper: &mut Option<Shipper>, report: &mut OutputReport) {
+fn ship_committed(
+    sink: &mut ParquetSink,
+    shipper: &mut Option<Shipper>,
+    report: &mut OutputReport,
+) {
     for file in sink.take_committed_files() {
         report.files += 1;
         if let Some(shipper) = shipper {
@@ -191,7 +195,11 @@ pub fn run(
             ship_committed(&mut sink, &mut shipper, &mut report);
         }
     }
-    let last_window_start = pending.keys().next_back().copied().or(report.last_window_start);
+    let last_window_start = pending
+        .keys()
+        .next_back()
+        .copied()
+        .or(report.last_window_start);
     publish_ready(
         &mut pending,
         i64::MAX,
@@ -279,7 +287,14 @@ fn handle(
                 *p = until_unix_ns;
             }
             let ready = progress.iter().copied().min().unwrap_or(i64::MIN);
-            publish_ready(pending, ready, config.window_ns, sink, report, upload_counters);
+            publish_ready(
+                pending,
+                ready,
+                config.window_ns,
+                sink,
+                report,
+                upload_counters,
+            );
         }
     }
 }

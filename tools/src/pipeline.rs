@@ -72,9 +72,12 @@ fn prepare_output(common: &CommonArgs) -> Result<PreparedOutput> {
     let mut shipper = None;
     match &output {
         Output::Directory(_) => {
-            let removed = l7tap_sinks::remove_stale_temp_files(&write_dir, &host)
-                .with_context(|| {
-                    format!("removing temporary files left under {}", write_dir.display())
+            let removed =
+                l7tap_sinks::remove_stale_temp_files(&write_dir, &host).with_context(|| {
+                    format!(
+                        "removing temporary files left under {}",
+                        write_dir.display()
+                    )
                 })?;
             say_removed(removed, &write_dir);
         }
@@ -84,7 +87,10 @@ fn prepare_output(common: &CommonArgs) -> Result<PreparedOutput> {
                 .with_context(|| format!("creating the spool {}", write_dir.display()))?;
             let removed = l7tap_sinks::output::spool::remove_stale_temp_files(&write_dir, &host)
                 .with_context(|| {
-                    format!("removing temporary files left under {}", write_dir.display())
+                    format!(
+                        "removing temporary files left under {}",
+                        write_dir.display()
+                    )
                 })?;
             say_removed(removed, &write_dir);
             let settings = UploadSettings {

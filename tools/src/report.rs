@@ -21,9 +21,10 @@ use hdrhistogram::Histogram;
 
 use crate::hdr_sum::HdrSum;
 use crate::outdir::{
-    check_output_dir, column, open_output, for_each_interval, format_time_us, ip_of, read_files_in_parallel,
-    read_projected, read_projected_where, runs_selected, server_sides, several_runs_note,
-    table_files, FilterArgs, IntervalColumns, ReadError, Runs, Selection, ShownSides,
+    check_output_dir, column, for_each_interval, format_time_us, ip_of, open_output,
+    read_files_in_parallel, read_projected, read_projected_where, runs_selected, server_sides,
+    several_runs_note, table_files, FilterArgs, IntervalColumns, ReadError, Runs, Selection,
+    ShownSides,
 };
 use crate::untrusted::{for_json, for_terminal};
 
@@ -191,7 +192,8 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
             for_terminal(&options.shown)
         );
     }
-    if let Some(note) = several_runs_note(Path::new(&options.shown), &options.runs, &selection.runs) {
+    if let Some(note) = several_runs_note(Path::new(&options.shown), &options.runs, &selection.runs)
+    {
         let _ = writeln!(text, "{}\n", for_terminal(&note));
     }
     for ((protocol, server), clients) in &servers {

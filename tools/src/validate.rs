@@ -128,7 +128,12 @@ impl CommonArgs {
                 bail!("--host must be 1 to 255 characters");
             }
         }
-        check_range("--upload-wait", self.upload_wait, Duration::ZERO, MAX_UPLOAD_WAIT)?;
+        check_range(
+            "--upload-wait",
+            self.upload_wait,
+            Duration::ZERO,
+            MAX_UPLOAD_WAIT,
+        )?;
         if self.spool_max_bytes == 0 {
             bail!("--spool-max-bytes must be positive");
         }

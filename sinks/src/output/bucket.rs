@@ -392,10 +392,16 @@ mod tests {
     fn urls_name_bucket_and_prefix() {
         let out = bucket("s3://logs/a/b/").unwrap();
         assert_eq!((out.bucket.as_str(), out.prefix.as_str()), ("logs", "a/b"));
-        assert_eq!(out.key_of("requests/x.parquet").as_ref(), "a/b/requests/x.parquet");
+        assert_eq!(
+            out.key_of("requests/x.parquet").as_ref(),
+            "a/b/requests/x.parquet"
+        );
         let out = bucket("s3://logs").unwrap();
         assert_eq!(out.prefix, "");
-        assert_eq!(out.key_of("requests/x.parquet").as_ref(), "requests/x.parquet");
+        assert_eq!(
+            out.key_of("requests/x.parquet").as_ref(),
+            "requests/x.parquet"
+        );
         assert!(bucket("s3://Bad_Bucket/x").is_err());
         assert!(bucket("s3://logs/a/../b").is_err());
         assert!(bucket("s3://logs/a//b").is_err());

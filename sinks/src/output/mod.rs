@@ -129,7 +129,12 @@ mod tests {
         assert_eq!(out.to_string(), "s3://logs/l7tap/prod");
         assert!(out.host_partition());
         let out = Output::parse(Path::new("l7tap-out")).unwrap();
-        assert_eq!(out, Output::Directory(DirectoryOutput { path: "l7tap-out".into() }));
+        assert_eq!(
+            out,
+            Output::Directory(DirectoryOutput {
+                path: "l7tap-out".into()
+            })
+        );
         assert!(!out.host_partition());
         assert!(Output::parse(Path::new("s3://")).is_err());
         assert!(Output::parse(Path::new("gs://bucket/x")).is_err());

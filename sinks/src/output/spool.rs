@@ -12,7 +12,12 @@ use crate::schema::Table;
 pub fn default_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
         // systemd may pass several, separated by ':'; the first is this service's.
-        let first = dir.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
         return PathBuf::from(first).join("spool");
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -137,6 +142,8 @@ mod tests {
         assert_eq!(files[0].table, Some(Table::Requests));
         assert_eq!(remove_stale_temp_files(dir.path(), "a").unwrap(), 1);
         assert!(hour.join(".b-run-x-000002.parquet.tmp").exists());
-        assert!(published_files(&dir.path().join("missing")).unwrap().is_empty());
+        assert!(published_files(&dir.path().join("missing"))
+            .unwrap()
+            .is_empty());
     }
 }

@@ -186,7 +186,8 @@ impl Shipper {
     /// Queues a file the sink published in the spool, or drops it when the spool is over its
     /// bound (not a `capture_stats` file). Returns whether it was queued.
     pub fn ship(&mut self, file: &CommittedFile) -> bool {
-        let Some(spooled) = SpooledFile::new(&self.spool_dir, file.path.clone(), file.bytes, file.rows)
+        let Some(spooled) =
+            SpooledFile::new(&self.spool_dir, file.path.clone(), file.bytes, file.rows)
         else {
             eprintln!(
                 "l7tap: {} is not in the spool {}: not uploaded",
@@ -267,7 +268,9 @@ impl Worker {
         let runtime = match runtime() {
             Ok(runtime) => runtime,
             Err(e) => {
-                eprintln!("l7tap: cannot start the upload thread's runtime: {e}; files stay in the spool");
+                eprintln!(
+                    "l7tap: cannot start the upload thread's runtime: {e}; files stay in the spool"
+                );
                 return;
             }
         };
@@ -401,10 +404,7 @@ async fn upload(
             .map_err(UploadError::Store)?;
         return Ok(());
     }
-    let upload = store
-        .put_multipart(key)
-        .await
-        .map_err(UploadError::Store)?;
+    let upload = store.put_multipart(key).await.map_err(UploadError::Store)?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, settings.part_bytes);
     for chunk in bytes.chunks(settings.part_bytes) {
         if let Err(error) = writer.wait_for_capacity(2).await {
@@ -416,5 +416,73 @@ async fn upload(
     match writer.finish().await {
         Ok(_) => Ok(()),
         Err(error) => Err(UploadError::Store(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    fn settings(multipart_threshold: u64, part_bytes: usize) -> UploadSettings {
+        UploadSettings {
+            multipart_threshold,
+            part_bytes,
+            ..UploadSettings::default()
+        }
+    }
+
+    fn stored(store: &InMemory, key: &ObjectPath) -> Vec<u8> {
+        let runtime = runtime().unwrap();
+        runtime
+            .block_on(async { store.get(key).await?.bytes().await })
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn small_files_go_up_in_one_put_and_large_ones_in_completed_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = runtime().unwrap();
+        let store = InMemory::new();
+        let bytes: Vec<u8> = (0..1_000_003u32).map(|i| (i * 7 % 251) as u8).collect();
+        let path = dir.path().join("file.parquet");
+        std::fs::write(&path, &bytes).unwrap();
+        for (key, settings) in [
+            ("single", settings(u64::MAX, DEFAULT_PART_BYTES)),
+            // 1 MB in parts of 64 KiB: 16 parts, the last one short.
+            ("parts", settings(1000, 64 << 10)),
+        ] {
+            let key = ObjectPath::from(key);
+            assert!(runtime
+                .block_on(upload(&store, &key, &path, &settings))
+                .is_ok());
+            assert_eq!(stored(&store, &key), bytes, "{key}");
+        }
+    }
+
+    #[test]
+    fn a_file_gone_from_the_spool_is_not_an_error_to_retry() {
+        let runtime = runtime().unwrap();
+        let store = InMemory::new();
+        let result = runtime.block_on(upload(
+            &store,
+            &ObjectPath::from("x"),
+            Path::new("/nonexistent/l7tap/file.parquet"),
+            &UploadSettings::default(),
+        ));
+        assert!(matches!(result, Err(UploadError::Gone)));
+    }
+
+    #[test]
+    fn the_progress_text_says_what_waits_and_what_fails() {
+        let stats = ShipStats::default();
+        stats.waiting_files.store(3, Relaxed);
+        stats.waiting_bytes.store(3 << 20, Relaxed);
+        stats.failing.store(2, Relaxed);
+        assert_eq!(
+            stats.progress_text(),
+            "upload: 3 files (3.0 MiB) waiting, 0 uploaded, retrying (2 failures)"
+        );
     }
 }

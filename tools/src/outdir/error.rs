@@ -40,9 +40,7 @@ impl std::fmt::Display for ReadError {
             ReadError::Io(p, e) => write!(f, "{}: {e}", p.display()),
             ReadError::Parquet(p, e) => write!(f, "{}: {e}", p.display()),
             ReadError::Arrow(p, e) => write!(f, "{}: {e}", p.display()),
-            ReadError::Histogram(m) | ReadError::Format(m) | ReadError::Remote(m) => {
-                f.write_str(m)
-            }
+            ReadError::Histogram(m) | ReadError::Format(m) | ReadError::Remote(m) => f.write_str(m),
             ReadError::MissingColumn(p, column) => write!(
                 f,
                 "{}: no column {column}: not a file of an l7tap output directory",

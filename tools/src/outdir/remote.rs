@@ -120,7 +120,13 @@ mod tests {
             ..Selection::default()
         };
         assert_eq!(local_path(key, &later), None);
-        assert_eq!(local_path("requests/date=2024-06-01/hour=10/host=a/.x.parquet.tmp", &Selection::default()), None);
+        assert_eq!(
+            local_path(
+                "requests/date=2024-06-01/hour=10/host=a/.x.parquet.tmp",
+                &Selection::default()
+            ),
+            None
+        );
         assert_eq!(local_path("_l7tap_probe/a-1", &Selection::default()), None);
     }
 }
