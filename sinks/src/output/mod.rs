@@ -102,11 +102,6 @@ impl Output {
             Output::Directory(directory) => directory.path.clone(),
         }
     }
-
-    /// Whether the output is on this machine (a reader can open its files in place).
-    pub fn is_local(&self) -> bool {
-        matches!(self, Output::Directory(_))
-    }
 }
 
 impl std::fmt::Display for Output {
