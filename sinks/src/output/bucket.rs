@@ -105,6 +105,8 @@ pub enum BucketError {
     },
     #[error("{output}: the credentials were refused ({code}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")]
     BadCredentials { output: String, code: String },
+    #[error("{output}: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the instance metadata service gave none)")]
+    NoCredentials { output: String },
     #[error("{output}: these credentials may not write to the bucket ({code}): a read-only user?")]
     ReadOnly { output: String, code: String },
     #[error("{output}: {action} failed: {message}")]
@@ -269,6 +271,10 @@ impl BucketOutput {
         let output = self.to_string();
         let text = one_line(&error);
         let code = s3_error_code(&text);
+        // Without keys in the environment the client asks the instance metadata service.
+        if text.contains("169.254.169.254") {
+            return BucketError::NoCredentials { output };
+        }
         match (&error, code.as_deref()) {
             (_, Some("NoSuchBucket")) => BucketError::NoSuchBucket {
                 output,
