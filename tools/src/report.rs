@@ -146,9 +146,7 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
         start_us: selection.since_us.unwrap_or(s.start_us),
         end_us: selection.until_us.unwrap_or(s.end_us),
     });
-    let seconds = span
-        .map_or(0.0, |s| (s.end_us - s.start_us) as f64 / 1e6)
-        .max(1e-9);
+    let span_seconds = span.map_or(0.0, |s| (s.end_us - s.start_us) as f64 / 1e6);
 
     let mut deserializer = Deserializer::new();
     for figures in servers
@@ -168,18 +166,30 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
     }
     add_error_names(&options.dir, selection, &sides, &mut servers)?;
     let health = read_capture_health(&options.dir, selection)?;
+    // Rates are per second of capture: over the span of captures a month apart, they would be
+    // diluted by the month in between. Outputs without capture_stats fall back to the span.
+    let seconds = if health.captured_us > 0 {
+        health.captured_us as f64 / 1e6
+    } else {
+        span_seconds
+    }
+    .max(1e-9);
 
     let objective = options.latency_objective_ns;
     let mut json_servers = Vec::new();
     let mut text = String::new();
     if let Some(s) = span {
+        let covered = if seconds + 1.0 < span_seconds {
+            format!("{seconds:.0} s captured in a span of {span_seconds:.0} s")
+        } else {
+            format!("{span_seconds:.0} s")
+        };
         let _ = writeln!(
             text,
-            "l7tap report of {} from {} to {} ({:.0} s)\n",
+            "l7tap report of {} from {} to {} ({covered})\n",
             for_terminal(&options.dir.display().to_string()),
             format_time_us(s.start_us),
             format_time_us(s.end_us),
-            seconds
         );
     } else {
         let _ = writeln!(
@@ -312,6 +322,7 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
             "start": span.map(|s| format_time_us(s.start_us)),
             "end": span.map(|s| format_time_us(s.end_us)),
             "seconds": seconds,
+            "span_seconds": span_seconds,
             "runs": {
                 "in_dir": options.runs.0.keys().collect::<Vec<_>>(),
                 "read": if selection.runs.is_empty() {
@@ -445,6 +456,9 @@ fn add_error_names(
 #[derive(Default)]
 struct CaptureHealth {
     windows: u64,
+    /// Time the capture ran within the selected range: its `capture_stats` windows, each
+    /// counted once and clipped to `--since`/`--until`, µs.
+    captured_us: i64,
     events: i64,
     lost_samples: i64,
     ring_drops: i64,
@@ -486,6 +500,7 @@ impl CaptureHealth {
 fn read_capture_health(dir: &Path, selection: &Selection) -> Result<CaptureHealth, ReadError> {
     let columns = [
         "window_start",
+        "window_ns",
         "cpu",
         "events",
         "lost_samples",
@@ -501,16 +516,18 @@ fn read_capture_health(dir: &Path, selection: &Selection) -> Result<CaptureHealt
         until_us: selection.until_us,
         ..Selection::default()
     };
-    let mut machine_windows = std::collections::BTreeSet::new();
-    let mut cpu_windows = std::collections::BTreeSet::new();
+    // Window start -> its length (µs).
+    let mut machine_windows = BTreeMap::new();
+    let mut cpu_windows = BTreeMap::new();
     for path in table_files(dir, "capture_stats", &time_only)? {
         let (batches, _) = read_projected(&path, &columns, "window_start", &time_only, 0)?;
         let named = |e: ReadError| e.in_file(&path);
         for batch in &batches {
             let start =
                 column::<TimestampMicrosecondArray>(batch, "window_start").map_err(named)?;
+            let window_ns = column::<Int64Array>(batch, "window_ns").map_err(named)?;
             let cpu = column::<Int32Array>(batch, "cpu").map_err(named)?;
-            let counters: Vec<&Int64Array> = columns[2..]
+            let counters: Vec<&Int64Array> = columns[3..]
                 .iter()
                 .map(|name| column::<Int64Array>(batch, name).map_err(named))
                 .collect::<Result<_, _>>()?;
@@ -523,7 +540,7 @@ fn read_capture_health(dir: &Path, selection: &Selection) -> Result<CaptureHealt
                 } else {
                     (&mut per_cpu, &mut cpu_windows)
                 };
-                windows.insert(start.value(row));
+                windows.insert(start.value(row), window_ns.value(row) / NANOS_PER_MICRO);
                 target.events += counters[0].value(row);
                 target.lost_samples += counters[1].value(row);
                 target.ring_drops += counters[2].value(row);
@@ -532,13 +549,22 @@ fn read_capture_health(dir: &Path, selection: &Selection) -> Result<CaptureHealt
             }
         }
     }
-    if !machine_windows.is_empty() {
-        machine.windows = machine_windows.len() as u64;
-        Ok(machine)
+    let (mut health, windows) = if !machine_windows.is_empty() {
+        (machine, machine_windows)
     } else {
-        per_cpu.windows = cpu_windows.len() as u64;
-        Ok(per_cpu)
-    }
+        (per_cpu, cpu_windows)
+    };
+    health.windows = windows.len() as u64;
+    health.captured_us = windows
+        .iter()
+        .map(|(&start, &length)| {
+            let end = start.saturating_add(length.max(0));
+            let start = start.max(selection.since_us.unwrap_or(i64::MIN));
+            let end = end.min(selection.until_us.unwrap_or(i64::MAX));
+            (end - start).max(0)
+        })
+        .sum();
+    Ok(health)
 }
 
 /// Command-line arguments of `l7tap report`.

@@ -13,7 +13,7 @@ use l7tap_benches::process::{run_measured, MemoryCgroup};
 use l7tap_protocols::{
     CapturedBatch, ConnectionInfo, Details, Protocol, RequestRecord, Side, Status,
 };
-use l7tap_sinks::{ParquetSink, SinkConfig};
+use l7tap_sinks::{CaptureStatsRow, ParquetSink, SinkConfig};
 use serde_json::Value;
 
 /// 2024-06-01T10:00:00Z in Unix ns, and the CLOCK_MONOTONIC value that stands for it.
@@ -66,8 +66,8 @@ fn query(
     batch
 }
 
-/// Two captures of 30 s each (a query every 100 ms, every tenth slow, every 50th failing), the
-/// second `apart_days` after the first.
+/// Two captures of 30 s each (a query every 100 ms, every tenth slow, every 50th failing, and
+/// capture_stats for three 10 s windows), the second `apart_days` after the first.
 fn write_two_captures(dir: &Path, apart_days: u64) {
     let conn = connection();
     let mut aggregator = Aggregator::new(AggregatorConfig {
@@ -88,6 +88,15 @@ fn write_two_captures(dir: &Path, apart_days: u64) {
                 aggregator.record(&request);
                 sink.push_request(&request);
             }
+        }
+        for window in 0..3 {
+            sink.push_capture_stats(&CaptureStatsRow {
+                window_start_unix_ns: BASE_UNIX_NS + (capture_start + window * 10_000 * MS) as i64,
+                window_ns: 10_000_000_000,
+                cpu: None,
+                events: 1000,
+                ..CaptureStatsRow::default()
+            });
         }
         let rows =
             aggregator.flush_until(BASE_UNIX_NS + (capture_start + 3_600 * 1_000 * MS) as i64);
@@ -170,6 +179,19 @@ fn assert_bounded(apart_days: u64) {
             // Both captures keep one column per second: 30 s each and the gap.
             assert_eq!(summary["column_us"], 1_000_000, "{summary}");
             assert_eq!(summary["columns"], 61, "{summary}");
+        }
+        if args[0] == "report" {
+            // Rates are per second of capture (2 × 30 s), not diluted by the time between.
+            let report: Value =
+                serde_json::from_str(&std::fs::read_to_string(&stdout).unwrap()).unwrap();
+            assert_eq!(report["seconds"], 60.0, "{report}");
+            assert!(
+                report["span_seconds"].as_f64().unwrap() > apart_days as f64 * 86_400.0,
+                "{report}"
+            );
+            let client = &report["servers"][0]["clients"][0];
+            assert_eq!(client["requests"], 600, "{report}");
+            assert_eq!(client["requests_per_second"], 10.0, "{report}");
         }
         assert!(usage.wall < Duration::from_secs(60), "{args:?}: {usage:?}");
         assert!(
