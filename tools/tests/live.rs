@@ -81,8 +81,8 @@ fn wait_for(path: &Path, what: &str) {
 
 #[test]
 fn live_capture_classifies_real_servers_and_replay_reproduces_it() {
-    run(&mut script("ci/testbed.sh").arg("start"));
-    run(&mut script("ci/testbed.sh").arg("schema"));
+    run(script("ci/testbed.sh").arg("start"));
+    run(script("ci/testbed.sh").arg("schema"));
     let dir = tempdir("live");
 
     // Connections opened before the capture: an idle ClickHouse pool and a ZooKeeper
@@ -223,7 +223,7 @@ fn tempdir(name: &str) -> PathBuf {
 /// if it were alone.
 #[test]
 fn two_captures_at_once_each_see_every_query() {
-    run(&mut script("ci/testbed.sh").arg("start"));
+    run(script("ci/testbed.sh").arg("start"));
     let dir = tempdir("two-captures");
     let prefix = format!("two-captures-{}", std::process::id());
     let mut captures = Vec::new();
