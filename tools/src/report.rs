@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    Array, Int32Array, Int64Array, MapArray, StringArray, TimestampMicrosecondArray,
+};
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 
@@ -25,6 +27,7 @@ use crate::outdir::{
     read_projected, read_projected_where, runs_selected, server_sides, several_runs_note,
     table_files, FilterArgs, IntervalColumns, ReadError, Runs, Selection, ShownSides,
 };
+use crate::stats::GAP_RESYNCS;
 use crate::untrusted::{for_json, for_terminal};
 
 const NANOS_PER_MICRO: i64 = 1_000;
@@ -339,7 +342,9 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
                 "ring_drops": health.ring_drops,
                 "parse_errors": health.parse_errors,
                 "resyncs": health.resyncs,
+                "resyncs_after_capture_gaps": health.gap_resyncs,
                 "complete": health.complete(),
+                "verdict": health.verdict(),
             },
         });
         let json = serde_json::to_string_pretty(&document).expect("JSON values serialize");
@@ -464,6 +469,8 @@ struct CaptureHealth {
     ring_drops: i64,
     parse_errors: i64,
     resyncs: i64,
+    /// Of `resyncs`, those after bytes the capture cut or lost.
+    gap_resyncs: i64,
 }
 
 impl CaptureHealth {
@@ -488,15 +495,42 @@ impl CaptureHealth {
                     self.events + self.lost_samples + self.ring_drops
                 )
             )
+        } else if self.parse_errors == 0 && self.resyncs == self.gap_resyncs {
+            format!(
+                "{} resyncs, each where the capture cut a payload (its limit, --capture-bytes) or \
+                 lost bytes and the parser could not step over them: requests there may be \
+                 incomplete; no parser fault",
+                self.resyncs
+            )
         } else {
-            "parsers lost their position on some streams: requests there may be missing or incomplete"
-                .into()
+            format!(
+                "parsers lost their position on some streams ({} parse errors; {} of {} resyncs \
+                 on bytes that were all captured): requests there may be missing or incomplete",
+                self.parse_errors,
+                self.resyncs - self.gap_resyncs,
+                self.resyncs
+            )
         }
     }
 }
 
 /// Sums `capture_stats`: machine-wide rows (`cpu` null) when the capture wrote them, else the
 /// per-CPU rows (never both, which would count twice).
+/// The value of counter `name` in row `row` of a `counters` map column (0 when absent).
+fn named_counter(map: &MapArray, row: usize, name: &str) -> i64 {
+    let entries = map.value(row);
+    let (Some(keys), Some(values)) = (
+        entries.column(0).as_any().downcast_ref::<StringArray>(),
+        entries.column(1).as_any().downcast_ref::<Int64Array>(),
+    ) else {
+        return 0;
+    };
+    (0..keys.len())
+        .filter(|&i| keys.value(i) == name)
+        .map(|i| values.value(i))
+        .sum()
+}
+
 fn read_capture_health(dir: &Path, selection: &Selection) -> Result<CaptureHealth, ReadError> {
     let columns = [
         "window_start",
@@ -507,6 +541,7 @@ fn read_capture_health(dir: &Path, selection: &Selection) -> Result<CaptureHealt
         "ring_drops",
         "parse_errors",
         "resyncs",
+        "counters",
     ];
     let mut machine = CaptureHealth::default();
     let mut per_cpu = CaptureHealth::default();
@@ -527,7 +562,8 @@ fn read_capture_health(dir: &Path, selection: &Selection) -> Result<CaptureHealt
                 column::<TimestampMicrosecondArray>(batch, "window_start").map_err(named)?;
             let window_ns = column::<Int64Array>(batch, "window_ns").map_err(named)?;
             let cpu = column::<Int32Array>(batch, "cpu").map_err(named)?;
-            let counters: Vec<&Int64Array> = columns[3..]
+            let named_counters = column::<MapArray>(batch, "counters").map_err(named)?;
+            let counters: Vec<&Int64Array> = columns[3..columns.len() - 1]
                 .iter()
                 .map(|name| column::<Int64Array>(batch, name).map_err(named))
                 .collect::<Result<_, _>>()?;
@@ -546,6 +582,7 @@ fn read_capture_health(dir: &Path, selection: &Selection) -> Result<CaptureHealt
                 target.ring_drops += counters[2].value(row);
                 target.parse_errors += counters[3].value(row);
                 target.resyncs += counters[4].value(row);
+                target.gap_resyncs += named_counter(named_counters, row, GAP_RESYNCS);
             }
         }
     }
