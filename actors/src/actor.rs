@@ -10,7 +10,7 @@ use l7tap_abi::events::{self, ConnId, Event, Flow, Header, Role};
 use l7tap_aggregate::{Aggregator, AggregatorConfig, IntervalRow};
 use l7tap_ingest::ring::FrameConsumer;
 use l7tap_ingest::Tag;
-use l7tap_protocols::registry::{self, ConnectionParser, ParserLimits};
+use l7tap_protocols::registry::{self, ConnectionParser, ParseTrouble, ParserLimits};
 use l7tap_protocols::{CapturedBatch, ConnectionInfo, Direction, Protocol, Side, Status};
 
 use crate::filter::ConnFilter;
@@ -73,8 +73,8 @@ pub struct WindowStats {
     pub window_start_unix_ns: i64,
     pub events: u64,
     pub bytes: u64,
-    pub parse_errors: u64,
-    pub resyncs: u64,
+    /// Parse errors and resyncs (those after capture gaps apart).
+    pub trouble: ParseTrouble,
     /// Connections tracked at the window's end.
     pub connections: u64,
 }
@@ -86,8 +86,7 @@ struct Totals {
     /// Payload bytes the kernel captured (`bytes - captured` were cut).
     captured: u64,
     bytes: u64,
-    parse_errors: u64,
-    resyncs: u64,
+    trouble: ParseTrouble,
 }
 
 struct Conn {
@@ -315,8 +314,7 @@ impl ActorState {
             window_start_unix_ns: stats_window,
             events: live.events - self.reported.events,
             bytes: live.bytes - self.reported.bytes,
-            parse_errors: live.parse_errors - self.reported.parse_errors,
-            resyncs: live.resyncs - self.reported.resyncs,
+            trouble: live.trouble.since(&self.reported.trouble),
             connections: self.conns.len() as u64,
         };
         self.reported = live;
@@ -331,12 +329,9 @@ impl ActorState {
     /// Totals including the counters of connections still open.
     fn live_totals(&self) -> Totals {
         let mut t = self.totals;
-        t.parse_errors = self.closed.parse_errors;
-        t.resyncs = self.closed.resyncs;
+        t.trouble = self.closed.trouble;
         for conn in self.conns.values() {
-            let (errors, resyncs) = conn.parser.error_counts();
-            t.parse_errors += errors;
-            t.resyncs += resyncs;
+            t.trouble.add(&conn.parser.trouble());
         }
         t
     }
@@ -477,9 +472,7 @@ impl ActorState {
     }
 
     fn close_conn(&mut self, mut conn: Conn, ts: u64) {
-        let (errors, resyncs) = conn.parser.error_counts();
-        self.closed.parse_errors += errors;
-        self.closed.resyncs += resyncs;
+        self.closed.trouble.add(&conn.parser.trouble());
         conn.parser.close(ts, &mut self.batch.records);
         self.collect(&conn.info);
         let summary = &mut self.summary;

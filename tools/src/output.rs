@@ -14,6 +14,8 @@ use l7tap_sinks::output::uploader::ShipReport;
 use l7tap_sinks::output::{ShipStats, Shipper};
 use l7tap_sinks::{CaptureStatsRow, ParquetSink, RunId, SinkConfig};
 
+use crate::stats::{add_counter, GAP_RESYNCS};
+
 pub struct OutputConfig {
     /// Where the sink writes (the output directory, or the output's spool directory).
     pub out_dir: PathBuf,
@@ -318,8 +320,11 @@ fn window(
 fn add_stats(row: &mut CaptureStatsRow, s: &WindowStats) {
     row.events += s.events;
     row.bytes += s.bytes;
-    row.parse_errors += s.parse_errors;
-    row.resyncs += s.resyncs;
+    row.parse_errors += s.trouble.parse_errors;
+    row.resyncs += s.trouble.resyncs;
+    if s.trouble.gap_resyncs > 0 {
+        add_counter(&mut row.counters, GAP_RESYNCS, s.trouble.gap_resyncs);
+    }
     row.connections += s.connections;
 }
 

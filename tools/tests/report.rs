@@ -154,6 +154,19 @@ fn sample_requests() -> CapturedBatch {
 }
 
 fn write_dataset(dir: &Path) {
+    write_dataset_with(dir, |window| CaptureStatsRow {
+        window_start_unix_ns: BASE_UNIX_NS + window * 10_000_000_000,
+        window_ns: 10_000_000_000,
+        cpu: None,
+        events: 1000,
+        bytes: 50_000,
+        lost_samples: if window == 1 { 5 } else { 0 },
+        ..CaptureStatsRow::default()
+    });
+}
+
+/// The sample requests and three 10 s windows of capture_stats, window `w` made by `stats(w)`.
+fn write_dataset_with(dir: &Path, stats: impl Fn(i64) -> CaptureStatsRow) {
     let mut aggregator = Aggregator::new(AggregatorConfig {
         monotonic_to_unix_offset_ns: OFFSET_NS,
         ..AggregatorConfig::default()
@@ -169,17 +182,56 @@ fn write_dataset(dir: &Path) {
         sink.push_interval(&row);
     }
     for window in 0..3 {
-        sink.push_capture_stats(&CaptureStatsRow {
+        sink.push_capture_stats(&stats(window));
+    }
+    sink.finish().unwrap();
+}
+
+/// Resyncs where the capture cut or lost bytes are told apart from parser trouble: the
+/// capture's health says which it was (`parse.gap_resyncs` in capture_stats' counters).
+#[test]
+fn capture_health_tells_capture_cuts_from_parser_trouble() {
+    for (gap_resyncs, says) in [
+        (3, "3 resyncs, each where the capture cut a payload"),
+        (
+            1,
+            "(0 parse errors; 2 of 3 resyncs on bytes that were all captured)",
+        ),
+    ] {
+        let dir = temp_dir("health");
+        write_dataset_with(dir.path(), |window| CaptureStatsRow {
             window_start_unix_ns: BASE_UNIX_NS + window * 10_000_000_000,
             window_ns: 10_000_000_000,
             cpu: None,
             events: 1000,
-            bytes: 50_000,
-            lost_samples: if window == 1 { 5 } else { 0 },
+            resyncs: u64::from(window == 2) * 3,
+            counters: if window == 2 {
+                vec![("parse.gap_resyncs", gap_resyncs)]
+            } else {
+                vec![]
+            },
             ..CaptureStatsRow::default()
         });
+        let report: Value = serde_json::from_str(&l7tap(&[
+            "report",
+            dir.path().to_str().unwrap(),
+            "--format",
+            "json",
+        ]))
+        .unwrap();
+        let health = &report["capture_health"];
+        assert_eq!(health["resyncs"], 3, "{health}");
+        assert_eq!(
+            health["resyncs_after_capture_gaps"], gap_resyncs,
+            "{health}"
+        );
+        assert!(
+            health["verdict"].as_str().unwrap().contains(says),
+            "{health}"
+        );
+        let text = l7tap(&["report", dir.path().to_str().unwrap()]);
+        assert!(text.contains(says), "{text}");
     }
-    sink.finish().unwrap();
 }
 
 fn l7tap(args: &[&str]) -> String {
