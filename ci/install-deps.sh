@@ -25,6 +25,9 @@ python3 -c 'import clickhouse_driver, kazoo, clickhouse_cityhash, lz4, zstd, pya
   || python3 -m pip install -q 'clickhouse-driver==0.2.9' 'kazoo==2.10.0' 'pyarrow' 'duckdb' 'clickhouse-cityhash' 'lz4' 'zstd'
 # requests: one of the HTTP clients of ci/load/ch_http_load.py (ClickHouse over HTTP).
 python3 -c 'import requests' 2>/dev/null || python3 -m pip install -q 'requests'
+# An S3 API server for the object-storage outputs (ci/testbed.sh start-s3) and its client.
+python3 -c 'import moto, boto3' 2>/dev/null && command -v moto_server >/dev/null \
+  || python3 -m pip install -q 'moto[server]' 'boto3'
 
 # ci/test.sh checks formatting and clippy's warnings before it builds.
 { cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1 \

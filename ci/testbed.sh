@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Real-server test bed for l7tap: ZooKeeper 3.8, two ClickHouse 18.16 shards, and "other
-# protocol" servers (redis, nginx, PostgreSQL) for negative tests. Loopback only, no systemd:
+# protocol" servers (redis, nginx, PostgreSQL) for negative tests, and an S3 API server (moto)
+# for object-storage outputs. Loopback only, no systemd:
 # every server is a background process with a pid file under the state dir.
 #
 #   ci/testbed.sh start|stop|restart|status       everything
 #   ci/testbed.sh start-core|stop-core            ZooKeeper + ClickHouse only
-#   ci/testbed.sh start-others|stop-others        redis, nginx, PostgreSQL only
+#   ci/testbed.sh start-others|stop-others        redis, nginx, PostgreSQL, moto (S3) only
+#   ci/testbed.sh start-s3|stop-s3                moto_server (S3 API, any credentials) only
 #   ci/testbed.sh schema                          l7tap database and tables on both shards (+ checks)
-#   ci/testbed.sh logs NAME                       tail of a server's log (zk, ch1, ch2, redis, nginx, pg)
+#   ci/testbed.sh logs NAME                       tail of a server's log (zk, ch1, ch2, redis, nginx, pg, s3)
 #   ci/testbed.sh ch-log-level LEVEL              both ClickHouse servers log at LEVEL (trace, debug,
 #                                                 information), without a restart
 #
@@ -22,6 +24,7 @@ CH2_TCP=9001 CH2_HTTP=8124 CH2_INTER=9010
 REDIS_PORT=6379
 NGINX_PORT=8080
 PG_PORT=5432
+S3_PORT=${L7TAP_TESTBED_S3_PORT:-9900}
 CH_USER=l7tap
 CH_PASSWORD=l7tap-secret-pw
 START_TIMEOUT=${L7TAP_TESTBED_START_TIMEOUT:-90}
@@ -71,6 +74,7 @@ log_file() {
     redis) echo "$D/redis/redis.log" ;;
     nginx) echo "$D/nginx/error.log" ;;
     pg) echo "$D/pg/pg.log" ;;
+    s3) echo "$D/s3/stdout.log" ;;
   esac
 }
 
@@ -474,6 +478,26 @@ EOF
   wait_ready nginx nginx_ok
 }
 
+# moto_server: a real S3 API on loopback, state in memory (a restart empties it; tests freeze
+# it with SIGSTOP/SIGCONT to make an outage). It takes any credentials.
+s3_ok() { curl -sf --max-time 3 -o /dev/null "http://$HOST:$S3_PORT/"; }
+
+start_s3() {
+  command -v moto_server >/dev/null || die "s3: no moto_server (run ci/install-deps.sh)"
+  if [ -n "$(pid_of s3)" ]; then
+    log "s3 already running (pid $(pid_of s3))"
+    wait_ready s3 s3_ok
+    return 0
+  fi
+  check_port_free s3 "$S3_PORT"
+  mkdir -p "$D/s3"
+  log "starting s3 (moto_server) on $HOST:$S3_PORT"
+  : >"$D/s3/stdout.log"
+  # Run in the state dir, which lets pid_of recognise the process as this test bed's.
+  spawn s3 bash -c 'cd "$1" && exec moto_server -H "$2" -p "$3"' s3 "$D/s3" "$HOST" "$S3_PORT"
+  wait_ready s3 s3_ok
+}
+
 pg_ok() { "$PG_BIN/pg_isready" -q -h "$HOST" -p "$PG_PORT"; }
 
 start_pg() {
@@ -591,7 +615,8 @@ start_others() {
   start_redis
   start_nginx
   start_pg
-  log "redis, nginx and pg ready"
+  start_s3
+  log "redis, nginx, pg and s3 ready"
 }
 
 stop_core() {
@@ -607,6 +632,7 @@ stop_others() {
   stop_pid nginx QUIT
   stop_pid redis
   stop_pg
+  stop_pid s3
 }
 
 status_line() { # status_line NAME CHECK...
@@ -655,7 +681,8 @@ status() {
   status_line redis redis_ok
   status_line nginx nginx_ok
   status_line pg pg_ok
-  for n in zk ch1 ch2 redis nginx pg; do [ -n "$(pid_of "$n")" ] || bad=1; done
+  status_line s3 s3_ok
+  for n in zk ch1 ch2 redis nginx pg s3; do [ -n "$(pid_of "$n")" ] || bad=1; done
   return $bad
 }
 
@@ -667,12 +694,14 @@ case ${1:-} in
   stop-core) stop_core ;;
   start-others) start_others ;;
   stop-others) stop_others ;;
+  start-s3) mkdir -p "$D"; start_s3 ;;
+  stop-s3) stop_pid s3 ;;
   status) status ;;
   schema) schema ;;
   logs) show_log_tail "${2:?logs NAME}" 2>&1 ;;
   ch-log-level) ch_log_level "${2:?ch-log-level LEVEL}" ;;
   *)
-    echo "usage: $0 start|stop|restart|status|start-core|stop-core|start-others|stop-others|schema|logs NAME|ch-log-level LEVEL" >&2
+    echo "usage: $0 start|stop|restart|status|start-core|stop-core|start-others|stop-others|start-s3|stop-s3|schema|logs NAME|ch-log-level LEVEL" >&2
     exit 2
     ;;
 esac

@@ -12,12 +12,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 class Capture:
     """`l7tap capture --out WORKDIR/out --summary-json ... ARGS`, running once the probes
-    are attached. Only this run's tables are in `out_dir`."""
+    are attached. Only this run's tables are in `out_dir` (or `--out OUT`, e.g. an s3:// URL,
+    which is left as it is)."""
 
-    def __init__(self, l7tap, workdir, args):
+    def __init__(self, l7tap, workdir, args, out=None):
         os.makedirs(workdir, exist_ok=True)
-        self.out_dir = f"{workdir}/out"
-        shutil.rmtree(self.out_dir, ignore_errors=True)
+        self.out_dir = out or f"{workdir}/out"
+        if out is None:
+            shutil.rmtree(self.out_dir, ignore_errors=True)
         self.summary_path = f"{workdir}/summary.json"
         self.log_path = f"{workdir}/capture.log"
         ready = f"{workdir}/ready"

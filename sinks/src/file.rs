@@ -47,7 +47,8 @@ impl Write for MemorySink {
     }
 }
 
-/// Where a file goes: `<out>/<table>/date=YYYY-MM-DD/hour=HH/<host>-<run>-<start>-<seq>.parquet`.
+/// Where a file goes: `<out>/<table>/date=YYYY-MM-DD/hour=HH/<host>-<run>-<start>-<seq>.parquet`,
+/// with a `host=<host>/` level below `hour=` when the output is shared by hosts.
 #[derive(Clone, Debug)]
 pub struct FileName {
     pub dir: PathBuf,
@@ -67,12 +68,16 @@ impl FileName {
         run_id: &str,
         first_ts_us: i64,
         seq: u64,
+        host_partition: bool,
     ) -> Self {
         let start = UtcDateTime::from_unix_micros(first_ts_us);
-        let dir = out_dir
+        let mut dir = out_dir
             .join(table.name())
             .join(format!("date={}", start.date_string()))
             .join(format!("hour={:02}", start.hour));
+        if host_partition {
+            dir = dir.join(format!("host={host}"));
+        }
         FileName {
             dir,
             host: host.to_string(),

@@ -80,6 +80,9 @@ pub struct SinkConfig {
     /// smaller than format 1 (data pages v1, PLAIN). Every current reader handles them (Spark
     /// ≥ 3.3, DuckDB, pyarrow, ClickHouse, Trino); set false for older ones.
     pub parquet_2: bool,
+    /// Add a `host=<host>` level below `hour=` (default false): for outputs many hosts share
+    /// ([`crate::output::Output::host_partition`]).
+    pub host_partition: bool,
 }
 
 impl SinkConfig {
@@ -104,6 +107,7 @@ impl SinkConfig {
             redact_queries: false,
             zstd_level: 1,
             parquet_2: true,
+            host_partition: false,
         }
     }
 
@@ -218,6 +222,7 @@ impl ParquetSink {
             sync_every_bytes: config.sync_every_bytes,
             zstd_level: config.zstd_level,
             parquet_2: config.parquet_2,
+            host_partition: config.host_partition,
         };
         Ok(ParquetSink {
             max_buffered_bytes: config.max_buffered_bytes,

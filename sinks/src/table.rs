@@ -54,6 +54,8 @@ pub struct TableSettings {
     pub zstd_level: i32,
     /// See [`crate::SinkConfig::parquet_2`].
     pub parquet_2: bool,
+    /// See [`crate::SinkConfig::host_partition`].
+    pub host_partition: bool,
 }
 
 impl TableSettings {
@@ -313,6 +315,7 @@ impl<C: TableColumns> TableWriter<C> {
                             &self.settings.run_id,
                             first_ts_us,
                             seq,
+                            self.settings.host_partition,
                         );
                         self.open = Some(ParquetFile::new(
                             C::TABLE,

@@ -33,7 +33,7 @@ mod axis;
 use axis::{gap_label, TimeAxis, MAX_COLUMNS};
 
 use crate::outdir::{
-    check_output_dir, for_each_interval, format_time_us, heatmap_counts, ip_of,
+    check_output_dir, for_each_interval, format_time_us, heatmap_counts, ip_of, open_output,
     read_files_in_parallel, read_projected, read_rows, runs_selected, server_sides,
     several_runs_note, table_files, IntervalColumns, ReadError, Selection, ShownSides,
 };
@@ -44,7 +44,7 @@ pub const MAX_EMBEDDED_REQUESTS: usize = 20_000;
 /// Command-line arguments of `l7tap heatmap`.
 #[derive(clap::Args)]
 pub struct HeatmapArgs {
-    /// Output directory of `l7tap capture`.
+    /// Output of `l7tap capture`: a directory, or the s3://BUCKET/PREFIX it wrote to.
     pub dir: PathBuf,
     /// Image to write: `.png` or `.html`.
     #[arg(long)]
@@ -773,14 +773,15 @@ impl HeatmapArgs {
 }
 
 pub fn run(args: HeatmapArgs) -> anyhow::Result<()> {
-    check_output_dir(&args.dir)?;
-    let runs = runs_selected(&args.dir, &args.filters.runs)?;
-    if let Some(note) = several_runs_note(&args.dir, &runs, &args.filters.runs) {
+    let view = open_output(&args.dir, &args.filters.selection(args.client.clone()))?;
+    check_output_dir(&view.dir)?;
+    let runs = runs_selected(&view.dir, &args.filters.runs)?;
+    if let Some(note) = several_runs_note(Path::new(&view.shown), &runs, &args.filters.runs) {
         eprintln!("l7tap: {}", for_terminal(&note));
     }
     let extension = args.extension();
     let selection = args.filters.selection(args.client.clone());
-    let grid = build_grid(&args.dir, &selection)?;
+    let grid = build_grid(&view.dir, &selection)?;
     let mut title = format!(
         "{} requests from {} ({} s per column)",
         grid.sides
@@ -824,7 +825,7 @@ pub fn run(args: HeatmapArgs) -> anyhow::Result<()> {
             );
         }
         "html" | "htm" => {
-            let (requests, matched) = read_embedded_requests(&args.dir, &selection, &grid)?;
+            let (requests, matched) = read_embedded_requests(&view.dir, &selection, &grid)?;
             write_html(&grid, &requests, matched, &args.out, &title)?;
             println!(
                 "{}",

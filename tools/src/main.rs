@@ -114,9 +114,28 @@ struct ReplayArgs {
 
 #[derive(Args, Clone)]
 pub struct CommonArgs {
-    /// Output directory.
+    /// Output: a directory, or object storage as s3://BUCKET/PREFIX (files are finished in
+    /// --spool, then uploaded; endpoint and credentials from the AWS_* environment variables,
+    /// see README).
     #[arg(long, default_value = "l7tap-out")]
     out: PathBuf,
+    /// Host name in file names (and the `host=` level of object-storage outputs), so that
+    /// hosts can share one output [default: this machine's host name].
+    #[arg(long)]
+    host: Option<String>,
+    /// Spool directory of object-storage outputs: files wait here until uploaded, and files
+    /// left by a crash or an outage are uploaded at the next start [default:
+    /// $STATE_DIRECTORY, /var/lib/l7tap/spool as root, else $XDG_STATE_HOME/l7tap/spool].
+    #[arg(long, value_name = "DIR")]
+    spool: Option<PathBuf>,
+    /// Bytes of files waiting to upload at most; a file published past it is dropped and
+    /// counted (capture_stats counter `upload.dropped_rows`).
+    #[arg(long, default_value_t = l7tap_sinks::output::uploader::DEFAULT_SPOOL_MAX_BYTES)]
+    spool_max_bytes: u64,
+    /// How long the end of a run waits for the last uploads of an object-storage output;
+    /// what is not uploaded by then stays in --spool for the next run.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    upload_wait: Duration,
     /// Write into --out even though it holds earlier runs: each run's files carry its run id,
     /// which `report --run` and `heatmap --run` select (without it, they add up every run).
     #[arg(long)]
@@ -164,9 +183,11 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = l7tap_sinks::sink::DEFAULT_ROLL_BYTES)]
     roll_bytes: u64,
     /// Publish a Parquet file and start the next once it is this old (wall clock), so a
-    /// slow trickle of rows still becomes readable (1ms to 24h).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    roll_age: Duration,
+    /// slow trickle of rows still becomes readable (1ms to 24h); also the longest a row waits
+    /// in memory before it is in a published file [default: 5m for a directory, 10s for
+    /// object storage].
+    #[arg(long, value_parser = parse_duration)]
+    roll_age: Option<Duration>,
 }
 
 impl CaptureArgs {
@@ -213,6 +234,31 @@ fn protocol_arg() -> impl clap::builder::TypedValueParser<Value = Protocol> {
 }
 
 impl CommonArgs {
+    /// `--out`, parsed (checked by `validate` before any command runs).
+    pub fn output(&self) -> l7tap_sinks::Output {
+        l7tap_sinks::Output::parse(&self.out).expect("--out is checked before any command runs")
+    }
+
+    /// `--host`, or this machine's host name.
+    pub fn host(&self) -> String {
+        self.host
+            .clone()
+            .unwrap_or_else(l7tap_sinks::default_host_name)
+    }
+
+    /// `--spool`, or the default spool root.
+    pub fn spool_root(&self) -> PathBuf {
+        self.spool
+            .clone()
+            .unwrap_or_else(l7tap_sinks::output::spool::default_root)
+    }
+
+    /// `--roll-age`, or the output's default.
+    pub fn roll_age(&self) -> Duration {
+        self.roll_age
+            .unwrap_or_else(|| self.output().default_roll_age())
+    }
+
     pub fn filter(&self) -> l7tap_actors::ConnFilter {
         l7tap_actors::ConnFilter {
             protocols: self.protocols.clone(),

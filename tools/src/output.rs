@@ -1,6 +1,8 @@
 //! The output thread: takes the actors' records and closed windows and the reactor's
 //! kernel counter rows, merges each window's interval rows across actors, and writes the
-//! three Parquet tables, retrying (with rows kept in memory) when a write fails.
+//! three Parquet tables, retrying (with rows kept in memory) when a write fails. For an
+//! uploading output, each published file is handed to the output's [`Shipper`], and what it
+//! dropped past the spool bound is counted in the next `capture_stats` machine row.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -8,12 +10,20 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 use l7tap_actors::{ActorOutput, BatchPool, WindowStats};
 use l7tap_aggregate::{merge_interval_rows, IntervalRow};
+use l7tap_sinks::output::uploader::ShipReport;
+use l7tap_sinks::output::{ShipStats, Shipper};
 use l7tap_sinks::{CaptureStatsRow, ParquetSink, RunId, SinkConfig};
 
 use crate::stats::{add_counter, GAP_RESYNCS};
 
 pub struct OutputConfig {
+    /// Where the sink writes (the output directory, or the output's spool directory).
     pub out_dir: PathBuf,
+    pub host: String,
+    /// See [`SinkConfig::host_partition`].
+    pub host_partition: bool,
+    /// Uploads published files, for an object-storage output.
+    pub shipper: Option<Shipper>,
     /// This run's id, in every file written.
     pub run_id: RunId,
     pub monotonic_to_unix_ns: i64,
@@ -39,6 +49,55 @@ pub struct OutputReport {
     pub rows_dropped: u64,
     /// The last write error, if the capture ended with rows it could not write.
     pub final_error: Option<String>,
+    /// What the uploader did, for an object-storage output.
+    pub shipped: Option<ShipReport>,
+    /// Start of the last window published (Unix ns).
+    pub last_window_start: Option<i64>,
+}
+
+/// The uploader's counters reported in `capture_stats` machine rows, as the change since the
+/// last row.
+struct UploadCounters {
+    stats: std::sync::Arc<ShipStats>,
+    reported: [u64; 3],
+}
+
+impl UploadCounters {
+    fn take_new(&mut self) -> Vec<(&'static str, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = [
+            self.stats.dropped_files.load(Relaxed),
+            self.stats.dropped_rows.load(Relaxed),
+            self.stats.failed_attempts.load(Relaxed),
+        ];
+        let names = [
+            "upload.dropped_files",
+            "upload.dropped_rows",
+            "upload.failed_attempts",
+        ];
+        let new = names
+            .into_iter()
+            .zip(now.iter().zip(self.reported))
+            .filter(|(_, (now, before))| **now > *before)
+            .map(|(name, (now, before))| (name, now - before))
+            .collect();
+        self.reported = now;
+        new
+    }
+}
+
+/// Hands the files the sink published since the last call to the shipper (if any).
+fn ship_committed(
+    sink: &mut ParquetSink,
+    shipper: &mut Option<Shipper>,
+    report: &mut OutputReport,
+) {
+    for file in sink.take_committed_files() {
+        report.files += 1;
+        if let Some(shipper) = shipper {
+            shipper.ship(&file);
+        }
+    }
 }
 
 struct PendingWindow {
@@ -47,7 +106,7 @@ struct PendingWindow {
 }
 
 pub fn run(
-    config: OutputConfig,
+    mut config: OutputConfig,
     actors: Receiver<ActorOutput>,
     kernel: Receiver<Vec<CaptureStatsRow>>,
 ) -> OutputReport {
@@ -58,21 +117,28 @@ pub fn run(
     let sink_config = {
         let mut c = SinkConfig::new(
             &config.out_dir,
-            l7tap_sinks::default_host_name(),
+            config.host.clone(),
             config.monotonic_to_unix_ns,
         );
+        c.host_partition = config.host_partition;
         c.run_id = config.run_id.clone();
         c.redact_queries = config.redact;
         c.roll_bytes = config.roll_bytes;
         c.roll_age = config.roll_age;
         c
     };
+    let mut shipper = config.shipper.take();
+    let mut upload_counters = shipper.as_ref().map(|s| UploadCounters {
+        stats: s.stats(),
+        reported: [0; 3],
+    });
     let mut sink = match ParquetSink::new(sink_config) {
         Ok(s) => s,
         Err(e) => {
             report.final_error = Some(e.to_string());
             // Keep draining so actors never block on a full channel.
             for _ in actors.iter() {}
+            report.shipped = shipper.map(Shipper::finish);
             return report;
         }
     };
@@ -84,7 +150,7 @@ pub fn run(
     loop {
         select! {
             recv(actors) -> msg => match msg {
-                Ok(msg) => handle(msg, &mut sink, &mut pending, &mut progress, &config, &mut report),
+                Ok(msg) => handle(msg, &mut sink, &mut pending, &mut progress, &config, &mut report, &mut upload_counters),
                 Err(_) => break, // every actor is done
             },
             recv(kernel) -> msg => match msg {
@@ -114,6 +180,7 @@ pub fn run(
                     &mut progress,
                     &config,
                     &mut report,
+                    &mut upload_counters,
                 );
             }
             break;
@@ -127,14 +194,21 @@ pub fn run(
                     last_error_shown = Some(Instant::now());
                 }
             }
+            ship_committed(&mut sink, &mut shipper, &mut report);
         }
     }
+    let last_window_start = pending
+        .keys()
+        .next_back()
+        .copied()
+        .or(report.last_window_start);
     publish_ready(
         &mut pending,
         i64::MAX,
         config.window_ns,
         &mut sink,
         &mut report,
+        &mut upload_counters,
     );
     // Final flush: retry a few times (a full disk may clear), then report what is left.
     let mut result = sink.finish();
@@ -148,7 +222,28 @@ pub fn run(
     if let Err(e) = result {
         report.final_error = Some(e.to_string());
     }
-    report.files = sink.take_committed_files().len() as u64;
+    ship_committed(&mut sink, &mut shipper, &mut report);
+    // Files dropped past the spool bound at this last flush: one more machine row says so
+    // (capture_stats files are never dropped).
+    if let Some(counters) = &mut upload_counters {
+        let new = counters.take_new();
+        if !new.is_empty() {
+            let mut row = CaptureStatsRow {
+                window_start_unix_ns: last_window_start.unwrap_or(0),
+                window_ns: config.window_ns,
+                cpu: None,
+                ..Default::default()
+            };
+            row.counters = new;
+            sink.push_capture_stats(&row);
+            report.capture_stats_rows += 1;
+            if let Err(e) = sink.finish() {
+                report.final_error.get_or_insert(e.to_string());
+            }
+            ship_committed(&mut sink, &mut shipper, &mut report);
+        }
+    }
+    report.shipped = shipper.map(Shipper::finish);
     let stats = sink.stats();
     report.rows_dropped = [stats.requests, stats.intervals, stats.capture_stats]
         .iter()
@@ -165,6 +260,7 @@ fn handle(
     progress: &mut [i64],
     config: &OutputConfig,
     report: &mut OutputReport,
+    upload_counters: &mut Option<UploadCounters>,
 ) {
     match msg {
         ActorOutput::Requests(batch) => {
@@ -193,7 +289,14 @@ fn handle(
                 *p = until_unix_ns;
             }
             let ready = progress.iter().copied().min().unwrap_or(i64::MIN);
-            publish_ready(pending, ready, config.window_ns, sink, report);
+            publish_ready(
+                pending,
+                ready,
+                config.window_ns,
+                sink,
+                report,
+                upload_counters,
+            );
         }
     }
 }
@@ -233,6 +336,7 @@ fn publish_ready(
     window_ns: u64,
     sink: &mut ParquetSink,
     report: &mut OutputReport,
+    upload_counters: &mut Option<UploadCounters>,
 ) {
     let ready: Vec<i64> = pending
         .keys()
@@ -243,6 +347,7 @@ fn publish_ready(
         .collect();
     for start in ready {
         let w = pending.remove(&start).expect("key listed above");
+        report.last_window_start = Some(start);
         match merge_interval_rows(w.rows) {
             Ok(rows) => {
                 // Encoded as they are pushed: a window of many keys is tens of MiB of dense
@@ -258,7 +363,11 @@ fn publish_ready(
             }
             Err(e) => eprintln!("l7tap: merging interval rows failed: {e}"),
         }
-        sink.push_capture_stats(&w.stats);
+        let mut stats = w.stats;
+        if let Some(counters) = upload_counters {
+            stats.counters.extend(counters.take_new());
+        }
+        sink.push_capture_stats(&stats);
         report.capture_stats_rows += 1;
     }
 }

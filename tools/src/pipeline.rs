@@ -17,7 +17,8 @@ use l7tap_ingest::ring::{frame_ring, FrameProducer};
 use l7tap_ingest::{Router, RouterStats, Tag};
 use l7tap_probes::{KernelCounters, PerProtocol, ProbeConfig, Probes, Transport};
 use l7tap_protocols::Protocol;
-use l7tap_sinks::{CaptureStatsRow, RunId};
+use l7tap_sinks::output::{ShipStats, Shipper, UploadSettings};
+use l7tap_sinks::{CaptureStatsRow, Output, RunId};
 
 use crate::output::{self, OutputConfig, OutputReport};
 use crate::stats::{CounterSnapshot, KernelWindows};
@@ -51,10 +52,70 @@ struct Workers {
     kernel_windows: KernelWindows,
 }
 
+/// Where the tables go, made ready before any capture work: an object-storage output is
+/// probed with a write (a wrong endpoint, bucket or credentials, or a read-only user, is one
+/// line and exit status 1), its spool directory is created and its uploader started (which
+/// first uploads files an earlier run left in the spool).
+struct PreparedOutput {
+    output: Output,
+    host: String,
+    /// Where the sink writes: the output directory, or the output's spool directory.
+    write_dir: PathBuf,
+    shipper: Option<Shipper>,
+    ship_stats: Option<Arc<ShipStats>>,
+}
+
+fn prepare_output(common: &CommonArgs) -> Result<PreparedOutput> {
+    let output = common.output();
+    let host = common.host();
+    let write_dir = output.write_dir(&common.spool_root());
+    let mut shipper = None;
+    match &output {
+        Output::Directory(_) => {
+            let removed =
+                l7tap_sinks::remove_stale_temp_files(&write_dir, &host).with_context(|| {
+                    format!(
+                        "removing temporary files left under {}",
+                        write_dir.display()
+                    )
+                })?;
+            say_removed(removed, &write_dir);
+        }
+        Output::Bucket(bucket) => {
+            bucket.probe(&host)?;
+            std::fs::create_dir_all(&write_dir)
+                .with_context(|| format!("creating the spool {}", write_dir.display()))?;
+            let removed = l7tap_sinks::output::spool::remove_stale_temp_files(&write_dir, &host)
+                .with_context(|| {
+                    format!(
+                        "removing temporary files left under {}",
+                        write_dir.display()
+                    )
+                })?;
+            say_removed(removed, &write_dir);
+            let settings = UploadSettings {
+                spool_max_bytes: common.spool_max_bytes,
+                finish_wait: common.upload_wait,
+                ..UploadSettings::default()
+            };
+            shipper = Some(Shipper::start(bucket, &write_dir, settings)?);
+        }
+    }
+    let ship_stats = shipper.as_ref().map(Shipper::stats);
+    Ok(PreparedOutput {
+        output,
+        host,
+        write_dir,
+        shipper,
+        ship_stats,
+    })
+}
+
 /// Starts the actors and the output thread; returns them with the actors' ring producers.
 fn start_workers(
     common: &CommonArgs,
     monotonic_to_unix_ns: i64,
+    prepared: &mut PreparedOutput,
 ) -> Result<(Workers, Vec<FrameProducer>)> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let n = common
@@ -99,14 +160,17 @@ fn start_workers(
     drop(tx);
     let (kernel_rows, kernel_rx) = crossbeam_channel::unbounded();
     let config = OutputConfig {
-        out_dir: common.out.clone(),
+        out_dir: prepared.write_dir.clone(),
+        host: prepared.host.clone(),
+        host_partition: prepared.output.host_partition(),
+        shipper: prepared.shipper.take(),
         // One id per run: this is called once per capture or replay.
         run_id: RunId::generate(std::time::SystemTime::now()),
         monotonic_to_unix_ns,
         window_ns,
         redact: common.redact,
         roll_bytes: common.roll_bytes,
-        roll_age: common.roll_age,
+        roll_age: common.roll_age(),
         n_actors: n,
         batch_pool,
     };
@@ -174,6 +238,8 @@ fn add_kernel_counters(summary: &mut Summary, snap: &CounterSnapshot) {
 }
 
 pub fn capture(opts: CaptureOptions) -> Result<()> {
+    // Pre-flight: the output is checked (and its uploader started) before the probes load.
+    let mut prepared = prepare_output(&opts.common)?;
     let config = ProbeConfig {
         capture_bytes: opts.capture_bytes,
         tail_bytes: opts.tail_bytes,
@@ -197,7 +263,6 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
     };
     let n_cpus = l7tap_probes::online_cpus()?.len() as u32;
     let offset = l7tap_ingest::monotonic_to_unix_ns();
-    remove_leftover_temp_files(&opts.common.out)?;
     let recorder = match &opts.record {
         Some(path) => Some(
             RecordingWriter::create(
@@ -212,7 +277,7 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
         ),
         None => None,
     };
-    let (mut workers, producers) = start_workers(&opts.common, offset)?;
+    let (mut workers, producers) = start_workers(&opts.common, offset, &mut prepared)?;
     let mut router = Router::new(producers, recorder, false);
     let stats = router.stats();
 
@@ -248,8 +313,13 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
             let opened = stats.opened[protocol.index()].load(Relaxed);
             let _ = write!(connections, " {} {opened}", protocol.name());
         }
+        let upload = prepared
+            .ship_stats
+            .as_ref()
+            .map(|s| format!("  {}", s.progress_text()))
+            .unwrap_or_default();
         progress.update(format!(
-            "{:>5.0}s  {:>8} events/s  connections:{connections}  lost {} (loader saw {})  ring drops {}",
+            "{:>5.0}s  {:>8} events/s  connections:{connections}  lost {} (loader saw {})  ring drops {}{upload}",
             started.elapsed().as_secs_f64(),
             events - last_events,
             lost,
@@ -287,8 +357,9 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
 pub fn replay(file: &Path, common: CommonArgs) -> Result<()> {
     let started = Instant::now();
     let mut reader = RecordingReader::open(file)?;
-    remove_leftover_temp_files(&common.out)?;
-    let (mut workers, producers) = start_workers(&common, reader.header.monotonic_to_unix_ns)?;
+    let mut prepared = prepare_output(&common)?;
+    let (mut workers, producers) =
+        start_workers(&common, reader.header.monotonic_to_unix_ns, &mut prepared)?;
     let mut router = Router::new(producers, None, true);
     let stats = router.stats();
     let mut last = CounterSnapshot::default();
@@ -310,18 +381,15 @@ pub fn replay(file: &Path, common: CommonArgs) -> Result<()> {
     report(&summary, &output, None, &common, started.elapsed())
 }
 
-/// Removes the temporary files an earlier run of this host left under `out` (killed, or out
-/// of disk before it could publish them), and says how many.
-fn remove_leftover_temp_files(out: &Path) -> Result<()> {
-    let removed = l7tap_sinks::remove_stale_temp_files(out, &l7tap_sinks::default_host_name())
-        .with_context(|| format!("removing temporary files left under {}", out.display()))?;
+/// Says how many temporary files an earlier run of this host left under `dir` (killed, or
+/// out of disk before it could publish them) were removed.
+fn say_removed(removed: usize, dir: &Path) {
     if removed > 0 {
         eprintln!(
             "l7tap: removed {removed} temporary files left under {} by an earlier run",
-            untrusted::for_terminal(&out.display().to_string())
+            untrusted::for_terminal(&dir.display().to_string())
         );
     }
-    Ok(())
 }
 
 fn report(
@@ -334,6 +402,12 @@ fn report(
     let mut summary = summary.clone();
     summary.add("output.requests", output.requests);
     summary.add("output.interval_rows", output.interval_rows);
+    if let Some(ship) = &output.shipped {
+        summary.add("upload.files", ship.uploaded_files);
+        summary.add("upload.files_left_in_spool", ship.left_files);
+        summary.add("upload.dropped_files", ship.dropped_files);
+        summary.add("upload.dropped_rows", ship.dropped_rows);
+    }
     let summary = &summary;
     let mut out = String::new();
     out.push_str(&format!(

@@ -23,9 +23,10 @@ use hdrhistogram::Histogram;
 
 use crate::hdr_sum::HdrSum;
 use crate::outdir::{
-    check_output_dir, column, for_each_interval, format_time_us, ip_of, read_files_in_parallel,
-    read_projected, read_projected_where, runs_selected, server_sides, several_runs_note,
-    table_files, FilterArgs, IntervalColumns, ReadError, Runs, Selection, ShownSides,
+    check_output_dir, column, for_each_interval, format_time_us, ip_of, open_output,
+    read_files_in_parallel, read_projected, read_projected_where, runs_selected, server_sides,
+    several_runs_note, table_files, FilterArgs, IntervalColumns, ReadError, Runs, Selection,
+    ShownSides,
 };
 use crate::stats::GAP_RESYNCS;
 use crate::untrusted::{for_json, for_terminal};
@@ -62,6 +63,9 @@ fn new_histogram() -> Histogram<u64> {
 /// The `report` command's options.
 pub struct ReportOptions {
     pub dir: PathBuf,
+    /// The output as the user named it (a directory, or an object-storage URL read through a
+    /// downloaded copy in `dir`).
+    pub shown: String,
     /// The runs `dir` holds (the selected ones are in `selection`).
     pub runs: Runs,
     pub selection: Selection,
@@ -190,7 +194,7 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
         let _ = writeln!(
             text,
             "l7tap report of {} from {} to {} ({covered})\n",
-            for_terminal(&options.dir.display().to_string()),
+            for_terminal(&options.shown),
             format_time_us(s.start_us),
             format_time_us(s.end_us),
         );
@@ -198,10 +202,11 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
         let _ = writeln!(
             text,
             "l7tap report of {}: no requests selected\n",
-            for_terminal(&options.dir.display().to_string())
+            for_terminal(&options.shown)
         );
     }
-    if let Some(note) = several_runs_note(&options.dir, &options.runs, &selection.runs) {
+    if let Some(note) = several_runs_note(Path::new(&options.shown), &options.runs, &selection.runs)
+    {
         let _ = writeln!(text, "{}\n", for_terminal(&note));
     }
     for ((protocol, server), clients) in &servers {
@@ -321,7 +326,7 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
     let _ = writeln!(text, "{}", health.verdict());
     if options.json {
         let document = serde_json::json!({
-            "dir": options.dir.display().to_string(),
+            "dir": options.shown,
             "start": span.map(|s| format_time_us(s.start_us)),
             "end": span.map(|s| format_time_us(s.end_us)),
             "seconds": seconds,
@@ -607,7 +612,8 @@ fn read_capture_health(dir: &Path, selection: &Selection) -> Result<CaptureHealt
 /// Command-line arguments of `l7tap report`.
 #[derive(clap::Args)]
 pub struct ReportArgs {
-    /// Output directory of `l7tap capture` (holds `requests/`, `intervals/`, `capture_stats/`).
+    /// Output of `l7tap capture`: a directory (holds `requests/`, `intervals/`,
+    /// `capture_stats/`) or the s3://BUCKET/PREFIX it wrote to.
     pub dir: PathBuf,
     #[command(flatten)]
     pub filters: FilterArgs,
@@ -656,17 +662,19 @@ pub fn parse_latency_ns(text: &str) -> Result<u64, String> {
 
 /// Runs `l7tap report` and prints the result.
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
-    check_output_dir(&args.dir)?;
-    let runs = runs_selected(&args.dir, &args.filters.runs)?;
+    let view = open_output(&args.dir, &args.filters.selection(None))?;
+    check_output_dir(&view.dir)?;
+    let runs = runs_selected(&view.dir, &args.filters.runs)?;
     let json = matches!(args.format, ReportFormat::Json);
     // The text report says it in its header; JSON readers get a note besides its `runs`.
     if json && args.filters.runs.is_empty() {
-        if let Some(note) = several_runs_note(&args.dir, &runs, &[]) {
+        if let Some(note) = several_runs_note(Path::new(&view.shown), &runs, &[]) {
             eprintln!("l7tap: {}", for_terminal(&note));
         }
     }
     let text = report(&ReportOptions {
-        dir: args.dir,
+        dir: view.dir.clone(),
+        shown: view.shown.clone(),
         runs,
         selection: args.filters.selection(None),
         latency_objective_ns: args.latency_objective,

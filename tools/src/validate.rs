@@ -1,12 +1,15 @@
 //! Checks of every command's flags, run first thing, before any side effect (loading the
 //! probes, creating or truncating `--record`, the output directory or any other file): a bad
 //! flag is one error that names it, never a panic or a half-done run. An `--out` holding earlier
-//! runs is refused here too, unless `--append`.
+//! runs is refused here too, unless `--append`. Whether an object-storage `--out` can be
+//! written is found by a probe write, a separate pre-flight step ([`crate::pipeline`]) that runs
+//! before the probes load.
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use l7tap_aggregate::{Aggregator, AggregatorConfig};
+use l7tap_sinks::Output;
 
 use crate::outdir::runs_in;
 use crate::{CaptureArgs, Command, CommonArgs};
@@ -23,6 +26,8 @@ pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// `--roll-age` range.
 pub const MIN_ROLL_AGE: Duration = Duration::from_millis(1);
 pub const MAX_ROLL_AGE: Duration = Duration::from_secs(86_400);
+/// `--upload-wait` at most.
+pub const MAX_UPLOAD_WAIT: Duration = Duration::from_secs(86_400);
 /// Heatmap sub-windows per `--interval` at most: each is a row of bucket counts per key.
 pub const MAX_SUB_WINDOWS: u128 = 3_600;
 /// `--perf-pages` at most (256 MiB per CPU).
@@ -106,9 +111,31 @@ fn check_no_earlier_run(out: &Path) -> Result<()> {
 impl CommonArgs {
     /// The flags shared by `capture` and `replay`.
     pub fn validate(&self) -> Result<()> {
-        check_directory_path("--out", &self.out)?;
-        if !self.append {
-            check_no_earlier_run(&self.out)?;
+        let output = Output::parse(&self.out)?;
+        match &output {
+            Output::Directory(directory) => {
+                check_directory_path("--out", &directory.path)?;
+                if !self.append {
+                    check_no_earlier_run(&directory.path)?;
+                }
+            }
+            // A shared prefix holds many hosts' runs by design; each file names its host and
+            // run, which `report --run` selects.
+            Output::Bucket(_) => check_directory_path("--spool", &self.spool_root())?,
+        }
+        if let Some(host) = &self.host {
+            if host.is_empty() || host.len() > 255 {
+                bail!("--host must be 1 to 255 characters");
+            }
+        }
+        check_range(
+            "--upload-wait",
+            self.upload_wait,
+            Duration::ZERO,
+            MAX_UPLOAD_WAIT,
+        )?;
+        if self.spool_max_bytes == 0 {
+            bail!("--spool-max-bytes must be positive");
         }
         if let Some(path) = &self.summary_json {
             check_file_path("--summary-json", path)?;
@@ -146,7 +173,9 @@ impl CommonArgs {
         }) {
             bail!("invalid --interval / --heatmap-resolution: {e}");
         }
-        check_range("--roll-age", self.roll_age, MIN_ROLL_AGE, MAX_ROLL_AGE)?;
+        if let Some(roll_age) = self.roll_age {
+            check_range("--roll-age", roll_age, MIN_ROLL_AGE, MAX_ROLL_AGE)?;
+        }
         if self.roll_bytes == 0 {
             bail!("--roll-bytes must be positive");
         }

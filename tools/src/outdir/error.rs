@@ -11,6 +11,8 @@ pub enum ReadError {
     Format(String),
     /// The file has no column of this name: not a file of this table (or of l7tap).
     MissingColumn(PathBuf, String),
+    /// An object-storage output could not be listed or read.
+    Remote(String),
     /// The output directory cannot be read as one.
     NotAnOutputDirectory(PathBuf, String),
     /// `--run` named a run the directory does not hold (`runs`: the ones it holds).
@@ -38,7 +40,7 @@ impl std::fmt::Display for ReadError {
             ReadError::Io(p, e) => write!(f, "{}: {e}", p.display()),
             ReadError::Parquet(p, e) => write!(f, "{}: {e}", p.display()),
             ReadError::Arrow(p, e) => write!(f, "{}: {e}", p.display()),
-            ReadError::Histogram(m) | ReadError::Format(m) => f.write_str(m),
+            ReadError::Histogram(m) | ReadError::Format(m) | ReadError::Remote(m) => f.write_str(m),
             ReadError::MissingColumn(p, column) => write!(
                 f,
                 "{}: no column {column}: not a file of an l7tap output directory",

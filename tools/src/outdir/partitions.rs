@@ -85,7 +85,7 @@ pub fn check_output_dir(dir: &Path) -> Result<(), ReadError> {
 
 /// Whether the partition of the hour starting at `hour_start_us` can hold rows of the selection:
 /// rows of hour H are in partition H, or H + 1 when they arrived after a row of H + 1.
-fn partition_may_hold(selection: &Selection, hour_start_us: i64) -> bool {
+pub(super) fn partition_may_hold(selection: &Selection, hour_start_us: i64) -> bool {
     let too_late = selection
         .until_us
         .is_some_and(|u| hour_start_us - MICROS_PER_HOUR >= u);
@@ -95,7 +95,7 @@ fn partition_may_hold(selection: &Selection, hour_start_us: i64) -> bool {
     !too_late && !too_early
 }
 
-fn partition_start_us(date_dir: &str, hour_dir: &str) -> Option<i64> {
+pub(super) fn partition_start_us(date_dir: &str, hour_dir: &str) -> Option<i64> {
     let date = date_dir.strip_prefix("date=")?;
     let hour: i64 = hour_dir.strip_prefix("hour=")?.parse().ok()?;
     let day_start = parse_time(date).ok()?;
