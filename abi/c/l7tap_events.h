@@ -131,6 +131,10 @@ struct l7_open_event {
 	__u8 local_addr[16];
 	__u8 remote_addr[16];
 	char comm[16];
+	/* The socket's network namespace (inode of its struct net's ns): with the addresses, the
+	 * key that joins the two ends of a local connection. 0 when unknown. */
+	__u32 netns;
+	__u32 _pad2;
 };
 
 /* L7_EVENT_CLOSE carries only the header. */

@@ -89,6 +89,9 @@ pub struct OpenEvent {
     /// How it was detected (`enum l7_detect`).
     pub detect: u8,
     pub comm: String,
+    /// Inode of the socket's network namespace; 0 when unknown (events recorded before the
+    /// field existed are shorter and decode with 0).
+    pub netns: u32,
 }
 
 impl OpenEvent {
@@ -217,7 +220,8 @@ pub fn decode(b: &[u8]) -> Result<Event<'_>, EventError> {
             }))
         }
         EventKind::Open => {
-            need(b, OPEN_SIZE)?;
+            // Open events recorded before `netns` existed end after `comm`.
+            need(b, OPEN_COMM + 16)?;
             let family = u16_at(b, OPEN_FAMILY);
             let comm_raw = &b[OPEN_COMM..OPEN_COMM + 16];
             let end = comm_raw.iter().position(|&c| c == 0).unwrap_or(16);
@@ -236,6 +240,11 @@ pub fn decode(b: &[u8]) -> Result<Event<'_>, EventError> {
                 ),
                 detect: b[OPEN_DETECT],
                 comm: String::from_utf8_lossy(&comm_raw[..end]).into_owned(),
+                netns: if b.len() >= OPEN_NETNS + 4 {
+                    u32_at(b, OPEN_NETNS)
+                } else {
+                    0
+                },
             }))
         }
         EventKind::Close => Ok(Event::Close(header)),
@@ -287,6 +296,17 @@ pub mod build {
     }
 
     pub fn open(h: &Header, local: SocketAddr, remote: SocketAddr, comm: &str) -> Vec<u8> {
+        open_in_netns(h, local, remote, comm, 0)
+    }
+
+    /// An open event whose socket lives in the network namespace `netns`.
+    pub fn open_in_netns(
+        h: &Header,
+        local: SocketAddr,
+        remote: SocketAddr,
+        comm: &str,
+        netns: u32,
+    ) -> Vec<u8> {
         let mut buf = vec![0u8; OPEN_SIZE];
         header(&mut buf, EVENT_OPEN, h);
         let family = if local.is_ipv4() {
@@ -306,6 +326,7 @@ pub mod build {
         let c = comm.as_bytes();
         let n = c.len().min(15);
         buf[OPEN_COMM..OPEN_COMM + n].copy_from_slice(&c[..n]);
+        buf[OPEN_NETNS..OPEN_NETNS + 4].copy_from_slice(&netns.to_ne_bytes());
         buf
     }
 
@@ -379,6 +400,23 @@ mod tests {
         assert_eq!(o.local, "127.0.0.1:2181".parse().unwrap());
         assert_eq!(o.remote, remote);
         assert_eq!(o.comm, "java");
+        assert_eq!(o.netns, 0);
+    }
+
+    #[test]
+    fn open_event_carries_its_network_namespace_and_old_shorter_ones_decode() {
+        let local: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        let remote: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let raw = build::open_in_netns(&hdr(), local, remote, "clickhouse-serv", 4026531840);
+        let Event::Open(o) = decode(&raw).unwrap() else {
+            panic!("not open")
+        };
+        assert_eq!(o.netns, 4026531840);
+        // An open event written before the field existed ends after `comm`.
+        let Event::Open(old) = decode(&raw[..layout::OPEN_COMM + 16]).unwrap() else {
+            panic!("not open")
+        };
+        assert_eq!((old.netns, old.comm.as_str()), (0, "clickhouse-serv"));
     }
 
     #[test]

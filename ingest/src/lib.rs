@@ -6,7 +6,11 @@
 //!   fields needed to route (the connection id);
 //! - all events of one connection go to the same actor ring, in the order they were read;
 //! - live capture and replay push the same frames through the same [`Router`].
+pub mod app_name;
 pub mod frame;
+pub mod identity;
+pub mod join;
+pub mod procfs;
 /// The live reactor reads the kernel's buffers through aya: only the binary's live capture
 /// needs it (feature `live`); replay and the actors build without the loader's dependencies.
 #[cfg(feature = "live")]

@@ -106,6 +106,7 @@ static __always_inline void emit_open(void *ctx, const struct l7_event_header *h
 	ev.family = BPF_CORE_READ(s, __sk_common.skc_family);
 	ev.local_port = BPF_CORE_READ(s, __sk_common.skc_num);
 	ev.remote_port = bpf_ntohs(BPF_CORE_READ(s, __sk_common.skc_dport));
+	ev.netns = BPF_CORE_READ(s, __sk_common.skc_net.net, ns.inum);
 	if (ev.family == AF_INET) {
 		BPF_CORE_READ_INTO(&ev.local_addr, s, __sk_common.skc_rcv_saddr);
 		BPF_CORE_READ_INTO(&ev.remote_addr, s, __sk_common.skc_daddr);
