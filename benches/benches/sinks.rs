@@ -61,13 +61,13 @@ fn workload(rows: usize) -> CapturedBatch {
                     .parse()
                     .unwrap(),
                 server_addr: if zookeeper {
-                identity: Default::default(),
                     "10.1.0.1:2181"
                 } else {
                     "10.1.0.2:9000"
                 }
                 .parse()
                 .unwrap(),
+                identity: Default::default(),
             })
         })
         .collect();
