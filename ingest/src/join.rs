@@ -41,6 +41,9 @@ pub struct Identities<S> {
     /// Ports each process served watched connections on, by (protocol wire id, port): the
     /// port a process that also listens is named by.
     served: HashMap<u32, BTreeSet<(u8, u16)>>,
+    /// Ports that name no process when it listens on others (ClickHouse's HTTP ports: a
+    /// server is named by its native port).
+    secondary_ports: Vec<u16>,
 }
 
 impl<S: ProcessSource> Identities<S> {
@@ -50,17 +53,36 @@ impl<S: ProcessSource> Identities<S> {
             ends: HashMap::new(),
             keys: HashMap::new(),
             served: HashMap::new(),
+            secondary_ports: Vec::new(),
         }
     }
 
-    /// The port a listening process is named by: one it served a watched protocol on
-    /// (the protocol first in the list, then the lowest port), else its lowest.
+    /// Ports not to name a listening process by unless it listens on no other.
+    pub fn naming_no_process_by(mut self, ports: &[u16]) -> Self {
+        self.secondary_ports = ports.to_vec();
+        self
+    }
+
+    /// The port a listening process is named by, among its listening ports less the
+    /// secondary ones (unless those are all): one it served a watched protocol on (the
+    /// protocol first in the list, then the lowest port), else its lowest. A name must not
+    /// change with what was seen first, so the secondary ports are left out of both.
     fn naming_port(&self, pid: u32, listening: &[u16]) -> Option<u16> {
+        let primary: Vec<u16> = listening
+            .iter()
+            .copied()
+            .filter(|port| !self.secondary_ports.contains(port))
+            .collect();
+        let candidates = if primary.is_empty() {
+            listening
+        } else {
+            &primary
+        };
         let served = self.served.get(&pid).into_iter().flatten();
         served
             .map(|&(_, port)| port)
-            .find(|port| listening.contains(port))
-            .or(listening.first().copied())
+            .find(|port| candidates.contains(port))
+            .or(candidates.first().copied())
     }
 
     fn resolve(&mut self, pid: u32, kernel_comm: &str) -> ProcessIdentity {
@@ -264,13 +286,18 @@ mod tests {
     }
 
     #[test]
-    fn a_listening_process_not_yet_seen_serving_is_named_by_its_lowest_port() {
-        let mut ids = identities();
+    fn a_listening_process_not_yet_seen_serving_is_named_by_its_lowest_primary_port() {
         let mut frames = Vec::new();
-        ids.opened(
-            &open(20, Role::Client, "127.0.0.1:50000", "127.0.0.1:2181", 7),
-            &mut frames,
-        );
+        let zookeeper_session = open(20, Role::Client, "127.0.0.1:50000", "127.0.0.1:2181", 7);
+        identities().opened(&zookeeper_session, &mut frames);
         assert_eq!(frames[0].own.app, "clickhouse-serv :8123");
+        frames.clear();
+        let mut ids = identities().naming_no_process_by(&[8123]);
+        ids.opened(&zookeeper_session, &mut frames);
+        assert_eq!(frames[0].own.app, "clickhouse-serv :9000");
+        // Serving on the HTTP port later does not rename it.
+        let http = open(20, Role::Server, "127.0.0.1:8123", "127.0.0.1:50001", 7);
+        ids.opened(&http, &mut frames);
+        assert_eq!(frames.last().unwrap().own.app, "clickhouse-serv :9000");
     }
 }

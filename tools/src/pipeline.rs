@@ -178,7 +178,7 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
     let config = ProbeConfig {
         capture_bytes: opts.capture_bytes,
         tail_bytes: opts.tail_bytes,
-        clickhouse_http_ports: opts.clickhouse_http_ports,
+        clickhouse_http_ports: opts.clickhouse_http_ports.clone(),
         transport: if opts.ringbuf {
             Transport::RingBuf
         } else {
@@ -216,7 +216,9 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
     let (mut workers, producers) = start_workers(&opts.common, offset)?;
     // Who is at each connection's ends is read from /proc at its open, while the process
     // still exists; the frames go to the actors and the recording.
-    let identities = l7tap_ingest::join::Identities::new(l7tap_ingest::procfs::ProcFs::default());
+    // A ClickHouse server is named by its native port, not its HTTP one.
+    let identities = l7tap_ingest::join::Identities::new(l7tap_ingest::procfs::ProcFs::default())
+        .naming_no_process_by(&opts.clickhouse_http_ports);
     let mut router = Router::new(producers, recorder, false).with_identities(Box::new(identities));
     let stats = router.stats();
 
