@@ -92,6 +92,8 @@ pub struct OpenEvent {
     /// Inode of the socket's network namespace; 0 when unknown (events recorded before the
     /// field existed are shorter and decode with 0).
     pub netns: u32,
+    /// The start of the process's argv[0] (up to 31 bytes); empty when unknown.
+    pub argv0: String,
 }
 
 impl OpenEvent {
@@ -245,6 +247,13 @@ pub fn decode(b: &[u8]) -> Result<Event<'_>, EventError> {
                 } else {
                     0
                 },
+                argv0: b
+                    .get(OPEN_ARGV0..OPEN_ARGV0 + 32)
+                    .map(|raw| {
+                        let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+                        String::from_utf8_lossy(&raw[..end]).into_owned()
+                    })
+                    .unwrap_or_default(),
             }))
         }
         EventKind::Close => Ok(Event::Close(header)),
@@ -296,16 +305,18 @@ pub mod build {
     }
 
     pub fn open(h: &Header, local: SocketAddr, remote: SocketAddr, comm: &str) -> Vec<u8> {
-        open_in_netns(h, local, remote, comm, 0)
+        open_in_netns(h, local, remote, comm, 0, "")
     }
 
-    /// An open event whose socket lives in the network namespace `netns`.
+    /// An open event whose socket lives in the network namespace `netns`, of a process
+    /// whose argv[0] starts with `argv0`.
     pub fn open_in_netns(
         h: &Header,
         local: SocketAddr,
         remote: SocketAddr,
         comm: &str,
         netns: u32,
+        argv0: &str,
     ) -> Vec<u8> {
         let mut buf = vec![0u8; OPEN_SIZE];
         header(&mut buf, EVENT_OPEN, h);
@@ -327,6 +338,9 @@ pub mod build {
         let n = c.len().min(15);
         buf[OPEN_COMM..OPEN_COMM + n].copy_from_slice(&c[..n]);
         buf[OPEN_NETNS..OPEN_NETNS + 4].copy_from_slice(&netns.to_ne_bytes());
+        let a = argv0.as_bytes();
+        let n = a.len().min(31);
+        buf[OPEN_ARGV0..OPEN_ARGV0 + n].copy_from_slice(&a[..n]);
         buf
     }
 
@@ -407,16 +421,25 @@ mod tests {
     fn open_event_carries_its_network_namespace_and_old_shorter_ones_decode() {
         let local: SocketAddr = "127.0.0.1:9000".parse().unwrap();
         let remote: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let raw = build::open_in_netns(&hdr(), local, remote, "clickhouse-serv", 4026531840);
+        let raw = build::open_in_netns(
+            &hdr(),
+            local,
+            remote,
+            "clickhouse-serv",
+            4026531840,
+            "/usr/bin/clickhouse-server",
+        );
         let Event::Open(o) = decode(&raw).unwrap() else {
             panic!("not open")
         };
         assert_eq!(o.netns, 4026531840);
+        assert_eq!(o.argv0, "/usr/bin/clickhouse-server");
         // An open event written before the field existed ends after `comm`.
         let Event::Open(old) = decode(&raw[..layout::OPEN_COMM + 16]).unwrap() else {
             panic!("not open")
         };
         assert_eq!((old.netns, old.comm.as_str()), (0, "clickhouse-serv"));
+        assert_eq!(old.argv0, "");
     }
 
     #[test]

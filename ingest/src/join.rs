@@ -85,19 +85,27 @@ impl<S: ProcessSource> Identities<S> {
             .or(candidates.first().copied())
     }
 
-    fn resolve(&mut self, pid: u32, kernel_comm: &str) -> ProcessIdentity {
+    /// `kernel_argv0`: the start of argv[0] as the probe read it (the process may have
+    /// exited since, or be a zombie whose cmdline reads empty).
+    fn resolve(&mut self, pid: u32, kernel_comm: &str, kernel_argv0: &str) -> ProcessIdentity {
         let Some(facts) = self.processes.get(pid) else {
+            let process = process_name(kernel_comm, kernel_argv0);
             return ProcessIdentity {
                 pid,
                 resolved: false,
-                process: kernel_comm.to_string(),
+                app: process.clone(),
+                process,
                 exe: String::new(),
                 cgroup: String::new(),
-                app: kernel_comm.to_string(),
             };
         };
         let lines = parse_cgroup_file(&facts.cgroup_file);
-        let process = process_name(&facts.comm, &facts.argv0);
+        let argv0 = if facts.argv0.is_empty() {
+            kernel_argv0
+        } else {
+            &facts.argv0
+        };
+        let process = process_name(&facts.comm, argv0);
         let port = self.naming_port(pid, &facts.listening_ports);
         ProcessIdentity {
             pid,
@@ -127,7 +135,7 @@ impl<S: ProcessSource + Send> ConnectionIdentities for Identities<S> {
                 .or_default()
                 .insert((protocol.wire_id(), open.local.port()));
         }
-        let own = Arc::new(self.resolve(conn.tgid, &open.comm));
+        let own = Arc::new(self.resolve(conn.tgid, &open.comm, &open.argv0));
         let key = (open.netns, open.local, open.remote);
         let peer = self.ends.get(&(open.netns, open.remote, open.local));
         frames.push(IdentityFrame {
@@ -210,8 +218,9 @@ mod tests {
             local: local.parse().unwrap(),
             remote: remote.parse().unwrap(),
             detect: 0,
-            comm: "kernel-comm".into(),
+            comm: "clickhouse-clie".into(),
             netns,
+            argv0: "clickhouse-client".into(),
         }
     }
 
@@ -274,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn an_exited_process_keeps_the_kernels_name_and_says_it_was_not_resolved() {
+    fn an_exited_process_is_named_by_what_the_kernel_read_and_says_it_was_not_resolved() {
         let mut ids = identities();
         let mut frames = Vec::new();
         ids.opened(
@@ -282,7 +291,9 @@ mod tests {
             &mut frames,
         );
         assert!(!frames[0].own.resolved);
-        assert_eq!(frames[0].own.app, "kernel-comm");
+        // comm is cut at 15 bytes; the probe's argv[0] completes it.
+        assert_eq!(frames[0].own.app, "clickhouse-client");
+        assert_eq!(frames[0].own.process, "clickhouse-client");
     }
 
     #[test]

@@ -88,3 +88,13 @@ fn clickhouse_http_records_match_query_log() {
 fn report_and_heatmap_match_query_log() {
     accept("report.py", &[]);
 }
+
+/// Issue acceptance for client identity: batch-loader (in a cgroup made for it), dashboard,
+/// clickhouse-client and quick-exit (each exits right after its query), a kazoo session and
+/// the ClickHouse servers' own remote() and ZooKeeper traffic; `report --format json` shows
+/// each client as its own row per server, named by application, with requests and errors
+/// equal to what it sent and to `system.query_log` (by query id and by connection port).
+#[test]
+fn clients_are_told_apart_by_application_and_match_query_log() {
+    accept("identity.py", &[]);
+}
