@@ -146,6 +146,9 @@ impl CommonArgs {
         }) {
             bail!("invalid --interval / --heatmap-resolution: {e}");
         }
+        if self.apps.iter().any(|app| app.trim().is_empty()) {
+            bail!("--app has an empty name: name applications as `requests.client_app` shows them");
+        }
         check_range("--roll-age", self.roll_age, MIN_ROLL_AGE, MAX_ROLL_AGE)?;
         if self.roll_bytes == 0 {
             bail!("--roll-bytes must be positive");
