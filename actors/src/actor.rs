@@ -576,6 +576,8 @@ impl ActorState {
             .map(|(id, _)| *id)
             .collect();
         for id in idle {
+            // An expired connection's identity goes too (its close may never come).
+            self.identities.remove(&id);
             if let Some(conn) = self.conns.remove(&id) {
                 self.summary.add("connections.expired", 1);
                 self.close_conn(conn, now);
