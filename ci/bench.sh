@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The benchmark suite: what l7tap costs, side by side, in one command.
 #
-#   bash ci/bench.sh            full run: 5 alternated pairs per workload (< 15 min after the build)
+#   bash ci/bench.sh            full run: 5 alternated rounds per workload (< 25 min after the build)
 #   bash ci/bench.sh --smoke    1 pair per workload, short runs (~2-3 min); exits non-zero only
 #                               if a row of the table could not be produced
 #
 # For each workload (real ClickHouse 18.16 and ZooKeeper 3.8 flat out, a loopback echo at
 # saturation, and the fixture responder at 10 k, 50 k and flat-out req/s) it runs the load
 # generator (tools/loadgen) without an agent and with `l7tap capture`, alternated A/B/B/A...,
-# plus runs with `l7tap capture --transport perf` and with `tcpdump -w` on the same ports,
+# plus runs with `tcpdump -w` on the same ports and with the floor (`l7tap-floor`: a program
+# that returns at once on every tracepoint the probes use, the cost no tracepoint-based agent
+# can go under) in every round, and with `l7tap capture --transport perf` in two,
 # and prints ONE table (also written to bench-results.md, or $BENCH_OUT):
 #   throughput with / without; client latency p50 and p99 with / without; agent CPU per
 #   captured request (process user+sys from /proc/<pid>/stat plus the eBPF programs' run_time_ns from
@@ -40,6 +42,7 @@ OUT=${BENCH_OUT:-$ROOT/bench-results.md}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 L7TAP=$TARGET_DIR/release/l7tap
 LOADGEN=$TARGET_DIR/release/l7tap-loadgen
+FLOOR=$TARGET_DIR/release/l7tap-floor
 RESPONDER_CH=127.0.0.1:19900
 RESPONDER_ZK=127.0.0.1:19981
 ECHO_PORT=19977
@@ -61,8 +64,8 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
-log "building l7tap and l7tap-loadgen (release) into $TARGET_DIR"
-cargo build --release -p l7tap -p l7tap-loadgen
+log "building l7tap, l7tap-floor and l7tap-loadgen (release) into $TARGET_DIR"
+cargo build --release -p l7tap -p l7tap-loadgen -p l7tap-probes --bins
 bash ci/testbed.sh start
 
 WORK=$(mktemp -d /tmp/l7tap-bench.XXXXXX)
@@ -117,9 +120,10 @@ hwm_kb() {
   awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || true
 }
 
-# bpf_prog_ids: ids of the loaded programs named like l7tap's (enter_*, exit_*, sock_*).
+# bpf_prog_ids: ids of the loaded programs named like l7tap's (enter_*, exit_*, sock_*) or the
+# floor's (nothing).
 bpf_prog_ids() {
-  bpftool prog show --json | jq -r '.[] | select(.name | test("^(enter_|exit_|sock_)")) | .id' | sort
+  bpftool prog show --json | jq -r '.[] | select(.name | test("^(enter_|exit_|sock_|nothing$)")) | .id' | sort
 }
 
 # bpf_run_ns IDS_FILE: summed run_time_ns of the programs whose ids are listed in IDS_FILE.
@@ -168,7 +172,8 @@ run_load() {
   "$LOADGEN" $1 2>>"$WORK/loadgen.log" | tail -n1 || true
 }
 
-# run_one WORKLOAD MODE: one run of the workload in MODE (none, l7tap, l7tap-perf, tcpdump).
+# run_one WORKLOAD MODE: one run of the workload in MODE (none, l7tap, l7tap-perf, tcpdump,
+# floor).
 run_one() {
   local spec=$1 mode=$2 name protocol goal ports args
   IFS='|' read -r name protocol goal ports args <<<"$spec"
@@ -208,6 +213,31 @@ run_one() {
         --argjson bpf "$((${bpf1:-0} - ${bpf0:-0}))" --argjson hwm "$hwm" --argjson summary "$summary" \
         '{cpu_ns: $cpu, bpf_ns: $bpf, hwm_kb: $hwm, summary: $summary}')
       rm -rf "$WORK/l7tap-out"
+      ;;
+    floor)
+      rm -f "$WORK/floor.ready"
+      bpf_prog_ids >"$WORK/ids.before"
+      "$FLOOR" --ready-file "$WORK/floor.ready" 2>"$WORK/floor.log" &
+      AGENT_PID=$!
+      pid=$AGENT_PID
+      if ! wait_for test -e "$WORK/floor.ready"; then
+        kill -INT "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        AGENT_PID=
+        emit "$name" "$mode" "$protocol" "$goal" "" "" "l7tap-floor did not attach: $(tail -n1 "$WORK/floor.log")"
+        return
+      fi
+      bpf_prog_ids | comm -13 "$WORK/ids.before" - >"$WORK/ids.agent"
+      cpu0=$(cpu_ticks "$pid")
+      bpf0=$(bpf_run_ns "$WORK/ids.agent")
+      load=$(run_load "$args")
+      bpf1=$(bpf_run_ns "$WORK/ids.agent")
+      read -r cpu_end hwm < <(stop_and_watch "$pid")
+      wait "$pid" 2>/dev/null || error="l7tap-floor exited with an error: $(tail -n1 "$WORK/floor.log")"
+      AGENT_PID=
+      agent=$(jq -cn --argjson cpu "$(((${cpu_end:-0} - ${cpu0:-0}) * 1000000000 / CLK_TCK))" \
+        --argjson bpf "$((${bpf1:-0} - ${bpf0:-0}))" --argjson hwm "$hwm" \
+        '{cpu_ns: $cpu, bpf_ns: $bpf, hwm_kb: $hwm}')
       ;;
     tcpdump)
       local filter
@@ -265,8 +295,8 @@ for spec in "${WORKLOADS[@]}"; do
   # Warm-up (connections, caches, JIT of the JVM): not measured.
   run_load "$(echo "$spec" | cut -d'|' -f5 | sed 's/--duration [^ ]*/--duration 1s/')" >/dev/null
   for ((round = 0; round < PAIRS; round++)); do
-    modes=(none l7tap)
-    if [ $round -lt $EXTRA_ROUNDS ]; then modes+=(tcpdump l7tap-perf); fi
+    modes=(none l7tap tcpdump floor)
+    if [ $round -lt $EXTRA_ROUNDS ]; then modes+=(l7tap-perf); fi
     # Rotate the order each round so drift (page cache, JIT, other load) cancels.
     n=${#modes[@]}
     for ((k = 0; k < n; k++)); do

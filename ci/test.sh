@@ -11,7 +11,7 @@ bash ci/install-deps.sh
 # a `// SAFETY:` line on every unsafe block) as errors.
 cargo fmt --all --check
 (cd fuzz && cargo fmt --check)  # the fuzz targets are a workspace of their own
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features l7tap/live-tests -- -D warnings  # the live tests too
 cargo build --release --workspace --bins
 # Unit tests, parser fixture tests and the live tests (feature live-tests of the binary).
 cargo test --release --workspace --no-fail-fast --features l7tap/live-tests

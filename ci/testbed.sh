@@ -8,6 +8,8 @@
 #   ci/testbed.sh start-others|stop-others        redis, nginx, PostgreSQL only
 #   ci/testbed.sh schema                          l7tap database and tables on both shards (+ checks)
 #   ci/testbed.sh logs NAME                       tail of a server's log (zk, ch1, ch2, redis, nginx, pg)
+#   ci/testbed.sh ch-log-level LEVEL              both ClickHouse servers log at LEVEL (trace, debug,
+#                                                 information), without a restart
 #
 # State dir: ${L7TAP_TESTBED_DIR:-/tmp/l7tap-testbed}. See ci/README.md.
 set -euo pipefail
@@ -615,6 +617,34 @@ status_line() { # status_line NAME CHECK...
   printf '%-6s %-8s %-14s %s\n' "$name" "${pid:-stopped}" "$answer" "$(log_file "$name")"
 }
 
+# The servers reload config.xml by themselves (18.16 checks it every few seconds) and apply
+# the logger's level then: a check that needs the server's own trace lines raises the level
+# for its run, and puts it back, without restarting servers other tests are using.
+ch_log_level() { # ch_log_level LEVEL
+  local level=$1 pair name http qid n=0 log
+  case $level in trace|debug|information) ;; *) die "ch-log-level: $level is not trace, debug or information" ;; esac
+  for name in ch1 ch2; do
+    [ -n "$(pid_of "$name")" ] || die "ch-log-level: $name is not running"
+    sed -i "/<logger>/,/<\/logger>/ s|<level>[a-z]*</level>|<level>$level</level>|" "$D/$name/config.xml"
+  done
+  for pair in ch1:$CH1_HTTP ch2:$CH2_HTTP; do
+    name=${pair%%:*} http=${pair#*:} log=$(log_file "$name")
+    while :; do
+      n=$((n + 1)) qid="testbed-log-level-$$-$n"
+      curl -sf --max-time 3 "http://$HOST:$http/?query_id=$qid&query=SELECT+1" >/dev/null || true
+      sleep 0.2
+      case $level in
+        trace) grep -q "Request URI: /?query_id=$qid&" "$log" && break ;;
+        debug) grep -q "{$qid} <Debug>" "$log" && ! grep -q "Request URI: /?query_id=$qid&" "$log" && break ;;
+        information) grep -q "{$qid} <Debug>" "$log" || break ;;
+      esac
+      [ "$n" -lt 150 ] || die "ch-log-level: $name did not take level $level within 30 s"
+      sleep 0.8
+    done
+    log "$name logs at level $level"
+  done
+}
+
 status() {
   local bad=0
   echo "state dir: $D"
@@ -640,8 +670,9 @@ case ${1:-} in
   status) status ;;
   schema) schema ;;
   logs) show_log_tail "${2:?logs NAME}" 2>&1 ;;
+  ch-log-level) ch_log_level "${2:?ch-log-level LEVEL}" ;;
   *)
-    echo "usage: $0 start|stop|restart|status|start-core|stop-core|start-others|stop-others|schema|logs NAME" >&2
+    echo "usage: $0 start|stop|restart|status|start-core|stop-core|start-others|stop-others|schema|logs NAME|ch-log-level LEVEL" >&2
     exit 2
     ;;
 esac

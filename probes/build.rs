@@ -1,5 +1,6 @@
-//! Builds the C eBPF object with clang, against the kernel ABI header of the `l7tap-abi`
-//! crate (`abi/c/l7tap_events.h`), from which that crate derives the Rust view.
+//! Builds the C eBPF objects with clang: the probes, against the kernel ABI header of the
+//! `l7tap-abi` crate (`abi/c/l7tap_events.h`), from which that crate derives the Rust view,
+//! and the floor program of the benchmark suite.
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,29 +41,33 @@ fn main() {
         std::fs::write(&vmlinux, header).unwrap();
     }
 
-    let object = out.join("l7tap.bpf.o");
-    run(
-        Command::new(env::var("CLANG").unwrap_or_else(|_| "clang".into()))
-            .args([
-                "-target",
-                "bpf",
-                "-O2",
-                "-g",
-                "-Wall",
-                "-Werror",
-                "-D__TARGET_ARCH_x86",
-            ])
-            .arg("-I")
-            .arg(&out)
-            .arg("-I")
-            .arg(bpf_dir)
-            .arg("-I")
-            .arg(abi_dir)
-            .arg("-c")
-            .arg(bpf_dir.join("l7tap.bpf.c"))
-            .arg("-o")
-            .arg(&object),
-        "clang (BPF probes)",
-        INSTALL_HINT,
-    );
+    for (source, object) in [
+        ("l7tap.bpf.c", "l7tap.bpf.o"),
+        ("floor.bpf.c", "floor.bpf.o"),
+    ] {
+        run(
+            Command::new(env::var("CLANG").unwrap_or_else(|_| "clang".into()))
+                .args([
+                    "-target",
+                    "bpf",
+                    "-O2",
+                    "-g",
+                    "-Wall",
+                    "-Werror",
+                    "-D__TARGET_ARCH_x86",
+                ])
+                .arg("-I")
+                .arg(&out)
+                .arg("-I")
+                .arg(bpf_dir)
+                .arg("-I")
+                .arg(abi_dir)
+                .arg("-c")
+                .arg(bpf_dir.join(source))
+                .arg("-o")
+                .arg(out.join(object)),
+            "clang (BPF probes)",
+            INSTALL_HINT,
+        );
+    }
 }

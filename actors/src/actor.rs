@@ -11,7 +11,7 @@ use l7tap_aggregate::{Aggregator, AggregatorConfig, IntervalRow};
 use l7tap_ingest::identity::IdentityFrame;
 use l7tap_ingest::ring::FrameConsumer;
 use l7tap_ingest::Tag;
-use l7tap_protocols::registry::{self, ConnectionParser, ParserLimits};
+use l7tap_protocols::registry::{self, ConnectionParser, ParseTrouble, ParserLimits};
 use l7tap_protocols::{
     CapturedBatch, ConnectionIdentity, ConnectionInfo, Direction, PeerIdentity, Protocol, Side,
     Status,
@@ -77,8 +77,8 @@ pub struct WindowStats {
     pub window_start_unix_ns: i64,
     pub events: u64,
     pub bytes: u64,
-    pub parse_errors: u64,
-    pub resyncs: u64,
+    /// Parse errors and resyncs (those after capture gaps apart).
+    pub trouble: ParseTrouble,
     /// Connections tracked at the window's end.
     pub connections: u64,
     /// Connections whose process identity was read from `/proc` at their open.
@@ -94,8 +94,7 @@ struct Totals {
     /// Payload bytes the kernel captured (`bytes - captured` were cut).
     captured: u64,
     bytes: u64,
-    parse_errors: u64,
-    resyncs: u64,
+    trouble: ParseTrouble,
     identities_resolved: u64,
     identities_unresolved: u64,
 }
@@ -369,8 +368,7 @@ impl ActorState {
             window_start_unix_ns: stats_window,
             events: live.events - self.reported.events,
             bytes: live.bytes - self.reported.bytes,
-            parse_errors: live.parse_errors - self.reported.parse_errors,
-            resyncs: live.resyncs - self.reported.resyncs,
+            trouble: live.trouble.since(&self.reported.trouble),
             connections: self.conns.len() as u64,
             identities_resolved: live.identities_resolved - self.reported.identities_resolved,
             identities_unresolved: live.identities_unresolved - self.reported.identities_unresolved,
@@ -387,12 +385,9 @@ impl ActorState {
     /// Totals including the counters of connections still open.
     fn live_totals(&self) -> Totals {
         let mut t = self.totals;
-        t.parse_errors = self.closed.parse_errors;
-        t.resyncs = self.closed.resyncs;
+        t.trouble = self.closed.trouble;
         for conn in self.conns.values() {
-            let (errors, resyncs) = conn.parser.error_counts();
-            t.parse_errors += errors;
-            t.resyncs += resyncs;
+            t.trouble.add(&conn.parser.trouble());
         }
         t
     }
@@ -536,9 +531,7 @@ impl ActorState {
     }
 
     fn close_conn(&mut self, mut conn: Conn, ts: u64) {
-        let (errors, resyncs) = conn.parser.error_counts();
-        self.closed.parse_errors += errors;
-        self.closed.resyncs += resyncs;
+        self.closed.trouble.add(&conn.parser.trouble());
         conn.parser.close(ts, &mut self.batch.records);
         self.collect(&conn.info);
         let summary = &mut self.summary;

@@ -1,10 +1,14 @@
-//! Running the `l7tap` binary from a benchmark and measuring that one child: wall time, CPU
-//! time and peak RSS from `wait4` (per child, unlike `RUSAGE_CHILDREN`, whose peak RSS is the
-//! largest of every child ever waited for).
+//! Running the `l7tap` binary from a benchmark or a test and measuring that one child: wall
+//! time, CPU time and peak RSS from `wait4` (per child, unlike `RUSAGE_CHILDREN`, whose peak
+//! RSS is the largest of every child ever waited for), and, exactly, the peak memory of the
+//! child alone, in a memory cgroup of its own ([`MemoryCgroup`]).
+use std::ffi::CString;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The release `l7tap` binary: `$L7TAP_BIN`, else `$CARGO_TARGET_DIR/release/l7tap`, else
@@ -99,4 +103,71 @@ pub fn run_measured(command: &mut Command, cpu: Option<usize>) -> io::Result<Usa
             -1
         },
     })
+}
+
+/// Where the cgroup v1 memory controller is mounted on the machines l7tap is tested on
+/// (hybrid hierarchy: v2 at `/sys/fs/cgroup/unified` has no memory controller).
+const MEMORY_CONTROLLER: &str = "/sys/fs/cgroup/memory";
+
+/// A memory cgroup (v1) of its own for one child, from before its exec to its end, removed on
+/// drop. Why not wait4's `ru_maxrss`: at exec the kernel records the peak RSS of the address
+/// space being left, which for a child spawned by a large test process is the parent's (a
+/// rejected flag measured 166 MiB that way). The cgroup charges only what the child itself
+/// faults in after it joins: its own memory, and the page cache of files it reads first.
+pub struct MemoryCgroup {
+    dir: PathBuf,
+}
+
+impl MemoryCgroup {
+    /// Creates the cgroup (needs root and the v1 memory controller).
+    pub fn create(label: &str) -> io::Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = PathBuf::from(MEMORY_CONTROLLER).join(format!(
+            "l7tap-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&dir)?;
+        Ok(MemoryCgroup { dir })
+    }
+
+    /// Makes `command`'s child join this cgroup before it execs.
+    pub fn join_before_exec(&self, command: &mut Command) {
+        let procs = CString::new(self.dir.join("cgroup.procs").as_os_str().as_bytes())
+            .expect("a cgroup path has no NUL");
+        // SAFETY: the closure runs in the forked child before exec and calls only open, write
+        // and close (async-signal-safe, no allocation: the path was made before the fork).
+        // Writing "0" to cgroup.procs moves the writing process.
+        unsafe {
+            command.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let written = libc::write(fd, b"0\n".as_ptr().cast(), 2);
+                let error = io::Error::last_os_error();
+                libc::close(fd);
+                if written != 2 {
+                    return Err(error);
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// The most memory charged to the cgroup at any time since it was made, bytes.
+    pub fn peak_bytes(&self) -> io::Result<u64> {
+        let text = std::fs::read_to_string(self.dir.join("memory.max_usage_in_bytes"))?;
+        text.trim()
+            .parse()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{text:?}: {e}")))
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Once its processes have ended, a v1 cgroup is removed with rmdir (its leftover page
+        // cache charges move to the parent).
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }

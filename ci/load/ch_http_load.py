@@ -291,6 +291,9 @@ def main():
         "unexpected_outcomes": len(unexpected),
         "unexpected_examples": unexpected[:10],
         "by_query_id": {qid: q["expected_error"] for qid, q in sent.items()},
+        # from before the request is sent to after the response is read (CLOCK_MONOTONIC)
+        "client_latency_ms_by_query_id": {qid: q["latency_ms"] for qid, q in sent.items()},
+        "by_kind_of_query_id": {qid: q["kind"] for qid, q in sent.items()},
         "details": sent,
     }
     if args.check_query_log:

@@ -4,6 +4,7 @@
 //!
 //! Architecture invariant: this crate is the only one that talks to the kernel's BPF
 //! subsystem. It hands out the perf (or ring) buffers; reading them is `ingest`'s job.
+pub mod floor;
 mod host;
 mod limits;
 

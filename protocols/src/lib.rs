@@ -137,15 +137,30 @@ pub struct ParserCounters {
     pub n_messages: u64,
     /// Times the parser lost its position and searched for the next message.
     pub n_resyncs: u64,
+    /// Of `n_resyncs`, those after bytes the capture cut or lost, which the parser could not
+    /// step over (a cut whose length it could not know where the message ended): a capture
+    /// limit, not a parser fault.
+    pub n_gap_resyncs: u64,
     /// Bytes skipped while resynchronising.
     pub n_resync_bytes: u64,
+    /// Directions whose first bytes were not the start of a conversation (a connection open
+    /// before the capture): the parser searched for its first message without having lost
+    /// a position. Not counted in `n_resyncs`.
+    pub n_midstream_starts: u64,
 }
 
 impl ParserCounters {
+    /// Times the parser searched for a message: resyncs and mid-stream starts.
+    pub fn searches(&self) -> u64 {
+        self.n_resyncs + self.n_midstream_starts
+    }
+
     pub fn add(&mut self, other: &ParserCounters) {
         self.n_messages += other.n_messages;
         self.n_resyncs += other.n_resyncs;
+        self.n_gap_resyncs += other.n_gap_resyncs;
         self.n_resync_bytes += other.n_resync_bytes;
+        self.n_midstream_starts += other.n_midstream_starts;
     }
 }
 

@@ -26,6 +26,32 @@ pub trait ProtocolCounters {
     fn for_each_counter(&self, add: &mut dyn FnMut(&'static str, u64));
 }
 
+/// A connection's parse trouble so far: what `capture_stats` reports window by window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParseTrouble {
+    pub parse_errors: u64,
+    pub resyncs: u64,
+    /// Of `resyncs`, those after bytes the capture cut or lost.
+    pub gap_resyncs: u64,
+}
+
+impl ParseTrouble {
+    pub fn add(&mut self, other: &ParseTrouble) {
+        self.parse_errors += other.parse_errors;
+        self.resyncs += other.resyncs;
+        self.gap_resyncs += other.gap_resyncs;
+    }
+
+    /// What was added since `earlier`.
+    pub fn since(&self, earlier: &ParseTrouble) -> ParseTrouble {
+        ParseTrouble {
+            parse_errors: self.parse_errors - earlier.parse_errors,
+            resyncs: self.resyncs - earlier.resyncs,
+            gap_resyncs: self.gap_resyncs - earlier.gap_resyncs,
+        }
+    }
+}
+
 /// A connection's reassembly and parser, whatever its protocol: what the actors drive.
 pub trait ConnectionParser: Send {
     /// The bytes of one syscall (see [`StreamDriver::push`]).
@@ -34,7 +60,7 @@ pub trait ConnectionParser: Send {
     fn push_tail(&mut self, dir: Direction, ts: u64, bytes: &[u8], out: &mut Records);
     fn close(&mut self, ts: u64, out: &mut Records);
     /// Parse errors and resyncs so far.
-    fn error_counts(&self) -> (u64, u64);
+    fn trouble(&self) -> ParseTrouble;
     /// Every counter of this connection as `add(stage, name, value)`, stage `parse` or
     /// `stream`: the summary names it `<stage>.<protocol>.<name>`.
     fn for_each_counter(&self, add: &mut dyn FnMut(&'static str, &'static str, u64));
@@ -54,11 +80,13 @@ impl<P: Parser + ProtocolCounters + Send> ConnectionParser for StreamDriver<P> {
         StreamDriver::close(self, ts, out)
     }
 
-    fn error_counts(&self) -> (u64, u64) {
-        (
-            self.counters().n_parse_errors,
-            self.parser_counters().n_resyncs,
-        )
+    fn trouble(&self) -> ParseTrouble {
+        let parser = self.parser_counters();
+        ParseTrouble {
+            parse_errors: self.counters().n_parse_errors,
+            resyncs: parser.n_resyncs,
+            gap_resyncs: parser.n_gap_resyncs,
+        }
     }
 
     fn for_each_counter(&self, add: &mut dyn FnMut(&'static str, &'static str, u64)) {
@@ -66,7 +94,9 @@ impl<P: Parser + ProtocolCounters + Send> ConnectionParser for StreamDriver<P> {
         let sc = self.counters();
         add("parse", "messages", pc.n_messages);
         add("parse", "resyncs", pc.n_resyncs);
+        add("parse", "gap_resyncs", pc.n_gap_resyncs);
         add("parse", "resync_bytes", pc.n_resync_bytes);
+        add("parse", "midstream_starts", pc.n_midstream_starts);
         add("parse", "errors", sc.n_parse_errors);
         add("stream", "bytes", sc.n_bytes);
         add("stream", "skipped_bytes", sc.n_skipped_bytes);

@@ -283,7 +283,7 @@ pub const CAPTURE_STATS_COLUMNS: &[ColumnSpec] = &[
         Int64,
         REQUIRED,
         PLAIN,
-        "Times a parser lost its position and resynchronised.",
+        "Times a parser lost its position and resynchronised (a connection joined mid-stream is not one).",
     ),
     column(
         "connections",
@@ -298,7 +298,7 @@ pub const CAPTURE_STATS_COLUMNS: &[ColumnSpec] = &[
         MapOfUtf8ToInt64,
         REQUIRED,
         PLAIN,
-        "Named counters of the window beyond the columns above (e.g. `kernel.classify_checks`, `kernel.classified`, `kernel.ignored`, `kernel.bytes_failed` per CPU; `identity.resolved` and `identity.unresolved`: connections whose process was read from `/proc` at their open, or had already exited): new counters are new keys, not new columns. A counter absent from a row was 0 or not measured.",
+        "Named counters of the window beyond the columns above (e.g. `kernel.classify_checks`, `kernel.classified`, `kernel.ignored`, `kernel.bytes_failed` per CPU; `parse.gap_resyncs`, the part of `resyncs` that came after bytes the capture cut or lost, machine-wide; `identity.resolved` and `identity.unresolved`: connections whose process was read from `/proc` at their open, or had already exited): new counters are new keys, not new columns. A counter absent from a row was 0 or not measured.",
     ),
 ];
 

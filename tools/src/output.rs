@@ -10,6 +10,8 @@ use l7tap_actors::{ActorOutput, BatchPool, WindowStats};
 use l7tap_aggregate::{merge_interval_rows, IntervalRow};
 use l7tap_sinks::{CaptureStatsRow, ParquetSink, RunId, SinkConfig};
 
+use crate::stats::{add_counter, GAP_RESYNCS};
+
 pub struct OutputConfig {
     pub out_dir: PathBuf,
     /// This run's id, in every file written.
@@ -215,8 +217,11 @@ fn window(
 fn add_stats(row: &mut CaptureStatsRow, s: &WindowStats) {
     row.events += s.events;
     row.bytes += s.bytes;
-    row.parse_errors += s.parse_errors;
-    row.resyncs += s.resyncs;
+    row.parse_errors += s.trouble.parse_errors;
+    row.resyncs += s.trouble.resyncs;
+    if s.trouble.gap_resyncs > 0 {
+        add_counter(&mut row.counters, GAP_RESYNCS, s.trouble.gap_resyncs);
+    }
     row.connections += s.connections;
     for (name, value) in [
         ("identity.resolved", s.identities_resolved),

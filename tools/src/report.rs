@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    Array, Int32Array, Int64Array, MapArray, StringArray, TimestampMicrosecondArray,
+};
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 
@@ -26,6 +28,7 @@ use crate::outdir::{
     several_runs_note, table_files, FilterArgs, IntervalColumns, ReadError, Runs, Selection,
     ShownSides,
 };
+use crate::stats::GAP_RESYNCS;
 use crate::untrusted::{for_json, for_terminal};
 
 const NANOS_PER_MICRO: i64 = 1_000;
@@ -195,9 +198,7 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
         start_us: selection.since_us.unwrap_or(s.start_us),
         end_us: selection.until_us.unwrap_or(s.end_us),
     });
-    let seconds = span
-        .map_or(0.0, |s| (s.end_us - s.start_us) as f64 / 1e6)
-        .max(1e-9);
+    let span_seconds = span.map_or(0.0, |s| (s.end_us - s.start_us) as f64 / 1e6);
 
     let mut deserializer = Deserializer::new();
     for figures in servers
@@ -223,18 +224,30 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
         &mut servers,
     )?;
     let health = read_capture_health(&options.dir, selection)?;
+    // Rates are per second of capture: over the span of captures a month apart, they would be
+    // diluted by the month in between. Outputs without capture_stats fall back to the span.
+    let seconds = if health.captured_us > 0 {
+        health.captured_us as f64 / 1e6
+    } else {
+        span_seconds
+    }
+    .max(1e-9);
 
     let objective = options.latency_objective_ns;
     let mut json_servers = Vec::new();
     let mut text = String::new();
     if let Some(s) = span {
+        let covered = if seconds + 1.0 < span_seconds {
+            format!("{seconds:.0} s captured in a span of {span_seconds:.0} s")
+        } else {
+            format!("{span_seconds:.0} s")
+        };
         let _ = writeln!(
             text,
-            "l7tap report of {} from {} to {} ({:.0} s)\n",
+            "l7tap report of {} from {} to {} ({covered})\n",
             for_terminal(&options.dir.display().to_string()),
             format_time_us(s.start_us),
             format_time_us(s.end_us),
-            seconds
         );
     } else {
         let _ = writeln!(
@@ -381,6 +394,7 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
             "start": span.map(|s| format_time_us(s.start_us)),
             "end": span.map(|s| format_time_us(s.end_us)),
             "seconds": seconds,
+            "span_seconds": span_seconds,
             "runs": {
                 "in_dir": options.runs.0.keys().collect::<Vec<_>>(),
                 "read": if selection.runs.is_empty() {
@@ -397,7 +411,9 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
                 "ring_drops": health.ring_drops,
                 "parse_errors": health.parse_errors,
                 "resyncs": health.resyncs,
+                "resyncs_after_capture_gaps": health.gap_resyncs,
                 "complete": health.complete(),
+                "verdict": health.verdict(),
             },
         });
         let json = serde_json::to_string_pretty(&document).expect("JSON values serialize");
@@ -537,11 +553,16 @@ fn add_error_names(
 #[derive(Default)]
 struct CaptureHealth {
     windows: u64,
+    /// Time the capture ran within the selected range: its `capture_stats` windows, each
+    /// counted once and clipped to `--since`/`--until`, µs.
+    captured_us: i64,
     events: i64,
     lost_samples: i64,
     ring_drops: i64,
     parse_errors: i64,
     resyncs: i64,
+    /// Of `resyncs`, those after bytes the capture cut or lost.
+    gap_resyncs: i64,
 }
 
 impl CaptureHealth {
@@ -566,24 +587,53 @@ impl CaptureHealth {
                     self.events + self.lost_samples + self.ring_drops
                 )
             )
+        } else if self.parse_errors == 0 && self.resyncs == self.gap_resyncs {
+            format!(
+                "{} resyncs, each where the capture cut a payload (its limit, --capture-bytes) or \
+                 lost bytes and the parser could not step over them: requests there may be \
+                 incomplete; no parser fault",
+                self.resyncs
+            )
         } else {
-            "parsers lost their position on some streams: requests there may be missing or incomplete"
-                .into()
+            format!(
+                "parsers lost their position on some streams ({} parse errors; {} of {} resyncs \
+                 on bytes that were all captured): requests there may be missing or incomplete",
+                self.parse_errors,
+                self.resyncs - self.gap_resyncs,
+                self.resyncs
+            )
         }
     }
 }
 
 /// Sums `capture_stats`: machine-wide rows (`cpu` null) when the capture wrote them, else the
 /// per-CPU rows (never both, which would count twice).
+/// The value of counter `name` in row `row` of a `counters` map column (0 when absent).
+fn named_counter(map: &MapArray, row: usize, name: &str) -> i64 {
+    let entries = map.value(row);
+    let (Some(keys), Some(values)) = (
+        entries.column(0).as_any().downcast_ref::<StringArray>(),
+        entries.column(1).as_any().downcast_ref::<Int64Array>(),
+    ) else {
+        return 0;
+    };
+    (0..keys.len())
+        .filter(|&i| keys.value(i) == name)
+        .map(|i| values.value(i))
+        .sum()
+}
+
 fn read_capture_health(dir: &Path, selection: &Selection) -> Result<CaptureHealth, ReadError> {
     let columns = [
         "window_start",
+        "window_ns",
         "cpu",
         "events",
         "lost_samples",
         "ring_drops",
         "parse_errors",
         "resyncs",
+        "counters",
     ];
     let mut machine = CaptureHealth::default();
     let mut per_cpu = CaptureHealth::default();
@@ -593,16 +643,19 @@ fn read_capture_health(dir: &Path, selection: &Selection) -> Result<CaptureHealt
         until_us: selection.until_us,
         ..Selection::default()
     };
-    let mut machine_windows = std::collections::BTreeSet::new();
-    let mut cpu_windows = std::collections::BTreeSet::new();
+    // Window start -> its length (µs).
+    let mut machine_windows = BTreeMap::new();
+    let mut cpu_windows = BTreeMap::new();
     for path in table_files(dir, "capture_stats", &time_only)? {
         let (batches, _) = read_projected(&path, &columns, "window_start", &time_only, 0)?;
         let named = |e: ReadError| e.in_file(&path);
         for batch in &batches {
             let start =
                 column::<TimestampMicrosecondArray>(batch, "window_start").map_err(named)?;
+            let window_ns = column::<Int64Array>(batch, "window_ns").map_err(named)?;
             let cpu = column::<Int32Array>(batch, "cpu").map_err(named)?;
-            let counters: Vec<&Int64Array> = columns[2..]
+            let named_counters = column::<MapArray>(batch, "counters").map_err(named)?;
+            let counters: Vec<&Int64Array> = columns[3..columns.len() - 1]
                 .iter()
                 .map(|name| column::<Int64Array>(batch, name).map_err(named))
                 .collect::<Result<_, _>>()?;
@@ -615,22 +668,32 @@ fn read_capture_health(dir: &Path, selection: &Selection) -> Result<CaptureHealt
                 } else {
                     (&mut per_cpu, &mut cpu_windows)
                 };
-                windows.insert(start.value(row));
+                windows.insert(start.value(row), window_ns.value(row) / NANOS_PER_MICRO);
                 target.events += counters[0].value(row);
                 target.lost_samples += counters[1].value(row);
                 target.ring_drops += counters[2].value(row);
                 target.parse_errors += counters[3].value(row);
                 target.resyncs += counters[4].value(row);
+                target.gap_resyncs += named_counter(named_counters, row, GAP_RESYNCS);
             }
         }
     }
-    if !machine_windows.is_empty() {
-        machine.windows = machine_windows.len() as u64;
-        Ok(machine)
+    let (mut health, windows) = if !machine_windows.is_empty() {
+        (machine, machine_windows)
     } else {
-        per_cpu.windows = cpu_windows.len() as u64;
-        Ok(per_cpu)
-    }
+        (per_cpu, cpu_windows)
+    };
+    health.windows = windows.len() as u64;
+    health.captured_us = windows
+        .iter()
+        .map(|(&start, &length)| {
+            let end = start.saturating_add(length.max(0));
+            let start = start.max(selection.since_us.unwrap_or(i64::MIN));
+            let end = end.min(selection.until_us.unwrap_or(i64::MAX));
+            (end - start).max(0)
+        })
+        .sum();
+    Ok(health)
 }
 
 /// Command-line arguments of `l7tap report`.

@@ -146,8 +146,12 @@ impl KernelWindows {
     }
 }
 
+/// The `capture_stats` counter of resyncs after bytes the capture cut or lost (a part of the
+/// `resyncs` column): what `report` tells apart from parser trouble.
+pub const GAP_RESYNCS: &str = "parse.gap_resyncs";
+
 /// Adds `value` to the named counter of a `capture_stats` row.
-fn add_counter(counters: &mut Vec<(&'static str, u64)>, name: &'static str, value: u64) {
+pub(crate) fn add_counter(counters: &mut Vec<(&'static str, u64)>, name: &'static str, value: u64) {
     match counters.iter_mut().find(|(n, _)| *n == name) {
         Some((_, total)) => *total += value,
         None => counters.push((name, value)),

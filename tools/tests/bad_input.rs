@@ -17,6 +17,7 @@ use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use l7tap_abi::events::{build, ConnId, EventKind, Flow, Header, Role};
 use l7tap_abi::Protocol;
+use l7tap_benches::process::MemoryCgroup;
 use l7tap_ingest::recording::{RecordingHeader, RecordingWriter};
 use l7tap_ingest::Tag;
 use l7tap_protocols::fixture::parse_chunks;
@@ -25,21 +26,33 @@ use l7tap_protocols::Direction;
 /// How long one run on a bad input may take before it counts as a hang.
 const HANG_LIMIT: Duration = Duration::from_secs(60);
 
+/// Memory any one run may use beyond twice its largest input file.
+const MEMORY_ALLOWANCE: u64 = 200 << 20;
+
 /// Runs the binary on one bad input, as a careless or hostile user would. Whatever the
-/// input, it must not panic and must end within [`HANG_LIMIT`] (it is killed then, and the
-/// test fails). Peak memory is not checked here: wait4's ru_maxrss of a spawned child also
-/// counts the test process's own pages from before the exec (tools/tests/time_span.rs
-/// bounds the readers' memory, where the test process is small).
+/// input, it must not panic, must end within [`HANG_LIMIT`] (it is killed then, and the
+/// test fails), and must stay under twice the largest file it was given plus
+/// [`MEMORY_ALLOWANCE`] of peak memory, measured in a memory cgroup of its own (as root;
+/// without root there is no cgroup to make, and the run says that memory went unmeasured).
 fn l7tap(args: &[&str]) -> Output {
-    // Reaped by the waitpid below, after the watchdog may have killed it.
-    #[allow(clippy::zombie_processes)]
-    let mut child = Command::new(env!("CARGO_BIN_EXE_l7tap"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_l7tap"));
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    // SAFETY: geteuid has no preconditions.
+    let cgroup = if unsafe { libc::geteuid() } == 0 {
+        let cgroup = MemoryCgroup::create("bad-input").expect("a memory cgroup for the run");
+        cgroup.join_before_exec(&mut command);
+        Some(cgroup)
+    } else {
+        eprintln!("{args:?}: peak memory not measured (not root: no memory cgroup)");
+        None
+    };
+    // Reaped by the waitpid below, after the watchdog may have killed it.
+    #[allow(clippy::zombie_processes)]
+    let mut child = command.spawn().unwrap();
     let pid = child.id() as libc::pid_t;
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
@@ -78,7 +91,40 @@ fn l7tap(args: &[&str]) -> Output {
         out.status.code() != Some(101) && !err.contains("panicked"),
         "{args:?} panicked: {err}"
     );
+    if let Some(cgroup) = cgroup {
+        let peak = cgroup.peak_bytes().unwrap();
+        let limit = 2 * largest_input(args) + MEMORY_ALLOWANCE;
+        assert!(
+            peak <= limit,
+            "{args:?} peaked at {} MiB, over {} MiB",
+            peak >> 20,
+            limit >> 20
+        );
+    }
     out
+}
+
+/// Bytes of the largest file among the arguments that name files or directories.
+fn largest_input(args: &[&str]) -> u64 {
+    fn largest(path: &Path) -> u64 {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => std::fs::read_dir(path)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok())
+                        .map(|e| largest(&e.path()))
+                        .max()
+                        .unwrap_or(0)
+                })
+                .unwrap_or(0),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        }
+    }
+    args.iter()
+        .map(|a| largest(Path::new(a)))
+        .max()
+        .unwrap_or(0)
 }
 
 fn stderr(out: &Output) -> String {

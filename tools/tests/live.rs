@@ -81,8 +81,8 @@ fn wait_for(path: &Path, what: &str) {
 
 #[test]
 fn live_capture_classifies_real_servers_and_replay_reproduces_it() {
-    run(&mut script("ci/testbed.sh").arg("start"));
-    run(&mut script("ci/testbed.sh").arg("schema"));
+    run(script("ci/testbed.sh").arg("start"));
+    run(script("ci/testbed.sh").arg("schema"));
     let dir = tempdir("live");
 
     // Connections opened before the capture: an idle ClickHouse pool and a ZooKeeper
@@ -216,4 +216,99 @@ fn tempdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Two captures at once on one host, each into its own directory, started one after the
+/// other: each attaches its own probes and sees every query of the load, on both sides, as
+/// if it were alone.
+#[test]
+fn two_captures_at_once_each_see_every_query() {
+    run(script("ci/testbed.sh").arg("start"));
+    let dir = tempdir("two-captures");
+    let prefix = format!("two-captures-{}", std::process::id());
+    let mut captures = Vec::new();
+    for name in ["first", "second"] {
+        let ready = dir.join(format!("{name}.ready"));
+        let mut capture = l7tap();
+        capture
+            .args([
+                "capture",
+                "--duration",
+                "20s",
+                "--protocols",
+                "clickhouse,zookeeper",
+            ])
+            .arg("--out")
+            .arg(dir.join(name))
+            .arg("--summary-json")
+            .arg(dir.join(format!("{name}.json")))
+            .arg("--ready-file")
+            .arg(&ready);
+        captures.push((name, capture.stderr(Stdio::piped()).spawn().unwrap()));
+        wait_for(&ready, &format!("the {name} capture's attach"));
+    }
+    run(script("ci/load/ch_load.py").args([
+        "--queries",
+        "100",
+        "--clients",
+        "2",
+        "--port",
+        "9000",
+        "--mix",
+        "select1",
+        "--query-id-prefix",
+        &prefix,
+    ]));
+    let zk = run(script("ci/load/zk_load.py").args(["--ops", "300", "--inflight", "50"]));
+    let zk_run_path = zk
+        .split("\"run_path\": \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("zk_load's run_path")
+        .to_string();
+
+    let mut seen = Vec::new();
+    for (name, capture) in captures {
+        let out = capture.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "the {name} capture failed:\n{log}");
+        let live = summary(&dir.join(format!("{name}.json")));
+        for key in ["kernel.events_failed", "ingest.ring_drops"] {
+            assert_eq!(
+                live.get(key).copied().unwrap_or(0),
+                0,
+                "{name}: {key}:\n{log}"
+            );
+        }
+        // Per side: ClickHouse records of the load's query_ids, ZooKeeper records of its
+        // paths.
+        let counts = run(Command::new("python3").arg("-c").arg(format!(
+            "import duckdb\n\
+             print(duckdb.sql(\"\"\"select side, protocol, count(*) from read_parquet('{d}/requests/*/*/*.parquet')\n\
+               where query_id like '{prefix}-%' or (protocol = 'zookeeper' and query like '{zk}%')\n\
+               group by all order by all\"\"\").fetchall())",
+            d = dir.join(name).display(),
+            zk = zk_run_path,
+        )));
+        seen.push((name, counts.trim().to_string()));
+    }
+    for (name, counts) in &seen {
+        for side in ["client", "server"] {
+            let clickhouse = format!("('{side}', 'clickhouse', 100)");
+            assert!(
+                counts.contains(&clickhouse),
+                "{name}: {counts}, expected {clickhouse}"
+            );
+            let zookeeper = format!("('{side}', 'zookeeper', ");
+            assert!(
+                counts.contains(&zookeeper),
+                "{name}: no ZooKeeper {side} record: {counts}"
+            );
+        }
+    }
+    assert_eq!(
+        seen[0].1, seen[1].1,
+        "the two captures saw different traffic"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

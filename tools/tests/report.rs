@@ -155,11 +155,29 @@ fn sample_requests() -> CapturedBatch {
 }
 
 fn write_dataset(dir: &Path) {
-    write_requests(dir, sample_requests());
+    write_dataset_with(dir, default_stats);
 }
 
-/// `requests`, their `intervals` and three `capture_stats` windows (one with lost samples).
-fn write_requests(dir: &Path, requests: CapturedBatch) {
+/// Three 10 s windows of capture_stats, the second with lost samples.
+fn default_stats(window: i64) -> CaptureStatsRow {
+    CaptureStatsRow {
+        window_start_unix_ns: BASE_UNIX_NS + window * 10_000_000_000,
+        window_ns: 10_000_000_000,
+        cpu: None,
+        events: 1000,
+        bytes: 50_000,
+        lost_samples: if window == 1 { 5 } else { 0 },
+        ..CaptureStatsRow::default()
+    }
+}
+
+/// The sample requests and three 10 s windows of capture_stats, window `w` made by `stats(w)`.
+fn write_dataset_with(dir: &Path, stats: impl Fn(i64) -> CaptureStatsRow) {
+    write_requests(dir, sample_requests(), stats);
+}
+
+/// `requests`, their `intervals` and three 10 s windows of capture_stats made by `stats`.
+fn write_requests(dir: &Path, requests: CapturedBatch, stats: impl Fn(i64) -> CaptureStatsRow) {
     let mut aggregator = Aggregator::new(AggregatorConfig {
         monotonic_to_unix_offset_ns: OFFSET_NS,
         ..AggregatorConfig::default()
@@ -175,17 +193,56 @@ fn write_requests(dir: &Path, requests: CapturedBatch) {
         sink.push_interval(&row);
     }
     for window in 0..3 {
-        sink.push_capture_stats(&CaptureStatsRow {
+        sink.push_capture_stats(&stats(window));
+    }
+    sink.finish().unwrap();
+}
+
+/// Resyncs where the capture cut or lost bytes are told apart from parser trouble: the
+/// capture's health says which it was (`parse.gap_resyncs` in capture_stats' counters).
+#[test]
+fn capture_health_tells_capture_cuts_from_parser_trouble() {
+    for (gap_resyncs, says) in [
+        (3, "3 resyncs, each where the capture cut a payload"),
+        (
+            1,
+            "(0 parse errors; 2 of 3 resyncs on bytes that were all captured)",
+        ),
+    ] {
+        let dir = temp_dir("health");
+        write_dataset_with(dir.path(), |window| CaptureStatsRow {
             window_start_unix_ns: BASE_UNIX_NS + window * 10_000_000_000,
             window_ns: 10_000_000_000,
             cpu: None,
             events: 1000,
-            bytes: 50_000,
-            lost_samples: if window == 1 { 5 } else { 0 },
+            resyncs: u64::from(window == 2) * 3,
+            counters: if window == 2 {
+                vec![("parse.gap_resyncs", gap_resyncs)]
+            } else {
+                vec![]
+            },
             ..CaptureStatsRow::default()
         });
+        let report: Value = serde_json::from_str(&l7tap(&[
+            "report",
+            dir.path().to_str().unwrap(),
+            "--format",
+            "json",
+        ]))
+        .unwrap();
+        let health = &report["capture_health"];
+        assert_eq!(health["resyncs"], 3, "{health}");
+        assert_eq!(
+            health["resyncs_after_capture_gaps"], gap_resyncs,
+            "{health}"
+        );
+        assert!(
+            health["verdict"].as_str().unwrap().contains(says),
+            "{health}"
+        );
+        let text = l7tap(&["report", dir.path().to_str().unwrap()]);
+        assert!(text.contains(says), "{text}");
     }
-    sink.finish().unwrap();
 }
 
 /// The server side of local connections to 127.0.0.1:9000 from three applications behind one
@@ -231,7 +288,7 @@ fn local_clients() -> CapturedBatch {
 #[test]
 fn report_rows_are_client_applications_and_regroup_by_process_or_address() {
     let dir = temp_dir("apps");
-    write_requests(dir.path(), local_clients());
+    write_requests(dir.path(), local_clients(), default_stats);
     let dir_arg = dir.path().to_str().unwrap();
     let rows = |extra: &[&str]| -> Vec<(String, i64, i64, Value)> {
         let report: Value = serde_json::from_str(&l7tap(

@@ -1,6 +1,7 @@
 //! Readers whose memory follows the data, not the time span it covers: two short captures a
 //! month apart, and a year apart, in one output directory; `heatmap` (PNG and HTML) and
-//! `report` must finish quickly and stay under 200 MiB + 2× the input's size of peak RSS.
+//! `report` must finish quickly and stay under 200 MiB + 2× the input's size of peak memory
+//! (in a memory cgroup of their own: root).
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -8,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use l7tap_aggregate::{merge_interval_rows, Aggregator, AggregatorConfig};
-use l7tap_benches::process::run_measured;
+use l7tap_benches::process::{run_measured, MemoryCgroup};
 use l7tap_protocols::{
     CapturedBatch, ConnectionInfo, Details, Protocol, RequestRecord, Side, Status,
 };
-use l7tap_sinks::{ParquetSink, SinkConfig};
+use l7tap_sinks::{CaptureStatsRow, ParquetSink, SinkConfig};
 use serde_json::Value;
 
 /// 2024-06-01T10:00:00Z in Unix ns, and the CLOCK_MONOTONIC value that stands for it.
@@ -66,8 +67,8 @@ fn query(
     batch
 }
 
-/// Two captures of 30 s each (a query every 100 ms, every tenth slow, every 50th failing), the
-/// second `apart_days` after the first.
+/// Two captures of 30 s each (a query every 100 ms, every tenth slow, every 50th failing, and
+/// capture_stats for three 10 s windows), the second `apart_days` after the first.
 fn write_two_captures(dir: &Path, apart_days: u64) {
     let conn = connection();
     let mut aggregator = Aggregator::new(AggregatorConfig {
@@ -88,6 +89,15 @@ fn write_two_captures(dir: &Path, apart_days: u64) {
                 aggregator.record(&request);
                 sink.push_request(&request);
             }
+        }
+        for window in 0..3 {
+            sink.push_capture_stats(&CaptureStatsRow {
+                window_start_unix_ns: BASE_UNIX_NS + (capture_start + window * 10_000 * MS) as i64,
+                window_ns: 10_000_000_000,
+                cpu: None,
+                events: 1000,
+                ..CaptureStatsRow::default()
+            });
         }
         let rows =
             aggregator.flush_until(BASE_UNIX_NS + (capture_start + 3_600 * 1_000 * MS) as i64);
@@ -136,9 +146,12 @@ fn assert_bounded(apart_days: u64) {
             .args(args)
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(Stdio::null());
+        let cgroup = MemoryCgroup::create("time-span").expect("a memory cgroup (root)");
+        cgroup.join_before_exec(&mut command);
         let usage = run_measured(&mut command, None).unwrap();
+        let peak = cgroup.peak_bytes().unwrap();
         eprintln!(
-            "{apart_days} days apart: l7tap {}: exit {}, {:.2} s, peak RSS {} MiB (limit {} MiB)",
+            "{apart_days} days apart: l7tap {}: exit {}, {:.2} s, peak memory {} MiB (limit {} MiB; wait4's RSS, with the test's own pages, {} MiB)",
             args[0..1]
                 .iter()
                 .chain(&args[2..])
@@ -147,8 +160,9 @@ fn assert_bounded(apart_days: u64) {
                 .join(" "),
             usage.exit_code,
             usage.wall.as_secs_f64(),
-            usage.max_rss_bytes / MIB,
-            limit / MIB
+            peak / MIB,
+            limit / MIB,
+            usage.max_rss_bytes / MIB
         );
         assert_eq!(usage.exit_code, 0, "{args:?} failed");
         if args[0] == "heatmap" {
@@ -167,10 +181,23 @@ fn assert_bounded(apart_days: u64) {
             assert_eq!(summary["column_us"], 1_000_000, "{summary}");
             assert_eq!(summary["columns"], 61, "{summary}");
         }
+        if args[0] == "report" {
+            // Rates are per second of capture (2 × 30 s), not diluted by the time between.
+            let report: Value =
+                serde_json::from_str(&std::fs::read_to_string(&stdout).unwrap()).unwrap();
+            assert_eq!(report["seconds"], 60.0, "{report}");
+            assert!(
+                report["span_seconds"].as_f64().unwrap() > apart_days as f64 * 86_400.0,
+                "{report}"
+            );
+            let client = &report["servers"][0]["clients"][0];
+            assert_eq!(client["requests"], 600, "{report}");
+            assert_eq!(client["requests_per_second"], 10.0, "{report}");
+        }
         assert!(usage.wall < Duration::from_secs(60), "{args:?}: {usage:?}");
         assert!(
-            usage.max_rss_bytes < limit,
-            "{args:?}: {usage:?}, limit {limit}"
+            peak < limit,
+            "{args:?}: peak memory {peak}, limit {limit} ({usage:?})"
         );
     }
 }

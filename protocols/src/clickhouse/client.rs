@@ -39,7 +39,7 @@ impl ClickHouseParser {
                 ClientState::Start => {
                     if buf[0] != 0 {
                         self.client = ClientState::Resync;
-                        self.counters.n_resyncs += 1;
+                        self.counters.n_midstream_starts += 1;
                         continue;
                     }
                     let mut c = Cursor::new(&buf[1..]);

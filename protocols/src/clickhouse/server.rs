@@ -71,7 +71,7 @@ impl ClickHouseParser {
                     }
                     _ => {
                         self.server = ServerState::Resync;
-                        self.counters.n_resyncs += 1;
+                        self.counters.n_midstream_starts += 1;
                     }
                 },
                 ServerState::Ready => return self.server_packet(input, out),

@@ -533,6 +533,7 @@ impl Parser for ClickHouseParser {
         self.count_bytes(dir, len);
         self.aligned[dir.index()] = true;
         self.counters.n_resyncs += 1;
+        self.counters.n_gap_resyncs += 1;
         match dir {
             Direction::ClientToServer => self.client = ClientState::Resync,
             Direction::ServerToClient => {

@@ -116,7 +116,7 @@ fn describe(
     }
     let p = driver.parser_counters();
     let c = driver.counters();
-    let _ = writeln!(
+    let _ = write!(
         s,
         "counters: messages={} resyncs={} resync_bytes={} parse_errors={} skipped={} dropped={}",
         p.n_messages,
@@ -126,6 +126,14 @@ fn describe(
         c.n_skipped_bytes,
         c.n_dropped
     );
+    // Only where there are any, so that the fixtures of whole conversations keep their line.
+    if p.n_midstream_starts > 0 {
+        let _ = write!(s, " midstream_starts={}", p.n_midstream_starts);
+    }
+    if p.n_gap_resyncs > 0 {
+        let _ = write!(s, " gap_resyncs={}", p.n_gap_resyncs);
+    }
+    let _ = writeln!(s);
     s
 }
 
@@ -384,7 +392,7 @@ fn garbage_before_the_hellos_of_a_compressed_session_keeps_its_two_queries() {
             assert_eq!(actual, expected, "{name}: round {round}");
             let counters = driver.parser_counters();
             assert!(
-                counters.n_resyncs > 0 && counters.n_resync_bytes > 0,
+                counters.searches() > 0 && counters.n_resync_bytes > 0,
                 "{name}"
             );
             assert_eq!(driver.counters().n_parse_errors, 0, "{name}: round {round}");

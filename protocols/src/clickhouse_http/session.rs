@@ -1102,6 +1102,7 @@ impl Parser for ClickHouseHttpParser {
                     Direction::ServerToClient => self.response_end(ts_ns, out),
                 }
                 if len > remaining {
+                    self.counters.n_gap_resyncs += 1;
                     self.lose_position(dir, ts_ns, out);
                 }
             }
@@ -1112,12 +1113,14 @@ impl Parser for ClickHouseHttpParser {
                 self.add_bytes(dir, len);
                 self.note_body_gap(dir);
                 self.counters.n_resyncs += 1;
+                self.counters.n_gap_resyncs += 1;
                 self.http_counters.n_chunked_lost += 1;
                 self.phase[dir.index()] = Phase::ChunkedLost;
             }
             Phase::ChunkedLost => self.add_bytes(dir, len),
             Phase::Head | Phase::Resync => {
                 if phase == Phase::Head {
+                    self.counters.n_gap_resyncs += 1;
                     self.lose_position(dir, ts_ns, out);
                 } else if dir == Direction::ServerToClient {
                     self.server_loss_at = Some(ts_ns);

@@ -182,6 +182,8 @@ struct DirectionState {
     resyncing: bool,
     /// Nothing of this direction was consumed or lost yet.
     at_start: bool,
+    /// Bytes were lost since the last accepted frame: a resync now is the gap's doing.
+    after_gap: bool,
 }
 
 /// Strictly checked frames in a row after which a position counts as confirmed.
@@ -195,6 +197,7 @@ impl DirectionState {
             strict_frames_in_a_row: 0,
             resyncing: false,
             at_start: true,
+            after_gap: false,
         }
     }
 
@@ -206,6 +209,7 @@ impl DirectionState {
     fn frame_accepted(&mut self) {
         self.at_start = false;
         self.resyncing = false;
+        self.after_gap = false;
         if !self.confirmed {
             self.strict_frames_in_a_row += 1;
             self.confirmed = self.strict_frames_in_a_row >= CONFIRMING_FRAMES;
@@ -219,6 +223,7 @@ impl DirectionState {
         self.strict_frames_in_a_row = 0;
         self.resyncing = false;
         self.at_start = false;
+        self.after_gap = true;
     }
 }
 
@@ -937,7 +942,9 @@ impl ZooKeeperParser {
             return Ok(());
         }
         state.resyncing = true;
+        let after_gap = state.after_gap;
         self.counters.n_resyncs += 1;
+        self.counters.n_gap_resyncs += u64::from(after_gap);
         Err(Self::malformed(what))
     }
 

@@ -191,7 +191,12 @@ pub struct Table {
     pub missing: Vec<String>,
 }
 
-const HEADER: &str = "| workload | req/s without | l7tap ÷ | tcpdump ÷ | p50 µs | p50 ÷ | p99 µs | p99 ÷ | l7tap µs per captured request (proc + bpf) | events lost | records / expected | l7tap RSS MiB | perf ÷ | perf lost | perf µs per captured request | runs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+/// How far below tcpdump's throughput ratio l7tap's may be.
+const TCPDUMP_MARGIN: f64 = 0.01;
+/// How far below the floor's throughput ratio l7tap's may be.
+const FLOOR_MARGIN: f64 = 0.02;
+
+const HEADER: &str = "| workload | req/s without | l7tap ÷ | tcpdump ÷ | floor ÷ | p50 µs | p50 ÷ | p99 µs | p99 ÷ | l7tap µs per captured request (proc + bpf) | events lost | records / expected | l7tap RSS MiB | perf ÷ | perf lost | perf µs per captured request | runs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
 
 /// Builds the table from all runs, rows in the order of `expected` (then any other workload).
 pub fn table(results: &[RunResult], expected: &[String]) -> Table {
@@ -210,11 +215,12 @@ pub fn table(results: &[RunResult], expected: &[String]) -> Table {
                 .filter(|r| &r.workload == workload && r.mode == m && r.load.is_some())
                 .collect(),
         };
-        let (none, l7tap, perf, tcpdump) = (
+        let (none, l7tap, perf, tcpdump, floor) = (
             mode("none"),
             mode("l7tap"),
             mode("l7tap-perf"),
             mode("tcpdump"),
+            mode("floor"),
         );
         let errors: Vec<&str> = results
             .iter()
@@ -272,6 +278,11 @@ pub fn table(results: &[RunResult], expected: &[String]) -> Table {
                 None => "n/a".into(),
             }
         };
+        // ✗ where l7tap's ratio is further below a reference's than its margin.
+        let behind = |reference: f64, margin: f64| match tput_ratio {
+            Some(r) if r < reference - margin => " ✗",
+            _ => "",
+        };
         let tcpdump_ratio = ratio(tcpdump.throughput(), base_tput);
         let tcpdump_cell = match (tcpdump_ratio, tcpdump.runs.is_empty()) {
             (Some(r), false) => {
@@ -280,20 +291,26 @@ pub fn table(results: &[RunResult], expected: &[String]) -> Table {
                     .iter()
                     .filter_map(|r| r.agent.as_ref()?.dropped)
                     .sum();
+                let mark = behind(r, TCPDUMP_MARGIN);
                 if dropped > 0.0 {
-                    format!("{r:.3} ({dropped:.0} dropped)")
+                    format!("{r:.3} ({dropped:.0} dropped){mark}")
                 } else {
-                    format!("{r:.3}")
+                    format!("{r:.3}{mark}")
                 }
             }
             _ => "n/a".into(),
         };
+        let floor_cell = match ratio(floor.throughput(), base_tput) {
+            Some(r) if !floor.runs.is_empty() => format!("{r:.3}{}", behind(r, FLOOR_MARGIN)),
+            _ => "n/a".into(),
+        };
         let _ = writeln!(
             markdown,
-            "| {workload} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}/{}/{} |",
+            "| {workload} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}/{}/{}/{} |",
             fmt_opt(base_tput, 0),
             goal_mark(tput_ratio, first.throughput_goal),
             tcpdump_cell,
+            floor_cell,
             fmt_opt(p50, 0),
             fmt_opt(ratio(l7tap.median_of(|l| l.p50_us), p50), 2),
             fmt_opt(p99, 0),
@@ -309,17 +326,21 @@ pub fn table(results: &[RunResult], expected: &[String]) -> Table {
             l7tap.runs.len(),
             tcpdump.runs.len(),
             perf.runs.len(),
+            floor.runs.len(),
         );
     }
     markdown.push_str(
         "\n÷: with the agent divided by without (medians of the alternated runs). \
-         ✗: goal missed (throughput ≥ the row's goal; l7tap CPU ≤ 2 µs per captured request). \
+         ✗: goal missed (throughput ≥ the row's goal; l7tap CPU ≤ 2 µs per captured request; \
+         l7tap's ratio at most 0.01 below tcpdump's and 0.02 below the floor's, marked in their \
+         cells). floor: a BPF program that returns at once, on every tracepoint l7tap uses \
+         (`l7tap-floor`): what no tracepoint-based agent can go under. \
          A captured request is a completed request seen at one connection end: l7tap sees both \
          the client's and the server's socket here, so each request counts twice (echo: once). \
          events lost: kernel.events_failed / kernel.events_emitted over all l7tap runs. \
          records / expected: l7tap's records.<protocol>.{ok,error,cancelled,incomplete} against the load generator's \
          answered requests × connection ends on this host (n/a until the parsers produce records). \
-         runs: without / l7tap (ring buffer, the default) / tcpdump / l7tap over perf buffers.\n",
+         runs: without / l7tap (ring buffer, the default) / tcpdump / l7tap over perf buffers / floor.\n",
     );
     Table { markdown, missing }
 }
@@ -361,5 +382,38 @@ mod tests {
         assert!(t
             .markdown
             .contains("| zk | could not be produced: l7tap did not attach |"));
+    }
+
+    #[test]
+    fn floor_and_tcpdump_columns_mark_an_l7tap_ratio_behind_them() {
+        let floor_agent = r#","agent":{"cpu_ns":0,"bpf_ns":100000,"hwm_kb":2048}"#;
+        let tcpdump_agent = r#","agent":{"cpu_ns":1000000,"hwm_kb":2048,"dropped":0}"#;
+        let text = [
+            line("ch", "none", 1000.0, 100.0, ""),
+            line("ch", "l7tap", 950.0, 110.0, ""),
+            line("ch", "tcpdump", 965.0, 105.0, tcpdump_agent),
+            line("ch", "floor", 980.0, 101.0, floor_agent),
+            line("zk", "none", 1000.0, 100.0, ""),
+            line("zk", "l7tap", 975.0, 110.0, ""),
+            line("zk", "tcpdump", 980.0, 105.0, tcpdump_agent),
+            line("zk", "floor", 990.0, 101.0, floor_agent),
+        ]
+        .join("\n");
+        let results = parse_results(&text).unwrap();
+        let t = table(&results, &["ch".into(), "zk".into()]);
+        let row = |name: &str| {
+            t.markdown
+                .lines()
+                .find(|l| l.starts_with(&format!("| {name} ")))
+                .unwrap()
+                .to_string()
+        };
+        // ch: l7tap 0.950 is 0.015 behind tcpdump and 0.030 behind the floor.
+        let ch = row("ch");
+        assert!(ch.contains("| 0.965 ✗ | 0.980 ✗ |"), "{ch}");
+        assert!(ch.ends_with("| 1/1/1/0/1 |"), "{ch}");
+        // zk: 0.975 is within 0.01 of tcpdump's 0.980 and 0.02 of the floor's 0.990.
+        let zk = row("zk");
+        assert!(zk.contains("| 0.980 | 0.990 |"), "{zk}");
     }
 }
