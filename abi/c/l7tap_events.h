@@ -131,6 +131,13 @@ struct l7_open_event {
 	__u8 local_addr[16];
 	__u8 remote_addr[16];
 	char comm[16];
+	/* The socket's network namespace (inode of its struct net's ns): with the addresses, the
+	 * key that joins the two ends of a local connection. 0 when unknown. */
+	__u32 netns;
+	__u32 _pad2;
+	/* The start of the process's argv[0], read by the probe: a short-lived client may have
+	 * exited before user space reads /proc, and comm is cut at 15 bytes. */
+	char argv0[32];
 };
 
 /* L7_EVENT_CLOSE carries only the header. */

@@ -105,6 +105,8 @@ int main(void)
 	OFF("OPEN_LOCAL_ADDR", struct l7_open_event, local_addr);
 	OFF("OPEN_REMOTE_ADDR", struct l7_open_event, remote_addr);
 	OFF("OPEN_COMM", struct l7_open_event, comm);
+	OFF("OPEN_NETNS", struct l7_open_event, netns);
+	OFF("OPEN_ARGV0", struct l7_open_event, argv0);
 	SIZE("COUNTERS_SIZE", struct l7_counters);
 	VAL("MAX_PAYLOAD", L7_MAX_PAYLOAD);
 	VAL("MAX_PIECES", L7_MAX_PIECES);

@@ -89,6 +89,11 @@ pub struct OpenEvent {
     /// How it was detected (`enum l7_detect`).
     pub detect: u8,
     pub comm: String,
+    /// Inode of the socket's network namespace; 0 when unknown (events recorded before the
+    /// field existed are shorter and decode with 0).
+    pub netns: u32,
+    /// The start of the process's argv[0] (up to 31 bytes); empty when unknown.
+    pub argv0: String,
 }
 
 impl OpenEvent {
@@ -217,7 +222,8 @@ pub fn decode(b: &[u8]) -> Result<Event<'_>, EventError> {
             }))
         }
         EventKind::Open => {
-            need(b, OPEN_SIZE)?;
+            // Open events recorded before `netns` existed end after `comm`.
+            need(b, OPEN_COMM + 16)?;
             let family = u16_at(b, OPEN_FAMILY);
             let comm_raw = &b[OPEN_COMM..OPEN_COMM + 16];
             let end = comm_raw.iter().position(|&c| c == 0).unwrap_or(16);
@@ -236,6 +242,18 @@ pub fn decode(b: &[u8]) -> Result<Event<'_>, EventError> {
                 ),
                 detect: b[OPEN_DETECT],
                 comm: String::from_utf8_lossy(&comm_raw[..end]).into_owned(),
+                netns: if b.len() >= OPEN_NETNS + 4 {
+                    u32_at(b, OPEN_NETNS)
+                } else {
+                    0
+                },
+                argv0: b
+                    .get(OPEN_ARGV0..OPEN_ARGV0 + 32)
+                    .map(|raw| {
+                        let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+                        String::from_utf8_lossy(&raw[..end]).into_owned()
+                    })
+                    .unwrap_or_default(),
             }))
         }
         EventKind::Close => Ok(Event::Close(header)),
@@ -287,6 +305,19 @@ pub mod build {
     }
 
     pub fn open(h: &Header, local: SocketAddr, remote: SocketAddr, comm: &str) -> Vec<u8> {
+        open_in_netns(h, local, remote, comm, 0, "")
+    }
+
+    /// An open event whose socket lives in the network namespace `netns`, of a process
+    /// whose argv[0] starts with `argv0`.
+    pub fn open_in_netns(
+        h: &Header,
+        local: SocketAddr,
+        remote: SocketAddr,
+        comm: &str,
+        netns: u32,
+        argv0: &str,
+    ) -> Vec<u8> {
         let mut buf = vec![0u8; OPEN_SIZE];
         header(&mut buf, EVENT_OPEN, h);
         let family = if local.is_ipv4() {
@@ -306,6 +337,10 @@ pub mod build {
         let c = comm.as_bytes();
         let n = c.len().min(15);
         buf[OPEN_COMM..OPEN_COMM + n].copy_from_slice(&c[..n]);
+        buf[OPEN_NETNS..OPEN_NETNS + 4].copy_from_slice(&netns.to_ne_bytes());
+        let a = argv0.as_bytes();
+        let n = a.len().min(31);
+        buf[OPEN_ARGV0..OPEN_ARGV0 + n].copy_from_slice(&a[..n]);
         buf
     }
 
@@ -379,6 +414,32 @@ mod tests {
         assert_eq!(o.local, "127.0.0.1:2181".parse().unwrap());
         assert_eq!(o.remote, remote);
         assert_eq!(o.comm, "java");
+        assert_eq!(o.netns, 0);
+    }
+
+    #[test]
+    fn open_event_carries_its_network_namespace_and_old_shorter_ones_decode() {
+        let local: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        let remote: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let raw = build::open_in_netns(
+            &hdr(),
+            local,
+            remote,
+            "clickhouse-serv",
+            4026531840,
+            "/usr/bin/clickhouse-server",
+        );
+        let Event::Open(o) = decode(&raw).unwrap() else {
+            panic!("not open")
+        };
+        assert_eq!(o.netns, 4026531840);
+        assert_eq!(o.argv0, "/usr/bin/clickhouse-server");
+        // An open event written before the field existed ends after `comm`.
+        let Event::Open(old) = decode(&raw[..layout::OPEN_COMM + 16]).unwrap() else {
+            panic!("not open")
+        };
+        assert_eq!((old.netns, old.comm.as_str()), (0, "clickhouse-serv"));
+        assert_eq!(old.argv0, "");
     }
 
     #[test]

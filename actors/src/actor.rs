@@ -8,10 +8,14 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use l7tap_abi::events::{self, ConnId, Event, Flow, Header, Role};
 use l7tap_aggregate::{Aggregator, AggregatorConfig, IntervalRow};
+use l7tap_ingest::identity::IdentityFrame;
 use l7tap_ingest::ring::FrameConsumer;
 use l7tap_ingest::Tag;
 use l7tap_protocols::registry::{self, ConnectionParser, ParseTrouble, ParserLimits};
-use l7tap_protocols::{CapturedBatch, ConnectionInfo, Direction, Protocol, Side, Status};
+use l7tap_protocols::{
+    CapturedBatch, ConnectionIdentity, ConnectionInfo, Direction, PeerIdentity, Protocol, Side,
+    Status,
+};
 
 use crate::filter::ConnFilter;
 use crate::pool::{BatchPool, BATCH};
@@ -77,6 +81,10 @@ pub struct WindowStats {
     pub trouble: ParseTrouble,
     /// Connections tracked at the window's end.
     pub connections: u64,
+    /// Connections whose process identity was read from `/proc` at their open.
+    pub identities_resolved: u64,
+    /// Connections whose process had exited before `/proc` was read (named by the kernel).
+    pub identities_unresolved: u64,
 }
 
 /// Running totals an actor reports window by window, as deltas.
@@ -87,6 +95,8 @@ struct Totals {
     captured: u64,
     bytes: u64,
     trouble: ParseTrouble,
+    identities_resolved: u64,
+    identities_unresolved: u64,
 }
 
 struct Conn {
@@ -120,6 +130,9 @@ pub struct ActorState {
     conns: HashMap<ConnId, Conn, foldhash::fast::RandomState>,
     /// Connections the filter dropped: their events are ignored until they close.
     filtered: std::collections::HashSet<ConnId, foldhash::fast::RandomState>,
+    /// Identities of connections, from identity frames: they arrive before the connection's
+    /// open event is released, and a second one when its peer opens.
+    identities: HashMap<ConnId, ConnectionIdentity, foldhash::fast::RandomState>,
     reorder: Reorder,
     /// Parsers append their records (and text) straight to this batch; the connection of
     /// each is assigned right after.
@@ -228,6 +241,7 @@ impl ActorState {
             flushed_until: i64::MIN,
             conns: HashMap::default(),
             filtered: Default::default(),
+            identities: HashMap::default(),
             reorder: Reorder::default(),
             batch,
             batch_sent_at: 0,
@@ -247,6 +261,46 @@ impl ActorState {
                     .unwrap_or([0; 8]),
             )),
             Tag::KernelCounters => {}
+            Tag::Identity => self.identity(body),
+        }
+    }
+
+    /// An identity frame: kept for the connection's open, and given at once to the
+    /// connection when it is already open (its peer's identity came later).
+    fn identity(&mut self, body: &[u8]) {
+        let Some(frame) = IdentityFrame::decode(body) else {
+            self.summary.add("identity.malformed", 1);
+            return;
+        };
+        let identity = ConnectionIdentity {
+            resolved: frame.own.resolved,
+            process: frame.own.process,
+            exe: frame.own.exe,
+            cgroup: frame.own.cgroup,
+            app: frame.own.app,
+            peer: frame.peer.map(|p| PeerIdentity {
+                pid: p.pid,
+                process: p.process,
+                app: p.app,
+            }),
+        };
+        if identity.peer.is_some() {
+            self.summary.add("identity.peers_joined", 1);
+        }
+        if let Some(conn) = self.conns.get_mut(&frame.conn) {
+            if conn.info.identity != identity {
+                let mut info = (*conn.info).clone();
+                info.identity = identity.clone();
+                conn.info = Arc::new(info);
+            }
+        }
+        let first = self.identities.insert(frame.conn, identity).is_none();
+        if first {
+            if frame.own.resolved {
+                self.totals.identities_resolved += 1;
+            } else {
+                self.totals.identities_unresolved += 1;
+            }
         }
     }
 
@@ -316,6 +370,8 @@ impl ActorState {
             bytes: live.bytes - self.reported.bytes,
             trouble: live.trouble.since(&self.reported.trouble),
             connections: self.conns.len() as u64,
+            identities_resolved: live.identities_resolved - self.reported.identities_resolved,
+            identities_unresolved: live.identities_unresolved - self.reported.identities_unresolved,
         };
         self.reported = live;
         let _ = self.records.send(ActorOutput::Windows {
@@ -361,6 +417,7 @@ impl ActorState {
                     side,
                     client_addr,
                     server_addr,
+                    identity: self.identities.get(&h.conn).cloned().unwrap_or_default(),
                 });
                 if !self.config.filter.keeps(protocol, &info) {
                     self.summary.add("connections.filtered_out", 1);
@@ -406,6 +463,7 @@ impl ActorState {
                         side: side_of(h.role),
                         client_addr: unspecified,
                         server_addr: unspecified,
+                        identity: Default::default(),
                     });
                     let conn = self.new_conn(&h, protocol, info);
                     self.conns.insert(h.conn, conn);
@@ -437,6 +495,7 @@ impl ActorState {
             Ok(Event::Close(h)) => {
                 self.summary.add("events.close", 1);
                 self.filtered.remove(&h.conn);
+                self.identities.remove(&h.conn);
                 if let Some(conn) = self.conns.remove(&h.conn) {
                     self.close_conn(conn, h.ts_ns);
                 }
@@ -510,6 +569,8 @@ impl ActorState {
             .map(|(id, _)| *id)
             .collect();
         for id in idle {
+            // An expired connection's identity goes too (its close may never come).
+            self.identities.remove(&id);
             if let Some(conn) = self.conns.remove(&id) {
                 self.summary.add("connections.expired", 1);
                 self.close_conn(conn, now);
@@ -539,6 +600,10 @@ impl ActorState {
         // the input already ended with this watermark).
         self.watermark(u64::MAX);
         self.summary.add("events.data", self.totals.events);
+        self.summary
+            .add("identity.resolved", self.totals.identities_resolved);
+        self.summary
+            .add("identity.unresolved", self.totals.identities_unresolved);
         self.summary.add("bytes.captured", self.totals.captured);
         self.summary.add(
             "bytes.cut",
@@ -773,5 +838,80 @@ mod tests {
         assert_eq!(summary.get("connections.unknown_protocol"), 1);
         assert_eq!(summary.get("connections.without_open"), 0);
         assert_eq!(summary.get("connections.open_at_end"), 0);
+    }
+
+    #[test]
+    fn identity_frames_reach_the_connection_and_a_later_peer_reaches_its_next_records() {
+        use l7tap_ingest::identity::{PeerIdentity as FramePeer, ProcessIdentity};
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut s = ActorState::new(ActorConfig::default(), tx, 0);
+        let conn = header(EventKind::Open, 5, Flow::Egress).conn;
+        let mut frame = IdentityFrame {
+            conn,
+            own: ProcessIdentity {
+                pid: 10,
+                resolved: true,
+                process: "batch".into(),
+                exe: "/usr/bin/python3".into(),
+                cgroup: "/nightly.service".into(),
+                app: "nightly.service".into(),
+            },
+            peer: None,
+        };
+        s.feed(Tag::Identity, &frame.encode());
+        s.feed(
+            Tag::KernelEvent,
+            &build::open(
+                &header(EventKind::Open, 5, Flow::Egress),
+                "127.0.0.1:40000".parse().unwrap(),
+                "127.0.0.1:2181".parse().unwrap(),
+                "batch",
+            ),
+        );
+        let reply =
+            |xid: i32| zk_frame(&[&xid.to_be_bytes(), &7i64.to_be_bytes(), &0i32.to_be_bytes()]);
+        let exchange = |s: &mut ActorState, xid: i32, at: u64| {
+            let request = exists(xid, "/a");
+            let answer = reply(xid);
+            let out = header(EventKind::Data, at, Flow::Egress);
+            let back = header(EventKind::Data, at + 1, Flow::Ingress);
+            s.feed(
+                Tag::KernelEvent,
+                &build::data(&out, request.len() as u64, &request),
+            );
+            s.feed(
+                Tag::KernelEvent,
+                &build::data(&back, answer.len() as u64, &answer),
+            );
+            s.feed(Tag::Watermark, &(at + 2).to_le_bytes());
+        };
+        exchange(&mut s, 1, 10);
+        // The server's end opened: the second frame names it.
+        frame.peer = Some(FramePeer {
+            pid: 20,
+            process: "java".into(),
+            app: "java :2181".into(),
+        });
+        s.feed(Tag::Identity, &frame.encode());
+        exchange(&mut s, 2, 20);
+        s.feed(Tag::Watermark, &u64::MAX.to_le_bytes());
+        let summary = s.finish();
+        let mut servers = vec![];
+        for output in rx.try_iter() {
+            if let ActorOutput::Requests(batch) = output {
+                for request in batch.iter() {
+                    let client = request.conn.client_end().unwrap();
+                    assert_eq!(
+                        (client.pid, client.process, client.app),
+                        (10, "batch", "nightly.service")
+                    );
+                    servers.push(request.conn.server_end().map(|e| e.app.to_string()));
+                }
+            }
+        }
+        assert_eq!(servers, vec![None, Some("java :2181".to_string())]);
+        assert_eq!(summary.get("identity.resolved"), 1);
+        assert_eq!(summary.get("identity.unresolved"), 0);
+        assert_eq!(summary.get("identity.peers_joined"), 1);
     }
 }

@@ -1,5 +1,5 @@
 //! Which connections a capture keeps (`--protocols`, `--pid`, `--comm`, `--cgroup`,
-//! `--port`). Decided once per connection, when it opens; the rest of its events are
+//! `--app`, `--port`). Decided once per connection, when it opens; the rest of its events are
 //! dropped before any parsing.
 use l7tap_protocols::{ConnectionInfo, Protocol};
 
@@ -11,6 +11,8 @@ pub struct ConnFilter {
     /// Process names (as the kernel shows them: at most 15 bytes).
     pub comms: Vec<String>,
     pub cgroups: Vec<u64>,
+    /// Application names (see the ingest crate's `app_name.rs`) of the observed process.
+    pub apps: Vec<String>,
     /// Server (or client) ports.
     pub ports: Vec<u16>,
 }
@@ -21,6 +23,7 @@ impl ConnFilter {
             && self.pids.is_empty()
             && self.comms.is_empty()
             && self.cgroups.is_empty()
+            && self.apps.is_empty()
             && self.ports.is_empty()
     }
 
@@ -36,6 +39,7 @@ impl ConnFilter {
                     .iter()
                     .any(|c| c.get(..15).unwrap_or(c) == info.comm))
             && any_or(&self.cgroups, &info.cgroup_id)
+            && any_or(&self.apps, &info.identity.app)
             && (self.ports.is_empty()
                 || self.ports.contains(&info.server_addr.port())
                 || self.ports.contains(&info.client_addr.port()))
@@ -55,6 +59,7 @@ mod tests {
             side: Side::Client,
             client_addr: "127.0.0.1:40000".parse().unwrap(),
             server_addr: format!("127.0.0.1:{server_port}").parse().unwrap(),
+            identity: Default::default(),
         }
     }
 
@@ -75,5 +80,18 @@ mod tests {
         assert!(f.keeps(ch, &info(1, "clickhouse-serv", 9000)));
         assert!(!f.keeps(ch, &info(1, "clickhouse-serv", 9001)));
         assert!(!f.keeps(ch, &info(1, "python3", 9000)));
+    }
+
+    #[test]
+    fn an_application_filter_matches_the_resolved_application() {
+        let ch = Protocol::ClickHouse;
+        let f = ConnFilter {
+            apps: vec!["nightly.service".into()],
+            ..Default::default()
+        };
+        let mut batch = info(1, "python3", 9000);
+        assert!(!f.keeps(ch, &batch));
+        batch.identity.app = "nightly.service".into();
+        assert!(f.keeps(ch, &batch));
     }
 }

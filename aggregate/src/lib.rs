@@ -2,7 +2,8 @@
 //!
 //! An [`Aggregator`] is fed [`CapturedRequest`]s one at a time ([`Aggregator::record`]) and keeps,
 //! per wall-clock-aligned window (default 10 s) and per [`IntervalKey`] (protocol, side, client
-//! IP without port, comm, server `ip:port`, operation, status):
+//! IP without port, comm, server `ip:port`, operation, status, and the client's application
+//! and process name when known):
 //!
 //! * count, errors (requests with [`Status::Error`]), sum, min and max of the durations;
 //! * an HDR histogram of the durations ([`hdrhistogram`], values in ns, 1 µs .. 1 h, 3 significant
@@ -29,7 +30,8 @@
 //! merging whole aggregators ([`Aggregator::merge`]) or the rows of several aggregators for the
 //! same windows ([`merge_interval_rows`]).
 //!
-//! Per-request cost: two string-interning look-ups (comm, operation) and one look-up of a
+//! Per-request cost: four string-interning look-ups (comm, operation, client application and
+//! process) and one look-up of a
 //! fixed-size key in a hash map with a fast non-cryptographic hash; no allocation in steady state.
 //! State is recycled between windows (key statistics and histograms go back to pools), and the
 //! first [`INLINE_SAMPLES`] durations of a key in a window are kept inline so that rarely seen keys
@@ -212,6 +214,11 @@ pub struct IntervalKey {
     pub server_addr: SocketAddr,
     pub operation: Arc<str>,
     pub status: Status,
+    /// The client's application (the observed process on the client side, the joined local
+    /// peer on the server side); empty when unknown (a remote client).
+    pub client_app: Arc<str>,
+    /// The client's process name, known as `client_app` is; empty when unknown.
+    pub client_process: Arc<str>,
 }
 
 /// One row of the `intervals` table: the statistics of one key in one window.
@@ -534,6 +541,8 @@ struct CompactKey {
     operation: u32,
     client_ip: IpAddr,
     server_addr: SocketAddr,
+    client_app: u32,
+    client_process: u32,
 }
 
 /// Statistics of one key in one window.
@@ -799,7 +808,10 @@ impl Aggregator {
         let conn = &**request.conn;
         let duration_ns = record.end_ns.saturating_sub(record.start_ns);
         let end_unix_ns = self.monotonic_to_unix_ns(record.end_ns);
+        let client = conn.client_end();
         let key = CompactKey {
+            client_app: self.strings.intern(client.map_or("", |c| c.app)),
+            client_process: self.strings.intern(client.map_or("", |c| c.process)),
             protocol: record.protocol,
             side: conn.side,
             status: record.status,
@@ -922,6 +934,8 @@ impl Aggregator {
             server_addr: compact.server_addr,
             operation: self.strings.resolve(compact.operation).clone(),
             status: compact.status,
+            client_app: self.strings.resolve(compact.client_app).clone(),
+            client_process: self.strings.resolve(compact.client_process).clone(),
         }
     }
 
@@ -945,6 +959,12 @@ impl Aggregator {
             for (other_key, other_stats) in &other_window.stats {
                 let key = CompactKey {
                     comm: self.strings.intern(other.strings.resolve(other_key.comm)),
+                    client_app: self
+                        .strings
+                        .intern(other.strings.resolve(other_key.client_app)),
+                    client_process: self
+                        .strings
+                        .intern(other.strings.resolve(other_key.client_process)),
                     operation: self
                         .strings
                         .intern(other.strings.resolve(other_key.operation)),

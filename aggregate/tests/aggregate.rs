@@ -154,6 +154,66 @@ fn key_ignores_the_client_port_and_separates_status_and_operation() {
 }
 
 #[test]
+fn local_clients_behind_one_address_are_kept_apart_by_application_and_merge_exactly() {
+    use l7tap_protocols::PeerIdentity;
+    let server_end = |pid: u32, process: &str, app: &str| {
+        let mut info = (*conn(
+            Side::Server,
+            "127.0.0.1:4000",
+            "127.0.0.1:9000",
+            "clickhouse-serv",
+        ))
+        .clone();
+        info.identity.app = "clickhouse-server :9000".into();
+        info.identity.peer = Some(PeerIdentity {
+            pid,
+            process: process.into(),
+            app: app.into(),
+        });
+        Arc::new(info)
+    };
+    let batch = server_end(10, "batch", "nightly.service");
+    let dashboard = server_end(11, "dashboard", "dashboard");
+    let remote = conn(
+        Side::Server,
+        "127.0.0.1:4001",
+        "127.0.0.1:9000",
+        "clickhouse-serv",
+    );
+    // Two aggregators (two actors), merged as the output thread merges them.
+    let (mut one, mut two) = (aggregator(), aggregator());
+    for (agg, duration) in [(&mut one, 1_000_000), (&mut two, 3_000_000)] {
+        agg.record_batch(&ending_at(&batch, SECOND, duration, Status::Ok));
+        agg.record_batch(&ending_at(&dashboard, SECOND, duration, Status::Error));
+    }
+    one.record_batch(&ending_at(&remote, SECOND, 2_000_000, Status::Ok));
+    let mut rows = one.flush_until(BASE_UNIX_NS + WINDOW as i64);
+    rows.extend(two.flush_until(BASE_UNIX_NS + WINDOW as i64));
+    let merged = l7tap_aggregate::merge_interval_rows(rows).unwrap();
+    let mut summary: Vec<(&str, &str, u64, u64, u64)> = merged
+        .iter()
+        .map(|row| {
+            (
+                &*row.key.client_app,
+                &*row.key.client_process,
+                row.count,
+                row.errors,
+                row.histogram().len(),
+            )
+        })
+        .collect();
+    summary.sort();
+    assert_eq!(
+        summary,
+        [
+            ("", "", 1, 0, 1),
+            ("dashboard", "dashboard", 2, 2, 2),
+            ("nightly.service", "batch", 2, 0, 2),
+        ]
+    );
+}
+
+#[test]
 fn late_records_go_to_the_oldest_open_window_and_are_counted() {
     let mut aggregator = aggregator();
     let c = conn(Side::Client, "10.0.0.1:1000", "10.0.0.2:2181", "zkcli");

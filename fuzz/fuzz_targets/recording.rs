@@ -1,6 +1,6 @@
 //! Fuzz target: arbitrary bytes as a recording file, read frame by frame the way `l7tap
 //! replay` and `l7tap dump` read it (`RecordingReader::next_frame_ref`, each kernel event
-//! decoded). The reader must never panic, must end in a frame, the end of the file or a typed
+//! and identity frame decoded). The reader must never panic, must end in a frame, the end of the file or a typed
 //! error, and must hold no frame larger than the format allows, whatever the lengths claim.
 //!
 //! Input: the first byte picks the file's start. Odd: a valid magic, version and 16-byte
@@ -12,6 +12,7 @@ use std::io::Write;
 
 use l7tap_abi::events;
 use l7tap_ingest::frame::MAX_BODY;
+use l7tap_ingest::identity::IdentityFrame;
 use l7tap_ingest::recording::{RecordingReader, MAGIC, VERSION};
 use l7tap_ingest::Tag;
 use libfuzzer_sys::fuzz_target;
@@ -37,9 +38,15 @@ fuzz_target!(|data: &[u8]| {
             match reader.next_frame_ref() {
                 Ok(Some((tag, body))) => {
                     assert!(body.len() <= MAX_BODY, "a frame of {} bytes", body.len());
-                    if tag == Tag::KernelEvent {
-                        // Decoding never panics, whatever the event claims.
-                        let _ = events::decode(body);
+                    // Decoding never panics, whatever the event or frame claims.
+                    match tag {
+                        Tag::KernelEvent => {
+                            let _ = events::decode(body);
+                        }
+                        Tag::Identity => {
+                            let _ = IdentityFrame::decode(body);
+                        }
+                        Tag::Watermark | Tag::KernelCounters => {}
                     }
                     frames += 1;
                     assert!(frames <= rest.len(), "more frames than bytes");

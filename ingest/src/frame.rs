@@ -17,6 +17,9 @@ pub enum Tag {
     /// counters; see `tools/src/stats.rs`). Only recorded, so a replay reports the same
     /// loss as the live run.
     KernelCounters = 2,
+    /// Body: an [`crate::identity::IdentityFrame`]: who is at a connection's ends, resolved
+    /// at its open by a live capture (recordings version 2 on).
+    Identity = 3,
 }
 
 impl Tag {
@@ -25,6 +28,7 @@ impl Tag {
             0 => Tag::KernelEvent,
             1 => Tag::Watermark,
             2 => Tag::KernelCounters,
+            3 => Tag::Identity,
             _ => return None,
         })
     }

@@ -1,12 +1,19 @@
 //! Events in: the mio reactor that drains the kernel's perf (or ring) buffers, the
-//! recording file, and the router that shards frames into one rtrb ring per actor.
+//! recording file, the router that shards frames into one rtrb ring per actor, and who is at
+//! each connection's ends (identities, read from `/proc` at open by a live capture).
 //!
 //! Architecture invariants:
 //! - only this crate reads the kernel's buffers; it decodes no payload, only the header
-//!   fields needed to route (the connection id);
+//!   fields needed to route (the connection id) and open events (identities);
+//! - `/proc` is read only by a live capture at open events (`join.rs`, `procfs.rs`); the
+//!   identities reach actors and recordings as frames, so a replay reproduces them;
 //! - all events of one connection go to the same actor ring, in the order they were read;
 //! - live capture and replay push the same frames through the same [`Router`].
+pub mod app_name;
 pub mod frame;
+pub mod identity;
+pub mod join;
+pub mod procfs;
 /// The live reactor reads the kernel's buffers through aya: only the binary's live capture
 /// needs it (feature `live`); replay and the actors build without the loader's dependencies.
 #[cfg(feature = "live")]

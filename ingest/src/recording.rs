@@ -6,6 +6,8 @@
 //! "L7TAPREC" | u32 version | u32 header_len | header | frames...
 //! header v1: i64 monotonic_to_unix_ns | u32 capture_bytes | u32 n_cpus
 //! ```
+//! Version 2 has the same header and adds identity frames (`Tag::Identity`); version 1
+//! recordings are read too (they have none).
 //! A recording cut short (the capture was killed) ends at its last whole frame.
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -15,7 +17,9 @@ use std::path::{Path, PathBuf};
 use crate::frame::{self, Tag, FRAME_HEADER, MAX_BODY};
 
 pub const MAGIC: &[u8; 8] = b"L7TAPREC";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// The oldest version this build reads.
+pub const OLDEST_VERSION: u32 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordingHeader {
@@ -35,7 +39,7 @@ pub enum RecordingError {
     },
     #[error("{path} is not an l7tap recording (bad magic)")]
     NotARecording { path: PathBuf },
-    #[error("{path}: recording version {version} is not supported (this l7tap reads {VERSION})")]
+    #[error("{path}: recording version {version} is not supported (this l7tap reads {OLDEST_VERSION} to {VERSION})")]
     Version { path: PathBuf, version: u32 },
     #[error("{path}: corrupt frame at byte {offset}: {what}")]
     Corrupt {
@@ -135,7 +139,7 @@ impl RecordingReader {
             });
         }
         let version = u32::from_le_bytes(fixed[8..12].try_into().unwrap());
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(RecordingError::Version {
                 path: path.to_owned(),
                 version,

@@ -14,6 +14,7 @@ pub fn run_replay(
     while let Some((tag, body)) = reader.next_frame_ref()? {
         match tag {
             Tag::KernelEvent => router.event(body)?,
+            Tag::Identity => router.identity(body)?,
             Tag::Watermark => {
                 let ts = u64::from_le_bytes(
                     body.get(..8)

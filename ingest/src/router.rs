@@ -2,10 +2,12 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use l7tap_abi::events::{peek_header, ConnId, EventKind};
+use l7tap_abi::events::{decode, peek_header, ConnId, Event, EventKind};
 use l7tap_abi::Protocol;
 
 use crate::frame::Tag;
+use crate::identity::IdentityFrame;
+use crate::join::ConnectionIdentities;
 use crate::recording::{RecordingError, RecordingWriter};
 use crate::ring::FrameProducer;
 
@@ -21,6 +23,8 @@ pub struct RouterStats {
     pub malformed: AtomicU64,
     /// Connections classified (open events), by [`Protocol::index`].
     pub opened: [AtomicU64; Protocol::COUNT],
+    /// Identity frames sent (a live capture's, or a recording's).
+    pub identities: AtomicU64,
 }
 
 pub struct Router {
@@ -33,6 +37,10 @@ pub struct Router {
     /// The counters, kept here and copied to `stats` at each watermark: an atomic
     /// read-modify-write per event and counter was a few percent of a replay's time.
     counts: Counts,
+    /// A live capture resolves who is at each connection's ends at its open; a replay reads
+    /// the identity frames the capture recorded instead.
+    identities: Option<Box<dyn ConnectionIdentities>>,
+    identity_frames: Vec<IdentityFrame>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -42,6 +50,7 @@ struct Counts {
     ring_drops: u64,
     malformed: u64,
     opened: [u64; Protocol::COUNT],
+    identities: u64,
 }
 
 /// The actor that owns a connection.
@@ -68,7 +77,15 @@ impl Router {
             wait_when_full,
             stats: Arc::default(),
             counts: Counts::default(),
+            identities: None,
+            identity_frames: Vec::new(),
         }
+    }
+
+    /// Resolves identities at every open event (a live capture) and sends them as frames.
+    pub fn with_identities(mut self, identities: Box<dyn ConnectionIdentities>) -> Self {
+        self.identities = Some(identities);
+        self
     }
 
     pub fn stats(&self) -> Arc<RouterStats> {
@@ -81,6 +98,15 @@ impl Router {
             self.counts.malformed += 1;
             return Ok(());
         };
+        match header.kind {
+            EventKind::Open if self.identities.is_some() => self.resolve_identities(raw)?,
+            EventKind::Close => {
+                if let Some(identities) = &mut self.identities {
+                    identities.closed(&header.conn);
+                }
+            }
+            _ => {}
+        }
         let shard = shard_of(&header.conn, self.rings.len());
         let ring = &mut self.rings[shard];
         let pushed = if self.wait_when_full {
@@ -110,6 +136,45 @@ impl Router {
         Ok(())
     }
 
+    /// The identity frames of an open event, sent before it: an actor then knows who the
+    /// connection's ends are when it processes the open.
+    fn resolve_identities(&mut self, raw: &[u8]) -> Result<(), RecordingError> {
+        let (Some(identities), Ok(Event::Open(open))) = (&mut self.identities, decode(raw)) else {
+            return Ok(());
+        };
+        let mut frames = std::mem::take(&mut self.identity_frames);
+        identities.opened(&open, &mut frames);
+        for frame in frames.drain(..) {
+            self.identity(&frame.encode())?;
+        }
+        self.identity_frames = frames;
+        Ok(())
+    }
+
+    /// Routes one identity frame to its connection's actor (and records it).
+    pub fn identity(&mut self, body: &[u8]) -> Result<(), RecordingError> {
+        let Some(frame) = IdentityFrame::decode(body) else {
+            self.counts.malformed += 1;
+            return Ok(());
+        };
+        let shard = shard_of(&frame.conn, self.rings.len());
+        let ring = &mut self.rings[shard];
+        let pushed = if self.wait_when_full {
+            ring.push_blocking(Tag::Identity, &[body])
+        } else {
+            ring.try_push(Tag::Identity, &[body])
+        };
+        if !pushed {
+            self.counts.ring_drops += 1;
+            return Ok(());
+        }
+        self.counts.identities += 1;
+        if let Some(rec) = &mut self.recorder {
+            rec.write(Tag::Identity, &[body])?;
+        }
+        Ok(())
+    }
+
     /// Copies the counters to the shared [`RouterStats`].
     fn publish(&self) {
         let (c, s) = (&self.counts, &self.stats);
@@ -117,6 +182,7 @@ impl Router {
         s.event_bytes.store(c.event_bytes, Relaxed);
         s.ring_drops.store(c.ring_drops, Relaxed);
         s.malformed.store(c.malformed, Relaxed);
+        s.identities.store(c.identities, Relaxed);
         for (shared, &count) in s.opened.iter().zip(&c.opened) {
             shared.store(count, Relaxed);
         }
@@ -224,5 +290,55 @@ mod tests {
         drop(router);
         assert_eq!(stats.events.load(Relaxed), 1);
         assert_eq!(stats.ring_drops.load(Relaxed), 4);
+    }
+
+    /// Names every connection "app-<tgid>".
+    struct NameByPid;
+
+    impl ConnectionIdentities for NameByPid {
+        fn opened(&mut self, open: &l7tap_abi::events::OpenEvent, frames: &mut Vec<IdentityFrame>) {
+            frames.push(IdentityFrame {
+                conn: open.header.conn,
+                own: crate::identity::ProcessIdentity {
+                    pid: open.header.conn.tgid,
+                    app: format!("app-{}", open.header.conn.tgid),
+                    ..Default::default()
+                },
+                peer: None,
+            });
+        }
+        fn closed(&mut self, _conn: &ConnId) {}
+    }
+
+    #[test]
+    fn an_open_events_identity_frame_reaches_its_ring_first() {
+        let (ring, mut consumer) = frame_ring(1 << 16);
+        let mut router = Router::new(vec![ring], None, true).with_identities(Box::new(NameByPid));
+        let mut open = header(3, 1);
+        open.kind = EventKind::Open;
+        let local = "127.0.0.1:9000".parse().unwrap();
+        let remote = "127.0.0.1:40000".parse().unwrap();
+        router
+            .event(&build::open(&open, local, remote, "x"))
+            .unwrap();
+        router.watermark(2).unwrap();
+        let mut tags = vec![];
+        while let Some(item) = consumer.pop(|tag, body| {
+            (
+                tag,
+                (tag == Tag::Identity).then(|| IdentityFrame::decode(body).unwrap().own.app),
+            )
+        }) {
+            tags.push(item);
+        }
+        assert_eq!(
+            tags,
+            vec![
+                (Tag::Identity, Some("app-100".to_string())),
+                (Tag::KernelEvent, None),
+                (Tag::Watermark, None),
+            ]
+        );
+        assert_eq!(router.stats().identities.load(Relaxed), 1);
     }
 }

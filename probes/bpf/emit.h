@@ -102,10 +102,15 @@ static __always_inline void emit_open(void *ctx, const struct l7_event_header *h
 	/* the process's name (its main thread's), not the calling thread's */
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	BPF_CORE_READ_STR_INTO(&ev.comm, task, group_leader, comm);
+	/* argv[0]'s start: names a process that exits before user space reads /proc */
+	unsigned long arg_start = BPF_CORE_READ(task, mm, arg_start);
+	if (arg_start)
+		bpf_probe_read_user_str(&ev.argv0, sizeof(ev.argv0), (const void *)arg_start);
 	struct sock *s = (struct sock *)sk;
 	ev.family = BPF_CORE_READ(s, __sk_common.skc_family);
 	ev.local_port = BPF_CORE_READ(s, __sk_common.skc_num);
 	ev.remote_port = bpf_ntohs(BPF_CORE_READ(s, __sk_common.skc_dport));
+	ev.netns = BPF_CORE_READ(s, __sk_common.skc_net.net, ns.inum);
 	if (ev.family == AF_INET) {
 		BPF_CORE_READ_INTO(&ev.local_addr, s, __sk_common.skc_rcv_saddr);
 		BPF_CORE_READ_INTO(&ev.remote_addr, s, __sk_common.skc_daddr);

@@ -182,6 +182,79 @@ pub struct ConnectionInfo {
     pub side: Side,
     pub client_addr: std::net::SocketAddr,
     pub server_addr: std::net::SocketAddr,
+    /// Who the observed process is and, for a local connection whose other end is watched
+    /// too, who that end is; empty when the input carried no identity.
+    pub identity: ConnectionIdentity,
+}
+
+/// The identity of a connection's ends as resolved at its open (see the ingest crate).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnectionIdentity {
+    /// `/proc` was read for the observed process; false: it had exited (the kernel's comm
+    /// stands for its name), or no identity was resolved.
+    pub resolved: bool,
+    /// Process name of the observed process.
+    pub process: String,
+    pub exe: String,
+    pub cgroup: String,
+    /// Application name of the observed process; empty when unknown.
+    pub app: String,
+    /// The other end, when it is a watched process of this host.
+    pub peer: Option<PeerIdentity>,
+}
+
+/// The other end of a local connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerIdentity {
+    pub pid: u32,
+    pub process: String,
+    pub app: String,
+}
+
+/// One end of a connection as the tables show it: known when it is the observed process or
+/// a joined local peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndIdentity<'a> {
+    pub pid: u32,
+    pub process: &'a str,
+    pub app: &'a str,
+}
+
+impl ConnectionInfo {
+    /// The observed process's end; none when no identity was resolved.
+    fn own_end(&self) -> Option<EndIdentity<'_>> {
+        let id = &self.identity;
+        (!id.app.is_empty()).then_some(EndIdentity {
+            pid: self.pid,
+            process: &id.process,
+            app: &id.app,
+        })
+    }
+
+    fn peer_end(&self) -> Option<EndIdentity<'_>> {
+        self.identity.peer.as_ref().map(|p| EndIdentity {
+            pid: p.pid,
+            process: &p.process,
+            app: &p.app,
+        })
+    }
+
+    /// Who the client end is: the observed process on the client side, the joined peer on
+    /// the server side; none for a remote client (its address is all there is).
+    pub fn client_end(&self) -> Option<EndIdentity<'_>> {
+        match self.side {
+            Side::Client => self.own_end(),
+            Side::Server => self.peer_end(),
+        }
+    }
+
+    /// Who the server end is (see [`ConnectionInfo::client_end`]).
+    pub fn server_end(&self) -> Option<EndIdentity<'_>> {
+        match self.side {
+            Side::Client => self.peer_end(),
+            Side::Server => self.own_end(),
+        }
+    }
 }
 
 impl RequestRecord {

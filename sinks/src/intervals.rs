@@ -75,6 +75,8 @@ pub struct IntervalColumns {
     hdr: BinaryBuilder,
     heatmap_counts: ListBuilder<ListBuilder<Int64Builder>>,
     heatmap_sub_window_ns: Int64Builder,
+    client_app: StringBuilder,
+    client_process: StringBuilder,
 }
 
 impl Default for IntervalColumns {
@@ -115,6 +117,8 @@ impl IntervalColumns {
             hdr: BinaryBuilder::new(),
             heatmap_counts: ListBuilder::new(ListBuilder::new(Int64Builder::new())),
             heatmap_sub_window_ns: Int64Builder::new(),
+            client_app: StringBuilder::new(),
+            client_process: StringBuilder::new(),
         }
     }
 
@@ -136,6 +140,8 @@ impl IntervalColumns {
         let _ = write!(self.client_addr, "{}", key.client_ip);
         self.client_addr.append_value("");
         self.comm.append_value(&key.comm);
+        self.client_app.append_value(&key.client_app);
+        self.client_process.append_value(&key.client_process);
         let _ = write!(self.server_addr, "{}", key.server_addr);
         self.server_addr.append_value("");
         self.operation.append_value(&key.operation);
@@ -208,6 +214,8 @@ impl TableColumns for IntervalColumns {
             Arc::new(f.heatmap_counts.finish()),
             Arc::new(f.heatmap_sub_window_ns.finish()),
             Arc::new(f.interface.finish()),
+            Arc::new(f.client_app.finish()),
+            Arc::new(f.client_process.finish()),
         ]
     }
 }

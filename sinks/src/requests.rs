@@ -124,6 +124,14 @@ pub struct RequestColumns {
     database: StringBuilder,
     format: StringBuilder,
     http_status: Int32Builder,
+    client_app: StringBuilder,
+    client_pid: Int32Builder,
+    client_process: StringBuilder,
+    server_app: StringBuilder,
+    server_pid: Int32Builder,
+    server_process: StringBuilder,
+    exe: StringBuilder,
+    cgroup: StringBuilder,
 }
 
 /// Whether a protocol's `query` text is SQL, which `--redact` rewrites, with its
@@ -207,6 +215,14 @@ impl RequestColumns {
             database: strings(n, 8),
             format: strings(n, 8),
             http_status: Int32Builder::with_capacity(n),
+            client_app: strings(n, 16),
+            client_pid: Int32Builder::with_capacity(n),
+            client_process: strings(n, 12),
+            server_app: strings(n, 16),
+            server_pid: Int32Builder::with_capacity(n),
+            server_process: strings(n, 12),
+            exe: strings(n, 16),
+            cgroup: strings(n, 8),
         }
     }
 
@@ -272,6 +288,26 @@ impl RequestColumns {
         self.side.append_value(conn.side.name());
         self.pid.append_value(conn.pid as i32);
         self.comm.append_value(&conn.comm);
+        for (end, app, pid, process) in [
+            (
+                conn.client_end(),
+                &mut self.client_app,
+                &mut self.client_pid,
+                &mut self.client_process,
+            ),
+            (
+                conn.server_end(),
+                &mut self.server_app,
+                &mut self.server_pid,
+                &mut self.server_process,
+            ),
+        ] {
+            app.append_option(end.map(|e| e.app));
+            pid.append_option(end.map(|e| e.pid as i32));
+            process.append_option(end.map(|e| e.process));
+        }
+        append_non_empty(&mut self.exe, &conn.identity.exe);
+        append_non_empty(&mut self.cgroup, &conn.identity.cgroup);
         self.client_addr.append_value(client_addr);
         self.server_addr.append_value(server_addr);
         self.operation.append_value(record.operation);
@@ -426,6 +462,14 @@ impl TableColumns for RequestColumns {
             Arc::new(f.database.finish()),
             Arc::new(f.format.finish()),
             Arc::new(f.http_status.finish()),
+            Arc::new(f.client_app.finish()),
+            Arc::new(f.client_pid.finish()),
+            Arc::new(f.client_process.finish()),
+            Arc::new(f.server_app.finish()),
+            Arc::new(f.server_pid.finish()),
+            Arc::new(f.server_process.finish()),
+            Arc::new(f.exe.finish()),
+            Arc::new(f.cgroup.finish()),
         ]
     }
 }

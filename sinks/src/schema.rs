@@ -178,6 +178,20 @@ pub const REQUESTS_COLUMNS: &[ColumnSpec] = &[
         "ClickHouse over HTTP: the result format (`default_format=` or the response's `X-ClickHouse-Format`); null when not named."),
     column("http_status", Int32, NULLABLE, DICT,
         "ClickHouse over HTTP: the response's status code; null for the native interface and ZooKeeper."),
+    column("client_app", Utf8, NULLABLE, DICT,
+        "Application of the client end: its container (`docker:<id>`, `containerd:<id>`, `cri-o:<id>`, `k8s:<pod uid>/<container id>`), else its systemd unit, else its process name; ` :PORT` follows for a process that listens (a server acting as a client). On the server side, known when the client is a watched process of this host (joined by network namespace and addresses); null for a remote client."),
+    column("client_pid", Int32, NULLABLE, PLAIN,
+        "Process id of the client end; null when unknown (see `client_app`)."),
+    column("client_process", Utf8, NULLABLE, DICT,
+        "Process name of the client end (`comm`, completed from argv[0] when the kernel cut it at 15 bytes); null when unknown."),
+    column("server_app", Utf8, NULLABLE, DICT,
+        "Application of the server end, named as `client_app`; on the client side, known when the server is a watched process of this host."),
+    column("server_pid", Int32, NULLABLE, PLAIN, "Process id of the server end; null when unknown."),
+    column("server_process", Utf8, NULLABLE, DICT, "Process name of the server end; null when unknown."),
+    column("exe", Utf8, NULLABLE, DICT,
+        "Executable of the observed process (`/proc/PID/exe` at the connection's open); null when it had exited or was not read."),
+    column("cgroup", Utf8, NULLABLE, DICT,
+        "cgroup path of the observed process: its v2 path unless the root, else the first v1 path naming a container or unit (every hierarchy of `/proc/PID/cgroup` is read); null when unknown."),
 ];
 
 /// Columns of the `intervals` table: one row per window and key.
@@ -207,6 +221,10 @@ pub const INTERVALS_COLUMNS: &[ColumnSpec] = &[
         "One list per heatmap sub-window (window_ns / heatmap_sub_window_ns of them, in time order), each holding one count per latency bucket (bounds in the file metadata `l7tap.heatmap.bucket_upper_bounds_ns`; the last bucket is above 1 h)."),
     column("heatmap_sub_window_ns", Int64, REQUIRED, DICT, "Length of one heatmap sub-window, ns (default 1 s)."),
     column("interface", Utf8, REQUIRED, DICT, "`native` or `http`, as in `requests`: part of the key."),
+    column("client_app", Utf8, REQUIRED, DICT,
+        "Application of the client, as `requests.client_app`; empty when unknown (a remote client: see `client_addr`). Part of the key."),
+    column("client_process", Utf8, REQUIRED, DICT,
+        "Process name of the client, as `requests.client_process`; empty when unknown. Part of the key."),
 ];
 
 /// Columns of the `capture_stats` table: capture counters per window (and CPU).
@@ -280,7 +298,7 @@ pub const CAPTURE_STATS_COLUMNS: &[ColumnSpec] = &[
         MapOfUtf8ToInt64,
         REQUIRED,
         PLAIN,
-        "Named counters of the window beyond the columns above (e.g. `kernel.classify_checks`, `kernel.classified`, `kernel.ignored`, `kernel.bytes_failed` per CPU; `parse.gap_resyncs`, the part of `resyncs` that came after bytes the capture cut or lost, machine-wide): new counters are new keys, not new columns. A counter absent from a row was 0 or not measured.",
+        "Named counters of the window beyond the columns above (e.g. `kernel.classify_checks`, `kernel.classified`, `kernel.ignored`, `kernel.bytes_failed` per CPU; `parse.gap_resyncs`, the part of `resyncs` that came after bytes the capture cut or lost, machine-wide; `identity.resolved` and `identity.unresolved`: connections whose process was read from `/proc` at their open, or had already exited): new counters are new keys, not new columns. A counter absent from a row was 0 or not measured.",
     ),
 ];
 

@@ -39,6 +39,8 @@ EXPECTED = {
         ("result_rows", I64), ("zk_watch", B), ("zk_multi_ops", pa.list_(S)),
         ("zk_event_type", I32), ("zk_keeper_state", I32), ("interface", S),
         ("database", S), ("format", S), ("http_status", I32),
+        ("client_app", S), ("client_pid", I32), ("client_process", S), ("server_app", S),
+        ("server_pid", I32), ("server_process", S), ("exe", S), ("cgroup", S),
     ],
     "intervals": [
         ("window_start", TS), ("window_ns", I64), ("protocol", S), ("side", S),
@@ -46,7 +48,8 @@ EXPECTED = {
         ("count", I64), ("errors", I64), ("sum_ns", I64), ("min_ns", I64), ("max_ns", I64),
         ("p50_ns", I64), ("p90_ns", I64), ("p99_ns", I64), ("p999_ns", I64),
         ("hdr", pa.binary()), ("heatmap_counts", pa.list_(pa.list_(I64))),
-        ("heatmap_sub_window_ns", I64), ("interface", S),
+        ("heatmap_sub_window_ns", I64), ("interface", S), ("client_app", S),
+        ("client_process", S),
     ],
     "capture_stats": [
         ("window_start", TS), ("cpu", I32), ("events", I64), ("bytes", I64),

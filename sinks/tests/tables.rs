@@ -657,6 +657,56 @@ fn addresses_are_formatted_per_connection() {
 }
 
 #[test]
+fn both_ends_identities_are_written_by_side_and_unknown_ends_are_null() {
+    use l7tap_protocols::PeerIdentity;
+    let out = TempDir::new("identity");
+    let mut sink = sink(&out);
+    // The server's end of a local connection, joined with its client; then a client whose
+    // server is remote.
+    let mut server = (*conn(
+        Side::Server,
+        "127.0.0.1:40000",
+        "127.0.0.1:9000",
+        "clickhouse-serv",
+    ))
+    .clone();
+    server.identity.app = "clickhouse-server :9000".into();
+    server.identity.process = "clickhouse-server".into();
+    server.identity.exe = "/usr/bin/clickhouse".into();
+    server.identity.cgroup = "/".into();
+    server.identity.peer = Some(PeerIdentity {
+        pid: 77,
+        process: "batch".into(),
+        app: "nightly.service".into(),
+    });
+    let mut client = (*conn(Side::Client, "127.0.0.1:40001", "10.0.0.9:9000", "python3")).clone();
+    client.identity.app = "python3".into();
+    client.identity.process = "python3".into();
+    for (i, info) in [server, client].into_iter().enumerate() {
+        sink.push_batch(&clickhouse_request(
+            &std::sync::Arc::new(info),
+            i as u64 * 10,
+            1_000,
+            "SELECT 1",
+            Status::Ok,
+        ));
+    }
+    sink.finish().unwrap();
+    let batch = read_table(out.path(), "requests");
+    let s = |name| strings(&batch, name);
+    let some = |v: &str| Some(v.to_string());
+    assert_eq!(s("client_app"), [some("nightly.service"), some("python3")]);
+    assert_eq!(s("client_process"), [some("batch"), some("python3")]);
+    assert_eq!(s("server_app"), [some("clickhouse-server :9000"), None]);
+    assert_eq!(s("server_process"), [some("clickhouse-server"), None]);
+    assert_eq!(s("exe"), [some("/usr/bin/clickhouse"), None]);
+    let pids: &Int32Array = column(&batch, "client_pid");
+    assert_eq!((pids.value(0), pids.value(1)), (77, 4242));
+    let pids: &Int32Array = column(&batch, "server_pid");
+    assert_eq!((pids.value(0), pids.is_null(1)), (4242, true));
+}
+
+#[test]
 fn a_mixed_batch_is_written_protocol_by_protocol_with_each_protocols_nulls_in_place() {
     let out = TempDir::new("mixed");
     let mut sink = ParquetSink::new(SinkConfig::new(out.path(), "h", OFFSET_NS)).unwrap();

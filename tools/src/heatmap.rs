@@ -33,9 +33,9 @@ mod axis;
 use axis::{gap_label, TimeAxis, MAX_COLUMNS};
 
 use crate::outdir::{
-    check_output_dir, for_each_interval, format_time_us, heatmap_counts, ip_of, open_output,
-    read_files_in_parallel, read_projected, read_rows, runs_selected, server_sides,
-    several_runs_note, table_files, IntervalColumns, ReadError, Selection, ShownSides,
+    check_output_dir, column_if_present, for_each_interval, format_time_us, heatmap_counts,
+    open_output, read_files_in_parallel, read_projected, read_rows, runs_selected, server_sides,
+    several_runs_note, table_files, ClientOf, IntervalColumns, ReadError, Selection, ShownSides,
 };
 
 /// Requests embedded in an HTML heatmap at most.
@@ -51,7 +51,8 @@ pub struct HeatmapArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub filters: crate::outdir::FilterArgs,
-    /// Only this client (IP, or `ip:port` whose port is ignored).
+    /// Only this client: its IP (or `ip:port`, whose port is ignored), application
+    /// (`client_app`) or process name (`client_process`).
     #[arg(long)]
     pub client: Option<String>,
 }
@@ -524,8 +525,8 @@ fn read_embedded_requests(
         "server_addr",
         "status",
     ];
-    if selection.client.is_some() {
-        place_columns.push("client_addr");
+    if selection.selects_clients() {
+        place_columns.extend(["client_addr", "client_app", "client_process"]);
     }
     // Side shown per (protocol, server), compared as &str (no allocation per row).
     let sides: Vec<(&str, &str, &str)> = grid
@@ -558,9 +559,13 @@ fn read_embedded_requests(
             let side = typed::<StringArray>(batch, "side").map_err(named)?;
             let server = typed::<StringArray>(batch, "server_addr").map_err(named)?;
             let status = typed::<StringArray>(batch, "status").map_err(named)?;
-            let client = match selection.client {
-                Some(_) => Some(typed::<StringArray>(batch, "client_addr").map_err(named)?),
-                None => None,
+            let client = match selection.selects_clients() {
+                true => Some((
+                    typed::<StringArray>(batch, "client_addr").map_err(named)?,
+                    column_if_present::<StringArray>(batch, "client_app").map_err(named)?,
+                    column_if_present::<StringArray>(batch, "client_process").map_err(named)?,
+                )),
+                false => None,
             };
             for row in 0..batch.num_rows() {
                 let (p, s) = (protocol.value(row), server.value(row));
@@ -568,11 +573,15 @@ fn read_embedded_requests(
                     || !sides
                         .iter()
                         .any(|&(sp, ss, sd)| sp == p && ss == s && sd == side.value(row))
-                    || client.is_some_and(|c| {
-                        selection
-                            .client
-                            .as_deref()
-                            .is_some_and(|want| ip_of(want) != ip_of(c.value(row)))
+                    || client.is_some_and(|(address, app, process)| {
+                        fn known(c: Option<&StringArray>, row: usize) -> &str {
+                            c.filter(|c| !c.is_null(row)).map_or("", |c| c.value(row))
+                        }
+                        !selection.client_matches(&ClientOf {
+                            ip: address.value(row),
+                            app: known(app, row),
+                            process: known(process, row),
+                        })
                     })
                 {
                     continue;

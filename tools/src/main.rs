@@ -165,6 +165,10 @@ pub struct CommonArgs {
     /// Keep only connections of these cgroup ids.
     #[arg(long = "cgroup", value_delimiter = ',')]
     cgroups: Vec<u64>,
+    /// Keep only connections of processes with these application names (container, systemd
+    /// unit or process name, ` :PORT` for a listening process; see `requests.client_app`).
+    #[arg(long = "app", value_delimiter = ',')]
+    apps: Vec<String>,
     /// Keep only connections with one of these ports at either end.
     #[arg(long = "port", value_delimiter = ',')]
     ports: Vec<u16>,
@@ -265,6 +269,7 @@ impl CommonArgs {
             pids: self.pids.clone(),
             comms: self.comms.clone(),
             cgroups: self.cgroups.clone(),
+            apps: self.apps.clone(),
             ports: self.ports.clone(),
         }
     }

@@ -326,6 +326,18 @@ fn add_stats(row: &mut CaptureStatsRow, s: &WindowStats) {
         add_counter(&mut row.counters, GAP_RESYNCS, s.trouble.gap_resyncs);
     }
     row.connections += s.connections;
+    for (name, value) in [
+        ("identity.resolved", s.identities_resolved),
+        ("identity.unresolved", s.identities_unresolved),
+    ] {
+        if value == 0 {
+            continue;
+        }
+        match row.counters.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, total)) => *total += value,
+            None => row.counters.push((name, value)),
+        }
+    }
 }
 
 /// Publishes every window that every actor has closed: interval rows merged across actors,

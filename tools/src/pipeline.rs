@@ -218,6 +218,7 @@ fn add_ingest_counters(summary: &mut Summary, stats: &RouterStats) {
     summary.add("ingest.events", stats.events.load(Relaxed));
     summary.add("ingest.event_bytes", stats.event_bytes.load(Relaxed));
     summary.add("ingest.malformed", stats.malformed.load(Relaxed));
+    summary.add("ingest.identity_frames", stats.identities.load(Relaxed));
 }
 
 fn add_kernel_counters(summary: &mut Summary, snap: &CounterSnapshot) {
@@ -243,7 +244,7 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
     let config = ProbeConfig {
         capture_bytes: opts.capture_bytes,
         tail_bytes: opts.tail_bytes,
-        clickhouse_http_ports: opts.clickhouse_http_ports,
+        clickhouse_http_ports: opts.clickhouse_http_ports.clone(),
         transport: if opts.ringbuf {
             Transport::RingBuf
         } else {
@@ -278,7 +279,12 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
         None => None,
     };
     let (mut workers, producers) = start_workers(&opts.common, offset, &mut prepared)?;
-    let mut router = Router::new(producers, recorder, false);
+    // Who is at each connection's ends is read from /proc at its open, while the process
+    // still exists; the frames go to the actors and the recording.
+    // A ClickHouse server is named by its native port, not its HTTP one.
+    let identities = l7tap_ingest::join::Identities::new(l7tap_ingest::procfs::ProcFs::default())
+        .naming_no_process_by(&opts.clickhouse_http_ports);
+    let mut router = Router::new(producers, recorder, false).with_identities(Box::new(identities));
     let stats = router.stats();
 
     let stop = Arc::new(AtomicBool::new(false));

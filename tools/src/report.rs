@@ -23,10 +23,10 @@ use hdrhistogram::Histogram;
 
 use crate::hdr_sum::HdrSum;
 use crate::outdir::{
-    check_output_dir, column, for_each_interval, format_time_us, ip_of, open_output,
-    read_files_in_parallel, read_projected, read_projected_where, runs_selected, server_sides,
-    several_runs_note, table_files, FilterArgs, IntervalColumns, ReadError, Runs, Selection,
-    ShownSides,
+    check_output_dir, column, column_if_present, for_each_interval, format_time_us, ip_of,
+    open_output, read_files_in_parallel, read_projected, read_projected_where, runs_selected,
+    server_sides, several_runs_note, table_files, FilterArgs, IntervalColumns, ReadError, Runs,
+    Selection, ShownSides,
 };
 use crate::stats::GAP_RESYNCS;
 use crate::untrusted::{for_json, for_terminal};
@@ -40,9 +40,41 @@ struct Span {
     end_us: i64,
 }
 
+/// What one report row stands for: a client application (the default), a process name, or
+/// an address. A client whose application (or process) is unknown — a remote one — is shown
+/// by its address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    #[default]
+    App,
+    Process,
+    Address,
+}
+
+impl GroupBy {
+    /// The row label of a client.
+    fn label<'a>(self, address: &'a str, app: &'a str, process: &'a str) -> &'a str {
+        let named = match self {
+            GroupBy::App => app,
+            GroupBy::Process => process,
+            GroupBy::Address => "",
+        };
+        if named.is_empty() {
+            address
+        } else {
+            named
+        }
+    }
+}
+
 /// Latency and count figures of one client of one server.
 struct ClientFigures {
-    client_ip: String,
+    /// The row's client: application, process name or address (see [`GroupBy`]).
+    label: String,
+    /// The applications, process names and addresses the row covers (the known ones).
+    apps: std::collections::BTreeSet<String>,
+    processes: std::collections::BTreeSet<String>,
+    addresses: std::collections::BTreeSet<String>,
     comm: String,
     requests: i64,
     errors: i64,
@@ -53,7 +85,7 @@ struct ClientFigures {
     error_names: BTreeMap<String, i64>,
 }
 
-/// Per (protocol, server), per (client IP, comm).
+/// Per (protocol, server), per (client label, comm).
 type FiguresByServer = BTreeMap<(String, String), BTreeMap<(String, String), ClientFigures>>;
 
 fn new_histogram() -> Histogram<u64> {
@@ -71,6 +103,7 @@ pub struct ReportOptions {
     pub selection: Selection,
     pub latency_objective_ns: u64,
     pub json: bool,
+    pub group_by: GroupBy,
 }
 
 /// Builds the report (text or JSON) for `options`.
@@ -102,8 +135,11 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
                 end_us: s.end_us.max(end),
             },
         });
+        let label = options
+            .group_by
+            .label(r.client_ip, r.client_app, r.client_process);
         key.clear();
-        for part in [r.protocol, r.server, r.client_ip, r.comm] {
+        for part in [r.protocol, r.server, label, r.comm] {
             key.push_str(part);
             key.push('\0');
         }
@@ -114,7 +150,10 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
                 all_figures.push((
                     (r.protocol.to_string(), r.server.to_string()),
                     ClientFigures {
-                        client_ip: r.client_ip.to_string(),
+                        label: label.to_string(),
+                        apps: Default::default(),
+                        processes: Default::default(),
+                        addresses: Default::default(),
                         comm: r.comm.to_string(),
                         requests: 0,
                         errors: 0,
@@ -128,6 +167,15 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
             }
         };
         let figures = &mut all_figures[index].1;
+        for (set, value) in [
+            (&mut figures.apps, r.client_app),
+            (&mut figures.processes, r.client_process),
+            (&mut figures.addresses, r.client_ip),
+        ] {
+            if !value.is_empty() && !set.contains(value) {
+                set.insert(value.to_string());
+            }
+        }
         figures.requests += r.count;
         figures.errors += r.errors;
         if r.status == "incomplete" {
@@ -147,7 +195,7 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
         servers
             .entry(server)
             .or_default()
-            .insert((figures.client_ip.clone(), figures.comm.clone()), figures);
+            .insert((figures.label.clone(), figures.comm.clone()), figures);
     }
     let span = span.map(|s| Span {
         start_us: selection.since_us.unwrap_or(s.start_us),
@@ -171,7 +219,13 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
                 .map_err(|e| ReadError::Histogram(format!("merging histograms: {e:?}")))?;
         }
     }
-    add_error_names(&options.dir, selection, &sides, &mut servers)?;
+    add_error_names(
+        &options.dir,
+        selection,
+        options.group_by,
+        &sides,
+        &mut servers,
+    )?;
     let health = read_capture_health(&options.dir, selection)?;
     // Rates are per second of capture: over the span of captures a month apart, they would be
     // diluted by the month in between. Outputs without capture_stats fall back to the span.
@@ -212,11 +266,7 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
     for ((protocol, server), clients) in &servers {
         let side = &sides[&(protocol.clone(), server.clone())];
         let mut clients: Vec<&ClientFigures> = clients.values().collect();
-        clients.sort_by(|a, b| {
-            b.requests
-                .cmp(&a.requests)
-                .then(a.client_ip.cmp(&b.client_ip))
-        });
+        clients.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.label.cmp(&b.label)));
         let mut total = new_histogram();
         let (mut requests, mut errors) = (0i64, 0i64);
         for c in &clients {
@@ -248,8 +298,18 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
         );
         let _ = writeln!(
             text,
-            "{:<40} {:<16} {:>9} {:>9} {:>7} {:>7} {:>10} {:>10} {:>10}  top errors",
-            "client", "observed comm", "requests", "req/s", "errors", "err %", "p50", "p95", "p99"
+            "{:<32} {:<18} {:<16} {:<16} {:>9} {:>9} {:>7} {:>7} {:>10} {:>10} {:>10}  top errors",
+            "client",
+            "process",
+            "address",
+            "observed comm",
+            "requests",
+            "req/s",
+            "errors",
+            "err %",
+            "p50",
+            "p95",
+            "p99"
         );
         let mut json_clients = Vec::new();
         for c in &clients {
@@ -262,10 +322,15 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
                 .iter()
                 .map(|(n, k)| format!("{} ×{k}", for_terminal(n)))
                 .collect();
-            let _ = writeln!(
+            let processes = joined(&c.processes);
+            let addresses = joined(&c.addresses);
+            let _ =
+                writeln!(
                 text,
-                "{:<40} {:<16} {:>9} {:>9.2} {:>7} {:>6.2}% {:>10} {:>10} {:>10}  {}",
-                for_terminal(&c.client_ip),
+                "{:<32} {:<18} {:<16} {:<16} {:>9} {:>9.2} {:>7} {:>6.2}% {:>10} {:>10} {:>10}  {}",
+                for_terminal(&c.label),
+                for_terminal(if processes.is_empty() { "-" } else { &processes }),
+                for_terminal(&addresses),
                 for_terminal(&c.comm),
                 c.requests,
                 c.requests as f64 / seconds,
@@ -277,7 +342,10 @@ pub fn report(options: &ReportOptions) -> Result<String, ReadError> {
                 top_text.join(", ")
             );
             json_clients.push(serde_json::json!({
-                "client": c.client_ip,
+                "client": c.label,
+                "app": (!c.apps.is_empty()).then(|| joined(&c.apps)),
+                "process": (!processes.is_empty()).then_some(processes),
+                "address": addresses,
                 "comm": c.comm,
                 "requests": c.requests,
                 "requests_per_second": c.requests as f64 / seconds,
@@ -375,6 +443,15 @@ fn quantiles(histogram: &Histogram<u64>) -> (u64, u64, u64) {
     (q(0.50), q(0.95), q(0.99))
 }
 
+/// The values of a set, comma-separated.
+fn joined(values: &std::collections::BTreeSet<String>) -> String {
+    values
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn percent(part: i64, whole: i64) -> f64 {
     if whole == 0 {
         0.0
@@ -401,6 +478,7 @@ pub fn format_ns(ns: u64) -> String {
 fn add_error_names(
     dir: &Path,
     selection: &Selection,
+    group_by: GroupBy,
     sides: &BTreeMap<(String, String), String>,
     servers: &mut FiguresByServer,
 ) -> Result<(), ReadError> {
@@ -413,6 +491,8 @@ fn add_error_names(
         "server_addr",
         "status",
         "error_name",
+        "client_app",
+        "client_process",
     ];
     // Error rows are the ones with an error code: that one integer column is decoded for
     // every row, the strings only for errors (about 1 % of a day's rows, not 100 %).
@@ -432,6 +512,14 @@ fn add_error_names(
             let server = column::<StringArray>(batch, "server_addr").map_err(named)?;
             let status = column::<StringArray>(batch, "status").map_err(named)?;
             let error_name = column::<StringArray>(batch, "error_name").map_err(named)?;
+            let client_app =
+                column_if_present::<StringArray>(batch, "client_app").map_err(named)?;
+            let client_process =
+                column_if_present::<StringArray>(batch, "client_process").map_err(named)?;
+            let known = |c: Option<&StringArray>, row: usize| -> String {
+                c.filter(|c| !c.is_null(row))
+                    .map_or(String::new(), |c| c.value(row).to_string())
+            };
             for row in 0..batch.num_rows() {
                 if status.value(row) != "error" || !selection.time_matches(ts.value(row)) {
                     continue;
@@ -443,10 +531,13 @@ fn add_error_names(
                 if sides.get(&key).is_none_or(|s| s != side.value(row)) {
                     continue;
                 }
-                let client_ip = ip_of(client.value(row)).to_string();
+                let (app, process) = (known(client_app, row), known(client_process, row));
+                let label = group_by
+                    .label(ip_of(client.value(row)), &app, &process)
+                    .to_string();
                 let Some(figures) = servers
                     .get_mut(&key)
-                    .and_then(|c| c.get_mut(&(client_ip, comm.value(row).to_string())))
+                    .and_then(|c| c.get_mut(&(label, comm.value(row).to_string())))
                 else {
                     continue;
                 };
@@ -623,6 +714,10 @@ pub struct ReportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
+    /// One row per client application (container, systemd unit or process name; a remote
+    /// client by its address), per process name, or per client address.
+    #[arg(long, value_enum, default_value_t = GroupBy::App)]
+    pub group_by: GroupBy,
 }
 
 /// Output formats of `l7tap report`.
@@ -679,6 +774,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         selection: args.filters.selection(None),
         latency_objective_ns: args.latency_objective,
         json,
+        group_by: args.group_by,
     })?;
     print!("{text}");
     Ok(())

@@ -173,6 +173,9 @@ impl CommonArgs {
         }) {
             bail!("invalid --interval / --heatmap-resolution: {e}");
         }
+        if self.apps.iter().any(|app| app.trim().is_empty()) {
+            bail!("--app has an empty name: name applications as `requests.client_app` shows them");
+        }
         if let Some(roll_age) = self.roll_age {
             check_range("--roll-age", roll_age, MIN_ROLL_AGE, MAX_ROLL_AGE)?;
         }

@@ -116,3 +116,13 @@ fn object_storage_outputs_hold_every_row_once() {
         &["--recording", &recording, "--requests", &requests],
     );
 }
+
+/// Acceptance of client identity: batch-loader (in a cgroup made for it), dashboard,
+/// clickhouse-client and quick-exit (each exits right after its query), a kazoo session and
+/// the ClickHouse servers' own remote() and ZooKeeper traffic; `report --format json` shows
+/// each client as its own row per server, named by application, with requests and errors
+/// equal to what it sent and to `system.query_log` (by query id and by connection port).
+#[test]
+fn clients_are_told_apart_by_application_and_match_query_log() {
+    accept("identity.py", &[]);
+}

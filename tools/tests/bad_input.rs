@@ -171,6 +171,8 @@ fn absurd_capture_and_replay_flags_are_errors_that_name_the_flag() {
         (&["--roll-age", "99999999999999999999999h"], "--roll-age"),
         (&["--roll-age", "0s"], "--roll-age"),
         (&["--roll-bytes", "0"], "--roll-bytes"),
+        (&["--app", ""], "--app"),
+        (&["--app", "dashboard,"], "--app"),
     ];
     let dir = temp_dir("flags");
     // Flags are checked before the recording is opened: a missing one is not the error.
@@ -256,6 +258,10 @@ fn impossible_times_are_refused_by_report_and_heatmap() {
         "2024-06-01",
     ]);
     assert_clear_error(&out, "--since", "an empty range");
+    let out = l7tap(&["report", &text(dir.path()), "--app", " "]);
+    assert_clear_error(&out, "--app", "an empty application");
+    let out = l7tap(&["heatmap", &text(dir.path()), "--out", &png, "--app", ""]);
+    assert_clear_error(&out, "--app", "an empty application");
 }
 
 // ---- a recording with credentials and hostile process names -------------------------------

@@ -37,6 +37,7 @@ fn connection(side: Side, client: &str, server: &str, comm: &str) -> Arc<Connect
         side,
         client_addr: client.parse::<SocketAddr>().unwrap(),
         server_addr: server.parse::<SocketAddr>().unwrap(),
+        identity: Default::default(),
     })
 }
 
@@ -154,7 +155,12 @@ fn sample_requests() -> CapturedBatch {
 }
 
 fn write_dataset(dir: &Path) {
-    write_dataset_with(dir, |window| CaptureStatsRow {
+    write_dataset_with(dir, default_stats);
+}
+
+/// Three 10 s windows of capture_stats, the second with lost samples.
+fn default_stats(window: i64) -> CaptureStatsRow {
+    CaptureStatsRow {
         window_start_unix_ns: BASE_UNIX_NS + window * 10_000_000_000,
         window_ns: 10_000_000_000,
         cpu: None,
@@ -162,18 +168,23 @@ fn write_dataset(dir: &Path) {
         bytes: 50_000,
         lost_samples: if window == 1 { 5 } else { 0 },
         ..CaptureStatsRow::default()
-    });
+    }
 }
 
 /// The sample requests and three 10 s windows of capture_stats, window `w` made by `stats(w)`.
 fn write_dataset_with(dir: &Path, stats: impl Fn(i64) -> CaptureStatsRow) {
+    write_requests(dir, sample_requests(), stats);
+}
+
+/// `requests`, their `intervals` and three 10 s windows of capture_stats made by `stats`.
+fn write_requests(dir: &Path, requests: CapturedBatch, stats: impl Fn(i64) -> CaptureStatsRow) {
     let mut aggregator = Aggregator::new(AggregatorConfig {
         monotonic_to_unix_offset_ns: OFFSET_NS,
         ..AggregatorConfig::default()
     })
     .unwrap();
     let mut sink = ParquetSink::new(SinkConfig::new(dir, "testhost", OFFSET_NS)).unwrap();
-    for request in sample_requests().iter() {
+    for request in requests.iter() {
         aggregator.record(&request);
         sink.push_request(&request);
     }
@@ -232,6 +243,129 @@ fn capture_health_tells_capture_cuts_from_parser_trouble() {
         let text = l7tap(&["report", dir.path().to_str().unwrap()]);
         assert!(text.contains(says), "{text}");
     }
+}
+
+/// The server side of local connections to 127.0.0.1:9000 from three applications behind one
+/// address (`nightly.service` running `batch`: 10 queries, 2 failing; `dashboard`: 5; the
+/// other server, `clickhouse-server :9001`: 3), and a remote client 10.0.0.9 (4 queries).
+fn local_clients() -> CapturedBatch {
+    let server = "127.0.0.1:9000";
+    let local = |port: u16, pid: u32, process: &str, app: &str| {
+        let mut info = (*connection(
+            Side::Server,
+            &format!("127.0.0.1:{port}"),
+            server,
+            "clickhouse-serv",
+        ))
+        .clone();
+        info.identity.app = "clickhouse-server :9000".into();
+        info.identity.peer = Some(l7tap_protocols::PeerIdentity {
+            pid,
+            process: process.into(),
+            app: app.into(),
+        });
+        Arc::new(info)
+    };
+    let batch = local(40001, 11, "batch", "nightly.service");
+    let dashboard = local(40002, 12, "dashboard", "dashboard");
+    let other_server = local(40003, 13, "clickhouse-server", "clickhouse-server :9001");
+    let remote = connection(Side::Server, "10.0.0.9:50000", server, "clickhouse-serv");
+    let mut requests = CapturedBatch::default();
+    for (conn, n, failing) in [
+        (&batch, 10, 2),
+        (&dashboard, 5, 0),
+        (&other_server, 3, 0),
+        (&remote, 4, 0),
+    ] {
+        for i in 0..n {
+            let error = (i < failing).then_some("UNKNOWN_TABLE");
+            requests.append(clickhouse_query(conn, i * 100, MS, "SELECT 1", error));
+        }
+    }
+    requests
+}
+
+#[test]
+fn report_rows_are_client_applications_and_regroup_by_process_or_address() {
+    let dir = temp_dir("apps");
+    write_requests(dir.path(), local_clients(), default_stats);
+    let dir_arg = dir.path().to_str().unwrap();
+    let rows = |extra: &[&str]| -> Vec<(String, i64, i64, Value)> {
+        let report: Value = serde_json::from_str(&l7tap(
+            &[&["report", dir_arg, "--format", "json"], extra].concat(),
+        ))
+        .unwrap();
+        let mut rows: Vec<_> = server(&report, "127.0.0.1:9000")["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["client"].as_str().unwrap().to_string(),
+                    c["requests"].as_i64().unwrap(),
+                    c["errors"].as_i64().unwrap(),
+                    c["process"].clone(),
+                )
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    };
+    let process = |p: &str| Value::from(p);
+    assert_eq!(
+        rows(&[]),
+        [
+            ("10.0.0.9".to_string(), 4, 0, Value::Null),
+            (
+                "clickhouse-server :9001".to_string(),
+                3,
+                0,
+                process("clickhouse-server")
+            ),
+            ("dashboard".to_string(), 5, 0, process("dashboard")),
+            ("nightly.service".to_string(), 10, 2, process("batch")),
+        ]
+    );
+    let by_process: Vec<(String, i64)> = rows(&["--group-by", "process"])
+        .into_iter()
+        .map(|r| (r.0, r.1))
+        .collect();
+    assert_eq!(
+        by_process,
+        [
+            ("10.0.0.9".to_string(), 4),
+            ("batch".to_string(), 10),
+            ("clickhouse-server".to_string(), 3),
+            ("dashboard".to_string(), 5),
+        ]
+    );
+    let by_address: Vec<(String, i64, i64)> = rows(&["--group-by", "address"])
+        .into_iter()
+        .map(|r| (r.0, r.1, r.2))
+        .collect();
+    assert_eq!(
+        by_address,
+        [
+            ("10.0.0.9".to_string(), 4, 0),
+            ("127.0.0.1".to_string(), 18, 2)
+        ]
+    );
+    let only = rows(&["--app", "nightly.service"]);
+    assert_eq!(only.len(), 1);
+    assert_eq!((only[0].1, only[0].2), (10, 2));
+    // Error names reach the application's row.
+    let report: Value =
+        serde_json::from_str(&l7tap(&["report", dir_arg, "--format", "json"])).unwrap();
+    let batch = server(&report, "127.0.0.1:9000")["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client"] == "nightly.service")
+        .unwrap()
+        .clone();
+    assert_eq!(batch["top_errors"][0]["name"], "UNKNOWN_TABLE");
+    assert_eq!(batch["top_errors"][0]["count"], 2);
+    assert_eq!(batch["address"], "127.0.0.1");
 }
 
 fn l7tap(args: &[&str]) -> String {

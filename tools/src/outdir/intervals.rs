@@ -10,8 +10,8 @@ use arrow::array::{
 
 use super::error::ReadError;
 use super::partitions::table_files;
-use super::read::{column, read_files_in_parallel, read_projected};
-use super::selection::Selection;
+use super::read::{column, column_if_present, read_files_in_parallel, read_projected};
+use super::selection::{ClientOf, Selection};
 
 /// One `intervals` row, borrowed from the batch it was read in (the histogram and heatmap
 /// only when asked for).
@@ -21,6 +21,10 @@ pub struct IntervalRecord<'a> {
     pub protocol: &'a str,
     pub side: &'a str,
     pub client_ip: &'a str,
+    /// The client's application and process name; empty when unknown (a remote client, or
+    /// a file written before the columns existed).
+    pub client_app: &'a str,
+    pub client_process: &'a str,
     pub comm: &'a str,
     pub server: &'a str,
     pub status: &'a str,
@@ -66,6 +70,8 @@ pub fn for_each_interval(
         "count",
         "errors",
         "heatmap_sub_window_ns",
+        "client_app",
+        "client_process",
     ];
     if wanted.histogram {
         columns.push("hdr");
@@ -101,6 +107,10 @@ pub fn for_each_interval(
             let side = column::<StringArray>(batch, "side").map_err(named)?;
             let client = column::<StringArray>(batch, "client_addr").map_err(named)?;
             let comm = column::<StringArray>(batch, "comm").map_err(named)?;
+            let client_app =
+                column_if_present::<StringArray>(batch, "client_app").map_err(named)?;
+            let client_process =
+                column_if_present::<StringArray>(batch, "client_process").map_err(named)?;
             let server = column::<StringArray>(batch, "server_addr").map_err(named)?;
             let status = column::<StringArray>(batch, "status").map_err(named)?;
             let count = column::<Int64Array>(batch, "count").map_err(named)?;
@@ -119,11 +129,17 @@ pub fn for_each_interval(
             };
             for row in 0..batch.num_rows() {
                 let start = window_start.value(row);
+                let app = client_app.map_or("", |c| c.value(row));
+                let process = client_process.map_or("", |c| c.value(row));
                 if !selection.time_matches(start)
                     || !selection.key_matches(
                         protocol.value(row),
                         server.value(row),
-                        client.value(row),
+                        &ClientOf {
+                            ip: client.value(row),
+                            app,
+                            process,
+                        },
                     )
                 {
                     continue;
@@ -134,6 +150,8 @@ pub fn for_each_interval(
                     protocol: protocol.value(row),
                     side: side.value(row),
                     client_ip: client.value(row),
+                    client_app: app,
+                    client_process: process,
                     comm: comm.value(row),
                     server: server.value(row),
                     status: status.value(row),

@@ -18,8 +18,11 @@ pub mod time;
 pub use error::ReadError;
 pub use intervals::{for_each_interval, heatmap_counts, server_sides, IntervalColumns, ShownSides};
 pub use partitions::{check_output_dir, table_files};
-pub use read::{column, read_files_in_parallel, read_projected, read_projected_where, read_rows};
+pub use read::{
+    column, column_if_present, read_files_in_parallel, read_projected, read_projected_where,
+    read_rows,
+};
 pub use remote::open_output;
 pub use runs::{runs_in, runs_selected, several_runs_note, Runs};
-pub use selection::{ip_of, FilterArgs, Selection};
+pub use selection::{ip_of, ClientOf, FilterArgs, Selection};
 pub use time::format_time_us;

@@ -88,7 +88,7 @@ fn read_inner(
     // than read nothing or index a column that is not there.
     let schema = builder.schema().clone();
     for &name in columns.iter().chain(non_null.iter()) {
-        if schema.column_with_name(name).is_none() {
+        if schema.column_with_name(name).is_none() && !ADDED_COLUMNS.contains(&name) {
             return Err(ReadError::MissingColumn(
                 path.to_path_buf(),
                 name.to_string(),
@@ -176,6 +176,26 @@ pub fn read_files_in_parallel<'a, T: Send + 'a>(
         });
         chunk.into_iter().zip(decoded).collect::<Vec<_>>()
     })
+}
+
+/// Columns added to the tables after their first release: files written before lack them, and
+/// a read asking for one reads such files without it (see [`column_if_present`]).
+pub const ADDED_COLUMNS: &[&str] = &["client_app", "client_process"];
+
+/// The column `name` of `batch`, or none when the file predates it (one of [`ADDED_COLUMNS`]);
+/// a format error when it is of another type.
+pub fn column_if_present<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<Option<&'a T>, ReadError> {
+    match batch.column_by_name(name) {
+        None => Ok(None),
+        Some(c) => c
+            .as_any()
+            .downcast_ref::<T>()
+            .map(Some)
+            .ok_or_else(|| ReadError::Format(format!("column {name} of another type"))),
+    }
 }
 
 /// The column `name` of `batch` as an array of type `T` (a format error when it is missing or of

@@ -1,5 +1,5 @@
-//! Which rows to read ([`Selection`]: runs, protocol, server, client, time range), and the
-//! command-line filters that describe one ([`FilterArgs`]).
+//! Which rows to read ([`Selection`]: runs, protocol, server, client, application, time range),
+//! and the command-line filters that describe one ([`FilterArgs`]).
 use super::runs::{is_run_name, UNNAMED_RUN};
 use super::time::parse_time;
 
@@ -10,8 +10,10 @@ pub struct Selection {
     pub runs: Vec<String>,
     pub protocol: Option<String>,
     pub server: Option<String>,
-    /// Client IP (a port, if given, is ignored).
+    /// Client IP (a port, if given, is ignored), application or process name.
     pub client: Option<String>,
+    /// Client application (`client_app`).
+    pub app: Option<String>,
     pub since_us: Option<i64>,
     pub until_us: Option<i64>,
 }
@@ -26,11 +28,32 @@ impl Selection {
         self.since_us.is_none_or(|s| t_us >= s) && self.until_us.is_none_or(|u| t_us < u)
     }
 
-    pub(crate) fn key_matches(&self, protocol: &str, server: &str, client_ip: &str) -> bool {
+    pub(crate) fn key_matches(&self, protocol: &str, server: &str, client: &ClientOf<'_>) -> bool {
         self.protocol.as_deref().is_none_or(|p| p == protocol)
             && self.server.as_deref().is_none_or(|s| s == server)
-            && self.client.as_deref().is_none_or(|c| ip_of(c) == client_ip)
+            && self.client_matches(client)
     }
+
+    /// Whether `--client` (address, application or process name) and `--app` match.
+    pub(crate) fn client_matches(&self, client: &ClientOf<'_>) -> bool {
+        self.client
+            .as_deref()
+            .is_none_or(|c| ip_of(c) == ip_of(client.ip) || c == client.app || c == client.process)
+            && self.app.as_deref().is_none_or(|a| a == client.app)
+    }
+
+    /// Whether rows must be matched by client (address, application or process).
+    pub(crate) fn selects_clients(&self) -> bool {
+        self.client.is_some() || self.app.is_some()
+    }
+}
+
+/// What a row says of its client: address (`ip` or `ip:port`), application and process name
+/// (empty when unknown).
+pub struct ClientOf<'a> {
+    pub ip: &'a str,
+    pub app: &'a str,
+    pub process: &'a str,
 }
 
 /// The IP part of `ip:port` / `[ip6]:port` (a bare IP is returned as is).
@@ -68,6 +91,10 @@ pub struct FilterArgs {
     /// Only this server (`ip:port`, as in `server_addr`).
     #[arg(long)]
     pub server: Option<String>,
+    /// Only this client application (`client_app`: container, systemd unit or process
+    /// name, ` :PORT` for a listening process).
+    #[arg(long)]
+    pub app: Option<String>,
     /// From this time on (UTC `2026-11-25T11:30:00Z` or Unix seconds).
     #[arg(long, value_parser = parse_time)]
     pub since: Option<i64>,
@@ -85,6 +112,9 @@ impl FilterArgs {
                 "--run {bad:?} is not a run id (one like 20240601T100000Z_0a9f3c, or {UNNAMED_RUN})"
             ));
         }
+        if self.app.as_deref().is_some_and(|a| a.trim().is_empty()) {
+            return Err("--app is empty: name an application as `client_app` shows it".into());
+        }
         if let (Some(since), Some(until)) = (self.since, self.until) {
             if since >= until {
                 return Err("--since must be before --until".to_string());
@@ -100,6 +130,7 @@ impl FilterArgs {
             protocol: self.protocol.clone(),
             server: self.server.clone(),
             client,
+            app: self.app.clone(),
             since_us: self.since,
             until_us: self.until,
         }
@@ -109,6 +140,26 @@ impl FilterArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_is_chosen_by_address_application_or_process_and_app_by_application() {
+        let batch = ClientOf {
+            ip: "127.0.0.1",
+            app: "nightly.service",
+            process: "batch",
+        };
+        let by = |client: Option<&str>, app: Option<&str>| Selection {
+            client: client.map(str::to_string),
+            app: app.map(str::to_string),
+            ..Selection::default()
+        };
+        for client in ["127.0.0.1", "127.0.0.1:40000", "nightly.service", "batch"] {
+            assert!(by(Some(client), None).client_matches(&batch), "{client}");
+        }
+        assert!(!by(Some("dashboard"), None).client_matches(&batch));
+        assert!(by(None, Some("nightly.service")).client_matches(&batch));
+        assert!(!by(None, Some("batch")).client_matches(&batch));
+    }
 
     #[test]
     fn addresses_lose_their_port() {
