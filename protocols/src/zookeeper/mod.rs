@@ -679,7 +679,9 @@ impl ZooKeeperParser {
         let (header, frame_len) = fast::reply_header(bytes, self.settings.max_frame_bytes)?;
         let oldest = self.in_flight.oldest()?;
         let header_len = XidWidth::Bits32.reply_header_len();
+        let end_ns = input.ts_end(at + frame_len);
         if oldest.xid != header.xid
+            || oldest.start_ns > end_ns
             || header.xid == xid::NOTIFICATION
             || (header.err.is_ok() && oldest.op.is_multi())
             || !header.follows_error_rules(frame_len - LENGTH_PREFIX, header_len)
@@ -690,7 +692,7 @@ impl ZooKeeperParser {
         self.replies.frame_accepted();
         self.requests.at_start = false;
         let answer = Answer {
-            end_ns: input.ts_end(at + frame_len),
+            end_ns,
             bytes_received: frame_len as u64,
             zxid: header.zxid,
             err: header.err,
@@ -879,7 +881,7 @@ impl ZooKeeperParser {
             record.query_truncated = event.path.1;
             record
         } else {
-            let Some(request) = self.in_flight.take(header.xid, out) else {
+            let Some(request) = self.in_flight.take(header.xid, end_ns, out) else {
                 self.zk_counters.n_unmatched_replies += 1;
                 return Step::Consumed(frame_len as u64);
             };

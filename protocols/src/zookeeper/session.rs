@@ -266,19 +266,28 @@ impl InFlightQueue {
         self.queue.last_mut().filter(|r| r.xid == xid)
     }
 
-    /// Takes the request a reply with `xid` answers; older requests of the same kind end
-    /// `Incomplete` (their replies were lost).
+    /// Takes the request a reply with `xid`, whose last byte came at `end_ns`, answers;
+    /// older requests of the same kind end `Incomplete` (their replies were lost). A request
+    /// sent after that reply ended is not the one it answers (garbage that looked like a
+    /// reply, held until a request came).
     #[inline]
-    pub fn take(&mut self, xid: i64, out: &mut Records) -> Option<InFlight> {
-        if self.queue.first().is_some_and(|oldest| oldest.xid == xid) {
+    pub fn take(&mut self, xid: i64, end_ns: u64, out: &mut Records) -> Option<InFlight> {
+        if self
+            .queue
+            .first()
+            .is_some_and(|oldest| oldest.xid == xid && oldest.start_ns <= end_ns)
+        {
             return self.queue.pop_front();
         }
-        self.take_overtaking(xid, out)
+        self.take_overtaking(xid, end_ns, out)
     }
 
     /// [`Self::take`] of a request that is not the oldest.
-    fn take_overtaking(&mut self, xid: i64, out: &mut Records) -> Option<InFlight> {
-        let at = self.queue.iter().position(|r| r.xid == xid)?;
+    fn take_overtaking(&mut self, xid: i64, end_ns: u64, out: &mut Records) -> Option<InFlight> {
+        let at = self
+            .queue
+            .iter()
+            .position(|r| r.xid == xid && r.start_ns <= end_ns)?;
         let kind = xid_kind(xid);
         let mut i = 0;
         let mut target = at;
@@ -509,16 +518,28 @@ mod tests {
         q.push(request(xid::PING, OpCode::PING, 2), &mut out);
         q.push(request(2, OpCode::GET_DATA, 3), &mut out);
         q.push(request(3, OpCode::GET_DATA, 4), &mut out);
-        let taken = q.take(3, &mut out).unwrap();
+        let taken = q.take(3, 10, &mut out).unwrap();
         assert_eq!(taken.start_ns, 4);
         assert_eq!(
             statuses(&out),
             vec![(1, Status::Incomplete), (3, Status::Incomplete)]
         );
         assert_eq!(q.len(), 1);
-        assert!(q.take(7, &mut out).is_none());
-        assert!(q.take(xid::PING, &mut out).is_some());
+        assert!(q.take(7, 10, &mut out).is_none());
+        assert!(q.take(xid::PING, 10, &mut out).is_some());
         assert_eq!(q.n_overtaken, 2);
+    }
+
+    #[test]
+    fn a_reply_never_answers_a_request_sent_after_it() {
+        let mut q = InFlightQueue::new(100);
+        let mut out = Records::default();
+        q.push(request(1, OpCode::GET_DATA, 5), &mut out);
+        // A reply-like frame that ended at 2, before the request at 5: not its answer.
+        assert!(q.take(1, 2, &mut out).is_none());
+        assert_eq!(q.len(), 1);
+        assert!(q.take(1, 5, &mut out).is_some());
+        assert!(out.is_empty());
     }
 
     #[test]
@@ -553,7 +574,7 @@ mod tests {
             request.has_path = true;
             q.push(request, &mut out);
             if i >= 10 {
-                let answered = q.take(i as i64 - 9, &mut out).unwrap();
+                let answered = q.take(i as i64 - 9, i, &mut out).unwrap();
                 let answer = Answer {
                     end_ns: i,
                     bytes_received: 1,
