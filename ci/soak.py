@@ -46,12 +46,18 @@ RSS_GROWTH_LIMIT = 0.05
 LOAD_NAME = "l7tap-soak-load"  # 15 bytes: the kernel's comm keeps all of it
 
 
-def rss_kib(pid):
+def memory_kib(pid):
+    """VmRSS, and its parts: RssAnon (the process's own memory) and RssFile (pages of its
+    binary and libraries it has touched so far), KiB."""
+    fields = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "RssAnon", "RssFile"):
+                fields[name] = int(value.split()[0])
+    if len(fields) != 3:
+        raise RuntimeError(f"no VmRSS/RssAnon/RssFile for {pid}")
+    return fields
 
 
 def ch(port, sql):
@@ -99,15 +105,20 @@ def main():
                           "--duration", str(load_seconds)],
                          stdout=zk_out),
     ]
-    samples = []  # (minute, rss KiB)
+    samples = []  # (minute, VmRSS KiB)
+    parts = []  # (minute, RssAnon KiB, RssFile KiB)
     started = time.monotonic()
     try:
         for minute in range(1, args.minutes + 1):
             time.sleep(max(0.0, started + minute * 60 - time.monotonic()))
             if capture.process.poll() is not None:
                 raise RuntimeError("the capture ended early: " + capture.log()[-2000:])
-            samples.append((minute, rss_kib(capture.pid)))
-            print(f"soak: minute {minute}: l7tap RSS {samples[-1][1] / 1024:.1f} MiB", flush=True)
+            memory = memory_kib(capture.pid)
+            samples.append((minute, memory["VmRSS"]))
+            parts.append((minute, memory["RssAnon"], memory["RssFile"]))
+            print(f"soak: minute {minute}: l7tap RSS {memory['VmRSS'] / 1024:.1f} MiB (anon "
+                  f"{memory['RssAnon'] / 1024:.1f}, file {memory['RssFile'] / 1024:.1f})",
+                  flush=True)
     except BaseException as e:
         for load in loads:
             load.send_signal(signal.SIGTERM)
@@ -164,6 +175,7 @@ def main():
                and k.rsplit(".", 1)[1] in ("errors", "resyncs", "resync_bytes")}
     print(f"soak: parser counters: {trouble or 'no errors or resyncs'}")
     json.dump({"minutes": args.minutes, "rss_kib_by_minute": samples,
+               "anon_and_file_kib_by_minute": parts,
                "rss_growth": growth, "clickhouse": {"records": records, "query_log": rows},
                "zookeeper": {"records": zk_records, "sent": zk_sent}, "lost": lost,
                "parser_counters": trouble},
