@@ -366,6 +366,7 @@ impl ActorState {
                     side,
                     client_addr,
                     server_addr,
+                    tls: open.tls,
                 });
                 if !self.config.filter.keeps(protocol, &info) {
                     self.summary.add("connections.filtered_out", 1);
@@ -411,6 +412,7 @@ impl ActorState {
                         side: side_of(h.role),
                         client_addr: unspecified,
                         server_addr: unspecified,
+                        tls: data.tls,
                     });
                     let conn = self.new_conn(&h, protocol, info);
                     self.conns.insert(h.conn, conn);

@@ -55,6 +55,7 @@ mod tests {
             side: Side::Client,
             client_addr: "127.0.0.1:40000".parse().unwrap(),
             server_addr: format!("127.0.0.1:{server_port}").parse().unwrap(),
+            tls: false,
         }
     }
 

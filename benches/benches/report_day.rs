@@ -51,6 +51,7 @@ fn connections() -> (Vec<Arc<ConnectionInfo>>, Vec<Arc<ConnectionInfo>>) {
             side: Side::Client,
             client_addr: client.parse().unwrap(),
             server_addr: server.parse().unwrap(),
+            tls: false,
         })
     };
     let zookeeper = (0..60)

@@ -67,6 +67,7 @@ fn workload(rows: usize) -> CapturedBatch {
                 }
                 .parse()
                 .unwrap(),
+                tls: false,
             })
         })
         .collect();

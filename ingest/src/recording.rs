@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! "L7TAPREC" | u32 version | u32 header_len | header | frames...
-//! header v1: i64 monotonic_to_unix_ns | u32 capture_bytes | u32 n_cpus
+//! header (v1, v2): i64 monotonic_to_unix_ns | u32 capture_bytes | u32 n_cpus
 //! ```
+//! Version 2: the kernel counters frame carries the TLS attach counts and two more
+//! counters per CPU (`tools/src/stats.rs`).
 //! A recording cut short (the capture was killed) ends at its last whole frame.
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::frame::{self, Tag, FRAME_HEADER, MAX_BODY};
 
 pub const MAGIC: &[u8; 8] = b"L7TAPREC";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordingHeader {

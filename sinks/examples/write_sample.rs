@@ -26,6 +26,7 @@ fn connection(side: Side, client: &str, server: &str, comm: &str) -> Arc<Connect
         side,
         client_addr: client.parse().unwrap(),
         server_addr: server.parse().unwrap(),
+        tls: false,
     })
 }
 

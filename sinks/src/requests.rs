@@ -124,6 +124,7 @@ pub struct RequestColumns {
     database: StringBuilder,
     format: StringBuilder,
     http_status: Int32Builder,
+    tls: BooleanBuilder,
 }
 
 /// Whether a protocol's `query` text is SQL, which `--redact` rewrites, with its
@@ -207,6 +208,7 @@ impl RequestColumns {
             database: strings(n, 8),
             format: strings(n, 8),
             http_status: Int32Builder::with_capacity(n),
+            tls: BooleanBuilder::with_capacity(n),
         }
     }
 
@@ -301,6 +303,7 @@ impl RequestColumns {
         }
         self.query_truncated.append_value(record.query_truncated);
         self.cgroup_id.append_value(conn.cgroup_id as i64);
+        self.tls.append_value(conn.tls);
 
         match &record.details {
             Details::ClickHouse(ch) => {
@@ -426,6 +429,7 @@ impl TableColumns for RequestColumns {
             Arc::new(f.database.finish()),
             Arc::new(f.format.finish()),
             Arc::new(f.http_status.finish()),
+            Arc::new(f.tls.finish()),
         ]
     }
 }

@@ -158,7 +158,7 @@ pub const REQUESTS_COLUMNS: &[ColumnSpec] = &[
     column("zk_session_id", Int64, NULLABLE, PLAIN, "ZooKeeper session id, when seen on the connection."),
     column("bytes_sent", Int64, REQUIRED, PLAIN, "Bytes of this request's messages, client to server."),
     column("bytes_received", Int64, REQUIRED, PLAIN, "Bytes of this request's answer, server to client."),
-    column("error_message", Utf8, NULLABLE, PLAIN, "First line of the error message, bounded."),
+    column("error_message", Utf8, NULLABLE, PLAIN, "First line of the error message, bounded (ClickHouse: literals replaced by `?` when the sink redacts)."),
     column("query_truncated", Boolean, REQUIRED, PLAIN, "`query` was cut at the parser's limit."),
     column("cgroup_id", Int64, REQUIRED, DICT, "cgroup v2 id of the observed process (bits reinterpreted as signed)."),
     column("client_version", Utf8, NULLABLE, DICT, "ClickHouse client version `major.minor.patch`; null when unknown."),
@@ -178,6 +178,8 @@ pub const REQUESTS_COLUMNS: &[ColumnSpec] = &[
         "ClickHouse over HTTP: the result format (`default_format=` or the response's `X-ClickHouse-Format`); null when not named."),
     column("http_status", Int32, NULLABLE, DICT,
         "ClickHouse over HTTP: the response's status code; null for the native interface and ZooKeeper."),
+    column("tls", Boolean, REQUIRED, PLAIN,
+        "The connection is encrypted (TLS): the record was read from the TLS library's plaintext (uprobes), not from the socket."),
 ];
 
 /// Columns of the `intervals` table: one row per window and key.
@@ -280,7 +282,7 @@ pub const CAPTURE_STATS_COLUMNS: &[ColumnSpec] = &[
         MapOfUtf8ToInt64,
         REQUIRED,
         PLAIN,
-        "Named counters of the window beyond the columns above (e.g. `kernel.classify_checks`, `kernel.classified`, `kernel.ignored`, `kernel.bytes_failed` per CPU): new counters are new keys, not new columns. A counter absent from a row was 0 or not measured.",
+        "Named counters of the window beyond the columns above (e.g. `kernel.classify_checks`, `kernel.classified`, `kernel.ignored`, `kernel.bytes_failed`, `kernel.tls_payloads`, `kernel.tls_lost` per CPU; `tls.attached` and `tls.attach_failed`, TLS library functions attached, for the machine): new counters are new keys, not new columns. A counter absent from a row was 0 or not measured.",
     ),
 ];
 

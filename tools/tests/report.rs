@@ -37,6 +37,7 @@ fn connection(side: Side, client: &str, server: &str, comm: &str) -> Arc<Connect
         side,
         client_addr: client.parse::<SocketAddr>().unwrap(),
         server_addr: server.parse::<SocketAddr>().unwrap(),
+        tls: false,
     })
 }
 

@@ -31,6 +31,7 @@ fn connection() -> Arc<ConnectionInfo> {
         side: Side::Client,
         client_addr: "10.0.0.2:40001".parse::<SocketAddr>().unwrap(),
         server_addr: "10.0.0.1:9000".parse::<SocketAddr>().unwrap(),
+        tls: false,
     })
 }
 

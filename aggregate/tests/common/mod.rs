@@ -30,6 +30,7 @@ pub fn conn(side: Side, client: &str, server: &str, comm: &str) -> Arc<Connectio
         side,
         client_addr: client.parse::<SocketAddr>().unwrap(),
         server_addr: server.parse::<SocketAddr>().unwrap(),
+        tls: false,
     })
 }
 
