@@ -2,10 +2,10 @@
  * (libssl.a, libcrypto.a): the binary holds SSL_read/SSL_write itself, as official
  * ClickHouse builds do. Built by ci/tls-static-client.sh; used by ci/accept/tls.py.
  *
- *   tls-static-client HOST PORT QUERY_ID_PREFIX N
+ *   tls-static-client HOST PORT QUERY_ID_PREFIX N [START_DELAY_MS]
  *
  * Runs N queries on one connection (the same mix as ci/accept/tls.py's Python clients:
- * small SELECTs, a 20,000-row result, a failing query), query ids PREFIX-0 .. PREFIX-N-1,
+ * small SELECTs, a 1,000-row result, a failing query), query ids PREFIX-0 .. PREFIX-N-1,
  * and prints {"ok": .., "60": ..} (answers by outcome). Uncompressed; client revision
  * 54060 (client info with quota key, no later extensions). Exits 1 on anything it does not
  * understand. */
@@ -250,19 +250,21 @@ static const char *sql_of(int i, char *buf, size_t cap)
 {
 	if (i % 10 == 3)
 		return "SELECT * FROM l7tap.no_such_table";
-	if (i % 10 == 7)
-		return "SELECT number, toString(number) FROM system.numbers LIMIT 20000";
+	if (i % 10 == 7) /* uncompressed: small enough not to be cut (see ci/accept/tls.py) */
+		return "SELECT number, toString(number) FROM system.numbers LIMIT 1000";
 	snprintf(buf, cap, "SELECT %d, 'tls'", i);
 	return buf;
 }
 
 int main(int argc, char **argv)
 {
-	if (argc != 5) {
-		fprintf(stderr, "usage: %s HOST PORT QUERY_ID_PREFIX N\n", argv[0]);
+	if (argc != 5 && argc != 6) {
+		fprintf(stderr, "usage: %s HOST PORT QUERY_ID_PREFIX N [START_DELAY_MS]\n", argv[0]);
 		return 2;
 	}
 	int n = atoi(argv[4]);
+	if (argc == 6) /* a wait before connecting (for a capture's scan to find this binary) */
+		usleep((useconds_t)atoi(argv[5]) * 1000);
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai;
 	if (getaddrinfo(argv[1], argv[2], &hints, &ai))
 		die("cannot resolve the host");
