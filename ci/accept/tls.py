@@ -312,12 +312,12 @@ def survive(args):
         i = 0
         while not stop.is_set():
             try:
-                got = client.execute(f"SELECT {i} + 1, repeat('x', {i % 5000})")
+                got = client.execute(f"SELECT {i} + 1, arrayStringConcat(arrayMap(x -> 'x', range({i % 5000})))")
                 if got != [(i + 1, "x" * (i % 5000))]:
                     errors.append(f"{port}/{k}: query {i}: wrong answer")
                 results[port] += 1
             except Exception as e:
-                errors.append(f"{port}/{k}: query {i}: {e!r}")
+                errors.append(f"{port}/{k}: query {i}: {e!r}"[:300])
                 return
             i += 1
 
@@ -345,8 +345,16 @@ def survive(args):
         time.sleep(1)
         print(f"round {round_}: capture stopped with {signal.Signals(sig).name} (exit {code}); "
               f"{sum(results.values()) - before} queries answered meanwhile")
-        if sig == signal.SIGINT and code != 0:
-            errors.append(f"round {round_}: capture exited {code} on SIGINT: {capture.log()[-500:]}")
+        if sig == signal.SIGINT:
+            if code != 0:
+                errors.append(f"round {round_}: capture exited {code} on SIGINT: {capture.log()[-500:]}")
+                continue
+            # The capture was really attached and reading plaintext meanwhile.
+            summary = json.load(open(capture.summary_path))
+            seen = {k: summary.get(k, 0) for k in ("tls.symbols_attached", "kernel.tls_payloads")}
+            print(f"round {round_}: {seen}")
+            if seen["tls.symbols_attached"] < 4 or seen["kernel.tls_payloads"] == 0:
+                errors.append(f"round {round_}: the capture read no TLS plaintext: {seen}")
     time.sleep(1)
     stop.set()
     for t in threads:
