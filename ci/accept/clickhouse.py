@@ -331,7 +331,7 @@ def main():
         SELECT count(*) FROM read_parquet('{out_dir}/requests/*/*/*.parquet')
         WHERE protocol = 'clickhouse' AND tls
           AND CAST(split_part(server_addr, ':', 2) AS INTEGER) IN ({", ".join(map(str, PORTS))})
-    """).fetchone()[0]
+    """).fetchall()[0][0]
     if marked:
         failures.append(f"{marked} records on the plaintext ports say tls = true")
 
