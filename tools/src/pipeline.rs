@@ -174,6 +174,9 @@ fn add_kernel_counters(summary: &mut Summary, snap: &CounterSnapshot) {
     summary.add("kernel.last_output_errno", total.last_error.unsigned_abs());
     summary.add("kernel.tls_payloads", total.tls_payloads);
     summary.add("kernel.tls_lost", total.tls_lost);
+    // From the snapshot (not the attacher), so that a replay reports them too.
+    summary.add("tls.symbols_attached", snap.tls_attached);
+    summary.add("tls.attach_failures", snap.tls_attach_failed);
 }
 
 pub fn capture(opts: CaptureOptions) -> Result<()> {
@@ -291,7 +294,6 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
     let (mut summary, output) = workers.join()?;
     add_ingest_counters(&mut summary, &stats);
     add_kernel_counters(&mut summary, &last);
-    tls.add_to_summary(&mut summary);
     eprint!("{}", tls.report());
     report(
         &summary,

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Result;
 use crossbeam_channel::{Receiver, Sender};
-use l7tap_actors::Summary;
 use l7tap_probes::{Probes, ScanStats, TlsScanner, TlsTarget};
 
 use crate::untrusted;
@@ -117,23 +116,19 @@ impl TlsAttacher {
         while self.found.try_recv().is_ok() {}
     }
 
-    pub fn add_to_summary(&self, summary: &mut Summary) {
-        summary.add("tls.processes_scanned", self.processes);
-        summary.add("tls.files_examined", self.files_examined);
-        summary.add("tls.files_unreadable", self.unreadable);
-        summary.add("tls.files_attached", self.files.len() as u64);
-        summary.add("tls.symbols_attached", self.attached);
-        summary.add("tls.attach_failures", self.failed);
-        summary.add(
-            "tls.libssl_without_symbols",
-            self.libssl_without_symbols.len() as u64,
-        );
-    }
-
-    /// What was attached where and what failed, one line each (text from the file system
-    /// escaped).
+    /// What was scanned, what was attached where and what failed, one line each (text from
+    /// the file system escaped). The counts of functions attached and failed are in the
+    /// summary (`tls.symbols_attached`, `tls.attach_failures`: recorded, so a replay shows
+    /// them too).
     pub fn report(&self) -> String {
-        let mut out = String::new();
+        let mut out = format!(
+            "  tls: {} processes scanned, {} executable files examined ({} unreadable), \
+             {} files attached\n",
+            self.processes,
+            self.files_examined,
+            self.unreadable,
+            self.files.len()
+        );
         for (path, symbols) in &self.files {
             out.push_str(&format!(
                 "  tls: attached {} in {}\n",
