@@ -21,6 +21,13 @@
  * before it (same connection, timestamp and segment) holds the segment's first bytes and
  * reports the middle as cut. The captured bytes end the segment. */
 #define L7_DATA_TAIL 1
+/* The connection is encrypted: the payload is TLS plaintext (as L7_OPEN_TLS). */
+#define L7_DATA_TLS 2
+
+/* l7_open_event.flags */
+/* The connection is encrypted (TLS): its payload is the plaintext read from the TLS library
+ * by uprobes (probes/bpf/tls.h); its ciphertext on the syscalls is not sent. */
+#define L7_OPEN_TLS 1
 
 enum l7_event_kind {
 	L7_EVENT_DATA = 1,  /* bytes of one syscall (or one iovec segment of it) */
@@ -127,7 +134,7 @@ struct l7_open_event {
 	__u16 local_port;
 	__u16 remote_port;
 	__u8 detect; /* enum l7_detect */
-	__u8 _pad;
+	__u8 flags;  /* L7_OPEN_* */
 	__u8 local_addr[16];
 	__u8 remote_addr[16];
 	char comm[16];
@@ -152,6 +159,9 @@ struct l7_counters {
 	__u64 classified;      /* connections classified */
 	__u64 ignored;         /* sockets given up after the classify budget */
 	__s64 last_error;      /* errno of the last failed output (diagnostics) */
+	__u64 tls_payloads;    /* plaintext chunks a TLS library call returned on a connection */
+	__u64 tls_lost;        /* plaintext chunks lost: their connection unknown (no fd seen) or
+				* the call not recorded (in-flight table full) */
 };
 
 /* Which transport the program outputs to (set at load time). */

@@ -102,6 +102,7 @@ int main(void)
 	OFF("OPEN_LOCAL_PORT", struct l7_open_event, local_port);
 	OFF("OPEN_REMOTE_PORT", struct l7_open_event, remote_port);
 	OFF("OPEN_DETECT", struct l7_open_event, detect);
+	OFF("OPEN_FLAGS", struct l7_open_event, flags);
 	OFF("OPEN_LOCAL_ADDR", struct l7_open_event, local_addr);
 	OFF("OPEN_REMOTE_ADDR", struct l7_open_event, remote_addr);
 	OFF("OPEN_COMM", struct l7_open_event, comm);
@@ -112,6 +113,8 @@ int main(void)
 	VAL("MAX_PIECES", L7_MAX_PIECES);
 	VAL("MAX_TAIL", L7_MAX_TAIL);
 	VAL("DATA_TAIL", L7_DATA_TAIL);
+	VAL("OPEN_TLS", L7_OPEN_TLS);
+	VAL("DATA_TLS", L7_DATA_TLS);
 	VAL("EVENT_DATA", L7_EVENT_DATA);
 	VAL("EVENT_OPEN", L7_EVENT_OPEN);
 	VAL("EVENT_CLOSE", L7_EVENT_CLOSE);

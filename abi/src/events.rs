@@ -68,6 +68,8 @@ pub struct DataEvent<'a> {
     /// before it (same connection and timestamp) holds the segment's first bytes and counts
     /// the middle as cut.
     pub tail: bool,
+    /// The payload is TLS plaintext of an encrypted connection (`L7_DATA_TLS`).
+    pub tls: bool,
     /// The captured prefix (of a tail: the whole tail, or nothing when it was unreadable);
     /// `total - payload.len()` bytes were cut.
     pub payload: &'a [u8],
@@ -88,6 +90,9 @@ pub struct OpenEvent {
     pub remote: SocketAddr,
     /// How it was detected (`enum l7_detect`).
     pub detect: u8,
+    /// The connection is encrypted: its payload is TLS plaintext read from the TLS library
+    /// (`L7_OPEN_TLS`).
+    pub tls: bool,
     pub comm: String,
     /// Inode of the socket's network namespace; 0 when unknown (events recorded before the
     /// field existed are shorter and decode with 0).
@@ -218,6 +223,7 @@ pub fn decode(b: &[u8]) -> Result<Event<'_>, EventError> {
                 total: u64_at(b, DATA_TOTAL),
                 segment: u16_at(b, DATA_SEGMENT),
                 tail: u32::from(u16_at(b, DATA_FLAGS)) & DATA_TAIL != 0,
+                tls: u32::from(u16_at(b, DATA_FLAGS)) & DATA_TLS != 0,
                 payload: &b[DATA_PAYLOAD..DATA_PAYLOAD + captured],
             }))
         }
@@ -241,6 +247,7 @@ pub fn decode(b: &[u8]) -> Result<Event<'_>, EventError> {
                     u16_at(b, OPEN_REMOTE_PORT),
                 ),
                 detect: b[OPEN_DETECT],
+                tls: u32::from(b[OPEN_FLAGS]) & OPEN_TLS != 0,
                 comm: String::from_utf8_lossy(&comm_raw[..end]).into_owned(),
                 netns: if b.len() >= OPEN_NETNS + 4 {
                     u32_at(b, OPEN_NETNS)
@@ -344,6 +351,13 @@ pub mod build {
         buf
     }
 
+    /// The open event of an encrypted connection (`L7_OPEN_TLS`).
+    pub fn open_tls(h: &Header, local: SocketAddr, remote: SocketAddr, comm: &str) -> Vec<u8> {
+        let mut buf = open(h, local, remote, comm);
+        buf[OPEN_FLAGS] = OPEN_TLS as u8;
+        buf
+    }
+
     pub fn close(h: &Header) -> Vec<u8> {
         let mut buf = vec![0u8; HEADER_SIZE];
         header(&mut buf, EVENT_CLOSE, h);
@@ -390,7 +404,19 @@ mod tests {
             panic!("not data")
         };
         assert!(d.tail);
+        assert!(!d.tls);
         assert_eq!((d.payload, d.total, d.cut()), (&b"xyz"[..], 3, 0));
+    }
+
+    #[test]
+    fn tls_data_event_is_flagged_and_may_be_a_tail_too() {
+        let mut raw = build::tail(&hdr(), b"xyz");
+        let flags = (layout::DATA_TAIL | layout::DATA_TLS) as u16;
+        raw[layout::DATA_FLAGS..layout::DATA_FLAGS + 2].copy_from_slice(&flags.to_ne_bytes());
+        let Event::Data(d) = decode(&raw).unwrap() else {
+            panic!("not data")
+        };
+        assert!(d.tail && d.tls);
     }
 
     #[test]
@@ -414,6 +440,7 @@ mod tests {
         assert_eq!(o.local, "127.0.0.1:2181".parse().unwrap());
         assert_eq!(o.remote, remote);
         assert_eq!(o.comm, "java");
+        assert!(!o.tls);
         assert_eq!(o.netns, 0);
     }
 
@@ -440,6 +467,18 @@ mod tests {
         };
         assert_eq!((old.netns, old.comm.as_str()), (0, "clickhouse-serv"));
         assert_eq!(old.argv0, "");
+    }
+
+    #[test]
+    fn open_event_carries_the_tls_flag() {
+        let a: SocketAddr = "127.0.0.1:9440".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let Event::Open(o) = decode(&build::open_tls(&hdr(), a, b, "clickhouse-serv")).unwrap()
+        else {
+            panic!("not open")
+        };
+        assert!(o.tls);
+        assert_eq!((o.local, o.remote), (a, b));
     }
 
     #[test]

@@ -418,6 +418,7 @@ impl ActorState {
                     client_addr,
                     server_addr,
                     identity: self.identities.get(&h.conn).cloned().unwrap_or_default(),
+                    tls: open.tls,
                 });
                 if !self.config.filter.keeps(protocol, &info) {
                     self.summary.add("connections.filtered_out", 1);
@@ -464,6 +465,7 @@ impl ActorState {
                         client_addr: unspecified,
                         server_addr: unspecified,
                         identity: Default::default(),
+                        tls: data.tls,
                     });
                     let conn = self.new_conn(&h, protocol, info);
                     self.conns.insert(h.conn, conn);

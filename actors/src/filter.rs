@@ -60,6 +60,7 @@ mod tests {
             client_addr: "127.0.0.1:40000".parse().unwrap(),
             server_addr: format!("127.0.0.1:{server_port}").parse().unwrap(),
             identity: Default::default(),
+            tls: false,
         }
     }
 

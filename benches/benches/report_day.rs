@@ -52,6 +52,7 @@ fn connections() -> (Vec<Arc<ConnectionInfo>>, Vec<Arc<ConnectionInfo>>) {
             client_addr: client.parse().unwrap(),
             server_addr: server.parse().unwrap(),
             identity: Default::default(),
+            tls: false,
         })
     };
     let zookeeper = (0..60)

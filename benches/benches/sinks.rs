@@ -68,6 +68,7 @@ fn workload(rows: usize) -> CapturedBatch {
                 .parse()
                 .unwrap(),
                 identity: Default::default(),
+                tls: false,
             })
         })
         .collect();

@@ -326,6 +326,15 @@ def main():
     for b in below[:5]:
         failures.append(f"{b[0]} {b[1]} {b[2]}: l7tap {b[4]:.3f} ms is shorter than query_duration_ms {b[3]}")
 
+    # Plaintext connections are not marked encrypted.
+    marked = duckdb.sql(f"""
+        SELECT count(*) FROM read_parquet('{out_dir}/requests/*/*/*.parquet')
+        WHERE protocol = 'clickhouse' AND tls
+          AND CAST(split_part(server_addr, ':', 2) AS INTEGER) IN ({", ".join(map(str, PORTS))})
+    """).fetchall()[0][0]
+    if marked:
+        failures.append(f"{marked} records on the plaintext ports say tls = true")
+
     # 3. Loss.
     summary = json.load(open(capture.summary_path))
     lost = {k: v for k, v in summary.items()

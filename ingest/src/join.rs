@@ -221,6 +221,7 @@ mod tests {
             comm: "clickhouse-clie".into(),
             netns,
             argv0: "clickhouse-client".into(),
+            tls: false,
         }
     }
 

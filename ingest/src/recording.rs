@@ -4,10 +4,11 @@
 //!
 //! ```text
 //! "L7TAPREC" | u32 version | u32 header_len | header | frames...
-//! header v1: i64 monotonic_to_unix_ns | u32 capture_bytes | u32 n_cpus
+//! header: i64 monotonic_to_unix_ns | u32 capture_bytes | u32 n_cpus
 //! ```
-//! Version 2 has the same header and adds identity frames (`Tag::Identity`); version 1
-//! recordings are read too (they have none).
+//! Version 3 adds identity frames (`Tag::Identity`), and its kernel counters frame carries
+//! the TLS attach counts and two more counters per CPU (`tools/src/stats.rs`). Older
+//! versions are refused: their counters frames have another layout, which would be misread.
 //! A recording cut short (the capture was killed) ends at its last whole frame.
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -17,9 +18,9 @@ use std::path::{Path, PathBuf};
 use crate::frame::{self, Tag, FRAME_HEADER, MAX_BODY};
 
 pub const MAGIC: &[u8; 8] = b"L7TAPREC";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The oldest version this build reads.
-pub const OLDEST_VERSION: u32 = 1;
+pub const OLDEST_VERSION: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordingHeader {

@@ -16,7 +16,7 @@ static __always_inline void classified(void *ctx, struct conn_state *c, __u64 ke
 {
 	struct l7_event_header hdr = {};
 	conn_header(&hdr, c, key, direction, ts);
-	emit_open(ctx, &hdr, c->sk, detect);
+	emit_open(ctx, &hdr, c->sk, detect, c->tls ? L7_OPEN_TLS : 0);
 	conn_own_sock(c, &hdr.conn);
 }
 
@@ -53,6 +53,13 @@ static __always_inline int classify(void *ctx, struct conn_state *c, __u64 key, 
 		.ingress = direction == L7_DIR_INGRESS,
 	};
 	in.n = read_window(ev->payload, src, ret, pending);
+	/* A TLS record's header (a handshake before the uprobes saw a library call, or any
+	 * record before they were attached): the connection is encrypted; its ciphertext spends
+	 * none of the budget and is never classified. Plaintext (c->tls set) is not checked. */
+	if (!c->tls && tls_record_header(in.win, in.n)) {
+		conn_mark_tls(c);
+		return 0;
+	}
 	struct classify_verdict verdict = {};
 	__u8 detect = 0, protocol = L7_PROTO_UNKNOWN;
 	L7_PROTOCOLS(CLASSIFY_WITH)

@@ -15,6 +15,10 @@ struct conn_state {
 	__u8 role;
 	__u8 ignored;
 	__u8 attempts;
+	/* Encrypted (TLS): a TLS library call used the fd, or its first bytes were a TLS record.
+	 * Its syscall payload (ciphertext) is never sent nor classified; its plaintext comes
+	 * from the TLS uprobes (tls.h). */
+	__u8 tls;
 };
 
 struct sock_owner {
@@ -87,14 +91,31 @@ static __always_inline int conn_track_new(__u64 key, __u32 fd, __u8 role)
 	return !fresh.ignored;
 }
 
-/* Whether the fd `key` may be a watched connection: known and not ignored, or seen for the
- * first time (opened before the capture, or not a socket) and a TCP socket. */
-static __always_inline int conn_watchable(__u64 key, __u32 fd)
+/* The state of the fd `key`, tracked now if it was never seen (opened before the capture,
+ * or not a socket); 0 if it is not a TCP socket (or the table refused it). */
+static __always_inline struct conn_state *conn_tcp(__u64 key, __u32 fd)
 {
 	struct conn_state *c = bpf_map_lookup_elem(&conns, &key);
-	if (c)
-		return !c->ignored;
-	return conn_track_new(key, fd, L7_ROLE_UNKNOWN);
+	if (!c) {
+		if (!conn_track_new(key, fd, L7_ROLE_UNKNOWN))
+			return 0;
+		c = bpf_map_lookup_elem(&conns, &key);
+	}
+	if (!c || !c->sk)
+		return 0;
+	return c;
+}
+
+/* The connection is encrypted: from now on only TLS plaintext feeds it. A socket given up
+ * after the classifier's budget (spent on ciphertext before the uprobes saw it) is watched
+ * again, with a fresh budget. */
+static __always_inline void conn_mark_tls(struct conn_state *c)
+{
+	c->tls = 1;
+	if (c->ignored && c->protocol == L7_PROTO_UNKNOWN) {
+		c->ignored = 0;
+		c->attempts = 0;
+	}
 }
 
 /* The header of the connection's events (kind left for the emitter to set). */

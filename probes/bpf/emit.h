@@ -91,7 +91,7 @@ static __always_inline void emit_close(void *ctx, struct l7_conn_id *conn, __u8 
 /* The open event of a connection just classified: `hdr` names it (its ts_ns is the
  * classifying syscall's, so the open event sorts just before its data), `sk` its socket. */
 static __always_inline void emit_open(void *ctx, const struct l7_event_header *hdr, __u64 sk,
-				     __u8 detect)
+				     __u8 detect, __u8 flags)
 {
 	struct l7_open_event ev = {};
 	ev.hdr = *hdr;
@@ -99,6 +99,7 @@ static __always_inline void emit_open(void *ctx, const struct l7_event_header *h
 	ev.hdr.direction = 0;
 	ev.cgroup_id = bpf_get_current_cgroup_id();
 	ev.detect = detect;
+	ev.flags = flags;
 	/* the process's name (its main thread's), not the calling thread's */
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	BPF_CORE_READ_STR_INTO(&ev.comm, task, group_leader, comm);
@@ -184,12 +185,12 @@ static __always_inline void emit_tail(void *ctx, struct l7_data_event *ev, __u64
 	if (take > L7_MAX_TAIL)
 		take = L7_MAX_TAIL;
 	ev->segment = segment;
-	ev->flags = L7_DATA_TAIL;
+	ev->flags |= L7_DATA_TAIL;
 	ev->total = take;
 	if (bpf_probe_read_user(ev->payload, take, (void *)(end - take)))
 		take = 0; /* unreadable: reported as cut */
 	send_data(ctx, ev, take);
-	ev->flags = 0;
+	ev->flags &= ~L7_DATA_TAIL;
 }
 
 /* State of gathering a writev/readv's iovecs into one event (bpf_loop callback context). */
@@ -272,17 +273,17 @@ static __always_inline int emit_gathered(void *ctx, struct l7_data_event *ev,
 
 /* Data events for the `ret` bytes a syscall moved at `src`, on the connection and in the
  * direction `hdr` names: up to `limit` bytes per segment, and a tail of up to `tail_max`
- * bytes of a cut plain buffer or last segment. */
+ * bytes of a cut plain buffer or last segment. `flags`: the connection's (L7_DATA_TLS). */
 static __always_inline void emit_data(void *ctx, const struct l7_event_header *hdr,
 				      const struct user_payload *src, __u64 ret, __u32 limit,
-				      __u32 tail_max)
+				      __u32 tail_max, __u16 flags)
 {
 	struct l7_data_event *ev = scratch_event();
 	if (!ev)
 		return;
 	ev->hdr = *hdr;
 	ev->hdr.kind = L7_EVENT_DATA;
-	ev->flags = 0;
+	ev->flags = flags;
 	if (!src->iovcnt) {
 		__u64 tail = tail_len(ret, limit, tail_max);
 		emit_segment(ctx, ev, src->addr, ret - tail, 0, limit);
@@ -326,14 +327,15 @@ static __always_inline void emit_data(void *ctx, const struct l7_event_header *h
 
 /* A 4-byte data event holding `value` big-endian: the frame length a JVM server read on its
  * own just before the syscall that classified the connection. */
-static __always_inline void emit_prefix(void *ctx, const struct l7_event_header *hdr, __u32 value)
+static __always_inline void emit_prefix(void *ctx, const struct l7_event_header *hdr, __u32 value,
+				       __u16 flags)
 {
 	struct l7_data_event *ev = scratch_event();
 	if (!ev)
 		return;
 	ev->hdr = *hdr;
 	ev->hdr.kind = L7_EVENT_DATA;
-	ev->flags = 0;
+	ev->flags = flags;
 	ev->total = 4;
 	ev->captured = 4;
 	ev->segment = 0;

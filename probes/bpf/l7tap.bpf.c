@@ -17,6 +17,7 @@
 #include "emit.h"
 #include "conn.h"
 #include "payload.h"
+#include "tls.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -47,13 +48,18 @@ static __always_inline int enter_data(long fd_arg, __u64 buf, __u32 iovcnt, __u8
 		return 0;
 	__u32 fd = fd_arg;
 	__u64 key = conn_key(tgid, fd);
-	if (!conn_watchable(key, fd))
+	struct conn_state *c = conn_tcp(key, fd);
+	if (!c)
 		return 0;
+	__u32 tid = id;
+	/* Inside a TLS library call: this socket is the call's connection (tls.h). */
+	tls_call_saw_fd(tid, c, fd);
+	if (c->ignored || c->tls)
+		return 0; /* given up, or ciphertext: no payload */
 	struct syscall_args args = {
 		.key = key, .src = { .addr = buf, .iovcnt = iovcnt }, .direction = direction,
 		.kind = SYSCALL_DATA,
 	};
-	__u32 tid = id;
 	bpf_map_update_elem(&inflight, &tid, &args, BPF_ANY);
 	return 0;
 }
@@ -157,7 +163,7 @@ static __always_inline int exit_data(void *ctx, long ret)
 	if (ret <= 0 || args.kind != SYSCALL_DATA)
 		return 0;
 	struct conn_state *c = bpf_map_lookup_elem(&conns, &args.key);
-	if (!c || c->ignored)
+	if (!c || c->ignored || c->tls)
 		return 0;
 	on_payload(ctx, c, args.key, args.direction, &args.src, ret, bpf_ktime_get_ns());
 	return 0;

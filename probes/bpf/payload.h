@@ -24,9 +24,9 @@
  * cut.
  *
  * Callers: the exit program of the data syscalls (exit_data_syscall, a buffer or an iovec
- * array). Uprobes on TLS libraries (the return of SSL_read, the entry of SSL_write) are to
- * call it with the plaintext's plain buffer, so plaintext and syscall payload share
- * everything from here on. It runs in the context of the task that moved the bytes: it reads
+ * array; never on a TLS connection: that is ciphertext), and the return of the TLS library
+ * calls (tls_return in tls.h: the plaintext's plain buffer, the connection marked TLS), so
+ * plaintext and syscall payload share everything from here on. It runs in the context of the task that moved the bytes: it reads
  * them with bpf_probe_read_user. */
 static __always_inline void on_payload(void *ctx, struct conn_state *c, __u64 key, __u8 direction,
 				       const struct user_payload *src, __u64 len, __u64 ts)
@@ -37,8 +37,9 @@ static __always_inline void on_payload(void *ctx, struct conn_state *c, __u64 ke
 		return;
 	struct l7_event_header hdr = {};
 	conn_header(&hdr, c, key, direction, ts);
+	__u16 flags = c->tls ? L7_DATA_TLS : 0;
 	if (prefix)
-		emit_prefix(ctx, &hdr, (__u32)len); /* the body length was the prefix */
+		emit_prefix(ctx, &hdr, (__u32)len, flags); /* the body length was the prefix */
 	/* The limits are read at constant offsets, one case per protocol: the verifier then
 	 * knows their values (the globals are read-only) and checks emit_data once per distinct
 	 * pair of limits. Read at the protocol's offset, they are unknown numbers and the
@@ -49,7 +50,7 @@ static __always_inline void on_payload(void *ctx, struct conn_state *c, __u64 ke
 	default:
 		return; /* never: the classifier sets only listed protocols */
 	}
-	emit_data(ctx, &hdr, src, len, limit, tail_max);
+	emit_data(ctx, &hdr, src, len, limit, tail_max, flags);
 }
 
 #endif

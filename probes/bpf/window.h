@@ -25,6 +25,21 @@ static __always_inline __u32 be32_at(const __u8 *w, __u32 off)
 	       (__u32)w[off + 3];
 }
 
+/* Whether the window starts with a TLS record header: content type change_cipher_spec,
+ * alert, handshake or application_data (20-23), version 3.x (SSL 3.0 to TLS 1.3's legacy
+ * 3.3), and a record length within TLS's bound (2^14 + 2048). No watched protocol starts
+ * so: a ClickHouse packet type is below 20 and a ZooKeeper frame of 0x1403.... bytes is
+ * far over any limit; HTTP starts with a letter. */
+static __always_inline int tls_record_header(const struct window *w, __u32 n)
+{
+	if (n < 5)
+		return 0;
+	__u8 type = w->b[0];
+	__u16 len = ((__u16)w->b[3] << 8) | w->b[4];
+	return type >= 20 && type <= 23 && w->b[1] == 3 && w->b[2] <= 4 && len > 0 &&
+	       len <= 16384 + 2048;
+}
+
 /* What a protocol's classifier sees of one payload. */
 struct classify_input {
 	struct window *win; /* the payload's first bytes (after a held length prefix) */

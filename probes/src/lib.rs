@@ -1,5 +1,5 @@
-//! The kernel half of l7tap: C eBPF programs on syscall tracepoints (built by clang in
-//! build.rs and embedded here) and their aya loader. The events they send are decoded by the
+//! The kernel half of l7tap: C eBPF programs on syscall tracepoints and on TLS library
+//! functions (uprobes; built by clang in build.rs and embedded here) and their aya loader. The events they send are decoded by the
 //! `l7tap-abi` crate.
 //!
 //! Architecture invariant: this crate is the only one that talks to the kernel's BPF
@@ -7,6 +7,7 @@
 pub mod floor;
 mod host;
 mod limits;
+pub mod tls;
 
 use l7tap_abi::events;
 use l7tap_abi::Protocol;
@@ -14,11 +15,13 @@ use l7tap_abi::Protocol;
 use aya::maps::perf::PerfEventArrayBuffer;
 use aya::maps::{MapData, PerCpuArray, PerfEventArray, RingBuf};
 use aya::programs::trace_point::TracePointLinkId;
-use aya::programs::TracePoint;
+use aya::programs::uprobe::UProbeLinkId;
+use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 
 pub use host::{check_privileges, ensure_tracefs, HostError};
 pub use limits::PerProtocol;
+pub use tls::{AttachPoint, ScanStats, TlsScanner, TlsTarget, TLS_ATTACH_POINTS};
 
 /// The BPF object, built from `bpf/l7tap.bpf.c`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/l7tap.bpf.o"));
@@ -166,6 +169,8 @@ pub struct KernelCounters {
     pub classified: u64,
     pub ignored: u64,
     pub last_error: i64,
+    pub tls_payloads: u64,
+    pub tls_lost: u64,
 }
 
 const _: () = assert!(std::mem::size_of::<KernelCounters>() == events::layout::COUNTERS_SIZE);
@@ -186,7 +191,18 @@ impl KernelCounters {
         if o.last_error != 0 {
             self.last_error = o.last_error;
         }
+        self.tls_payloads += o.tls_payloads;
+        self.tls_lost += o.tls_lost;
     }
+}
+
+/// What attaching the TLS programs to one file did.
+#[derive(Debug)]
+pub struct TlsAttach {
+    /// Symbols attached (entry and return).
+    pub attached: Vec<&'static str>,
+    /// Symbols that could not be attached, and why.
+    pub failed: Vec<(&'static str, String)>,
 }
 
 /// Loaded probes. [`Probes::attach`] starts them, [`Probes::detach`] (or dropping) stops
@@ -195,6 +211,7 @@ pub struct Probes {
     ebpf: Ebpf,
     transport: Transport,
     links: Vec<(&'static str, TracePointLinkId)>,
+    tls_links: Vec<(&'static str, UProbeLinkId)>,
 }
 
 impl Probes {
@@ -242,10 +259,16 @@ impl Probes {
                 .load()
                 .map_err(|source| ProbeError::Program { name, source })?;
         }
+        for name in tls::tls_programs() {
+            uprobe_program(&mut ebpf, name)?
+                .load()
+                .map_err(|source| ProbeError::Program { name, source })?;
+        }
         Ok(Probes {
             ebpf,
             transport: config.transport,
             links: Vec::new(),
+            tls_links: Vec::new(),
         })
     }
 
@@ -260,8 +283,57 @@ impl Probes {
         Ok(())
     }
 
+    /// Attaches the TLS programs to the attach points `target` defines (system-wide: every
+    /// process mapping the file, now or later). A symbol is attached at its entry and its
+    /// return, or not at all.
+    pub fn attach_tls(&mut self, target: &TlsTarget) -> Result<TlsAttach, ProbeError> {
+        let mut report = TlsAttach {
+            attached: Vec::new(),
+            failed: Vec::new(),
+        };
+        for &(point, offset) in &target.symbols {
+            let entry = uprobe_program(&mut self.ebpf, point.entry)?
+                .attach(None, offset, &target.open_path, None)
+                .map_err(|e| e.to_string());
+            let entry = match entry {
+                Ok(link) => link,
+                Err(reason) => {
+                    report.failed.push((point.symbol, reason));
+                    continue;
+                }
+            };
+            match uprobe_program(&mut self.ebpf, point.ret)?.attach(
+                None,
+                offset,
+                &target.open_path,
+                None,
+            ) {
+                Ok(ret) => {
+                    self.tls_links.push((point.entry, entry));
+                    self.tls_links.push((point.ret, ret));
+                    report.attached.push(point.symbol);
+                }
+                Err(e) => {
+                    uprobe_program(&mut self.ebpf, point.entry)?
+                        .detach(entry)
+                        .map_err(|source| ProbeError::Program {
+                            name: point.entry,
+                            source,
+                        })?;
+                    report.failed.push((point.symbol, e.to_string()));
+                }
+            }
+        }
+        Ok(report)
+    }
+
     /// Detaches every program; events stop. Maps (counters) stay readable.
     pub fn detach(&mut self) -> Result<(), ProbeError> {
+        for (name, link) in self.tls_links.drain(..) {
+            uprobe_program(&mut self.ebpf, name)?
+                .detach(link)
+                .map_err(|source| ProbeError::Program { name, source })?;
+        }
         for (name, link) in self.links.drain(..) {
             tracepoint_program(&mut self.ebpf, name)?
                 .detach(link)
@@ -351,6 +423,17 @@ fn tracepoint_program<'a>(
     ebpf: &'a mut aya::Ebpf,
     name: &'static str,
 ) -> Result<&'a mut TracePoint, ProbeError> {
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| ProbeError::Program { name, source })
+}
+
+/// The loaded uprobe program `name`.
+fn uprobe_program<'a>(
+    ebpf: &'a mut aya::Ebpf,
+    name: &'static str,
+) -> Result<&'a mut UProbe, ProbeError> {
     ebpf.program_mut(name)
         .ok_or(ProbeError::MissingProgram { name })?
         .try_into()

@@ -182,6 +182,8 @@ pub struct ConnectionInfo {
     pub side: Side,
     pub client_addr: std::net::SocketAddr,
     pub server_addr: std::net::SocketAddr,
+    /// The connection is encrypted (its records come from TLS plaintext).
+    pub tls: bool,
     /// Who the observed process is and, for a local connection whose other end is watched
     /// too, who that end is; empty when the input carried no identity.
     pub identity: ConnectionIdentity,

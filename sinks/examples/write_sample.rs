@@ -27,6 +27,7 @@ fn connection(side: Side, client: &str, server: &str, comm: &str) -> Arc<Connect
         client_addr: client.parse().unwrap(),
         server_addr: server.parse().unwrap(),
         identity: Default::default(),
+        tls: false,
     })
 }
 

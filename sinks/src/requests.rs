@@ -132,6 +132,7 @@ pub struct RequestColumns {
     server_process: StringBuilder,
     exe: StringBuilder,
     cgroup: StringBuilder,
+    tls: BooleanBuilder,
 }
 
 /// Whether a protocol's `query` text is SQL, which `--redact` rewrites, with its
@@ -223,6 +224,7 @@ impl RequestColumns {
             server_process: strings(n, 12),
             exe: strings(n, 16),
             cgroup: strings(n, 8),
+            tls: BooleanBuilder::with_capacity(n),
         }
     }
 
@@ -337,6 +339,7 @@ impl RequestColumns {
         }
         self.query_truncated.append_value(record.query_truncated);
         self.cgroup_id.append_value(conn.cgroup_id as i64);
+        self.tls.append_value(conn.tls);
 
         match &record.details {
             Details::ClickHouse(ch) => {
@@ -470,6 +473,7 @@ impl TableColumns for RequestColumns {
             Arc::new(f.server_process.finish()),
             Arc::new(f.exe.finish()),
             Arc::new(f.cgroup.finish()),
+            Arc::new(f.tls.finish()),
         ]
     }
 }

@@ -158,7 +158,7 @@ pub const REQUESTS_COLUMNS: &[ColumnSpec] = &[
     column("zk_session_id", Int64, NULLABLE, PLAIN, "ZooKeeper session id, when seen on the connection."),
     column("bytes_sent", Int64, REQUIRED, PLAIN, "Bytes of this request's messages, client to server."),
     column("bytes_received", Int64, REQUIRED, PLAIN, "Bytes of this request's answer, server to client."),
-    column("error_message", Utf8, NULLABLE, PLAIN, "First line of the error message, bounded."),
+    column("error_message", Utf8, NULLABLE, PLAIN, "First line of the error message, bounded (ClickHouse: literals replaced by `?` when the sink redacts)."),
     column("query_truncated", Boolean, REQUIRED, PLAIN, "`query` was cut at the parser's limit."),
     column("cgroup_id", Int64, REQUIRED, DICT, "cgroup v2 id of the observed process (bits reinterpreted as signed)."),
     column("client_version", Utf8, NULLABLE, DICT, "ClickHouse client version `major.minor.patch`; null when unknown."),
@@ -192,6 +192,8 @@ pub const REQUESTS_COLUMNS: &[ColumnSpec] = &[
         "Executable of the observed process (`/proc/PID/exe` at the connection's open); null when it had exited or was not read."),
     column("cgroup", Utf8, NULLABLE, DICT,
         "cgroup path of the observed process: its v2 path unless the root, else the first v1 path naming a container or unit (every hierarchy of `/proc/PID/cgroup` is read); null when unknown."),
+    column("tls", Boolean, REQUIRED, PLAIN,
+        "The connection is encrypted (TLS): the record was read from the TLS library's plaintext (uprobes), not from the socket."),
 ];
 
 /// Columns of the `intervals` table: one row per window and key.
@@ -298,7 +300,7 @@ pub const CAPTURE_STATS_COLUMNS: &[ColumnSpec] = &[
         MapOfUtf8ToInt64,
         REQUIRED,
         PLAIN,
-        "Named counters of the window beyond the columns above (e.g. `kernel.classify_checks`, `kernel.classified`, `kernel.ignored`, `kernel.bytes_failed` per CPU; `parse.gap_resyncs`, the part of `resyncs` that came after bytes the capture cut or lost, machine-wide; `identity.resolved` and `identity.unresolved`: connections whose process was read from `/proc` at their open, or had already exited): new counters are new keys, not new columns. A counter absent from a row was 0 or not measured.",
+        "Named counters of the window beyond the columns above (e.g. `kernel.classify_checks`, `kernel.classified`, `kernel.ignored`, `kernel.bytes_failed`, `kernel.tls_payloads`, `kernel.tls_lost` per CPU; `parse.gap_resyncs`, the part of `resyncs` that came after bytes the capture cut or lost, machine-wide; `identity.resolved` and `identity.unresolved`: connections whose process was read from `/proc` at their open, or had already exited; `tls.attached` and `tls.attach_failed`, TLS library functions attached, for the machine): new counters are new keys, not new columns. A counter absent from a row was 0 or not measured.",
     ),
 ];
 

@@ -7,6 +7,7 @@ mod output;
 mod pipeline;
 mod report;
 mod stats;
+mod tls_attach;
 mod untrusted;
 mod validate;
 

@@ -22,6 +22,7 @@ use l7tap_sinks::{CaptureStatsRow, Output, RunId};
 
 use crate::output::{self, OutputConfig, OutputReport};
 use crate::stats::{CounterSnapshot, KernelWindows};
+use crate::tls_attach::TlsAttacher;
 use crate::untrusted;
 use crate::CommonArgs;
 
@@ -236,6 +237,11 @@ fn add_kernel_counters(summary: &mut Summary, snap: &CounterSnapshot) {
     summary.add("kernel.classified", total.classified);
     summary.add("kernel.ignored", total.ignored);
     summary.add("kernel.last_output_errno", total.last_error.unsigned_abs());
+    summary.add("kernel.tls_payloads", total.tls_payloads);
+    summary.add("kernel.tls_lost", total.tls_lost);
+    // From the snapshot (not the attacher), so that a replay reports them too.
+    summary.add("tls.symbols_attached", snap.tls_attached);
+    summary.add("tls.attach_failures", snap.tls_attach_failed);
 }
 
 pub fn capture(opts: CaptureOptions) -> Result<()> {
@@ -292,6 +298,8 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
     probes.attach()?;
+    // TLS libraries of the running processes, before the capture says it is attached.
+    let mut tls = TlsAttacher::start(&mut probes)?;
     if let Some(path) = &opts.ready_file {
         std::fs::write(path, b"attached\n")
             .with_context(|| format!("writing {}", path.display()))?;
@@ -304,11 +312,15 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
     let stop_for_tick = stop.clone();
     let mut tick = |router: &mut Router,
                     rs: &ReactorStats,
-                    probes: &Probes,
+                    probes: &mut Probes,
+                    tls: &mut TlsAttacher,
                     workers: &mut Workers| {
+        tls.poll(probes);
         let snap = CounterSnapshot {
             monotonic_ns: l7tap_ingest::monotonic_ns(),
             ring_drops: stats.ring_drops.load(Relaxed),
+            tls_attached: tls.attached,
+            tls_attach_failed: tls.failed,
             per_cpu: probes.counters().unwrap_or_default(),
         };
         router.record_only(Tag::KernelCounters, &snap.encode())?;
@@ -341,16 +353,24 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
         Ok(())
     };
     let mut reactor_stats = reactor::run_live(&mut buffers, &mut router, &stop, |r, rs| {
-        tick(r, rs, &probes, &mut workers)
+        tick(r, rs, &mut probes, &mut tls, &mut workers)
     })?;
+    tls.stop();
     probes.detach()?;
     reactor::finish_live(&mut buffers, &mut router, &mut reactor_stats)?;
-    tick(&mut router, &reactor_stats, &probes, &mut workers)?;
+    tick(
+        &mut router,
+        &reactor_stats,
+        &mut probes,
+        &mut tls,
+        &mut workers,
+    )?;
     progress.finish();
     router.finish().context("finishing the recording")?;
     let (mut summary, output) = workers.join()?;
     add_ingest_counters(&mut summary, &stats);
     add_kernel_counters(&mut summary, &last);
+    eprint!("{}", tls.report());
     report(
         &summary,
         &output,

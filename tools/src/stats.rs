@@ -4,7 +4,9 @@ use l7tap_probes::KernelCounters;
 use l7tap_sinks::CaptureStatsRow;
 
 /// Fields per CPU in a counters frame.
-const FIELDS: usize = 8;
+const FIELDS: usize = 10;
+/// Bytes before the per-CPU fields: time, ring drops, TLS symbols attached and failed.
+const HEAD: usize = 32;
 
 /// A snapshot taken by the reactor's tick.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -13,14 +15,20 @@ pub struct CounterSnapshot {
     pub monotonic_ns: u64,
     /// Events dropped on full actor rings so far.
     pub ring_drops: u64,
+    /// TLS library functions attached so far (each at entry and return).
+    pub tls_attached: u64,
+    /// TLS library functions that could not be attached so far.
+    pub tls_attach_failed: u64,
     pub per_cpu: Vec<KernelCounters>,
 }
 
 impl CounterSnapshot {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + self.per_cpu.len() * FIELDS * 8);
+        let mut out = Vec::with_capacity(HEAD + self.per_cpu.len() * FIELDS * 8);
         out.extend_from_slice(&self.monotonic_ns.to_le_bytes());
         out.extend_from_slice(&self.ring_drops.to_le_bytes());
+        out.extend_from_slice(&self.tls_attached.to_le_bytes());
+        out.extend_from_slice(&self.tls_attach_failed.to_le_bytes());
         for c in &self.per_cpu {
             for v in [
                 c.events_emitted,
@@ -31,6 +39,8 @@ impl CounterSnapshot {
                 c.classified,
                 c.ignored,
                 c.last_error as u64,
+                c.tls_payloads,
+                c.tls_lost,
             ] {
                 out.extend_from_slice(&v.to_le_bytes());
             }
@@ -45,7 +55,7 @@ impl CounterSnapshot {
             ))
         };
         let per_cpu = b
-            .get(16..)?
+            .get(HEAD..)?
             .chunks_exact(FIELDS * 8)
             .map(|c| KernelCounters {
                 events_emitted: u(c, 0).unwrap_or(0),
@@ -56,11 +66,15 @@ impl CounterSnapshot {
                 classified: u(c, 5).unwrap_or(0),
                 ignored: u(c, 6).unwrap_or(0),
                 last_error: u(c, 7).unwrap_or(0) as i64,
+                tls_payloads: u(c, 8).unwrap_or(0),
+                tls_lost: u(c, 9).unwrap_or(0),
             })
             .collect();
         Some(CounterSnapshot {
             monotonic_ns: u(b, 0)?,
             ring_drops: u(b, 1)?,
+            tls_attached: u(b, 2)?,
+            tls_attach_failed: u(b, 3)?,
             per_cpu,
         })
     }
@@ -101,6 +115,16 @@ impl KernelWindows {
         let prev = self.previous.take().unwrap_or_default();
         let machine = self.row(window, None);
         machine.ring_drops += snap.ring_drops.saturating_sub(prev.ring_drops);
+        for (name, now, before) in [
+            ("tls.attached", snap.tls_attached, prev.tls_attached),
+            (
+                "tls.attach_failed",
+                snap.tls_attach_failed,
+                prev.tls_attach_failed,
+            ),
+        ] {
+            add_counter(&mut machine.counters, name, now.saturating_sub(before));
+        }
         for (cpu, c) in snap.per_cpu.iter().enumerate() {
             let p = prev.per_cpu.get(cpu).copied().unwrap_or_default();
             let row = self.row(window, Some(cpu as u32));
@@ -116,6 +140,8 @@ impl KernelWindows {
                 ),
                 ("kernel.classified", c.classified, p.classified),
                 ("kernel.ignored", c.ignored, p.ignored),
+                ("kernel.tls_payloads", c.tls_payloads, p.tls_payloads),
+                ("kernel.tls_lost", c.tls_lost, p.tls_lost),
             ] {
                 add_counter(&mut row.counters, name, now.saturating_sub(before));
             }
@@ -166,6 +192,8 @@ mod tests {
         CounterSnapshot {
             monotonic_ns: ts,
             ring_drops: drops,
+            tls_attached: 0,
+            tls_attach_failed: 0,
             per_cpu: (0..2)
                 .map(|i| KernelCounters {
                     events_emitted: emitted[i],
@@ -179,7 +207,11 @@ mod tests {
 
     #[test]
     fn snapshots_round_trip_through_the_recording_frame() {
-        let s = snap(5, 1, [2, 3], [0, 4]);
+        let mut s = snap(5, 1, [2, 3], [0, 4]);
+        s.tls_attached = 8;
+        s.tls_attach_failed = 1;
+        s.per_cpu[1].tls_payloads = 6;
+        s.per_cpu[0].tls_lost = 2;
         assert_eq!(CounterSnapshot::decode(&s.encode()), Some(s));
     }
 

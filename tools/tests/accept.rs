@@ -126,3 +126,33 @@ fn object_storage_outputs_hold_every_row_once() {
 fn clients_are_told_apart_by_application_and_match_query_log() {
     accept("identity.py", &[]);
 }
+
+/// Acceptance of TLS (ClickHouse's secure native ports): Python clickhouse_driver
+/// (secure=True: Python's ssl, SSL_*_ex), clickhouse-client --secure (Poco, SSL_read/write)
+/// and a client with OpenSSL linked in statically (`ci/tls-static-client.sh`), some started
+/// after the capture began and two connections opened before it; both sides' records
+/// equal both servers' `system.query_log` per query_id and outcome, >= 99 % of server-side
+/// durations are within 2 ms of `query_duration_ms`, every record of a secure port says
+/// tls = true (none of a plaintext port does), and nothing was built from ciphertext or
+/// lost.
+#[test]
+fn tls_records_match_query_log() {
+    let built = Command::new("bash")
+        .arg(root().join("ci/tls-static-client.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "ci/tls-static-client.sh failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let client = String::from_utf8(built.stdout).unwrap();
+    accept("tls.py", &["--static-client", client.trim()]);
+}
+
+/// Never harm the watched process: TLS clients query without pause while captures attach
+/// and stop (SIGINT, SIGKILL); every query succeeds with the right answer.
+#[test]
+fn tls_clients_survive_captures_starting_and_stopping() {
+    accept("tls.py", &["--mode", "survive"]);
+}

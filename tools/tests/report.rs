@@ -38,6 +38,7 @@ fn connection(side: Side, client: &str, server: &str, comm: &str) -> Arc<Connect
         client_addr: client.parse::<SocketAddr>().unwrap(),
         server_addr: server.parse::<SocketAddr>().unwrap(),
         identity: Default::default(),
+        tls: false,
     })
 }
 

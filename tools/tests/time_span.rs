@@ -33,6 +33,7 @@ fn connection() -> Arc<ConnectionInfo> {
         client_addr: "10.0.0.2:40001".parse::<SocketAddr>().unwrap(),
         server_addr: "10.0.0.1:9000".parse::<SocketAddr>().unwrap(),
         identity: Default::default(),
+        tls: false,
     })
 }
 

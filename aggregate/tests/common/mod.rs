@@ -31,6 +31,7 @@ pub fn conn(side: Side, client: &str, server: &str, comm: &str) -> Arc<Connectio
         client_addr: client.parse::<SocketAddr>().unwrap(),
         server_addr: server.parse::<SocketAddr>().unwrap(),
         identity: Default::default(),
+        tls: false,
     })
 }
 

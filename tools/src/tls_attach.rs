@@ -1,0 +1,184 @@
+//! TLS attach points during a capture: the first scan of `/proc` (done before the capture
+//! says it is attached), a thread that scans again every second for processes started
+//! since (their new files), and the account of what was attached where and what failed.
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Result;
+use crossbeam_channel::{Receiver, Sender};
+use l7tap_probes::{Probes, ScanStats, TlsScanner, TlsTarget};
+
+use crate::untrusted;
+
+/// How often `/proc` is scanned for new processes.
+const RESCAN: Duration = Duration::from_secs(1);
+
+pub struct TlsAttacher {
+    found: Receiver<(Vec<TlsTarget>, ScanStats)>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// Files attached and the symbols attached in each.
+    files: Vec<(String, Vec<&'static str>)>,
+    /// (file, symbol, reason) of every attach that failed.
+    failures: Vec<(String, &'static str, String)>,
+    processes: u64,
+    files_examined: u64,
+    unreadable: u64,
+    libssl_without_symbols: Vec<String>,
+    /// Symbols attached and failed so far (for `capture_stats`).
+    pub attached: u64,
+    pub failed: u64,
+}
+
+impl TlsAttacher {
+    /// Scans every running process, attaches to what it finds, and starts the rescanning
+    /// thread.
+    pub fn start(probes: &mut Probes) -> Result<TlsAttacher> {
+        let mut scanner = TlsScanner::new();
+        let mut stats = ScanStats::default();
+        let first = scanner.scan(&mut stats);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("l7tap-tls-scan".into())
+                .spawn(move || rescan(scanner, tx, stop))?
+        };
+        let mut attacher = TlsAttacher {
+            found: rx,
+            stop,
+            thread: Some(thread),
+            files: Vec::new(),
+            failures: Vec::new(),
+            processes: 0,
+            files_examined: 0,
+            unreadable: 0,
+            libssl_without_symbols: Vec::new(),
+            attached: 0,
+            failed: 0,
+        };
+        attacher.attach(probes, first, stats);
+        Ok(attacher)
+    }
+
+    /// Attaches to what the thread found since the last call.
+    pub fn poll(&mut self, probes: &mut Probes) {
+        while let Ok((targets, stats)) = self.found.try_recv() {
+            self.attach(probes, targets, stats);
+        }
+    }
+
+    fn attach(&mut self, probes: &mut Probes, targets: Vec<TlsTarget>, stats: ScanStats) {
+        self.processes += stats.processes;
+        self.files_examined += stats.files_examined;
+        self.unreadable += stats.unreadable.len() as u64;
+        self.libssl_without_symbols.extend(
+            stats
+                .libssl_without_symbols
+                .iter()
+                .map(|p| p.display().to_string()),
+        );
+        for target in targets {
+            let path = target.path.display().to_string();
+            let done = match probes.attach_tls(&target) {
+                Ok(done) => done,
+                Err(e) => {
+                    let n = target.symbols.len() as u64;
+                    self.failed += n;
+                    for (point, _) in &target.symbols {
+                        self.failures
+                            .push((path.clone(), point.symbol, e.to_string()));
+                    }
+                    continue;
+                }
+            };
+            self.attached += done.attached.len() as u64;
+            self.failed += done.failed.len() as u64;
+            if !done.attached.is_empty() {
+                self.files.push((path.clone(), done.attached));
+            }
+            for (symbol, reason) in done.failed {
+                self.failures.push((path.clone(), symbol, reason));
+            }
+        }
+    }
+
+    /// Stops the rescanning thread.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // Nothing is attached once the capture is stopping.
+        while self.found.try_recv().is_ok() {}
+    }
+
+    /// What was scanned, what was attached where and what failed, one line each (text from
+    /// the file system escaped). The counts of functions attached and failed are in the
+    /// summary (`tls.symbols_attached`, `tls.attach_failures`: recorded, so a replay shows
+    /// them too).
+    pub fn report(&self) -> String {
+        let mut out = format!(
+            "  tls: {} processes scanned, {} executable files examined ({} unreadable), \
+             {} files attached\n",
+            self.processes,
+            self.files_examined,
+            self.unreadable,
+            self.files.len()
+        );
+        for (path, symbols) in &self.files {
+            out.push_str(&format!(
+                "  tls: attached {} in {}\n",
+                symbols.join(", "),
+                untrusted::for_terminal(path)
+            ));
+        }
+        for (path, symbol, reason) in &self.failures {
+            out.push_str(&format!(
+                "  tls: could not attach {symbol} in {}: {}\n",
+                untrusted::for_terminal(path),
+                untrusted::for_terminal(reason)
+            ));
+        }
+        for path in &self.libssl_without_symbols {
+            out.push_str(&format!(
+                "  tls: {} defines none of the TLS functions (stripped?): not attached\n",
+                untrusted::for_terminal(path)
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for TlsAttacher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The thread: a scan every [`RESCAN`] (new processes only), its findings sent on.
+fn rescan(
+    mut scanner: TlsScanner,
+    found: Sender<(Vec<TlsTarget>, ScanStats)>,
+    stop: Arc<AtomicBool>,
+) {
+    let step = Duration::from_millis(100);
+    loop {
+        let mut waited = Duration::ZERO;
+        while waited < RESCAN {
+            if stop.load(Relaxed) {
+                return;
+            }
+            std::thread::sleep(step);
+            waited += step;
+        }
+        let mut stats = ScanStats::default();
+        let targets = scanner.scan(&mut stats);
+        if found.send((targets, stats)).is_err() {
+            return;
+        }
+    }
+}
