@@ -40,7 +40,7 @@ EXPECTED = {
         ("zk_event_type", I32), ("zk_keeper_state", I32), ("interface", S),
         ("database", S), ("format", S), ("http_status", I32),
         ("client_app", S), ("client_pid", I32), ("client_process", S), ("server_app", S),
-        ("server_pid", I32), ("server_process", S), ("exe", S), ("cgroup", S),
+        ("server_pid", I32), ("server_process", S), ("exe", S), ("cgroup", S), ("tls", B),
     ],
     "intervals": [
         ("window_start", TS), ("window_ns", I64), ("protocol", S), ("side", S),
