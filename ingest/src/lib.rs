@@ -7,6 +7,7 @@
 //! - all events of one connection go to the same actor ring, in the order they were read;
 //! - live capture and replay push the same frames through the same [`Router`].
 pub mod frame;
+pub mod pcap;
 /// The live reactor reads the kernel's buffers through aya: only the binary's live capture
 /// needs it (feature `live`); replay and the actors build without the loader's dependencies.
 #[cfg(feature = "live")]
