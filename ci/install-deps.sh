@@ -4,11 +4,12 @@
 set -euo pipefail
 
 need_apt=()
+# tcpdump: the live test that compares a pcap replay with a capture (tools/tests/live.rs);
 # chromium: the heatmap page checks (ci/heatmap-check.py, ci/accept/report.py);
 # fonts-dejavu-core: the labels of heatmap PNGs.
 for pkg in clang llvm libbpf-dev bpftool zookeeper clickhouse-server clickhouse-client \
            redis-server redis-tools nginx-light postgresql curl procps iproute2 \
-           chromium fonts-dejavu-core; do
+           chromium fonts-dejavu-core tcpdump; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

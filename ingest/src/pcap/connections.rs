@@ -88,6 +88,11 @@ impl Connections {
                 self.end(key, ts_ns, emit);
             }
         }
+        let has_data = !seg.payload.is_empty() || seg.cut != 0;
+        if !self.table.contains_key(&key) && !has_data && seg.flags & TCP_SYN == 0 {
+            // The last ACK of a connection that ended, or a bare ACK: no connection to start.
+            return;
+        }
         let conn = self.table.entry(key).or_insert_with(|| {
             self.next_fd = self.next_fd.wrapping_add(1) & i32::MAX;
             self.counts.connections += 1;
@@ -138,6 +143,8 @@ impl Connections {
         }
         if seg.flags & TCP_FIN != 0 {
             conn.fin[from] = true;
+            let data_len = seg.payload.len() as u64 + u64::from(seg.cut);
+            conn.streams[from].fin(seg.seq, data_len);
         }
         if seg.flags & TCP_RST != 0 || conn.fin == [true, true] {
             self.end(key, ts_ns, emit);

@@ -12,6 +12,8 @@ pub mod classify;
 pub mod connections;
 pub mod packet;
 pub mod reassembly;
+#[cfg(test)]
+mod tests;
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -228,6 +230,19 @@ pub fn run_pcap_replay(
     options: &PcapOptions,
     router: &mut Router,
 ) -> Result<PcapCounts, PcapError> {
+    read_packet_capture(path, options, |frame| match frame {
+        Frame::Event(e) => router.event(&e),
+        Frame::Watermark(ts) => router.watermark(ts),
+    })
+}
+
+/// Reads the packet capture at `path`; its events and watermarks go to `out`, in order, the
+/// last a watermark of `u64::MAX`.
+pub fn read_packet_capture(
+    path: &Path,
+    options: &PcapOptions,
+    mut out: impl FnMut(Frame) -> Result<(), RecordingError>,
+) -> Result<PcapCounts, PcapError> {
     let format = CaptureFormat::of_file(path)?.ok_or_else(|| PcapError::Format {
         path: path.to_owned(),
         what: "no pcap or pcapng magic number".into(),
@@ -237,10 +252,6 @@ pub fn run_pcap_replay(
         source,
     })?;
     let mut feed = PacketFeed::new(options);
-    let mut out = |frame: Frame| match frame {
-        Frame::Event(e) => router.event(&e),
-        Frame::Watermark(ts) => router.watermark(ts),
-    };
     let format_error = |what: String| PcapError::Format {
         path: path.to_owned(),
         what,

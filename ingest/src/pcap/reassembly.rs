@@ -57,6 +57,9 @@ pub struct Reassembler {
     next: u64,
     held: BTreeMap<u64, Held>,
     held_bytes: usize,
+    /// Offset of the FIN: it takes a sequence number that is no byte of the stream, so an
+    /// acknowledgement of it is no loss.
+    fin_at: Option<u64>,
     pub counts: StreamCounts,
 }
 
@@ -115,10 +118,20 @@ impl Reassembler {
         self.release(out);
     }
 
+    /// A FIN after `data_len` bytes of the segment at `seq`.
+    pub fn fin(&mut self, seq: u32, data_len: u64) {
+        if let Some(origin) = self.origin {
+            self.fin_at = Some(self.offset(origin, seq) + data_len);
+        }
+    }
+
     /// The peer acknowledged every byte before `ack`: a hole before it will not be filled.
     pub fn acknowledged(&mut self, ack: u32, out: &mut Vec<Chunk>) {
         let Some(origin) = self.origin else { return };
-        let upto = self.offset(origin, ack);
+        let mut upto = self.offset(origin, ack);
+        if let Some(fin_at) = self.fin_at {
+            upto = upto.min(fin_at);
+        }
         if upto <= self.next || upto > self.next + MAX_AHEAD {
             return;
         }
@@ -192,7 +205,17 @@ impl Reassembler {
             self.counts.cut_bytes += cut;
         }
         self.next = start + payload.len() as u64 + cut;
-        out.push(chunk);
+        // Segments that follow on in one delivery are one chunk, as the bytes of one write
+        // would be: a classifier sees a request whole even if it came in several segments.
+        match (out.last_mut(), chunk) {
+            (Some(Chunk::Data { bytes, cut: 0 }), Chunk::Data { bytes: more, cut }) => {
+                bytes.extend_from_slice(&more);
+                if let Some(Chunk::Data { cut: last_cut, .. }) = out.last_mut() {
+                    *last_cut = cut;
+                }
+            }
+            (_, chunk) => out.push(chunk),
+        }
     }
 
     /// Delivers the held segments that now follow on.
@@ -229,7 +252,8 @@ mod tests {
         r.syn(99);
         r.segment(100, b"abc", 0, &mut out);
         r.segment(103, b"de", 0, &mut out);
-        assert_eq!(out, [data(b"abc"), data(b"de")]);
+        // Chunks delivered one after the other, not taken in between, are one.
+        assert_eq!(out, [data(b"abcde")]);
     }
 
     #[test]
@@ -239,7 +263,7 @@ mod tests {
         r.segment(103, b"de", 0, &mut out);
         assert!(out.is_empty());
         r.segment(100, b"abc", 0, &mut out);
-        assert_eq!(out, [data(b"abc"), data(b"de")]);
+        assert_eq!(out, [data(b"abcde")]);
     }
 
     #[test]
@@ -249,7 +273,7 @@ mod tests {
         r.segment(100, b"abc", 0, &mut out);
         r.segment(100, b"abc", 0, &mut out);
         r.segment(102, b"cdef", 0, &mut out);
-        assert_eq!(out, [data(b"abc"), data(b"def")]);
+        assert_eq!(out, [data(b"abcdef")]);
         assert_eq!(r.counts.duplicate_bytes, 4);
     }
 
@@ -262,6 +286,17 @@ mod tests {
         r.acknowledged(110, &mut out);
         assert_eq!(out, [data(b"abc"), Chunk::Gap { len: 5 }, data(b"xy")]);
         assert_eq!(r.counts.lost_bytes, 5);
+    }
+
+    #[test]
+    fn the_acknowledgement_of_a_fin_is_no_loss() {
+        let (mut r, mut out) = (Reassembler::default(), Vec::new());
+        r.syn(99);
+        r.segment(100, b"abc", 0, &mut out);
+        r.fin(100, 3);
+        r.acknowledged(104, &mut out);
+        assert_eq!(out, [data(b"abc")]);
+        assert_eq!(r.counts.lost_bytes, 0);
     }
 
     #[test]
@@ -293,7 +328,7 @@ mod tests {
         r.syn(u32::MAX - 1);
         r.segment(u32::MAX, b"ab", 0, &mut out);
         r.segment(1, b"cd", 0, &mut out);
-        assert_eq!(out, [data(b"ab"), data(b"cd")]);
+        assert_eq!(out, [data(b"abcd")]);
     }
 
     #[test]
