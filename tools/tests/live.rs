@@ -326,7 +326,9 @@ fn a_tcpdump_capture_replays_to_the_same_requests_as_a_live_capture() {
     let pcap = dir.join("lo.pcap");
     let mut tcpdump = Command::new("tcpdump");
     tcpdump
-        .args(["-i", "lo", "-s", "0", "-U", "-w"])
+        // A 128 MiB buffer: on a loaded host tcpdump falls behind ClickHouse's large results
+        // (its default 2 MiB dropped 5.7 MB of them here).
+        .args(["-i", "lo", "-s", "0", "-B", "131072", "-w"])
         .arg(&pcap)
         .args(["tcp port 9000 or tcp port 2181"]);
     let tcpdump = tcpdump
@@ -427,32 +429,29 @@ def load(d, view):
 load('{rec}', 'rec')
 load('{pcap}', 'pcap')
 for p in ['clickhouse', 'zookeeper']:
-    n_rec = duckdb.sql(f"select count(*), count(distinct key) from rec where protocol = '{{p}}'").fetchone()
-    n_pcap = duckdb.sql(f"select count(*), count(distinct key) from pcap where protocol = '{{p}}'").fetchone()
-    only = duckdb.sql(f"""select count(*) from (select key, status from rec where protocol = '{{p}}'
-        except select key, status from pcap where protocol = '{{p}}')""").fetchone()[0]
-    only_pcap = duckdb.sql(f"""select count(*) from (select key, status from pcap where protocol = '{{p}}'
-        except select key, status from rec where protocol = '{{p}}')""").fetchone()[0]
+    n_rec = duckdb.sql(f"select count(*), count(distinct key) from rec where protocol = '{{p}}'").fetchall()[0]
+    n_pcap = duckdb.sql(f"select count(*), count(distinct key) from pcap where protocol = '{{p}}'").fetchall()[0]
+    # As multisets: watch notifications (xid -1) and pings (xid -2) repeat a key.
+    def grouped(v):
+        return f"select key, status, count(*) from {{v}} where protocol = '{{p}}' group by all"
+    only = duckdb.sql(f"select count(*) from ({{grouped('rec')}} except {{grouped('pcap')}})").fetchall()[0][0]
+    only_pcap = duckdb.sql(f"select count(*) from ({{grouped('pcap')}} except {{grouped('rec')}})").fetchall()[0][0]
     d = duckdb.sql(f"""select median(p.duration_ns - r.duration_ns), quantile_cont(abs(p.duration_ns - r.duration_ns), 0.9),
         max(abs(p.duration_ns - r.duration_ns)), median(r.duration_ns)
-      from rec r join pcap p using (key) where r.protocol = '{{p}}'""").fetchone()
+      from rec r join pcap p using (key) where r.protocol = '{{p}}'
+        and key in (select key from rec group by key having count(*) = 1)""").fetchall()[0]
     print(p, n_rec[0], n_rec[1], n_pcap[0], n_pcap[1], only, only_pcap, *[int(x) for x in d])
 "#,
         rec = dir.join("rec-out").display(),
         pcap = dir.join("pcap-out").display(),
         zk = zk_run_path,
     )));
-    eprintln!("protocol, rows and keys in the recording's replay, in the pcap's, keys only in one or the other, latency pcap - live (ns): median, p90 of |diff|, max |diff|, live median");
+    eprintln!("protocol, rows and keys in the recording's replay, in the pcap's, (key, status, count) only in one or the other, latency pcap - live of unique keys (ns): median, p90 of |diff|, max |diff|, live median");
     eprintln!("{compare}");
     for line in compare.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         let n: Vec<i64> = f[1..].iter().map(|x| x.parse().unwrap()).collect();
         assert!(n[0] > 0, "{line}");
-        assert_eq!(
-            n[0], n[1],
-            "{}: a key of the recording's replay repeats: {line}",
-            f[0]
-        );
         assert_eq!(
             (n[2], n[3]),
             (n[0], n[1]),
