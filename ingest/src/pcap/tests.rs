@@ -207,7 +207,9 @@ fn feed(packets: &[(u64, Vec<u8>)]) -> (Vec<Vec<u8>>, PcapCounts) {
 }
 
 /// What an event says, in short: ("open" | "data" | "close", flow, payload, total).
-fn summary(raw: &[u8]) -> (&'static str, Option<Flow>, Vec<u8>, u64) {
+type Short = (&'static str, Option<Flow>, Vec<u8>, u64);
+
+fn summary(raw: &[u8]) -> Short {
     match decode(raw).unwrap() {
         Event::Open(o) => {
             assert_eq!(o.header.role, Role::Server);
@@ -338,16 +340,7 @@ fn write_pcap(
 }
 
 /// Reads a capture file; returns its events (decoded in short), timestamps and counts.
-fn read(
-    path: &std::path::Path,
-) -> Result<
-    (
-        Vec<(&'static str, Option<Flow>, Vec<u8>, u64)>,
-        Vec<u64>,
-        PcapCounts,
-    ),
-    PcapError,
-> {
+fn read(path: &std::path::Path) -> Result<(Vec<Short>, Vec<u64>, PcapCounts), PcapError> {
     let mut events = Vec::new();
     let counts = read_packet_capture(
         path,
