@@ -27,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
             m => {
                 let linktype: u32 = if m == 1 { 1 } else { 276 };
                 file.write_all(&0xa1b2_3c4du32.to_le_bytes()).unwrap();
-                file.write_all(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+                file.write_all(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+                    .unwrap();
                 file.write_all(&65535u32.to_le_bytes()).unwrap();
                 file.write_all(&linktype.to_le_bytes()).unwrap();
                 // Records: 2-byte length from the input, then that many bytes, with a
