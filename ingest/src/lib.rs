@@ -13,6 +13,7 @@ pub mod app_name;
 pub mod frame;
 pub mod identity;
 pub mod join;
+pub mod pcap;
 pub mod procfs;
 /// The live reactor reads the kernel's buffers through aya: only the binary's live capture
 /// needs it (feature `live`); replay and the actors build without the loader's dependencies.

@@ -3,7 +3,7 @@
 #ifndef L7TAP_CLASSIFY_CLICKHOUSE_H
 #define L7TAP_CLASSIFY_CLICKHOUSE_H
 
-#include "window.h"
+#include "classify_window.h"
 
 static __always_inline int printable(__u8 b)
 {

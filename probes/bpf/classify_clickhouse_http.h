@@ -4,10 +4,7 @@
 #ifndef L7TAP_CLASSIFY_CLICKHOUSE_HTTP_H
 #define L7TAP_CLASSIFY_CLICKHOUSE_HTTP_H
 
-#include "window.h"
-
-/* Server ports of ClickHouse's HTTP interface (0: an unused entry), set by the loader. */
-volatile const __u16 clickhouse_http_ports[L7_CLICKHOUSE_HTTP_MAX_PORTS] = { 8123 };
+#include "classify_window.h"
 
 #define WORD(a, b, c, d) (((__u32)(a) << 24) | ((__u32)(b) << 16) | ((__u32)(c) << 8) | (d))
 
@@ -113,10 +110,7 @@ static __always_inline __u8 classify_CLICKHOUSE_HTTP(const struct classify_input
 						     struct classify_verdict *v)
 {
 	if (http_request_line(in->win, in->n)) {
-		struct sock *sk = (struct sock *)in->sk;
-		__u16 server_port = in->ingress ? BPF_CORE_READ(sk, __sk_common.skc_num)
-						: bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-		if (!clickhouse_http_port(server_port))
+		if (!clickhouse_http_port(classify_server_port(in)))
 			return 0;
 		v->role = request_role(in);
 		return L7_DETECT_CH_HTTP_REQUEST;

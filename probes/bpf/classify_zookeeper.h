@@ -3,7 +3,7 @@
 #ifndef L7TAP_CLASSIFY_ZOOKEEPER_H
 #define L7TAP_CLASSIFY_ZOOKEEPER_H
 
-#include "window.h"
+#include "classify_window.h"
 
 static __always_inline int zk_known_op(__s32 op)
 {

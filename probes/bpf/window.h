@@ -1,28 +1,23 @@
-/* The classifier's view of a payload: its first bytes copied into a window, and the checks
- * every protocol's classifier shares. */
+/* The classifier's view of a payload in the kernel: its first bytes copied into a window
+ * (classify_window.h holds what a classifier sees and decides), the configured ports and the
+ * connection's server port, which the classifiers read through the kernel. */
 #ifndef L7TAP_WINDOW_H
 #define L7TAP_WINDOW_H
 
 #include "common.h"
 #include "emit.h"
+#include "classify_window.h"
 
-/* Bytes the classifier looks at. */
-#define WINDOW 256
+/* Server ports of ClickHouse's HTTP interface (0: an unused entry), set by the loader. */
+volatile const __u16 clickhouse_http_ports[L7_CLICKHOUSE_HTTP_MAX_PORTS] = { 8123 };
 
-/* The classifier's view of a payload's first bytes. The checks of each protocol are global
- * (non-inlined) functions taking it: the verifier checks each once, on its own, instead of
- * every combination of their loops. */
-struct window {
-	__u8 b[WINDOW];
-};
-
-static __always_inline __u32 be32_at(const __u8 *w, __u32 off)
+/* The port at the server's end of the connection if the payload is a request: the local
+ * port when the observed process received it, the remote port when it sent it. */
+static __always_inline __u16 classify_server_port(const struct classify_input *in)
 {
-	off &= WINDOW - 1;
-	if (off > WINDOW - 4)
-		return 0;
-	return ((__u32)w[off] << 24) | ((__u32)w[off + 1] << 16) | ((__u32)w[off + 2] << 8) |
-	       (__u32)w[off + 3];
+	struct sock *sk = (struct sock *)in->sk;
+	return in->ingress ? BPF_CORE_READ(sk, __sk_common.skc_num)
+			   : bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 }
 
 /* Whether the window starts with a TLS record header: content type change_cipher_spec,
@@ -38,37 +33,6 @@ static __always_inline int tls_record_header(const struct window *w, __u32 n)
 	__u16 len = ((__u16)w->b[3] << 8) | w->b[4];
 	return type >= 20 && type <= 23 && w->b[1] == 3 && w->b[2] <= 4 && len > 0 &&
 	       len <= 16384 + 2048;
-}
-
-/* What a protocol's classifier sees of one payload. */
-struct classify_input {
-	struct window *win; /* the payload's first bytes (after a held length prefix) */
-	__u64 len;          /* bytes of the payload */
-	__u64 frame;        /* bytes of the payload and of its held prefix */
-	__u64 sk;           /* the connection's struct sock */
-	__u32 n;            /* bytes in the window */
-	__u32 iovcnt;       /* 0: a plain buffer; else iovecs */
-	__u8 ingress;       /* the observed process received the payload */
-};
-
-/* What a classifier decides besides its detect code. */
-struct classify_verdict {
-	__u8 role; /* the observed process's role, when detected */
-	/* Not detected, but the payload (4 bytes) may be a frame length read on its own: the
-	 * next payload is classified with these 4 bytes before it (JVM servers). */
-	__u32 hold_len;
-};
-
-/* The observed process's role if the payload is a request: it sent or received it. */
-static __always_inline __u8 request_role(const struct classify_input *in)
-{
-	return in->ingress ? L7_ROLE_SERVER : L7_ROLE_CLIENT;
-}
-
-/* The observed process's role if the payload is a reply. */
-static __always_inline __u8 reply_role(const struct classify_input *in)
-{
-	return in->ingress ? L7_ROLE_CLIENT : L7_ROLE_SERVER;
 }
 
 /* Copies up to WINDOW bytes from the start of the payload at `src` (`ret` bytes) into `w`,

@@ -34,8 +34,8 @@ struct Cli {
 enum Command {
     /// Capture live traffic (needs root, or CAP_BPF and CAP_PERFMON).
     Capture(CaptureArgs),
-    /// Feed a recording made with `capture --record` through the same pipeline; no kernel,
-    /// no root.
+    /// Feed a recording made with `capture --record`, or a pcap or pcapng file, through the
+    /// same pipeline; no kernel, no root.
     Replay(ReplayArgs),
     /// Write each connection of a recording as a `.chunks` parser fixture.
     Dump {
@@ -107,8 +107,13 @@ struct CaptureArgs {
 
 #[derive(Args)]
 struct ReplayArgs {
-    /// A recording made with `l7tap capture --record FILE`.
+    /// A recording made with `l7tap capture --record FILE`, or a packet capture (pcap or
+    /// pcapng, as tcpdump writes them; told apart by their first bytes).
     file: PathBuf,
+    /// For a packet capture: server ports of ClickHouse's HTTP interface (at most 8), as in
+    /// `capture` (a recording's connections were classified when it was made).
+    #[arg(long, value_delimiter = ',', default_value = "8123")]
+    clickhouse_http_ports: Vec<u16>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -310,7 +315,7 @@ fn main() {
                 common: a.common,
             })
         }
-        Command::Replay(a) => pipeline::replay(&a.file, a.common),
+        Command::Replay(a) => pipeline::replay(&a.file, &a.clickhouse_http_ports, a.common),
         Command::Dump { file, out, scrub } => dump::dump(&file, &out, scrub),
         Command::Report(a) => report::run(a),
         Command::Heatmap(a) => heatmap::run(a),

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use crossbeam_channel::Sender;
 use l7tap_actors::{Actor, ActorConfig, BatchPool, Summary};
 use l7tap_aggregate::{Aggregator, AggregatorConfig};
+use l7tap_ingest::pcap::{CaptureFormat, PcapOptions};
 use l7tap_ingest::reactor::{self, KernelBuffer, ReactorStats};
 use l7tap_ingest::recording::{RecordingHeader, RecordingReader, RecordingWriter};
 use l7tap_ingest::ring::{frame_ring, FrameProducer};
@@ -380,7 +381,10 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
     )
 }
 
-pub fn replay(file: &Path, common: CommonArgs) -> Result<()> {
+pub fn replay(file: &Path, clickhouse_http_ports: &[u16], common: CommonArgs) -> Result<()> {
+    if CaptureFormat::of_file(file)?.is_some() {
+        return replay_packets(file, clickhouse_http_ports, common);
+    }
     let started = Instant::now();
     let mut reader = RecordingReader::open(file)?;
     let mut prepared = prepare_output(&common)?;
@@ -404,6 +408,33 @@ pub fn replay(file: &Path, common: CommonArgs) -> Result<()> {
     let (mut summary, output) = workers.join()?;
     add_ingest_counters(&mut summary, &stats);
     add_kernel_counters(&mut summary, &last);
+    report(&summary, &output, None, &common, started.elapsed())
+}
+
+/// `l7tap replay FILE.pcap`: the packet capture's connections through the same router and
+/// actors. Timestamps are the packets' (Unix time: the offset to it is 0).
+fn replay_packets(file: &Path, clickhouse_http_ports: &[u16], common: CommonArgs) -> Result<()> {
+    let started = Instant::now();
+    let mut prepared = prepare_output(&common)?;
+    let (workers, producers) = start_workers(&common, 0, &mut prepared)?;
+    let mut router = Router::new(producers, None, true);
+    let stats = router.stats();
+    let options = PcapOptions {
+        clickhouse_http_ports: clickhouse_http_ports.to_vec(),
+    };
+    let counts = l7tap_ingest::pcap::run_pcap_replay(file, &options, &mut router)?;
+    if let Some(why) = &counts.stopped {
+        eprintln!(
+            "l7tap: {}: {why}",
+            untrusted::for_terminal(&file.display().to_string())
+        );
+    }
+    drop(router);
+    let (mut summary, output) = workers.join()?;
+    add_ingest_counters(&mut summary, &stats);
+    for (name, n) in counts.named() {
+        summary.add(name, n);
+    }
     report(&summary, &output, None, &common, started.elapsed())
 }
 

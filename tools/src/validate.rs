@@ -235,16 +235,7 @@ impl CaptureArgs {
                 bail!("{flag}{value} is out of range: use 0 to {max_tail}");
             }
         }
-        let max_ports = l7tap_probes::MAX_CLICKHOUSE_HTTP_PORTS;
-        if self.clickhouse_http_ports.len() > max_ports {
-            bail!(
-                "--clickhouse-http-ports names {} ports: at most {max_ports}",
-                self.clickhouse_http_ports.len()
-            );
-        }
-        if self.clickhouse_http_ports.contains(&0) {
-            bail!("--clickhouse-http-ports: 0 is not a port");
-        }
+        check_clickhouse_http_ports(&self.clickhouse_http_ports)?;
         if !self.perf_pages.is_power_of_two() || self.perf_pages > MAX_PERF_PAGES {
             bail!(
                 "--perf-pages {} must be a power of two, at most {MAX_PERF_PAGES}",
@@ -255,12 +246,30 @@ impl CaptureArgs {
     }
 }
 
+/// `--clickhouse-http-ports` fits the probes' table and names ports.
+fn check_clickhouse_http_ports(ports: &[u16]) -> Result<()> {
+    let max_ports = l7tap_probes::MAX_CLICKHOUSE_HTTP_PORTS;
+    if ports.len() > max_ports {
+        bail!(
+            "--clickhouse-http-ports names {} ports: at most {max_ports}",
+            ports.len()
+        );
+    }
+    if ports.contains(&0) {
+        bail!("--clickhouse-http-ports: 0 is not a port");
+    }
+    Ok(())
+}
+
 impl Command {
     /// The flags of the command (what their parsers could not check alone).
     pub fn validate(&self) -> Result<()> {
         match self {
             Command::Capture(a) => a.validate(),
-            Command::Replay(a) => a.common.validate(),
+            Command::Replay(a) => {
+                check_clickhouse_http_ports(&a.clickhouse_http_ports)?;
+                a.common.validate()
+            }
             Command::Dump { out, .. } => check_directory_path("--out", out),
             Command::Report(a) => a.filters.validate().map_err(anyhow::Error::msg),
             Command::Heatmap(a) => a.validate(),

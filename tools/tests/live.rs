@@ -312,3 +312,159 @@ fn two_captures_at_once_each_see_every_query() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One load captured twice at once, by `l7tap capture --record` and by `tcpdump -i lo -w`
+/// on the same ports; both replayed. On the server side, the pcap's replay has the same
+/// ClickHouse queries (by query_id) and ZooKeeper requests (by session, xid and path) as
+/// the recording's; the latencies differ by the capture point (syscall exit against the
+/// packet on the wire), and the test prints by how much.
+#[test]
+fn a_tcpdump_capture_replays_to_the_same_requests_as_a_live_capture() {
+    run(script("ci/testbed.sh").arg("start"));
+    let dir = tempdir("pcap");
+    let prefix = format!("pcap-{}", std::process::id());
+    let pcap = dir.join("lo.pcap");
+    let mut tcpdump = Command::new("tcpdump");
+    tcpdump
+        // A 128 MiB buffer: on a loaded host tcpdump falls behind ClickHouse's large results
+        // (its default 2 MiB dropped 5.7 MB of them here).
+        .args(["-i", "lo", "-s", "0", "-B", "131072", "-w"])
+        .arg(&pcap)
+        .args(["tcp port 9000 or tcp port 2181"]);
+    let tcpdump = tcpdump
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump (bash ci/install-deps.sh installs it)");
+    wait_for(&pcap, "tcpdump's start");
+    let record = dir.join("capture.rec");
+    let ready = dir.join("ready");
+    let capture = l7tap()
+        .args([
+            "capture",
+            "--duration",
+            "20s",
+            "--protocols",
+            "clickhouse,zookeeper",
+        ])
+        .arg("--out")
+        .arg(dir.join("live-out"))
+        .arg("--record")
+        .arg(&record)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&ready, "the capture's attach");
+    // Let tcpdump's capture settle too (it writes its file before it listens).
+    std::thread::sleep(Duration::from_secs(1));
+    run(script("ci/load/ch_load.py").args([
+        "--queries",
+        "200",
+        "--clients",
+        "2",
+        "--port",
+        "9000",
+        "--mix",
+        "mixed",
+        "--query-id-prefix",
+        &prefix,
+    ]));
+    let zk = run(script("ci/load/zk_load.py").args(["--ops", "500", "--inflight", "50"]));
+    let zk_run_path = zk
+        .split("\"run_path\": \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("zk_load's run_path")
+        .to_string();
+    let out = capture.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "capture failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // SIGINT: tcpdump writes what it holds and exits.
+    run(Command::new("kill")
+        .arg("-INT")
+        .arg(tcpdump.id().to_string()));
+    let dumped = tcpdump.wait_with_output().unwrap();
+    assert!(
+        dumped.status.success(),
+        "tcpdump failed: {}",
+        String::from_utf8_lossy(&dumped.stderr)
+    );
+
+    for (input, out_dir, json) in [
+        (&record, "rec-out", "rec.json"),
+        (&pcap, "pcap-out", "pcap.json"),
+    ] {
+        run(l7tap()
+            .arg("replay")
+            .arg(input)
+            .arg("--out")
+            .arg(dir.join(out_dir))
+            .arg("--summary-json")
+            .arg(dir.join(json)));
+    }
+    let pcap_summary = summary(&dir.join("pcap.json"));
+    assert!(pcap_summary["pcap.connections.classified"] > 0);
+    assert_eq!(
+        pcap_summary.get("pcap.bytes.lost").copied().unwrap_or(0),
+        0,
+        "{pcap_summary:?}"
+    );
+
+    // Server-side requests of the load, keyed by query_id, or session, xid and path.
+    let compare = run(Command::new("python3").arg("-c").arg(format!(
+        r#"import duckdb
+def load(d, view):
+    duckdb.sql(f"""create view {{view}} as select
+        case when protocol = 'clickhouse' then query_id
+             else printf('%d/%d/%s', zk_session_id, zk_xid, query) end as key,
+        protocol, status, duration_ns
+      from read_parquet('{{d}}/requests/*/*/*.parquet')
+      where side = 'server' and (query_id like '{prefix}-%'
+        or (protocol = 'zookeeper' and query like '{zk}%'))""")
+load('{rec}', 'rec')
+load('{pcap}', 'pcap')
+for p in ['clickhouse', 'zookeeper']:
+    n_rec = duckdb.sql(f"select count(*), count(distinct key) from rec where protocol = '{{p}}'").fetchall()[0]
+    n_pcap = duckdb.sql(f"select count(*), count(distinct key) from pcap where protocol = '{{p}}'").fetchall()[0]
+    # As multisets: watch notifications (xid -1) and pings (xid -2) repeat a key.
+    def grouped(v):
+        return f"select key, status, count(*) from {{v}} where protocol = '{{p}}' group by all"
+    only = duckdb.sql(f"select count(*) from ({{grouped('rec')}} except {{grouped('pcap')}})").fetchall()[0][0]
+    only_pcap = duckdb.sql(f"select count(*) from ({{grouped('pcap')}} except {{grouped('rec')}})").fetchall()[0][0]
+    d = duckdb.sql(f"""select median(p.duration_ns - r.duration_ns), quantile_cont(abs(p.duration_ns - r.duration_ns), 0.9),
+        max(abs(p.duration_ns - r.duration_ns)), median(r.duration_ns)
+      from rec r join pcap p using (key) where r.protocol = '{{p}}'
+        and key in (select key from rec group by key having count(*) = 1)""").fetchall()[0]
+    print(p, n_rec[0], n_rec[1], n_pcap[0], n_pcap[1], only, only_pcap, *[int(x) for x in d])
+"#,
+        rec = dir.join("rec-out").display(),
+        pcap = dir.join("pcap-out").display(),
+        zk = zk_run_path,
+    )));
+    eprintln!("protocol, rows and keys in the recording's replay, in the pcap's, (key, status, count) only in one or the other, latency pcap - live of unique keys (ns): median, p90 of |diff|, max |diff|, live median");
+    eprintln!("{compare}");
+    for line in compare.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let n: Vec<i64> = f[1..].iter().map(|x| x.parse().unwrap()).collect();
+        assert!(n[0] > 0, "{line}");
+        assert_eq!(
+            (n[2], n[3]),
+            (n[0], n[1]),
+            "{}: the pcap's replay differs: {line}",
+            f[0]
+        );
+        assert_eq!(
+            (n[4], n[5]),
+            (0, 0),
+            "{}: requests in one replay only: {line}",
+            f[0]
+        );
+    }
+    assert!(compare.contains("clickhouse 200 200 "), "{compare}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
