@@ -339,7 +339,9 @@ def survive(args):
     for round_, sig in enumerate([signal.SIGINT, signal.SIGKILL, signal.SIGINT, signal.SIGKILL]):
         before = sum(results.values())
         capture = Capture(args.l7tap, f"{args.workdir}/round{round_}", ["--protocols", "clickhouse"])
-        time.sleep(2)
+        # Libraries a scan finds after the first are attached by the next one, once a second;
+        # a scan over every executable of the host takes longer while other tests run.
+        time.sleep(5)
         capture.process.send_signal(sig)
         code = capture.process.wait(timeout=120)
         time.sleep(1)
@@ -354,7 +356,9 @@ def survive(args):
             seen = {k: summary.get(k, 0) for k in ("tls.symbols_attached", "kernel.tls_payloads")}
             print(f"round {round_}: {seen}")
             if seen["tls.symbols_attached"] < 4 or seen["kernel.tls_payloads"] == 0:
-                errors.append(f"round {round_}: the capture read no TLS plaintext: {seen}")
+                attached = [line for line in capture.log().splitlines() if "tls" in line.lower()]
+                errors.append(f"round {round_}: the capture read no TLS plaintext: {seen}; "
+                              f"its TLS lines: {attached[-12:]}")
     time.sleep(1)
     stop.set()
     for t in threads:
