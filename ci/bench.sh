@@ -172,12 +172,43 @@ run_load() {
   "$LOADGEN" $1 2>>"$WORK/loadgen.log" | tail -n1 || true
 }
 
+# measure_bpf_agent WHAT CMD...: one run of the load under CMD, an agent that loads BPF
+# programs and takes --ready-file: started in the background, the load run once it is attached,
+# stopped with SIGINT. Sets run_one's load, cpu_ns (the agent process's CPU), bpf_ns (its
+# programs' run time), hwm and error; returns 1, having emitted the row, if CMD did not attach.
+measure_bpf_agent() {
+  local what=$1 cpu0 cpu_end bpf0 bpf1
+  shift
+  rm -f "$WORK/agent.ready"
+  bpf_prog_ids >"$WORK/ids.before"
+  "$@" --ready-file "$WORK/agent.ready" 2>"$WORK/agent.log" &
+  AGENT_PID=$!
+  pid=$AGENT_PID
+  if ! wait_for test -e "$WORK/agent.ready"; then
+    kill -INT "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    AGENT_PID=
+    emit "$name" "$mode" "$protocol" "$goal" "" "" "$what did not attach: $(tail -n1 "$WORK/agent.log")"
+    return 1
+  fi
+  bpf_prog_ids | comm -13 "$WORK/ids.before" - >"$WORK/ids.agent"
+  cpu0=$(cpu_ticks "$pid")
+  bpf0=$(bpf_run_ns "$WORK/ids.agent")
+  load=$(run_load "$args")
+  bpf1=$(bpf_run_ns "$WORK/ids.agent")
+  read -r cpu_end hwm < <(stop_and_watch "$pid")
+  wait "$pid" 2>/dev/null || error="$what exited with an error: $(tail -n1 "$WORK/agent.log")"
+  AGENT_PID=
+  cpu_ns=$(((${cpu_end:-0} - ${cpu0:-0}) * 1000000000 / CLK_TCK))
+  bpf_ns=$((${bpf1:-0} - ${bpf0:-0}))
+}
+
 # run_one WORKLOAD MODE: one run of the workload in MODE (none, l7tap, l7tap-perf, tcpdump,
 # floor).
 run_one() {
   local spec=$1 mode=$2 name protocol goal ports args
   IFS='|' read -r name protocol goal ports args <<<"$spec"
-  local load='' agent='' error='' pid cpu0 cpu_end hwm bpf0 bpf1 end
+  local load='' agent='' error='' pid cpu0 cpu_end hwm cpu_ns bpf_ns end
   case $mode in
     none)
       load=$(run_load "$args")
@@ -185,58 +216,19 @@ run_one() {
     l7tap | l7tap-perf)
       local transport=ringbuf
       [ "$mode" = l7tap-perf ] && transport=perf
-      rm -f "$WORK/agent.ready" "$WORK/summary.json"
+      rm -f "$WORK/summary.json"
       rm -rf "$WORK/l7tap-out"  # l7tap refuses an output directory holding an earlier run
-      bpf_prog_ids >"$WORK/ids.before"
-      "$L7TAP" capture --transport "$transport" --ready-file "$WORK/agent.ready" \
-        --summary-json "$WORK/summary.json" --out "$WORK/l7tap-out" 2>"$WORK/agent.log" &
-      AGENT_PID=$!
-      pid=$AGENT_PID
-      if ! wait_for test -e "$WORK/agent.ready"; then
-        kill -INT "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        AGENT_PID=
-        emit "$name" "$mode" "$protocol" "$goal" "" "" "l7tap did not attach: $(tail -n1 "$WORK/agent.log")"
-        return
-      fi
-      bpf_prog_ids | comm -13 "$WORK/ids.before" - >"$WORK/ids.agent"
-      cpu0=$(cpu_ticks "$pid")
-      bpf0=$(bpf_run_ns "$WORK/ids.agent")
-      load=$(run_load "$args")
-      bpf1=$(bpf_run_ns "$WORK/ids.agent")
-      read -r cpu_end hwm < <(stop_and_watch "$pid")
-      wait "$pid" 2>/dev/null || error="l7tap exited with an error: $(tail -n1 "$WORK/agent.log")"
-      AGENT_PID=
+      measure_bpf_agent l7tap "$L7TAP" capture --transport "$transport" \
+        --summary-json "$WORK/summary.json" --out "$WORK/l7tap-out" || return 0
       local summary='{}'
       [ -s "$WORK/summary.json" ] && summary=$(jq -c . "$WORK/summary.json")
-      agent=$(jq -cn --argjson cpu "$(((${cpu_end:-0} - ${cpu0:-0}) * 1000000000 / CLK_TCK))" \
-        --argjson bpf "$((${bpf1:-0} - ${bpf0:-0}))" --argjson hwm "$hwm" --argjson summary "$summary" \
-        '{cpu_ns: $cpu, bpf_ns: $bpf, hwm_kb: $hwm, summary: $summary}')
+      agent=$(jq -cn --argjson cpu "$cpu_ns" --argjson bpf "$bpf_ns" --argjson hwm "$hwm" \
+        --argjson summary "$summary" '{cpu_ns: $cpu, bpf_ns: $bpf, hwm_kb: $hwm, summary: $summary}')
       rm -rf "$WORK/l7tap-out"
       ;;
     floor)
-      rm -f "$WORK/floor.ready"
-      bpf_prog_ids >"$WORK/ids.before"
-      "$FLOOR" --ready-file "$WORK/floor.ready" 2>"$WORK/floor.log" &
-      AGENT_PID=$!
-      pid=$AGENT_PID
-      if ! wait_for test -e "$WORK/floor.ready"; then
-        kill -INT "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        AGENT_PID=
-        emit "$name" "$mode" "$protocol" "$goal" "" "" "l7tap-floor did not attach: $(tail -n1 "$WORK/floor.log")"
-        return
-      fi
-      bpf_prog_ids | comm -13 "$WORK/ids.before" - >"$WORK/ids.agent"
-      cpu0=$(cpu_ticks "$pid")
-      bpf0=$(bpf_run_ns "$WORK/ids.agent")
-      load=$(run_load "$args")
-      bpf1=$(bpf_run_ns "$WORK/ids.agent")
-      read -r cpu_end hwm < <(stop_and_watch "$pid")
-      wait "$pid" 2>/dev/null || error="l7tap-floor exited with an error: $(tail -n1 "$WORK/floor.log")"
-      AGENT_PID=
-      agent=$(jq -cn --argjson cpu "$(((${cpu_end:-0} - ${cpu0:-0}) * 1000000000 / CLK_TCK))" \
-        --argjson bpf "$((${bpf1:-0} - ${bpf0:-0}))" --argjson hwm "$hwm" \
+      measure_bpf_agent l7tap-floor "$FLOOR" || return 0
+      agent=$(jq -cn --argjson cpu "$cpu_ns" --argjson bpf "$bpf_ns" --argjson hwm "$hwm" \
         '{cpu_ns: $cpu, bpf_ns: $bpf, hwm_kb: $hwm}')
       ;;
     tcpdump)

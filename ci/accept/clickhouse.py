@@ -52,14 +52,12 @@ import argparse, collections, json, math, os, re, subprocess, sys, time
 
 import duckdb
 
-from common import ROOT, Capture, secret_reached_output, verdict
+from common import ROOT, Capture, clickhouse_log, secret_reached_output, verdict
 
 PORTS = {9000: "ch1", 9001: "ch2"}
 PASSWORD = "l7tap-secret-pw"  # ch_load's default --l7tap-password (client 0)
 TESTBED = os.environ.get("L7TAP_TESTBED_DIR", "/tmp/l7tap-testbed")
 TOLERANCE_MS = 2.0
-# `2026.11.25 13:01:47.024339 [ 69 ] {query_id} <Information> executeQuery: Read 1 rows, ...`
-LOG_LINE = re.compile(r"^\S+ \S+ \[ (\d+) \] \{([^}]*)\} <\w+> (\w+): (.*)$")
 WITHIN_GOAL = 0.99
 # 18.16 query_log `type`: 2 QueryFinish, 3 ExceptionBeforeStart, 4 ExceptionWhileProcessing.
 STATUS_OF_TYPE = {2: "ok", 3: "error", 4: "error"}
@@ -87,24 +85,15 @@ def processed_in(path, offset, prefix, query_ids, ok_ids):
     line with their id at that level; theirs are the lines between two queries of one ch_load
     client, `-c<k>-<n>` and `-c<k>-<n+j+1>`, on one thread when the first ended well: the
     connection (one thread each) stayed open, so the j lines between are `<n+1>` .. `<n+j>`."""
-    if not os.path.exists(path):
-        return {}
     lines = collections.defaultdict(list)  # thread -> [query_id or None per "Processed in"]
     times = []
     last = {}
-    with open(path, "rb") as f:
-        if os.path.getsize(path) >= offset:  # else the log was rotated: read the new one whole
-            f.seek(offset)
-        for raw in f:
-            m = LOG_LINE.match(raw.decode("utf-8", "replace"))
-            if not m:
-                continue
-            thread, qid, source, message = m.groups()
-            if qid in query_ids:
-                last[thread] = qid
-            elif source == "TCPHandler" and message.startswith("Processed in "):
-                lines[thread].append(len(times))
-                times.append((last.pop(thread, None), float(message.split()[2]) * 1000))
+    for _, thread, qid, _, source, message in clickhouse_log(path, offset):
+        if qid in query_ids:
+            last[thread] = qid
+        elif source == "TCPHandler" and message.startswith("Processed in "):
+            lines[thread].append(len(times))
+            times.append((last.pop(thread, None), float(message.split()[2]) * 1000))
     out = {qid: ms for qid, ms in times if qid is not None}
     own = re.compile(re.escape(prefix) + r"-c(\d+)-(\d+)$")
     for seq in lines.values():

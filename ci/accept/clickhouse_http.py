@@ -33,17 +33,15 @@ bed's nginx, then checks the Parquet `requests` table against each server's
 
     ci/accept/clickhouse_http.py --l7tap target/release/l7tap --workdir /tmp/chh-accept
 """
-import argparse, collections, json, os, re, subprocess, sys, time, urllib.request
+import argparse, collections, json, os, subprocess, sys, time, urllib.request
 
 import duckdb
 
-from common import ROOT, Capture, secret_reached_output, verdict
+from common import ROOT, Capture, clickhouse_log, secret_reached_output, verdict
 
 PORTS = {8123: 9000, 8124: 9001}  # HTTP port -> native port of the same server
 SERVER_NAMES = {8123: "ch1", 8124: "ch2"}
 TESTBED = os.environ.get("L7TAP_TESTBED_DIR", "/tmp/l7tap-testbed")
-# `2026.12.07 08:57:05.825619 [ 7090 ] {query_id} <Information> executeQuery: Read 1 rows, ...`
-LOG_LINE = re.compile(r"^\S+ (\d\d):(\d\d):(\d\d\.\d+) \[ (\d+) \] \{([^}]*)\} <(\w+)> ([\w-]+): (.*)$")
 NGINX = "http://127.0.0.1:8080"
 PASSWORD = "l7tap-secret-pw"  # ch_http_load's user l7tap
 TOLERANCE_MS = 2.0
@@ -65,28 +63,18 @@ def server_spans_ms(path, offset, prefix):
     HTTPHandler-factory", logged at trace) to the same thread's "Done processing query" or
     HTTPHandler error line."""
     out, started, current = {}, {}, {}
-    if not os.path.exists(path):
-        return out
-    with open(path, "rb") as f:
-        if os.path.getsize(path) >= offset:  # else the log was rotated: read the new one whole
-            f.seek(offset)
-        for raw in f:
-            m = LOG_LINE.match(raw.decode("utf-8", "replace"))
-            if not m:
-                continue
-            h, mi, s, thread, qid, level, source, message = m.groups()
-            at_ms = ((int(h) * 60 + int(mi)) * 60 + float(s)) * 1000
-            if source == "HTTPHandler-factory" and message.startswith("HTTP Request for"):
-                started[thread] = at_ms
-                current.pop(thread, None)
-            elif qid.startswith(prefix + "-"):
-                if thread in started:
-                    current[thread] = (qid, started.pop(thread))
-            elif source == "HTTPHandler" and (message.startswith("Done processing query")
-                                              or level == "Error"):
-                if thread in current:
-                    qid, then = current.pop(thread)
-                    out.setdefault(qid, at_ms - then)
+    for at_ms, thread, qid, level, source, message in clickhouse_log(path, offset):
+        if source == "HTTPHandler-factory" and message.startswith("HTTP Request for"):
+            started[thread] = at_ms
+            current.pop(thread, None)
+        elif qid.startswith(prefix + "-"):
+            if thread in started:
+                current[thread] = (qid, started.pop(thread))
+        elif source == "HTTPHandler" and (message.startswith("Done processing query")
+                                          or level == "Error"):
+            if thread in current:
+                qid, then = current.pop(thread)
+                out.setdefault(qid, at_ms - then)
     return out
 
 

@@ -1,6 +1,7 @@
 """What every acceptance script shares: `l7tap capture` in the background, started into a
 fresh output directory and stopped with SIGINT; the credentials check; the verdict."""
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -53,6 +54,27 @@ class Capture:
         self.process.send_signal(signal.SIGINT)
         self.process.wait(timeout=120)
         sys.exit(why)
+
+
+# `2026.12.07 08:57:05.825619 [ 7090 ] {query_id} <Information> executeQuery: Read 1 rows, ...`
+CLICKHOUSE_LOG_LINE = re.compile(
+    r"^\S+ (\d\d):(\d\d):(\d\d\.\d+) \[ (\d+) \] \{([^}]*)\} <(\w+)> ([\w-]+): (.*)$")
+
+
+def clickhouse_log(path, offset):
+    """The lines a ClickHouse server logged from byte `offset` of its log on (the whole file if
+    it was rotated since), as (ms of the day, thread, query_id, level, source, message)."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as f:
+        if os.path.getsize(path) >= offset:
+            f.seek(offset)
+        for raw in f:
+            m = CLICKHOUSE_LOG_LINE.match(raw.decode("utf-8", "replace"))
+            if m:
+                h, mi, s, thread, qid, level, source, message = m.groups()
+                yield ((int(h) * 60 + int(mi)) * 60 + float(s)) * 1000, thread, qid, level, \
+                    source, message
 
 
 def secret_reached_output(secret, *paths):
