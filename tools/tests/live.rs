@@ -211,6 +211,17 @@ fn live_capture_classifies_real_servers_and_replay_reproduces_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs `zk_load.py --ops OPS --inflight 50` and returns the path its requests went under.
+fn zk_load_run_path(ops: u32) -> String {
+    let out =
+        run(script("ci/load/zk_load.py").args(["--ops", &ops.to_string(), "--inflight", "50"]));
+    out.split("\"run_path\": \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("zk_load's run_path")
+        .to_string()
+}
+
 fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("l7tap-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -259,13 +270,7 @@ fn two_captures_at_once_each_see_every_query() {
         "--query-id-prefix",
         &prefix,
     ]));
-    let zk = run(script("ci/load/zk_load.py").args(["--ops", "300", "--inflight", "50"]));
-    let zk_run_path = zk
-        .split("\"run_path\": \"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("zk_load's run_path")
-        .to_string();
+    let zk_run_path = zk_load_run_path(300);
 
     let mut seen = Vec::new();
     for (name, capture) in captures {
@@ -371,13 +376,7 @@ fn a_tcpdump_capture_replays_to_the_same_requests_as_a_live_capture() {
         "--query-id-prefix",
         &prefix,
     ]));
-    let zk = run(script("ci/load/zk_load.py").args(["--ops", "500", "--inflight", "50"]));
-    let zk_run_path = zk
-        .split("\"run_path\": \"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("zk_load's run_path")
-        .to_string();
+    let zk_run_path = zk_load_run_path(500);
     let out = capture.wait_with_output().unwrap();
     assert!(
         out.status.success(),
