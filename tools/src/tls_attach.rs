@@ -15,6 +15,13 @@ use crate::untrusted;
 /// How often `/proc` is scanned for new processes.
 const RESCAN: Duration = Duration::from_secs(1);
 
+/// Tries per symbol, one per scan: an attach can fail for a moment (`perf_event_open` was seen
+/// failing on the system libssl while another capture attached or detached its own probes).
+const ATTACH_TRIES: u32 = 5;
+
+/// A symbol that could not be attached, and why.
+type SymbolFailure = (&'static str, String);
+
 pub struct TlsAttacher {
     found: Receiver<(Vec<TlsTarget>, ScanStats)>,
     stop: Arc<AtomicBool>,
@@ -27,7 +34,10 @@ pub struct TlsAttacher {
     files_examined: u64,
     unreadable: u64,
     libssl_without_symbols: Vec<String>,
-    /// Symbols attached and failed so far (for `capture_stats`).
+    /// Symbols whose attach failed and is tried again at the next scans: the target (its
+    /// failed symbols only), the tries left, and the last reasons.
+    retrying: Vec<(TlsTarget, u32, Vec<SymbolFailure>)>,
+    /// Symbols attached and failed (for good) so far (for `capture_stats`).
     pub attached: u64,
     pub failed: u64,
 }
@@ -57,6 +67,7 @@ impl TlsAttacher {
             files_examined: 0,
             unreadable: 0,
             libssl_without_symbols: Vec::new(),
+            retrying: Vec::new(),
             attached: 0,
             failed: 0,
         };
@@ -67,6 +78,9 @@ impl TlsAttacher {
     /// Attaches to what the thread found since the last call.
     pub fn poll(&mut self, probes: &mut Probes) {
         while let Ok((targets, stats)) = self.found.try_recv() {
+            for (target, tries_left, _) in std::mem::take(&mut self.retrying) {
+                self.attach_target(probes, target, tries_left);
+            }
             self.attach(probes, targets, stats);
         }
     }
@@ -82,27 +96,45 @@ impl TlsAttacher {
                 .map(|p| p.display().to_string()),
         );
         for target in targets {
-            let path = target.path.display().to_string();
-            let done = match probes.attach_tls(&target) {
-                Ok(done) => done,
-                Err(e) => {
-                    let n = target.symbols.len() as u64;
-                    self.failed += n;
-                    for (point, _) in &target.symbols {
-                        self.failures
-                            .push((path.clone(), point.symbol, e.to_string()));
-                    }
-                    continue;
+            self.attach_target(probes, target, ATTACH_TRIES);
+        }
+    }
+
+    /// Attaches `target`'s symbols; those that fail are tried again at the next scan while
+    /// tries are left, and count as failed after the last.
+    fn attach_target(&mut self, probes: &mut Probes, mut target: TlsTarget, tries_left: u32) {
+        let path = target.path.display().to_string();
+        let failed = match probes.attach_tls(&target) {
+            Ok(done) => {
+                self.attached += done.attached.len() as u64;
+                if !done.attached.is_empty() {
+                    self.files.push((path.clone(), done.attached));
                 }
-            };
-            self.attached += done.attached.len() as u64;
-            self.failed += done.failed.len() as u64;
-            if !done.attached.is_empty() {
-                self.files.push((path.clone(), done.attached));
+                done.failed
             }
-            for (symbol, reason) in done.failed {
-                self.failures.push((path.clone(), symbol, reason));
-            }
+            Err(e) => target
+                .symbols
+                .iter()
+                .map(|(point, _)| (point.symbol, e.to_string()))
+                .collect(),
+        };
+        if failed.is_empty() {
+            return;
+        }
+        if tries_left > 1 {
+            target
+                .symbols
+                .retain(|(point, _)| failed.iter().any(|(symbol, _)| *symbol == point.symbol));
+            self.retrying.push((target, tries_left - 1, failed));
+            return;
+        }
+        self.fail(&path, failed);
+    }
+
+    fn fail(&mut self, path: &str, failed: Vec<SymbolFailure>) {
+        self.failed += failed.len() as u64;
+        for (symbol, reason) in failed {
+            self.failures.push((path.to_string(), symbol, reason));
         }
     }
 
@@ -112,8 +144,11 @@ impl TlsAttacher {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        // Nothing is attached once the capture is stopping.
+        // Nothing is attached once the capture is stopping; what still failed, failed.
         while self.found.try_recv().is_ok() {}
+        for (target, _, failed) in std::mem::take(&mut self.retrying) {
+            self.fail(&target.path.display().to_string(), failed);
+        }
     }
 
     /// What was scanned, what was attached where and what failed, one line each (text from
