@@ -5,12 +5,12 @@
 # every server is a background process with a pid file under the state dir.
 #
 #   ci/testbed.sh start|stop|restart|status       everything
-#   ci/testbed.sh start-core|stop-core            ZooKeeper + ClickHouse only
+#   ci/testbed.sh start-core|stop-core            ZooKeeper (plain and TLS) + ClickHouse only
 #   ci/testbed.sh restart-ch                      both ClickHouse servers only (a config change)
 #   ci/testbed.sh start-others|stop-others        redis, nginx, PostgreSQL, moto (S3) only
 #   ci/testbed.sh start-s3|stop-s3                moto_server (S3 API, any credentials) only
 #   ci/testbed.sh schema                          l7tap database and tables on both shards (+ checks)
-#   ci/testbed.sh logs NAME                       tail of a server's log (zk, ch1, ch2, redis, nginx, pg, s3)
+#   ci/testbed.sh logs NAME                       tail of a server's log (zk, zktls, ch1, ch2, redis, nginx, pg, s3)
 #   ci/testbed.sh ch-log-level LEVEL              both ClickHouse servers log at LEVEL (trace, debug,
 #                                                 information), without a restart
 #
@@ -20,6 +20,10 @@ set -euo pipefail
 D=${L7TAP_TESTBED_DIR:-/tmp/l7tap-testbed}
 HOST=127.0.0.1
 ZK_PORT=2181
+# A second ZooKeeper, for TLS: Netty serves a secure client port (kazoo use_ssl=True) and a
+# plaintext port for its own health check. A server of its own, so that the plain one keeps
+# the NIO connection factory whose packet counts the ZooKeeper checks compare with mntr.
+ZKTLS_PORT=2281 ZKTLS_PLAIN_PORT=2282
 CH1_TCP=9000 CH1_HTTP=8123 CH1_INTER=9009 CH1_TLS=9440
 CH2_TCP=9001 CH2_HTTP=8124 CH2_INTER=9010 CH2_TLS=9441
 REDIS_PORT=6379
@@ -32,6 +36,9 @@ START_TIMEOUT=${L7TAP_TESTBED_START_TIMEOUT:-90}
 STOP_TIMEOUT=${L7TAP_TESTBED_STOP_TIMEOUT:-30}
 
 ZK_JARS=/usr/share/java/zookeeper.jar:/usr/share/java/log4j-1.2.jar:/usr/share/java/slf4j-log4j12.jar
+# Netty, for the TLS ZooKeeper (Debian's libnetty-java; netty-all.jar there holds no classes).
+ZK_NETTY_JARS=$(for j in buffer codec common handler resolver transport transport-native-unix-common; do
+  printf ':/usr/share/java/netty-%s.jar' "$j"; done)
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
 
 log() { echo "testbed: $*" >&2; }
@@ -71,6 +78,7 @@ pid_of() {
 log_file() {
   case $1 in
     zk) echo "$D/zk/zk.log" ;;
+    zktls) echo "$D/zktls/stdout.log" ;;
     ch1 | ch2) echo "$D/$1/log/clickhouse-server.log" ;;
     redis) echo "$D/redis/redis.log" ;;
     nginx) echo "$D/nginx/error.log" ;;
@@ -177,8 +185,8 @@ stop_pid() {
 # ---------------------------------------------------------------------------------------------
 # ZooKeeper 3.8 (Debian's package: /usr/share/java/zookeeper.jar, log4j 1.2 binding)
 
-zk4lw() { # zk4lw WORD: the answer of a four-letter word
-  python3 - "$1" "$HOST" "$ZK_PORT" <<'EOF'
+zk4lw() { # zk4lw WORD [PORT]: the answer of a four-letter word
+  python3 - "$1" "$HOST" "${2:-$ZK_PORT}" <<'EOF'
 import socket, sys
 s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=3)
 s.sendall(sys.argv[1].encode())
@@ -230,6 +238,54 @@ EOF
   ln -sf stdout.log "$D/zk/zk.log"
   wait_ready zk zk_ok
   log "zk ready"
+}
+
+# The TLS ZooKeeper: ruok on its plaintext port, and a TLS handshake on its secure one.
+zktls_ok() {
+  [ "$(zk4lw ruok "$ZKTLS_PLAIN_PORT")" = imok ] \
+    && openssl s_client -connect "$HOST:$ZKTLS_PORT" </dev/null >/dev/null 2>&1
+}
+
+start_zktls() {
+  if [ -n "$(pid_of zktls)" ]; then
+    log "zktls already running (pid $(pid_of zktls))"
+    return 0
+  fi
+  check_port_free zktls "$ZKTLS_PORT" "$ZKTLS_PLAIN_PORT"
+  local dir="$D/zktls"
+  mkdir -p "$dir/data"
+  openssl req -subj "/CN=localhost" -new -newkey rsa:2048 -days 3650 -nodes -x509 \
+    -keyout "$dir/server.key" -out "$dir/server.crt" >"$dir/cert.log" 2>&1 \
+    || { cat "$dir/cert.log" >&2; die "zktls: openssl req failed"; }
+  cat "$dir/server.key" "$dir/server.crt" >"$dir/keystore.pem"
+  chmod 600 "$dir/server.key" "$dir/keystore.pem"
+  cat >"$dir/zoo.cfg" <<EOF
+# l7tap test bed: standalone ZooKeeper with a secure client port (self-signed, made at start)
+tickTime=2000
+dataDir=$dir/data
+clientPort=$ZKTLS_PLAIN_PORT
+clientPortAddress=$HOST
+secureClientPort=$ZKTLS_PORT
+secureClientPortAddress=$HOST
+serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory
+ssl.keyStore.location=$dir/keystore.pem
+ssl.keyStore.type=PEM
+ssl.trustStore.location=$dir/server.crt
+ssl.trustStore.type=PEM
+ssl.clientAuth=none
+maxClientCnxns=0
+admin.enableServer=false
+4lw.commands.whitelist=*
+EOF
+  sed -e 's/^log4j.appender.CONSOLE.Threshold=.*/log4j.appender.CONSOLE.Threshold=INFO/' \
+    /etc/zookeeper/conf_example/log4j.properties >"$dir/log4j.properties"
+  log "starting zktls on $HOST:$ZKTLS_PORT (TLS) and $HOST:$ZKTLS_PLAIN_PORT"
+  : >"$dir/stdout.log"
+  spawn zktls java -Xms32m -Xmx256m -XX:+UseSerialGC \
+    -Dzookeeper.log.dir="$dir" -Dzookeeper.root.logger=INFO,CONSOLE \
+    -Dlog4j.configuration="file:$dir/log4j.properties" \
+    -Dzookeeper.admin.enableServer=false \
+    -cp "$dir:$ZK_JARS$ZK_NETTY_JARS" org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -644,12 +700,15 @@ schema() {
 start_core() {
   mkdir -p "$D"
   start_zk
+  start_zktls
   ch_client_tls_config
   start_ch ch1 $CH1_TCP $CH1_HTTP $CH1_INTER 01 $CH1_TLS
   start_ch ch2 $CH2_TCP $CH2_HTTP $CH2_INTER 02 $CH2_TLS
   wait_ready ch1 ch_ok $CH1_HTTP $CH1_TCP $CH1_TLS
   wait_ready ch2 ch_ok $CH2_HTTP $CH2_TCP $CH2_TLS
   log "ch1 and ch2 ready"
+  wait_ready zktls zktls_ok
+  log "zktls ready"
 }
 
 start_others() {
@@ -668,6 +727,7 @@ stop_core() {
   stop_pid ch2 &
   wait
   stop_pid zk
+  stop_pid zktls
 }
 
 stop_others() {
@@ -718,6 +778,7 @@ status() {
   echo "state dir: $D"
   printf '%-6s %-8s %-14s %s\n' NAME PID STATE LOG
   status_line zk zk_ok || true
+  status_line zktls zktls_ok
   ch_client_tls_config
   status_line ch1 ch_ok $CH1_HTTP $CH1_TCP $CH1_TLS
   status_line ch2 ch_ok $CH2_HTTP $CH2_TCP $CH2_TLS
@@ -725,7 +786,7 @@ status() {
   status_line nginx nginx_ok
   status_line pg pg_ok
   status_line s3 s3_ok
-  for n in zk ch1 ch2 redis nginx pg s3; do [ -n "$(pid_of "$n")" ] || bad=1; done
+  for n in zk zktls ch1 ch2 redis nginx pg s3; do [ -n "$(pid_of "$n")" ] || bad=1; done
   return $bad
 }
 

@@ -12,6 +12,7 @@ Progress and warnings go to stderr.
 
     ci/load/zk_load.py --ops 6000 --inflight 600
     ci/load/zk_load.py --ops 500 --clients 2
+    ci/load/zk_load.py --ops 600 --hosts 127.0.0.1:2281 --use-ssl
     ci/load/zk_load.py --persistent-idle --clients 4 --duration 60 --ready-file /tmp/ready
 
 One "group" of 30 pipelined requests per znode pair (ZooKeeper answers a session's requests in
@@ -130,8 +131,11 @@ class Session:
 
     def __init__(self, idx, args, base):
         self.idx, self.args, self.base = idx, args, base
+        # --use-ssl: Python's ssl module (the system's libssl), the test bed's self-signed
+        # certificate accepted as it is.
+        tls = {"use_ssl": True, "verify_certs": False} if args.use_ssl else {}
         self.zk = KazooClient(hosts=args.hosts, timeout=args.session_timeout,
-                              connection_retry={"max_tries": 3, "delay": 0.2})
+                              connection_retry={"max_tries": 3, "delay": 0.2}, **tls)
         self.window = threading.BoundedSemaphore(args.inflight)
         self.lock = threading.Lock()
         self.outstanding = 0
@@ -344,6 +348,8 @@ def main():
                     help="requests issued and not yet answered, per session")
     ap.add_argument("--clients", type=int, default=1, help="sessions, each its own thread")
     ap.add_argument("--hosts", default="127.0.0.1:2181")
+    ap.add_argument("--use-ssl", action="store_true",
+                    help="TLS to the server's secure client port (ci/testbed.sh's zktls: 2281)")
     ap.add_argument("--session-timeout", type=float, default=10.0)
     ap.add_argument("--hold-server-pid", type=int,
                     help="before the load, stop this server process (SIGSTOP) while one window "

@@ -150,6 +150,16 @@ fn tls_records_match_query_log() {
     accept("tls.py", &["--static-client", client.trim()]);
 }
 
+/// Acceptance of ZooKeeper over TLS (the test bed's zktls, secure client port 2281): kazoo
+/// with use_ssl=True (Python's ssl, the system's libssl) runs the ZooKeeper workload; its
+/// client-side records equal what it sent per op and outcome and the frames it wrote, all
+/// say tls = true, the server side (the JVM's own TLS, not hooked) gives no record, nothing
+/// is lost and the auth secret reaches no output.
+#[test]
+fn zookeeper_tls_client_records_match_the_workload() {
+    accept("zookeeper_tls.py", &[]);
+}
+
 /// Never harm the watched process: TLS clients query without pause while captures attach
 /// and stop (SIGINT, SIGKILL); every query succeeds with the right answer.
 #[test]
