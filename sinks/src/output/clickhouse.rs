@@ -21,7 +21,7 @@ use arrow::datatypes::Schema;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::clickhouse_columns::{
-    columns, quote_identifier, ClickHouseColumn, ColumnDefinition, UnsupportedColumn,
+    columns, quote_identifier, write_string, ClickHouseColumn, ColumnDefinition, UnsupportedColumn,
 };
 use super::spool::SpooledFile;
 use super::uploader::{Destination, SendError};
@@ -40,6 +40,10 @@ pub const DEFAULT_ROLL_AGE: Duration = Duration::from_secs(1);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Connecting at most.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Columns every table gets after the schema's, from the file's metadata: which host and run
+/// wrote the row (a directory's file names say it; here many hosts share a table).
+pub const FILE_COLUMNS: [(&str, &str); 2] = [("host", "l7tap.host"), ("run_id", "l7tap.run_id")];
 
 /// Environment variables of the credentials.
 pub const USER_VAR: &str = "L7TAP_CLICKHOUSE_USER";
@@ -348,7 +352,11 @@ impl Client {
         }
         for table in Table::ALL {
             let schema = table.schema();
-            let (columns, definitions) = columns(&schema).map_err(|e| self.unmapped(e))?;
+            let (columns, mut definitions) = columns(&schema).map_err(|e| self.unmapped(e))?;
+            definitions.extend(
+                FILE_COLUMNS
+                    .map(|(c, _)| ColumnDefinition(format!("{} String", quote_identifier(c)))),
+            );
             let name = self.table_name(table);
             let exists = self.query("looking for a table", &format!("EXISTS TABLE {name}"))?;
             if exists.trim() != "1" {
@@ -368,6 +376,7 @@ impl Client {
             let missing: Vec<&str> = columns
                 .iter()
                 .map(|c| c.name.as_str())
+                .chain(FILE_COLUMNS.map(|(c, _)| c))
                 .filter(|c| !present.contains(c))
                 .collect();
             if !missing.is_empty() {
@@ -443,7 +452,12 @@ pub fn create_table(name: &str, table: Table, definitions: &[ColumnDefinition]) 
 }
 
 fn insert_query(name: &str, columns: &[ClickHouseColumn]) -> String {
-    let names: Vec<String> = columns.iter().map(|c| quote_identifier(&c.name)).collect();
+    let names: Vec<String> = columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain(FILE_COLUMNS.map(|(c, _)| c))
+        .map(quote_identifier)
+        .collect();
     format!("INSERT INTO {name} ({}) FORMAT RowBinary", names.join(", "))
 }
 
@@ -465,12 +479,28 @@ enum EncodeError {
 /// file's own: a file spooled by an older version inserts the columns it has).
 fn encode_file(path: &Path) -> Result<(std::sync::Arc<Schema>, Vec<u8>), EncodeError> {
     let file = std::fs::File::open(path)?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let metadata = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default();
+    let mut suffix = Vec::new();
+    for (_, key) in FILE_COLUMNS {
+        let value = metadata
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_deref())
+            .unwrap_or("");
+        write_string(value, &mut suffix);
+    }
+    let reader = builder.build()?;
     let schema = reader.schema();
     let (columns, _) = columns(&schema)?;
     let mut body = Vec::new();
     for batch in reader {
-        super::clickhouse_columns::write_row_binary(&batch?, &columns, &mut body)?;
+        super::clickhouse_columns::write_row_binary(&batch?, &columns, &suffix, &mut body)?;
     }
     Ok((schema, body))
 }

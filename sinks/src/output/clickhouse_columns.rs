@@ -286,10 +286,12 @@ pub struct MismatchedColumn {
 }
 
 /// Appends the rows of `batch` to `out` in ClickHouse's `RowBinary` format, one value per
-/// column of `columns` (made by [`columns`] from the batch's schema).
+/// column of `columns` (made by [`columns`] from the batch's schema), each row followed by
+/// `row_suffix` (values of further columns, the same in every row, already encoded).
 pub fn write_row_binary(
     batch: &RecordBatch,
     columns: &[ClickHouseColumn],
+    row_suffix: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), MismatchedColumn> {
     for row in 0..batch.num_rows() {
@@ -322,8 +324,15 @@ pub fn write_row_binary(
                 }
             }
         }
+        out.extend_from_slice(row_suffix);
     }
     Ok(())
+}
+
+/// A `String` value in `RowBinary`.
+pub fn write_string(text: &str, out: &mut Vec<u8>) {
+    write_varint(text.len() as u64, out);
+    out.extend_from_slice(text.as_bytes());
 }
 
 /// One value of `array` at `row` as `RowBinary`; `None` when the array is not of the type.
@@ -393,11 +402,7 @@ fn write_value(
                 .to_le_bytes(),
         ),
         ClickHouseType::Bool => out.push(u8::from(array.as_boolean_opt()?.value(row))),
-        ClickHouseType::Text => {
-            let text = array.as_string_opt::<i32>()?.value(row);
-            write_varint(text.len() as u64, out);
-            out.extend_from_slice(text.as_bytes());
-        }
+        ClickHouseType::Text => write_string(array.as_string_opt::<i32>()?.value(row), out),
         ClickHouseType::Bytes => {
             let bytes = array.as_binary_opt::<i32>()?.value(row);
             write_varint(bytes.len() as u64, out);
@@ -561,13 +566,14 @@ mod tests {
         let batch = RecordBatch::try_new(schema.clone(), arrays).unwrap();
         let (mapped, _) = super::columns(&schema).unwrap();
         let mut out = Vec::new();
-        write_row_binary(&batch, &mapped, &mut out).unwrap();
+        write_row_binary(&batch, &mapped, &[7], &mut out).unwrap();
         let mut expected = vec![16, 0, 0, 0];
         expected.extend(16_500_001i64.to_le_bytes());
         expected.push(1); // null
         expected.extend([2, b'a', b'b', 2, 0, 0xff, 1, 2]);
         expected.extend([0, 5, 0, 0, 0, 0, 0, 0, 0]);
         expected.extend([0, 44, 1, 0, 0, 0, 0, 0, 0]);
+        expected.push(7); // the suffix
         assert_eq!(out, expected);
         let mut varint = Vec::new();
         write_varint(300, &mut varint);
