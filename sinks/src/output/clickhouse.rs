@@ -36,8 +36,9 @@ pub const SYNTAX: &str = "clickhouse://[USER@]HOST:PORT/DATABASE";
 /// crash.
 pub const DEFAULT_ROLL_AGE: Duration = Duration::from_secs(1);
 
-/// One HTTP request at most (a frozen server fails the attempt, which is retried later).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// One HTTP request at most (a frozen server fails the attempt, which is retried later): an
+/// insert is a second of rows, sent in well under a second.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connecting at most.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
