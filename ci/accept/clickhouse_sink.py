@@ -300,7 +300,8 @@ def deduplicated_blocks(database, offsets):
 
 
 def cluster_and_fault(args, database):
-    logs = [f"/tmp/l7tap-testbed/{n}/log/clickhouse-server.log" for n in ("ch1", "ch2")]
+    testbed = os.environ.get("L7TAP_TESTBED_DIR", "/tmp/l7tap-testbed")
+    logs = [f"{testbed}/{n}/log/clickhouse-server.log" for n in ("ch1", "ch2")]
     offsets = {path: os.path.getsize(path) for path in logs if os.path.exists(path)}
     proxy = Proxy(CH1_HTTP)
     recording = f"{args.workdir}/fault.rec"
