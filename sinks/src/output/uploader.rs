@@ -540,6 +540,63 @@ mod tests {
         assert!(matches!(result, Err(UploadError::Gone)));
     }
 
+    /// Fails its first `failures` sends, then keeps what it is sent.
+    struct Flaky {
+        failures: std::sync::Mutex<u32>,
+        sent: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl Destination for Flaky {
+        fn name(&self) -> String {
+            "flaky".into()
+        }
+
+        fn send(&self, file: &SpooledFile) -> Result<(), SendError> {
+            let bytes = std::fs::read(&file.path).map_err(|e| SendError::Local(e.to_string()))?;
+            self.sent.lock().unwrap().push(bytes);
+            let mut failures = self.failures.lock().unwrap();
+            if *failures > 0 {
+                *failures -= 1;
+                return Err(SendError::Remote("down".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_send_is_retried_with_the_same_bytes_and_then_leaves_the_spool() {
+        let spool = tempfile::tempdir().unwrap();
+        let dir = spool.path().join("requests/date=2026-12-07/hour=13");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h-run-start-000000.parquet");
+        std::fs::write(&path, b"the same block").unwrap();
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let destination = Flaky {
+            failures: std::sync::Mutex::new(2),
+            sent: sent.clone(),
+        };
+        let settings = UploadSettings {
+            backoff_first: Duration::from_millis(10),
+            backoff_cap: Duration::from_millis(20),
+            finish_wait: Duration::from_secs(10),
+            ..UploadSettings::default()
+        };
+        let mut shipper = Shipper::start_to(Box::new(destination), spool.path(), settings).unwrap();
+        assert!(shipper.ship(&CommittedFile {
+            table: Table::Requests,
+            path: path.clone(),
+            rows: 1,
+            bytes: 14,
+        }));
+        let stats = shipper.stats();
+        let report = shipper.finish();
+        assert_eq!(report.uploaded_files, 1);
+        assert_eq!(report.left_files, 0);
+        assert_eq!(stats.failed_attempts.load(Relaxed), 2);
+        assert_eq!(*sent.lock().unwrap(), vec![b"the same block".to_vec(); 3]);
+        assert!(!path.exists());
+    }
+
     #[test]
     fn the_progress_text_says_what_waits_and_what_fails() {
         let stats = ShipStats::default();
