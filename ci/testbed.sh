@@ -32,6 +32,7 @@ PG_PORT=5432
 S3_PORT=${L7TAP_TESTBED_S3_PORT:-9900}
 CH_USER=l7tap
 CH_PASSWORD=l7tap-secret-pw
+CH_READER=l7tap_reader CH_READER_PASSWORD=l7tap-reader-pw
 START_TIMEOUT=${L7TAP_TESTBED_START_TIMEOUT:-90}
 STOP_TIMEOUT=${L7TAP_TESTBED_STOP_TIMEOUT:-30}
 
@@ -441,6 +442,16 @@ EOF
             <profile>default</profile>
             <quota>default</quota>
         </$CH_USER>
+        <!-- A read-only user: the ClickHouse output's fail-fast check (ci/accept/clickhouse_sink.py). -->
+        <$CH_READER>
+            <password>$CH_READER_PASSWORD</password>
+            <networks replace="replace">
+                <ip>::1</ip>
+                <ip>127.0.0.1</ip>
+            </networks>
+            <profile>readonly</profile>
+            <quota>default</quota>
+        </$CH_READER>
     </users>
     <quotas>
         <default>

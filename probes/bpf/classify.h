@@ -4,6 +4,7 @@
 #define L7TAP_CLASSIFY_H
 
 #include "conn.h"
+#include "self.h"
 #include "window.h"
 #include "classify_clickhouse.h"
 #include "classify_zookeeper.h"
@@ -37,6 +38,11 @@ static __always_inline int classify(void *ctx, struct conn_state *c, __u64 key, 
 				    const struct user_payload *src, __u64 ret, __u64 ts,
 				    __u32 *prefix_len)
 {
+	/* The server end of a connection l7tap opened (self.h): given up, never classified. */
+	if (c->role != L7_ROLE_CLIENT && self_end_is_peer(c->sk)) {
+		c->ignored = 1;
+		return 0;
+	}
 	struct l7_data_event *ev = scratch_event();
 	if (!ev)
 		return 0;

@@ -21,7 +21,8 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-enum syscall_kind { SYSCALL_DATA = 0, SYSCALL_CONNECT = 1 };
+/* SYSCALL_SELF_CONNECT: a connect(2) of l7tap itself, whose local end self.h records. */
+enum syscall_kind { SYSCALL_DATA = 0, SYSCALL_CONNECT = 1, SYSCALL_SELF_CONNECT = 2 };
 
 /* A syscall's arguments, from its enter to its exit. */
 struct syscall_args {
@@ -130,9 +131,12 @@ int enter_connect(struct trace_event_raw_sys_enter *ctx)
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
 	long fd = ctx->args[0];
-	if (tgid == self_tgid || fd < 0)
+	if (fd < 0)
 		return 0;
-	struct syscall_args args = { .key = conn_key(tgid, fd), .kind = SYSCALL_CONNECT };
+	struct syscall_args args = {
+		.key = conn_key(tgid, fd),
+		.kind = tgid == self_tgid ? SYSCALL_SELF_CONNECT : SYSCALL_CONNECT,
+	};
 	__u32 tid = id;
 	bpf_map_update_elem(&inflight, &tid, &args, BPF_ANY);
 	return 0;
@@ -187,7 +191,15 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	struct syscall_args args = *found;
 	bpf_map_delete_elem(&inflight, &tid);
-	if (args.kind != SYSCALL_CONNECT || (ctx->ret != 0 && ctx->ret != -EINPROGRESS))
+	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
+		return 0;
+	if (args.kind == SYSCALL_SELF_CONNECT) {
+		__u64 sk = tcp_sock_of_fd((__u32)args.key);
+		if (sk)
+			self_end_record(sk);
+		return 0;
+	}
+	if (args.kind != SYSCALL_CONNECT)
 		return 0;
 	conn_track_new(args.key, (__u32)args.key, L7_ROLE_CLIENT);
 	return 0;

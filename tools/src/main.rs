@@ -120,16 +120,18 @@ struct ReplayArgs {
 
 #[derive(Args, Clone)]
 pub struct CommonArgs {
-    /// Output: a directory, or object storage as s3://BUCKET/PREFIX (files are finished in
-    /// --spool, then uploaded; endpoint and credentials from the AWS_* environment variables,
-    /// see README).
-    #[arg(long, default_value = "l7tap-out")]
+    /// Output: a directory, object storage as s3://BUCKET/PREFIX (files are finished in
+    /// --spool, then uploaded; endpoint and credentials from the AWS_* environment variables),
+    /// or ClickHouse as clickhouse://[USER@]HOST:HTTP_PORT/DATABASE (rows inserted from
+    /// --spool every second; password from L7TAP_CLICKHOUSE_PASSWORD or
+    /// L7TAP_CLICKHOUSE_PASSWORD_FILE); see README. `--sink` is the same flag.
+    #[arg(long, visible_alias = "sink", default_value = "l7tap-out")]
     out: PathBuf,
     /// Host name in file names (and the `host=` level of object-storage outputs), so that
     /// hosts can share one output [default: this machine's host name].
     #[arg(long)]
     host: Option<String>,
-    /// Spool directory of object-storage outputs: files wait here until uploaded, and files
+    /// Spool directory of object-storage and ClickHouse outputs: files wait here until uploaded, and files
     /// left by a crash or an outage are uploaded at the next start [default:
     /// $STATE_DIRECTORY, /var/lib/l7tap/spool as root, else $XDG_STATE_HOME/l7tap/spool].
     #[arg(long, value_name = "DIR")]

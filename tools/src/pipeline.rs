@@ -85,22 +85,27 @@ fn prepare_output(common: &CommonArgs) -> Result<PreparedOutput> {
         }
         Output::Bucket(bucket) => {
             bucket.probe(&host)?;
-            std::fs::create_dir_all(&write_dir)
-                .with_context(|| format!("creating the spool {}", write_dir.display()))?;
-            let removed = l7tap_sinks::output::spool::remove_stale_temp_files(&write_dir, &host)
-                .with_context(|| {
-                    format!(
-                        "removing temporary files left under {}",
-                        write_dir.display()
-                    )
-                })?;
-            say_removed(removed, &write_dir);
+            prepare_spool(&write_dir, &host)?;
             let settings = UploadSettings {
                 spool_max_bytes: common.spool_max_bytes,
                 finish_wait: common.upload_wait,
                 ..UploadSettings::default()
             };
             shipper = Some(Shipper::start(bucket, &write_dir, settings)?);
+        }
+        Output::ClickHouse(clickhouse) => {
+            let client = clickhouse.client()?;
+            client.probe()?;
+            prepare_spool(&write_dir, &host)?;
+            let settings = UploadSettings {
+                spool_max_bytes: common.spool_max_bytes,
+                finish_wait: common.upload_wait,
+                ..UploadSettings::default()
+            };
+            shipper = Some(
+                Shipper::start_to(Box::new(client), &write_dir, settings)
+                    .with_context(|| format!("starting the inserts into {clickhouse}"))?,
+            );
         }
     }
     let ship_stats = shipper.as_ref().map(Shipper::stats);
@@ -111,6 +116,22 @@ fn prepare_output(common: &CommonArgs) -> Result<PreparedOutput> {
         shipper,
         ship_stats,
     })
+}
+
+/// Creates an output's spool directory and removes the temporary files an earlier run of this
+/// host left there.
+fn prepare_spool(write_dir: &Path, host: &str) -> Result<()> {
+    std::fs::create_dir_all(write_dir)
+        .with_context(|| format!("creating the spool {}", write_dir.display()))?;
+    let removed = l7tap_sinks::output::spool::remove_stale_temp_files(write_dir, host)
+        .with_context(|| {
+            format!(
+                "removing temporary files left under {}",
+                write_dir.display()
+            )
+        })?;
+    say_removed(removed, write_dir);
+    Ok(())
 }
 
 /// Starts the actors and the output thread; returns them with the actors' ring producers.

@@ -122,6 +122,8 @@ impl CommonArgs {
             // A shared prefix holds many hosts' runs by design; each file names its host and
             // run, which `report --run` selects.
             Output::Bucket(_) => check_directory_path("--spool", &self.spool_root())?,
+            // Rows go into tables, which hold many hosts' runs by design (`run_id` apart).
+            Output::ClickHouse(_) => check_directory_path("--spool", &self.spool_root())?,
         }
         if let Some(host) = &self.host {
             if host.is_empty() || host.len() > 255 {

@@ -117,6 +117,16 @@ fn object_storage_outputs_hold_every_row_once() {
     );
 }
 
+/// Acceptance of the ClickHouse output (`--sink clickhouse://…`): wrong settings fail fast in
+/// one line, l7tap never records its own inserts (either end), a replay into user-made
+/// ReplicatedMergeTree tables behind a Distributed table over the two-shard cluster holds as
+/// many rows per table as the replay's Parquet, and a capture whose target is frozen for 20 s
+/// (a proxy in front of ch1) leaves every `requests` row there exactly once.
+#[test]
+fn clickhouse_sink_holds_every_row_once_and_never_itself() {
+    accept("clickhouse_sink.py", &[]);
+}
+
 /// Acceptance of client identity: batch-loader (in a cgroup made for it), dashboard,
 /// clickhouse-client and quick-exit (each exits right after its query), a kazoo session and
 /// the ClickHouse servers' own remote() and ZooKeeper traffic; `report --format json` shows

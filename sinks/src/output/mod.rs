@@ -6,6 +6,8 @@
 //! done with a file once it is published ([`Shipper`]). Adding a kind is its module, a line in
 //! the list and an arm in each `match` below (the compiler names them).
 pub mod bucket;
+pub mod clickhouse;
+pub mod clickhouse_columns;
 pub mod directory;
 pub mod spool;
 pub mod uploader;
@@ -14,17 +16,25 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use bucket::{BucketError, BucketOutput, RemoteObject};
+pub use clickhouse::{ClickHouseError, ClickHouseOutput};
 pub use directory::DirectoryOutput;
-pub use uploader::{ShipStats, Shipper, UploadSettings};
+pub use uploader::{Destination, SendError, ShipStats, Shipper, UploadSettings};
 
 /// The kinds of output, in the order [`Output::parse`] tries them (a directory takes any
 /// text, so it comes last).
-pub const OUTPUT_KINDS: [OutputKind; 2] = [OutputKind::Bucket, OutputKind::Directory];
+pub const OUTPUT_KINDS: [OutputKind; 3] = [
+    OutputKind::Bucket,
+    OutputKind::ClickHouse,
+    OutputKind::Directory,
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputKind {
     /// `s3://bucket/prefix`: files finished in a local spool, then uploaded ([`bucket`]).
     Bucket,
+    /// `clickhouse://host:port/database`: files finished in a local spool every second, then
+    /// inserted into the database's tables ([`clickhouse`]).
+    ClickHouse,
     /// A local directory, written in place ([`directory`]).
     Directory,
 }
@@ -34,6 +44,7 @@ impl OutputKind {
     pub fn syntax(self) -> &'static str {
         match self {
             OutputKind::Bucket => bucket::SYNTAX,
+            OutputKind::ClickHouse => clickhouse::SYNTAX,
             OutputKind::Directory => directory::SYNTAX,
         }
     }
@@ -43,6 +54,7 @@ impl OutputKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     Bucket(BucketOutput),
+    ClickHouse(ClickHouseOutput),
     Directory(DirectoryOutput),
 }
 
@@ -57,6 +69,9 @@ impl Output {
         for kind in OUTPUT_KINDS {
             let parsed = match kind {
                 OutputKind::Bucket => bucket::parse(text).map(|r| r.map(Output::Bucket)),
+                OutputKind::ClickHouse => {
+                    clickhouse::parse(text).map(|r| r.map(Output::ClickHouse))
+                }
                 OutputKind::Directory => directory::parse(text).map(|r| r.map(Output::Directory)),
             };
             if let Some(result) = parsed {
@@ -73,6 +88,7 @@ impl Output {
     pub fn kind(&self) -> OutputKind {
         match self {
             Output::Bucket(_) => OutputKind::Bucket,
+            Output::ClickHouse(_) => OutputKind::ClickHouse,
             Output::Directory(_) => OutputKind::Directory,
         }
     }
@@ -82,6 +98,7 @@ impl Output {
     pub fn default_roll_age(&self) -> Duration {
         match self {
             Output::Bucket(_) => bucket::DEFAULT_ROLL_AGE,
+            Output::ClickHouse(_) => clickhouse::DEFAULT_ROLL_AGE,
             Output::Directory(_) => directory::DEFAULT_ROLL_AGE,
         }
     }
@@ -90,6 +107,8 @@ impl Output {
     pub fn host_partition(&self) -> bool {
         match self {
             Output::Bucket(_) => true,
+            // Files are only a spool; the rows carry no host column of their own.
+            Output::ClickHouse(_) => false,
             Output::Directory(_) => false,
         }
     }
@@ -99,6 +118,7 @@ impl Output {
     pub fn write_dir(&self, spool: &Path) -> PathBuf {
         match self {
             Output::Bucket(bucket) => bucket.spool_dir(spool),
+            Output::ClickHouse(clickhouse) => clickhouse.spool_dir(spool),
             Output::Directory(directory) => directory.path.clone(),
         }
     }
@@ -108,6 +128,7 @@ impl std::fmt::Display for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Output::Bucket(bucket) => bucket.fmt(f),
+            Output::ClickHouse(clickhouse) => clickhouse.fmt(f),
             Output::Directory(directory) => directory.path.display().fmt(f),
         }
     }
@@ -131,6 +152,9 @@ mod tests {
             })
         );
         assert!(!out.host_partition());
+        let out = Output::parse(Path::new("clickhouse://127.0.0.1:8123/l7tap")).unwrap();
+        assert_eq!(out.kind(), OutputKind::ClickHouse);
+        assert_eq!(out.to_string(), "clickhouse://127.0.0.1:8123/l7tap");
         assert!(Output::parse(Path::new("s3://")).is_err());
         assert!(Output::parse(Path::new("gs://bucket/x")).is_err());
         assert!(Output::parse(Path::new("")).is_err());

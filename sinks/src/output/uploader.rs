@@ -1,9 +1,12 @@
-//! The uploader of an object-storage output: a thread that sends each published file of the
-//! spool to the bucket (one PUT, or a multipart upload completed at the end: an object
-//! appears only complete), removes it from the spool once stored, and retries a failed upload
-//! with exponential backoff up to a cap, for as long as the run lasts. Files an earlier run
-//! left in the spool are sent first. Keys are the files' names, so an upload repeated after a
-//! lost answer rewrites the same object with the same bytes: each row is stored once.
+//! The uploader of an output that ships files: a thread that sends each published file of the
+//! spool to its [`Destination`], removes it from the spool once stored, and retries a failed
+//! send with exponential backoff up to a cap, for as long as the run lasts. Files an earlier
+//! run left in the spool are sent first.
+//!
+//! Destinations: a bucket ([`BucketDestination`]: one PUT, or a multipart upload completed at
+//! the end, so an object appears only complete; keys are the files' names, so an upload
+//! repeated after a lost answer rewrites the same object with the same bytes) and a ClickHouse
+//! server ([`super::clickhouse::Client`]: one insert of one block per file).
 //!
 //! The spool is bounded: a file published while the files waiting exceed the bound is
 //! dropped (removed, counted in [`ShipStats`] and said on stderr), except `capture_stats`
@@ -99,6 +102,70 @@ impl ShipStats {
     }
 }
 
+/// Where a shipper sends its files.
+pub trait Destination: Send + 'static {
+    /// For messages (holds no credential).
+    fn name(&self) -> String;
+    /// Sends one spooled file; called again with the same file after an error.
+    fn send(&self, file: &SpooledFile) -> Result<(), SendError>;
+}
+
+/// Why a file was not sent.
+#[derive(Debug)]
+pub enum SendError {
+    /// The spool file is gone (another process of the same spool sent it).
+    Gone,
+    /// The file cannot be read: retrying cannot help; it stays in the spool.
+    Local(String),
+    /// The destination failed (said in words a user acts on): retried.
+    Remote(String),
+}
+
+/// A bucket as a [`Destination`].
+pub struct BucketDestination {
+    output: BucketOutput,
+    store: Arc<dyn ObjectStore>,
+    runtime: tokio::runtime::Runtime,
+    settings: UploadSettings,
+}
+
+impl BucketDestination {
+    pub fn new(output: &BucketOutput, settings: UploadSettings) -> Result<Self, BucketError> {
+        let runtime = runtime().map_err(|e| BucketError::Other {
+            output: output.to_string(),
+            action: "starting the upload thread's runtime",
+            message: e.to_string(),
+        })?;
+        Ok(BucketDestination {
+            output: output.clone(),
+            store: output.store()?,
+            runtime,
+            settings,
+        })
+    }
+}
+
+impl Destination for BucketDestination {
+    fn name(&self) -> String {
+        self.output.to_string()
+    }
+
+    fn send(&self, file: &SpooledFile) -> Result<(), SendError> {
+        let key = self.output.key_of(&file.relative);
+        match self
+            .runtime
+            .block_on(upload(&*self.store, &key, &file.path, &self.settings))
+        {
+            Ok(()) => Ok(()),
+            Err(UploadError::Gone) => Err(SendError::Gone),
+            Err(UploadError::Local(e)) => Err(SendError::Local(e.to_string())),
+            Err(UploadError::Store(e)) => Err(SendError::Remote(
+                self.output.classify(e, "uploading").to_string(),
+            )),
+        }
+    }
+}
+
 enum Command {
     File(SpooledFile),
     Finish { wait: Duration },
@@ -133,17 +200,32 @@ impl Shipper {
         spool_dir: &Path,
         settings: UploadSettings,
     ) -> Result<Shipper, BucketError> {
-        let store = output.store()?;
-        let leftovers = published_files(spool_dir).map_err(|e| BucketError::Other {
+        let destination = BucketDestination::new(output, settings)?;
+        Self::start_to(Box::new(destination), spool_dir, settings).map_err(|e| BucketError::Other {
             output: output.to_string(),
-            action: "reading the spool directory",
-            message: format!("{}: {e}", spool_dir.display()),
+            action: "starting the uploader",
+            message: e.to_string(),
+        })
+    }
+
+    /// Starts the uploader of any destination; see [`Shipper::start`].
+    pub fn start_to(
+        destination: Box<dyn Destination>,
+        spool_dir: &Path,
+        settings: UploadSettings,
+    ) -> std::io::Result<Shipper> {
+        let output = destination.name();
+        let leftovers = published_files(spool_dir).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("reading the spool directory {}: {e}", spool_dir.display()),
+            )
         })?;
         let stats = Arc::new(ShipStats::default());
         if !leftovers.is_empty() {
             let bytes: u64 = leftovers.iter().map(|f| f.bytes).sum();
             eprintln!(
-                "l7tap: {} files ({bytes} bytes) left in the spool {} by an earlier run are uploaded first",
+                "l7tap: {} files ({bytes} bytes) left in the spool {} by an earlier run are sent to {output} first",
                 leftovers.len(),
                 spool_dir.display()
             );
@@ -156,21 +238,16 @@ impl Shipper {
         }
         let worker = Worker {
             output: output.clone(),
-            store,
+            destination,
             settings,
             stats: stats.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("l7tap-upload".into())
-            .spawn(move || worker.run(receiver))
-            .map_err(|e| BucketError::Other {
-                output: output.to_string(),
-                action: "starting the upload thread",
-                message: e.to_string(),
-            })?;
+            .spawn(move || worker.run(receiver))?;
         Ok(Shipper {
             spool_dir: spool_dir.to_path_buf(),
-            output: output.to_string(),
+            output,
             settings,
             stats,
             commands,
@@ -257,23 +334,14 @@ impl Shipper {
 }
 
 struct Worker {
-    output: BucketOutput,
-    store: Arc<dyn ObjectStore>,
+    output: String,
+    destination: Box<dyn Destination>,
     settings: UploadSettings,
     stats: Arc<ShipStats>,
 }
 
 impl Worker {
     fn run(self, commands: mpsc::Receiver<Command>) {
-        let runtime = match runtime() {
-            Ok(runtime) => runtime,
-            Err(e) => {
-                eprintln!(
-                    "l7tap: cannot start the upload thread's runtime: {e}; files stay in the spool"
-                );
-                return;
-            }
-        };
         let mut queue: VecDeque<SpooledFile> = VecDeque::new();
         let mut backoff = self.settings.backoff_first;
         let mut next_attempt = Instant::now();
@@ -324,9 +392,8 @@ impl Worker {
                 continue;
             }
             let file = queue.front().expect("checked above").clone();
-            let key = self.output.key_of(&file.relative);
-            match runtime.block_on(upload(&*self.store, &key, &file.path, &self.settings)) {
-                Ok(()) | Err(UploadError::Gone) => {
+            match self.destination.send(&file) {
+                Ok(()) | Err(SendError::Gone) => {
                     queue.pop_front();
                     let _ = std::fs::remove_file(&file.path);
                     self.stats.waiting_files.fetch_sub(1, Relaxed);
@@ -335,7 +402,7 @@ impl Worker {
                     self.stats.uploaded_bytes.fetch_add(file.bytes, Relaxed);
                     if let Some(since) = failing_since.take() {
                         eprintln!(
-                            "l7tap: uploads to {} go through again (failed for {:.0}s)",
+                            "l7tap: sending to {} goes through again (failed for {:.0}s)",
                             self.output,
                             since.elapsed().as_secs_f64()
                         );
@@ -343,14 +410,13 @@ impl Worker {
                     self.stats.failing.store(0, Relaxed);
                     backoff = self.settings.backoff_first;
                 }
-                Err(UploadError::Store(error)) => {
+                Err(SendError::Remote(reason)) => {
                     self.stats.failed_attempts.fetch_add(1, Relaxed);
                     let failures = self.stats.failing.fetch_add(1, Relaxed) + 1;
                     failing_since.get_or_insert(now);
                     if last_said.is_none_or(|t| t.elapsed() >= ERROR_EVERY) {
-                        let reason = self.output.classify(error, "uploading");
                         eprintln!(
-                            "l7tap: uploading {} failed ({failures} attempts), retrying in {:.0}s: {reason}",
+                            "l7tap: sending {} failed ({failures} attempts), retrying in {:.0}s: {reason}",
                             file.relative,
                             backoff.as_secs_f64()
                         );
@@ -359,10 +425,10 @@ impl Worker {
                     next_attempt = Instant::now() + backoff;
                     backoff = (backoff * 2).min(self.settings.backoff_cap);
                 }
-                Err(UploadError::Local(error)) => {
+                Err(SendError::Local(error)) => {
                     // The file cannot be read: retrying cannot help; it stays in the spool.
                     eprintln!(
-                        "l7tap: cannot read {} to upload it: {error}; it stays in the spool",
+                        "l7tap: cannot send {}: {error}; it stays in the spool",
                         file.path.display()
                     );
                     queue.pop_front();
@@ -472,6 +538,63 @@ mod tests {
             &UploadSettings::default(),
         ));
         assert!(matches!(result, Err(UploadError::Gone)));
+    }
+
+    /// Fails its first `failures` sends, then keeps what it is sent.
+    struct Flaky {
+        failures: std::sync::Mutex<u32>,
+        sent: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl Destination for Flaky {
+        fn name(&self) -> String {
+            "flaky".into()
+        }
+
+        fn send(&self, file: &SpooledFile) -> Result<(), SendError> {
+            let bytes = std::fs::read(&file.path).map_err(|e| SendError::Local(e.to_string()))?;
+            self.sent.lock().unwrap().push(bytes);
+            let mut failures = self.failures.lock().unwrap();
+            if *failures > 0 {
+                *failures -= 1;
+                return Err(SendError::Remote("down".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_send_is_retried_with_the_same_bytes_and_then_leaves_the_spool() {
+        let spool = tempfile::tempdir().unwrap();
+        let dir = spool.path().join("requests/date=2026-12-07/hour=13");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h-run-start-000000.parquet");
+        std::fs::write(&path, b"the same block").unwrap();
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let destination = Flaky {
+            failures: std::sync::Mutex::new(2),
+            sent: sent.clone(),
+        };
+        let settings = UploadSettings {
+            backoff_first: Duration::from_millis(10),
+            backoff_cap: Duration::from_millis(20),
+            finish_wait: Duration::from_secs(10),
+            ..UploadSettings::default()
+        };
+        let mut shipper = Shipper::start_to(Box::new(destination), spool.path(), settings).unwrap();
+        assert!(shipper.ship(&CommittedFile {
+            table: Table::Requests,
+            path: path.clone(),
+            rows: 1,
+            bytes: 14,
+        }));
+        let stats = shipper.stats();
+        let report = shipper.finish();
+        assert_eq!(report.uploaded_files, 1);
+        assert_eq!(report.left_files, 0);
+        assert_eq!(stats.failed_attempts.load(Relaxed), 2);
+        assert_eq!(*sent.lock().unwrap(), vec![b"the same block".to_vec(); 3]);
+        assert!(!path.exists());
     }
 
     #[test]

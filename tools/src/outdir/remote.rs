@@ -35,6 +35,12 @@ pub fn open_output(out: &Path, selection: &Selection) -> Result<OutputView, Read
             })
         }
         Output::Bucket(bucket) => bucket,
+        Output::ClickHouse(clickhouse) => {
+            return Err(ReadError::Remote(format!(
+                "{clickhouse}: report and heatmap read a directory or s3:// output; query the \
+                 ClickHouse tables with the SQL in the README"
+            )))
+        }
     };
     let remote = |e: bucket::BucketError| ReadError::Remote(e.to_string());
     let store = bucket.store().map_err(remote)?;
