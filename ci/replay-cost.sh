@@ -12,9 +12,10 @@
 #              out of git (put it under /tmp).
 #
 # For each binary: a plain replay (its summary), then the same replay under
-# `valgrind --tool=callgrind`; prints instructions in total, per stage (inclusive cost of the
-# replay's reading and routing, of the actor threads, of the output thread), per event and
-# per captured request, and the top functions by their own instructions ($TOP, default 25).
+# `valgrind --tool=callgrind --separate-threads=yes`; prints instructions in total and per
+# thread kind (the main thread's reading and routing, the actor threads with the reorder's
+# share, the output thread), per event and per captured request, and each thread kind's top
+# functions by their own instructions ($TOP, default 25).
 # Environment: LOADGEN (default: l7tap-loadgen next to the first binary), KEEP=1 keeps the
 # work directory (callgrind files for callgrind_annotate).
 #
@@ -69,7 +70,7 @@ for BIN in "${BINS[@]}"; do
   mkdir -p "$D"
   # One actor, as on the 2-core machine the bench runs on (one core per actor but one).
   "$BIN" replay "$REC" --actors 1 --out "$D/plain" --summary-json "$D/plain.json" >/dev/null 2>&1
-  valgrind --tool=callgrind --callgrind-out-file="$D/callgrind.out" \
+  valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$D/callgrind.out" \
     "$BIN" replay "$REC" --actors 1 --out "$D/cg" --summary-json "$D/cg.json" \
     >/dev/null 2>"$D/valgrind.log"
   if ! diff <(jq -S 'del(."replay.seconds")' "$D/plain.json") <(jq -S 'del(."replay.seconds")' "$D/cg.json") >/dev/null; then
@@ -77,11 +78,15 @@ for BIN in "${BINS[@]}"; do
   fi
   EVENTS=$(summary_value "$D/plain.json" ingest.events)
   REQUESTS=$(captured_requests "$D/plain.json")
-  callgrind_annotate --inclusive=yes --threshold=100 "$D/callgrind.out" > "$D/inclusive.txt" 2>/dev/null
-  callgrind_annotate --threshold=100 "$D/callgrind.out" > "$D/self.txt" 2>/dev/null
+  for f in "$D"/callgrind.out-*; do
+    callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$f" > "$f.inclusive" 2>/dev/null
+    callgrind_annotate --auto=no --threshold=100 "$f" > "$f.self" 2>/dev/null
+  done
   python3 - "$D" "$BIN" "$EVENTS" "$REQUESTS" "$TOP" <<'EOF'
-import re, sys
+import glob, re, sys
 d, binary, events, requests, top = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+per_event = lambda c: c / max(events, 1)
+per_request = lambda c: c / max(requests, 1)
 
 def rows(path):
     out = []
@@ -91,33 +96,52 @@ def rows(path):
             out.append((int(m.group(1).replace(",", "")), m.group(2)))
     return out
 
-total = 0
-for line in open(f"{d}/self.txt"):
-    m = re.match(r"\s*([\d,]+) \(100.0%\)\s+PROGRAM TOTALS", line)
-    if m:
-        total = int(m.group(1).replace(",", ""))
-inclusive = rows(f"{d}/inclusive.txt")
+# One file per thread: the first is the main thread (reads the recording and routes); the
+# others are told apart by the functions they ran.
+MAIN, ACTOR, OUTPUT, OTHER = "main thread: read the recording, route", "actor threads", "output thread", "other threads"
+files, totals = {}, {}
+for path in sorted(glob.glob(f"{d}/callgrind.out-*[0-9]")):
+    text = open(path).read()
+    if path.endswith("-01"):
+        kind = MAIN
+    elif "l7tap_actors::actor::Actor::run" in text:
+        kind = ACTOR
+    elif "l7tap::output::handle" in text:
+        kind = OUTPUT
+    else:
+        kind = OTHER
+    files.setdefault(kind, []).append(path)
+    totals[kind] = totals.get(kind, 0) + int(re.search(r"^totals: (\d+)", text, re.M).group(1))
+total = sum(totals.values())
 
-def stage(pattern):
-    hits = [c for c, name in inclusive if re.search(pattern, name)]
-    return max(hits) if hits else 0
+def line(label, c, indent):
+    print(f"{' ' * indent}{label:{50 - indent}} {c:>14,}  per event {per_event(c):>7,.0f}  per request {per_request(c):>7,.0f}")
 
-stages = [
-    ("main thread: read the recording, route", r"^l7tap::pipeline::replay$"),
-    ("actor threads", r"^l7tap_actors::actor::Actor::run$"),
-    ("  reorder: hold (copy in)", r"^l7tap_actors::reorder::Reorder::hold$"),
-    ("  reorder: release (with what it calls)", r"^l7tap_actors::reorder::Reorder::release$"),
-    ("    decode, parse, records (ActorState::process)", r"^l7tap_actors::actor::ActorState::process$"),
-    ("output thread", r"^l7tap::output::run$"),
-]
 print(f"== {binary}")
 print(f"events {events}, captured requests {requests}, events per request {events / max(requests, 1):.2f}")
-print(f"instructions: total {total:,}  per event {total / max(events, 1):,.0f}  per captured request {total / max(requests, 1):,.0f}")
-for label, pattern in stages:
-    c = stage(pattern)
-    print(f"  {label:48} {c:>16,}  per event {c / max(events, 1):>8,.0f}  per request {c / max(requests, 1):>8,.0f}")
-print(f"top {top} functions by own instructions (per captured request):")
-for c, name in rows(f"{d}/self.txt")[1:top + 1]:
-    print(f"  {c / max(requests, 1):>8,.0f}  {c / max(total, 1) * 100:5.1f} %  {name[:110]}")
+line("instructions, all threads", total, 0)
+actor_stages = [
+    ("reorder: hold (copy in)", r"^l7tap_actors::reorder::Reorder::hold$"),
+    ("reorder: release (with what it calls)", r"^l7tap_actors::reorder::Reorder::release$"),
+    ("  decode, parse, records (ActorState::process)", r"^l7tap_actors::actor::ActorState::process$"),
+]
+for kind in [MAIN, ACTOR, OUTPUT, OTHER]:
+    if kind not in totals:
+        continue
+    line(kind, totals[kind], 2)
+    if kind == ACTOR:
+        for label, pattern in actor_stages:
+            c = sum(max([n for n, name in rows(p + ".inclusive") if re.search(pattern, name)] or [0]) for p in files[kind])
+            line(label, c, 4)
+for kind in [MAIN, ACTOR, OUTPUT]:
+    if kind not in files:
+        continue
+    print(f"top {top} functions of the {kind.split(':')[0]} by own instructions (per captured request, % of all):")
+    merged = {}
+    for path in files[kind]:
+        for c, name in rows(path + ".self")[1:]:
+            merged[name] = merged.get(name, 0) + c
+    for name, c in sorted(merged.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {per_request(c):>8,.0f}  {c / max(total, 1) * 100:5.1f} %  {name[:110]}")
 EOF
 done
