@@ -158,6 +158,14 @@ fn need(b: &[u8], n: usize) -> Result<(), EventError> {
     }
 }
 
+/// A raw event's timestamp alone, as [`peek_header`] reads it (the same length check): what
+/// an actor needs to hold an event, without building the whole header.
+#[inline]
+pub fn peek_ts(b: &[u8]) -> Result<u64, EventError> {
+    need(b, layout::HEADER_SIZE)?;
+    Ok(u64_at(b, layout::HDR_TS_NS))
+}
+
 /// Kind byte of a raw event, for routing without a full decode.
 pub fn peek_header(b: &[u8]) -> Result<Header, EventError> {
     use layout::*;
@@ -395,6 +403,16 @@ mod tests {
         assert_eq!(d.payload, b"abcd");
         assert_eq!(d.cut(), 6);
         assert!(!d.tail);
+    }
+
+    #[test]
+    fn peek_ts_reads_what_peek_header_reads_and_refuses_what_it_refuses() {
+        let raw = build::data(&hdr(), 10, b"abcd");
+        assert_eq!(peek_ts(&raw).unwrap(), peek_header(&raw).unwrap().ts_ns);
+        assert_eq!(peek_ts(&raw).unwrap(), 42);
+        let short = &raw[..layout::HEADER_SIZE - 1];
+        assert!(peek_header(short).is_err());
+        assert!(peek_ts(short).is_err());
     }
 
     #[test]

@@ -3,22 +3,48 @@
 //! released oldest first (ties keep arrival order).
 //!
 //! Most events arrive already in order (the ring buffer is filled in reservation order),
-//! so those wait in a FIFO at O(1); only an event older than the newest one held goes to a
-//! heap, and release merges the two.
+//! so those wait in a FIFO at O(1), their bytes appended back to back to fixed-size chunks
+//! that are reused once every event in them is released; only an event older than the
+//! newest one held goes to a heap (its bytes to a pooled slot), and release merges the two.
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-/// Slots kept in the pool once nothing is held: events held between two watermarks in
-/// steady state (at 1-2 ms per watermark, a few hundred).
+/// Slots kept in the pool once nothing is held: late events held between two watermarks.
 const KEEP_SLOTS: usize = 1024;
 
-/// A held event: timestamp, arrival sequence (breaks ties), slot of its bytes.
+/// Bytes of one chunk of in-order events. Events are appended back to back, so a chunk
+/// holds hundreds of small ones; an event larger than a chunk gets a chunk of its own size.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Released chunks kept for reuse: what steady state holds between two watermarks (a few
+/// ms of events); a burst's extra chunks are freed as they are released.
+const KEEP_CHUNKS: usize = 16;
+
+/// A late event: timestamp, arrival sequence (breaks ties), slot of its bytes.
 type Held = (u64, u64, usize);
+
+/// An in-order event: timestamp, arrival sequence, and where its bytes are.
+#[derive(Clone, Copy)]
+struct InOrder {
+    ts: u64,
+    seq: u64,
+    /// Number of its chunk, counted since the first chunk ever (`Reorder::first_chunk` is
+    /// the number of `chunks[0]`).
+    chunk: u64,
+    start: usize,
+    len: usize,
+}
 
 #[derive(Default)]
 pub struct Reorder {
     /// Events that arrived in timestamp order.
-    in_order: VecDeque<Held>,
+    in_order: VecDeque<InOrder>,
+    /// Their bytes, oldest chunk first; the last one is being filled.
+    chunks: VecDeque<Vec<u8>>,
+    /// Number of `chunks[0]`.
+    first_chunk: u64,
+    /// Released chunks, emptied, for reuse.
+    spare_chunks: Vec<Vec<u8>>,
     /// Events that arrived after a newer one.
     late: BinaryHeap<Reverse<Held>>,
     slots: Vec<Vec<u8>>,
@@ -38,8 +64,43 @@ impl Reorder {
         self.in_order.len() + self.late.len()
     }
 
-    /// Holds a copy of `raw` (its buffer comes from a pool: no allocation in steady state).
+    /// Holds a copy of `raw` (in reused memory: no allocation in steady state).
     pub fn hold(&mut self, ts_ns: u64, raw: &[u8]) {
+        let seq = self.seq;
+        self.seq += 1;
+        match self.in_order.back() {
+            Some(newest) if ts_ns < newest.ts => self.hold_late((ts_ns, seq, 0), raw),
+            _ => self.hold_in_order(ts_ns, seq, raw),
+        }
+    }
+
+    fn hold_in_order(&mut self, ts: u64, seq: u64, raw: &[u8]) {
+        let fits = self
+            .chunks
+            .back()
+            .is_some_and(|c| c.capacity() - c.len() >= raw.len());
+        if !fits {
+            let chunk = match self.spare_chunks.pop() {
+                Some(c) if c.capacity() >= raw.len() => c,
+                _ => Vec::with_capacity(CHUNK_BYTES.max(raw.len())),
+            };
+            self.chunks.push_back(chunk);
+        }
+        let chunk = self.chunks.back_mut().expect("a chunk was pushed above");
+        let start = chunk.len();
+        // Within capacity (checked above): never reallocates, so earlier events stay put.
+        chunk.extend_from_slice(raw);
+        self.in_order.push_back(InOrder {
+            ts,
+            seq,
+            chunk: self.first_chunk + self.chunks.len() as u64 - 1,
+            start,
+            len: raw.len(),
+        });
+    }
+
+    #[cold]
+    fn hold_late(&mut self, (ts, seq, _): Held, raw: &[u8]) {
         let slot = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -50,12 +111,7 @@ impl Reorder {
         let buf = &mut self.slots[slot];
         buf.clear();
         buf.extend_from_slice(raw);
-        let held = (ts_ns, self.seq, slot);
-        self.seq += 1;
-        match self.in_order.back() {
-            Some(&(newest, _, _)) if ts_ns < newest => self.late.push(Reverse(held)),
-            _ => self.in_order.push_back(held),
-        }
+        self.late.push(Reverse((ts, seq, slot)));
     }
 
     /// Releases, oldest first, every held event stamped before `watermark`.
@@ -64,32 +120,56 @@ impl Reorder {
         loop {
             let fifo = self.in_order.front().copied();
             let heap = self.late.peek().map(|r| r.0);
-            let (next, from_fifo) = match (fifo, heap) {
-                (Some(a), Some(b)) if b < a => (b, false),
-                (Some(a), _) => (a, true),
-                (None, Some(b)) => (b, false),
+            let from_fifo = match (&fifo, heap) {
+                (Some(a), Some(b)) => (a.ts, a.seq) < (b.0, b.1),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
                 (None, None) => break,
             };
-            let (ts, _, slot) = next;
-            if ts >= watermark && watermark != u64::MAX {
-                break;
-            }
             if from_fifo {
+                let e = fifo.expect("from_fifo implies a front");
+                if e.ts >= watermark && watermark != u64::MAX {
+                    break;
+                }
                 self.in_order.pop_front();
+                let chunk = &self.chunks[(e.chunk - self.first_chunk) as usize];
+                f(&chunk[e.start..e.start + e.len]);
             } else {
+                let (ts, _, slot) = heap.expect("not from_fifo implies a heap top");
+                if ts >= watermark && watermark != u64::MAX {
+                    break;
+                }
                 self.late.pop();
+                f(&self.slots[slot]);
+                self.free.push(slot);
             }
-            f(&self.slots[slot]);
-            self.free.push(slot);
         }
-        if self.in_order.is_empty() && self.late.is_empty() && self.slots.len() > KEEP_SLOTS {
-            // A burst (every connection's open event at startup, a stalled watermark) grew
-            // the pool; nothing is held now, so give back what steady state does not use.
+        self.recycle_chunks();
+        if self.late.is_empty() && self.slots.len() > KEEP_SLOTS {
+            // A burst (a stalled watermark, events from many CPUs) grew the pool; nothing
+            // late is held now, so give back what steady state does not use.
             self.slots.truncate(KEEP_SLOTS);
             self.slots.shrink_to_fit();
             self.free.clear();
             self.free.extend(0..KEEP_SLOTS);
             self.free.shrink_to_fit();
+        }
+    }
+
+    /// Returns the chunks no held event is in (all of them once the FIFO is empty) to the
+    /// spare list, keeping at most [`KEEP_CHUNKS`].
+    fn recycle_chunks(&mut self) {
+        let keep_from = match self.in_order.front() {
+            Some(e) => e.chunk,
+            None => self.first_chunk + self.chunks.len() as u64,
+        };
+        while self.first_chunk < keep_from {
+            let mut chunk = self.chunks.pop_front().expect("counted chunk");
+            self.first_chunk += 1;
+            if self.spare_chunks.len() < KEEP_CHUNKS && chunk.capacity() == CHUNK_BYTES {
+                chunk.clear();
+                self.spare_chunks.push(chunk);
+            }
         }
     }
 }
@@ -142,11 +222,32 @@ mod tests {
     #[test]
     fn the_pool_shrinks_after_a_burst_and_keeps_working() {
         let mut r = Reorder::default();
-        for ts in 0..3 * KEEP_SLOTS as u64 {
-            r.hold(ts, &ts.to_le_bytes());
+        // A burst in order: its bytes fill many chunks.
+        let body = [7u8; 1000];
+        let burst = 3 * KEEP_CHUNKS * CHUNK_BYTES / body.len();
+        for ts in 0..burst as u64 {
+            let mut event = body;
+            event[..8].copy_from_slice(&ts.to_le_bytes());
+            r.hold(ts, &event);
         }
+        assert!(r.chunks.len() >= 3 * KEEP_CHUNKS);
         let mut n = 0u64;
         r.release(u64::MAX, |b| {
+            assert_eq!(b[..8], n.to_le_bytes());
+            assert_eq!(b.len(), body.len());
+            n += 1;
+        });
+        assert_eq!(n, burst as u64);
+        assert!(r.chunks.is_empty());
+        assert_eq!(r.spare_chunks.len(), KEEP_CHUNKS);
+        // A burst of late events: each takes a slot.
+        r.hold(u64::MAX - 1, b"newest");
+        for ts in (0..3 * KEEP_SLOTS as u64).rev() {
+            r.hold(ts, &ts.to_le_bytes());
+        }
+        assert_eq!(r.slots.len(), 3 * KEEP_SLOTS);
+        let mut n = 0u64;
+        r.release(u64::MAX - 1, |b| {
             assert_eq!(b, n.to_le_bytes());
             n += 1;
         });
@@ -156,6 +257,38 @@ mod tests {
         r.hold(5, b"y");
         let mut out = vec![];
         r.release(u64::MAX, |b| out.push(b.to_vec()));
-        assert_eq!(out, [b"y".to_vec(), b"x".to_vec()]);
+        assert_eq!(out, [b"y".to_vec(), b"x".to_vec(), b"newest".to_vec()]);
+    }
+
+    #[test]
+    fn events_of_any_size_come_back_whole_across_chunks_and_partial_releases() {
+        let mut r = Reorder::default();
+        let event = |ts: u64| {
+            // Sizes from 1 byte to past a chunk's size.
+            let len = 1 + (ts as usize * 7919) % (CHUNK_BYTES + CHUNK_BYTES / 2);
+            let mut body = vec![(ts % 251) as u8; len];
+            body[0] = (ts % 256) as u8;
+            body
+        };
+        let mut out = vec![];
+        let mut next = 0u64;
+        for round in 0..40u64 {
+            for ts in round * 10..round * 10 + 10 {
+                r.hold(ts, &event(ts));
+            }
+            // Release all but the last few held: chunks are partly released.
+            r.release(round * 10 + 7, |b| out.push(b.to_vec()));
+            while (out.len() as u64) > next {
+                assert_eq!(out[next as usize], event(next), "event {next}");
+                next += 1;
+            }
+        }
+        r.release(u64::MAX, |b| out.push(b.to_vec()));
+        assert_eq!(out.len(), 400);
+        for (ts, b) in out.iter().enumerate() {
+            assert_eq!(*b, event(ts as u64));
+        }
+        assert!(r.chunks.is_empty());
+        assert!(r.spare_chunks.len() <= KEEP_CHUNKS);
     }
 }
