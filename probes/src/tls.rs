@@ -570,4 +570,67 @@ mod tests {
         assert_eq!(offsets.len(), 4, "distinct functions");
         assert_eq!(examine_file(libc).unwrap().symbols, []);
     }
+
+    /// The Go client of the TLS checks (ci/tls-go-client.sh, Debian's Go 1.19, position
+    /// independent): both functions found with their RET instructions (each a RET opcode in
+    /// the file), the Go version and the itab; the same binary without its symbol table is
+    /// a Go binary whose crypto/tls cannot be found.
+    #[test]
+    fn a_go_binary_is_attachable_and_a_stripped_one_is_named() {
+        let Ok(go) = std::process::Command::new("go").arg("version").output() else {
+            eprintln!("skipped: no go");
+            return;
+        };
+        assert!(go.status.success());
+        let dir = std::env::temp_dir().join("l7tap-probes-go-client");
+        let built = std::process::Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../ci/tls-go-client.sh"
+            ))
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let binary = PathBuf::from(String::from_utf8(built.stdout).unwrap().trim());
+        let data = fs::read(&binary).unwrap();
+        let examined = examine_elf(&data).unwrap();
+        let GoFinding::Attachable(go_binary, write_addr, read_addr) = &examined.go else {
+            panic!("not attachable: {:?}", examined.go);
+        };
+        assert!(
+            go_binary.version.starts_with("go1."),
+            "{}",
+            go_binary.version
+        );
+        assert_eq!(
+            Some(go_binary.layout),
+            go_tls::layout_for(&go_binary.version)
+        );
+        assert!(go_binary.tcp_conn_itab != 0 && *write_addr != 0 && *read_addr != 0);
+        let names: Vec<_> = examined.symbols.iter().map(|s| s.point.symbol).collect();
+        assert_eq!(names, [GO_TLS_WRITE, GO_TLS_READ]);
+        for found in &examined.symbols {
+            assert!(!found.returns.is_empty(), "{}", found.point.symbol);
+            for &ret in &found.returns {
+                assert!(ret > found.offset, "{}", found.point.symbol);
+                assert!(matches!(data[ret as usize], 0xc3 | 0xc2));
+            }
+        }
+        let stripped = dir.join("tls-go-client.stripped");
+        let status = std::process::Command::new("objcopy")
+            .arg("--strip-all")
+            .arg(&binary)
+            .arg(&stripped)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let examined = examine_file(&stripped).unwrap();
+        assert_eq!(examined.go, GoFinding::WithoutSymbols);
+        assert_eq!(examined.symbols, []);
+    }
 }
