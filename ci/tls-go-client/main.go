@@ -10,6 +10,10 @@
 //	    queries without pause until stdin closes, checking every answer
 //	    (SELECT i + 1, a string of i % 5000 'x'); prints {"answered": ..}. Exits 1 at the
 //	    first wrong or failed answer.
+//	tls-go-client --bench [--plain] --target HOST:PORT --connections N --duration 3s
+//	    SELECT 1 flat out on N connections, over TLS (or plaintext: the same client for
+//	    ci/bench.sh's TLS row and its plaintext twin); prints the load generator's JSON line
+//	    (l7tap-loadgen's LoadReport: throughput, latency quantiles).
 //
 // Uncompressed; client revision 54060. Exits 1 on anything it does not understand.
 package main
@@ -18,12 +22,16 @@ import (
 	"bufio"
 	"crypto/tls"
 	"encoding/binary"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -31,7 +39,7 @@ import (
 const revision = 54060
 
 type client struct {
-	conn *tls.Conn
+	conn net.Conn // a *tls.Conn, or a *net.TCPConn for --bench --plain
 	r    *bufio.Reader
 	w    []byte
 }
@@ -217,14 +225,21 @@ func (c *client) query(sql, queryID string) ([][]string, int32) {
 }
 
 func connect(host, port string) *client {
-	raw, err := net.Dial("tcp", net.JoinHostPort(host, port))
+	return connectTo(net.JoinHostPort(host, port), true)
+}
+
+func connectTo(target string, secure bool) *client {
+	conn, err := net.Dial("tcp", target)
 	if err != nil {
 		die("connect: %v", err)
 	}
-	// The test bed's certificate is self-signed.
-	conn := tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
-	if err := conn.Handshake(); err != nil {
-		die("TLS handshake: %v", err)
+	if secure {
+		// The test bed's certificate is self-signed.
+		tlsConn := tls.Client(conn, &tls.Config{InsecureSkipVerify: true})
+		if err := tlsConn.Handshake(); err != nil {
+			die("TLS handshake: %v", err)
+		}
+		conn = tlsConn
 	}
 	c := &client{conn: conn, r: bufio.NewReaderSize(conn, 1<<16)}
 	c.varint(0) // Hello
@@ -262,6 +277,10 @@ func sqlOf(i int) string {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "--bench" {
+		bench(os.Args[2:])
+		return
+	}
 	if len(os.Args) == 4 && os.Args[1] == "--loop" {
 		loop(os.Args[2], os.Args[3])
 		return
@@ -320,4 +339,102 @@ func loop(host, port string) {
 	}
 	c.conn.Close()
 	fmt.Printf("{\"answered\": %d}\n", answered)
+}
+
+// benchReport is l7tap-loadgen's LoadReport (tools/loadgen/src/report.rs).
+type benchReport struct {
+	Workload    string   `json:"workload"`
+	Target      string   `json:"target"`
+	Connections int      `json:"connections"`
+	Rate        *float64 `json:"rate"`
+	InFlight    int      `json:"in_flight"`
+	DurationS   float64  `json:"duration_s"`
+	Throughput  float64  `json:"throughput"`
+	Sent        uint64   `json:"sent"`
+	Ok          uint64   `json:"ok"`
+	Failed      uint64   `json:"failed"`
+	P50us       float64  `json:"p50_us"`
+	P99us       float64  `json:"p99_us"`
+	P999us      float64  `json:"p999_us"`
+	MaxUs       float64  `json:"max_us"`
+}
+
+// bench runs SELECT 1 flat out on each connection for the duration.
+func bench(args []string) {
+	fs := flag.NewFlagSet("--bench", flag.ExitOnError)
+	target := fs.String("target", "127.0.0.1:9440", "server HOST:PORT")
+	connections := fs.Int("connections", 4, "connections, one query in flight on each")
+	duration := fs.Duration("duration", 3*time.Second, "how long")
+	plain := fs.Bool("plain", false, "plaintext, not TLS")
+	fs.Parse(args)
+	clients := make([]*client, *connections)
+	for i := range clients {
+		clients[i] = connectTo(*target, !*plain)
+	}
+	workload := "clickhouse-tls-go/select1"
+	if *plain {
+		workload = "clickhouse-go/select1"
+	}
+	var mu sync.Mutex
+	var latencies []time.Duration
+	var sent, failed uint64
+	start := time.Now()
+	deadline := start.Add(*duration)
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Add(1)
+		go func(c *client) {
+			defer wg.Done()
+			var mine []time.Duration
+			var mySent, myFailed uint64
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				mySent++
+				rows, code := c.query("SELECT 1", "")
+				if code != 0 || len(rows) != 1 || rows[0][0] != "1" {
+					myFailed++
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			latencies = append(latencies, mine...)
+			sent += mySent
+			failed += myFailed
+			mu.Unlock()
+		}(c)
+	}
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+	quantile := func(q float64) float64 {
+		if len(latencies) == 0 {
+			return 0
+		}
+		i := int(q * float64(len(latencies)-1))
+		return float64(latencies[i].Nanoseconds()) / 1000
+	}
+	report := benchReport{
+		Workload:    workload,
+		Target:      *target,
+		Connections: *connections,
+		InFlight:    1,
+		DurationS:   elapsed,
+		Throughput:  float64(len(latencies)) / elapsed,
+		Sent:        sent,
+		Ok:          uint64(len(latencies)),
+		Failed:      failed,
+		P50us:       quantile(0.50),
+		P99us:       quantile(0.99),
+		P999us:      quantile(0.999),
+		MaxUs:       quantile(1),
+	}
+	line, err := json.Marshal(report)
+	if err != nil {
+		die("report: %v", err)
+	}
+	fmt.Println(string(line))
+	for _, c := range clients {
+		c.conn.Close()
+	}
 }
