@@ -28,7 +28,10 @@
 # TLS: clickhouse-select1-tls is SELECT 1 flat out over ClickHouse's secure native port from
 # the Go client (ci/tls-go-client.sh, crypto/tls: l7tap reads both ends' plaintext, the Go
 # client's and the server's OpenSSL's); clickhouse-select1-go is the same client over the
-# plaintext port, the row to compare its agent CPU per captured request with.
+# plaintext port, the row to compare its agent CPU per captured request with. A process of the
+# Go client (--hold) runs through the whole suite, as a long-running Go service would: each
+# capture then attaches the binary in its first scan, before it says it is attached (a new
+# executable is otherwise found by the next scan, up to a second into the run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -80,17 +83,21 @@ RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 RESPONDER_PID=
 AGENT_PID=
+HOLD_PID=
 OLD_BPF_STATS=$(sysctl -n kernel.bpf_stats_enabled)
 
 cleanup() {
   if [ -n "$AGENT_PID" ]; then kill -INT "$AGENT_PID" 2>/dev/null || true; wait "$AGENT_PID" 2>/dev/null || true; fi
   if [ -n "$RESPONDER_PID" ]; then kill "$RESPONDER_PID" 2>/dev/null || true; wait "$RESPONDER_PID" 2>/dev/null || true; fi
+  if [ -n "$HOLD_PID" ]; then kill "$HOLD_PID" 2>/dev/null || true; wait "$HOLD_PID" 2>/dev/null || true; fi
   sysctl -qw kernel.bpf_stats_enabled="$OLD_BPF_STATS" || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 sysctl -qw kernel.bpf_stats_enabled=1
+"$GO_CLIENT" --hold &
+HOLD_PID=$!
 "$LOADGEN" responder --clickhouse-listen $RESPONDER_CH --zookeeper-listen $RESPONDER_ZK \
   --ready-file "$WORK/responder.ready" 2>"$WORK/responder.log" &
 RESPONDER_PID=$!

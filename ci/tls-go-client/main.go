@@ -14,6 +14,9 @@
 //	    SELECT 1 flat out on N connections, over TLS (or plaintext: the same client for
 //	    ci/bench.sh's TLS row and its plaintext twin); prints the load generator's JSON line
 //	    (l7tap-loadgen's LoadReport: throughput, latency quantiles).
+//	tls-go-client --hold
+//	    does nothing until SIGINT or SIGTERM: keeps the binary mapped, so that a capture
+//	    started meanwhile attaches it in its first scan (ci/bench.sh).
 //
 // Uncompressed; client revision 54060. Exits 1 on anything it does not understand.
 package main
@@ -28,11 +31,13 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -277,6 +282,12 @@ func sqlOf(i int) string {
 }
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "--hold" {
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+		<-stop
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "--bench" {
 		bench(os.Args[2:])
 		return
