@@ -22,7 +22,16 @@
 # Needs root (eBPF). Installs what it needs (ci/install-deps.sh, tcpdump, jq), builds the
 # release binaries into ${CARGO_TARGET_DIR:-target}, starts the test bed (ci/testbed.sh
 # start; servers already running are left as they are) and leaves it running.
-# Environment: BENCH_OUT (table file), BENCH_SECONDS (seconds per run), BENCH_PAIRS.
+# Environment: BENCH_OUT (table file), BENCH_SECONDS (seconds per run), BENCH_PAIRS,
+# BENCH_WORKLOADS (comma-separated names: only those workloads).
+#
+# TLS: clickhouse-select1-tls is SELECT 1 flat out over ClickHouse's secure native port from
+# the Go client (ci/tls-go-client.sh, crypto/tls: l7tap reads both ends' plaintext, the Go
+# client's and the server's OpenSSL's); clickhouse-select1-go is the same client over the
+# plaintext port, the row to compare its agent CPU per captured request with. A process of the
+# Go client (--hold) runs through the whole suite, as a long-running Go service would: each
+# capture then attaches the binary in its first scan, before it says it is attached (a new
+# executable is otherwise found by the next scan, up to a second into the run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -66,6 +75,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 log "building l7tap, l7tap-floor and l7tap-loadgen (release) into $TARGET_DIR"
 cargo build --release -p l7tap -p l7tap-loadgen -p l7tap-probes --bins
+GO_CLIENT=$(bash ci/tls-go-client.sh)
 bash ci/testbed.sh start
 
 WORK=$(mktemp -d /tmp/l7tap-bench.XXXXXX)
@@ -73,17 +83,21 @@ RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 RESPONDER_PID=
 AGENT_PID=
+HOLD_PID=
 OLD_BPF_STATS=$(sysctl -n kernel.bpf_stats_enabled)
 
 cleanup() {
   if [ -n "$AGENT_PID" ]; then kill -INT "$AGENT_PID" 2>/dev/null || true; wait "$AGENT_PID" 2>/dev/null || true; fi
   if [ -n "$RESPONDER_PID" ]; then kill "$RESPONDER_PID" 2>/dev/null || true; wait "$RESPONDER_PID" 2>/dev/null || true; fi
+  if [ -n "$HOLD_PID" ]; then kill "$HOLD_PID" 2>/dev/null || true; wait "$HOLD_PID" 2>/dev/null || true; fi
   sysctl -qw kernel.bpf_stats_enabled="$OLD_BPF_STATS" || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 sysctl -qw kernel.bpf_stats_enabled=1
+"$GO_CLIENT" --hold &
+HOLD_PID=$!
 "$LOADGEN" responder --clickhouse-listen $RESPONDER_CH --zookeeper-listen $RESPONDER_ZK \
   --ready-file "$WORK/responder.ready" 2>"$WORK/responder.log" &
 RESPONDER_PID=$!
@@ -96,6 +110,8 @@ for _ in $(seq 100); do [ -e "$WORK/responder.ready" ] && break; sleep 0.1; done
 D=$SECONDS_PER_RUN
 WORKLOADS=(
   "clickhouse-select1|clickhouse|0.97|9000|clickhouse --profile select1 --connections 4 --duration ${D}s"
+  "clickhouse-select1-go|clickhouse|0.97|9000|go --bench --plain --target 127.0.0.1:9000 --connections 4 --duration ${D}s"
+  "clickhouse-select1-tls|clickhouse|0.97|9440|go --bench --target 127.0.0.1:9440 --connections 4 --duration ${D}s"
   "zookeeper-pipelined-get|zookeeper|0.97|2181|zookeeper --profile pipelined-get --connections 2 --in-flight 200 --duration ${D}s"
   "zookeeper-mixed|zookeeper|0.97|2181|zookeeper --profile mixed --connections 4 --duration ${D}s"
   "echo|none|0.95|$ECHO_PORT|echo --listen 127.0.0.1:$ECHO_PORT --connections 2 --duration ${D}s"
@@ -120,10 +136,10 @@ hwm_kb() {
   awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || true
 }
 
-# bpf_prog_ids: ids of the loaded programs named like l7tap's (enter_*, exit_*, sock_*) or the
-# floor's (nothing).
+# bpf_prog_ids: ids of the loaded programs named like l7tap's (enter_*, exit_*, sock_*, the TLS
+# uprobes tls_* and go_tls_*) or the floor's (nothing).
 bpf_prog_ids() {
-  bpftool prog show --json | jq -r '.[] | select(.name | test("^(enter_|exit_|sock_|nothing$)")) | .id' | sort
+  bpftool prog show --json | jq -r '.[] | select(.name | test("^(enter_|exit_|sock_|tls_|go_tls_|nothing$)")) | .id' | sort
 }
 
 # bpf_run_ns IDS_FILE: summed run_time_ns of the programs whose ids are listed in IDS_FILE.
@@ -166,10 +182,14 @@ emit() {
     >>"$RESULTS"
 }
 
-# run_load ARGS: the load generator's JSON line, or nothing on failure.
+# run_load ARGS: the load generator's JSON line, or nothing on failure. ARGS starting with
+# `go ` run the Go client's bench mode instead (the same JSON line).
 run_load() {
   # shellcheck disable=SC2086  # ARGS is a word list on purpose
-  "$LOADGEN" $1 2>>"$WORK/loadgen.log" | tail -n1 || true
+  case $1 in
+    go\ *) "$GO_CLIENT" ${1#go } 2>>"$WORK/loadgen.log" | tail -n1 || true ;;
+    *) "$LOADGEN" $1 2>>"$WORK/loadgen.log" | tail -n1 || true ;;
+  esac
 }
 
 # measure_bpf_agent WHAT CMD...: one run of the load under CMD, an agent that loads BPF
@@ -283,6 +303,9 @@ started=$SECONDS
 names=()
 for spec in "${WORKLOADS[@]}"; do
   name=${spec%%|*}
+  if [ -n "${BENCH_WORKLOADS:-}" ] && [[ ",$BENCH_WORKLOADS," != *",$name,"* ]]; then
+    continue
+  fi
   names+=("$name")
   # Warm-up (connections, caches, JIT of the JVM): not measured.
   run_load "$(echo "$spec" | cut -d'|' -f5 | sed 's/--duration [^ ]*/--duration 1s/')" >/dev/null

@@ -8,11 +8,13 @@ need_apt=()
 # chromium: the heatmap page checks (ci/heatmap-check.py, ci/accept/report.py);
 # fonts-dejavu-core: the labels of heatmap PNGs. openssl: the test bed's self-signed
 # certificate (ClickHouse's secure native port); libssl-dev and gcc: the statically linked
-# OpenSSL client of the TLS checks (libssl.a, libcrypto.a). libnetty-java: the TLS
-# ZooKeeper's connection factory (a dependency of zookeeper's, named for what uses it).
+# OpenSSL client of the TLS checks (libssl.a, libcrypto.a); golang-go (Go 1.19): the Go
+# crypto/tls client of the TLS checks (ci/tls-go-client.sh; standard library only).
+# libnetty-java: the TLS ZooKeeper's connection factory (a dependency of zookeeper's, named
+# for what uses it).
 for pkg in clang llvm libbpf-dev bpftool zookeeper clickhouse-server clickhouse-client \
            redis-server redis-tools nginx-light postgresql curl procps iproute2 \
-           chromium fonts-dejavu-core openssl libssl-dev gcc tcpdump libnetty-java; do
+           chromium fonts-dejavu-core openssl libssl-dev gcc golang-go tcpdump libnetty-java; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -12,6 +12,9 @@ with its own query_id:
     query, all started after the capture began;
   - the statically linked OpenSSL client ci/tls-static-client.sh builds, when given
     (--static-client: its own copy of SSL_read/SSL_write, found in its symbol table);
+  - the Go client ci/tls-go-client.sh builds, when given (--go-client: Go's crypto/tls,
+    read at crypto/tls.(*Conn).Write/Read's entry and RET instructions); its records, both
+    sides, one per query_id, are checked on their own too;
 a share of the queries fail (code 60). Then, against each server's system.query_log:
   1. server-side records on the secure ports equal query_log's final rows, one per
      query_id, with the same status and code; client-side records too (both ends are
@@ -22,8 +25,9 @@ a share of the queries fail (code 60). Then, against each server's system.query_
      query_ids, no ClickHouse resync or garbage, no TLS plaintext lost, no event lost.
 
 `survive` starts and stops captures (SIGINT, then SIGKILL) while TLS clients query without
-pause, the captures attaching to and detaching from the libraries the clients use; every
-query of every client must succeed with the right answer.
+pause (with --go-client, the Go client too), the captures attaching to and detaching from
+the libraries the clients use; every query of every client must succeed with the right
+answer.
 
     ci/accept/tls.py --l7tap target/release/l7tap --workdir /tmp/tls-accept [--mode survive]
 """
@@ -43,6 +47,7 @@ TOLERANCE_MS = 2.0
 WITHIN_GOAL = 0.99
 STATUS_OF_TYPE = {2: "ok", 3: "error", 4: "error"}
 STATIC_START_DELAY_MS = 2500
+GO_CLIENT_COMM = "tls-go-client"
 
 
 def sql_of(i, compressed):
@@ -152,6 +157,19 @@ def records(args):
             else:
                 for k, v in json.loads(out).items():
                     sent[("static", k)] += v
+    if args.go_client:
+        # Like the static client: a new executable, found by the capture's next scan.
+        go = [subprocess.Popen([args.go_client, "127.0.0.1", str(port), f"{prefix}-go{port}",
+                                str(args.queries), str(STATIC_START_DELAY_MS)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for port in TLS_PORTS]
+        for port, p in zip(TLS_PORTS, go):
+            out, err = p.communicate()
+            if p.returncode != 0:
+                failures.append(f"Go client on {port} failed: {err[-300:]}")
+            else:
+                for k, v in json.loads(out).items():
+                    sent[("go", k)] += v
     for p in procs:
         out, _ = p.communicate()
         if p.returncode != 0:
@@ -277,7 +295,37 @@ def records(args):
         failures.append(f"only {summary.get('tls.symbols_attached', 0)} TLS functions attached")
     attached = [l for l in capture.log().splitlines() if l.startswith("  tls:")]
     print("\n".join(attached))
+    if args.go_client:
+        check_go_records(args, recs, prefix, attached, failures)
     verdict(failures)
+
+
+def check_go_records(args, recs, prefix, attached, failures):
+    """The Go client's records on their own: per secure port and side, one record per query
+    (the checks above already matched each with query_log), all tls = true, the client side
+    named by the Go process."""
+    go_bin = os.path.realpath(args.go_client)
+    if not any(go_bin in l and "Go binary built by go1." in l for l in attached):
+        failures.append(f"the summary does not list {go_bin} as an attached Go binary")
+    if not any(go_bin in l and "crypto/tls.(*Conn).Write" in l and "crypto/tls.(*Conn).Read" in l
+               for l in attached):
+        failures.append(f"crypto/tls.(*Conn).Write and Read are not attached in {go_bin}")
+    for port in TLS_PORTS:
+        ids = {f"{prefix}-go{port}-{i}" for i in range(args.queries)}
+        for side in ("client", "server"):
+            got = [r for r in recs if r["side"] == side and r["query_id"] in ids]
+            per_id = collections.Counter(r["query_id"] for r in got)
+            print(f"Go client :{port} {side:6}: {len(got)} records for {len(ids)} queries, "
+                  f"{sum(1 for r in got if r['tls'])} tls=true, "
+                  f"{sum(1 for r in got if r['status'] == 'error')} errors")
+            if set(per_id) != ids or any(n != 1 for n in per_id.values()):
+                failures.append(f"Go client :{port} {side}: {len(per_id)} of {len(ids)} query ids, "
+                                f"{sum(1 for n in per_id.values() if n != 1)} with more than one record")
+            if not all(r["tls"] for r in got):
+                failures.append(f"Go client :{port} {side}: a record says tls = false")
+            if side == "client" and any(r["comm"] != GO_CLIENT_COMM for r in got):
+                failures.append(f"Go client :{port}: client records of other processes: "
+                                f"{collections.Counter(r['comm'] for r in got)}")
 
 
 def plaintext_twin_resyncs(args):
@@ -335,6 +383,10 @@ def survive(args):
     threads.append(threading.Thread(target=cli_loop))
     for t in threads:
         t.start()
+    # The Go client checks every answer itself; it runs until its stdin closes.
+    go = [subprocess.Popen([args.go_client, "--loop", "127.0.0.1", str(port)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for port in TLS_PORTS] if args.go_client else []
     time.sleep(1)  # connections open before the first capture
     for round_, sig in enumerate([signal.SIGINT, signal.SIGKILL, signal.SIGINT, signal.SIGKILL]):
         before = sum(results.values())
@@ -355,17 +407,26 @@ def survive(args):
             summary = json.load(open(capture.summary_path))
             seen = {k: summary.get(k, 0) for k in ("tls.symbols_attached", "kernel.tls_payloads")}
             print(f"round {round_}: {seen}")
+            attached = [line for line in capture.log().splitlines() if "tls" in line.lower()]
             if seen["tls.symbols_attached"] < 4 or seen["kernel.tls_payloads"] == 0:
-                attached = [line for line in capture.log().splitlines() if "tls" in line.lower()]
                 errors.append(f"round {round_}: the capture read no TLS plaintext: {seen}; "
                               f"its TLS lines: {attached[-12:]}")
+            go_bin = os.path.realpath(args.go_client) if args.go_client else None
+            if go_bin and not any(go_bin in l and "Go binary built by" in l for l in attached):
+                errors.append(f"round {round_}: the Go client was not attached: {attached[-12:]}")
     time.sleep(1)
     stop.set()
     for t in threads:
         t.join(timeout=60)
+    for port, p in zip(TLS_PORTS, go):
+        out, err = p.communicate(input="", timeout=60)
+        if p.returncode != 0:
+            errors.append(f"Go client on {port}: exit {p.returncode}: {err[-300:]}")
+        else:
+            results[f"go {port}"] = json.loads(out)["answered"]
     print(f"queries answered: {dict(results)}")
     failures = errors[:10]
-    if min(results.get(p, 0) for p in TLS_PORTS) < 50:
+    if min(results.get(k, 0) for k in list(TLS_PORTS) + [f"go {p}" for p in TLS_PORTS if go]) < 50:
         failures.append(f"too few queries answered: {dict(results)}")
     verdict(failures, "ok: every client kept working")
 
@@ -383,6 +444,7 @@ def main():
     ap.add_argument("--cli-queries", type=int, default=30, help="clickhouse-client runs per server")
     ap.add_argument("--record", help="also write the raw event stream here (for investigation)")
     ap.add_argument("--static-client", help="the statically linked OpenSSL client (ci/tls-static-client.sh)")
+    ap.add_argument("--go-client", help="the Go crypto/tls client (ci/tls-go-client.sh)")
     args = ap.parse_args()
     (records if args.mode == "records" else survive)(args)
 

@@ -18,6 +18,7 @@
 #include "conn.h"
 #include "payload.h"
 #include "tls.h"
+#include "go_tls.h"
 
 char LICENSE[] SEC("license") = "GPL";
 

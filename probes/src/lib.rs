@@ -5,6 +5,7 @@
 //! Architecture invariant: this crate is the only one that talks to the kernel's BPF
 //! subsystem. It hands out the perf (or ring) buffers; reading them is `ingest`'s job.
 pub mod floor;
+pub mod go_tls;
 mod host;
 mod limits;
 pub mod tls;
@@ -13,7 +14,7 @@ use l7tap_abi::events;
 use l7tap_abi::Protocol;
 
 use aya::maps::perf::PerfEventArrayBuffer;
-use aya::maps::{MapData, PerCpuArray, PerfEventArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerfEventArray, RingBuf};
 use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::uprobe::UProbeLinkId;
 use aya::programs::{TracePoint, UProbe};
@@ -21,7 +22,10 @@ use aya::{Ebpf, EbpfLoader};
 
 pub use host::{check_privileges, ensure_tracefs, HostError};
 pub use limits::PerProtocol;
-pub use tls::{AttachPoint, ScanStats, TlsScanner, TlsTarget, TLS_ATTACH_POINTS};
+pub use tls::{
+    AttachPoint, FoundSymbol, GoTarget, ReturnProbe, ScanStats, TlsLibrary, TlsScanner, TlsTarget,
+    TLS_ATTACH_POINTS,
+};
 
 /// The BPF object, built from `bpf/l7tap.bpf.c`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/l7tap.bpf.o"));
@@ -285,46 +289,98 @@ impl Probes {
 
     /// Attaches the TLS programs to the attach points `target` defines (system-wide: every
     /// process mapping the file, now or later). A symbol is attached at its entry and its
-    /// return, or not at all.
+    /// return(s), or not at all. A Go binary's layout is written for the programs first.
     pub fn attach_tls(&mut self, target: &TlsTarget) -> Result<TlsAttach, ProbeError> {
         let mut report = TlsAttach {
             attached: Vec::new(),
             failed: Vec::new(),
         };
-        for &(point, offset) in &target.symbols {
-            let entry = uprobe_program(&mut self.ebpf, point.entry)?
-                .attach(None, offset, &target.open_path, None)
-                .map_err(|e| e.to_string());
-            let entry = match entry {
-                Ok(link) => link,
-                Err(reason) => {
-                    report.failed.push((point.symbol, reason));
+        let go_ready = match &target.go {
+            Some(go) => self.set_go_binary(go).map_err(|e| e.to_string()),
+            None => Err("no Go layout for this file".to_string()),
+        };
+        for found in &target.symbols {
+            let point = found.point;
+            if point.library == TlsLibrary::GoCryptoTls {
+                if let Err(reason) = &go_ready {
+                    report.failed.push((point.symbol, reason.clone()));
                     continue;
                 }
+            }
+            let returns: &[u64] = match point.ret {
+                ReturnProbe::Uretprobe(_) => std::slice::from_ref(&found.offset),
+                ReturnProbe::AtEachRet(_) => &found.returns,
             };
-            match uprobe_program(&mut self.ebpf, point.ret)?.attach(
-                None,
-                offset,
-                &target.open_path,
-                None,
-            ) {
-                Ok(ret) => {
-                    self.tls_links.push((point.entry, entry));
-                    self.tls_links.push((point.ret, ret));
+            let mut links = Vec::new();
+            let mut failure = None;
+            for (program, offset) in std::iter::once((point.entry, found.offset))
+                .chain(returns.iter().map(|&r| (point.ret.program(), r)))
+            {
+                match uprobe_program(&mut self.ebpf, program)?.attach(
+                    None,
+                    offset,
+                    &target.open_path,
+                    None,
+                ) {
+                    Ok(link) => links.push((program, link)),
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            match failure {
+                None if returns.is_empty() => {
+                    // Never: the scan finds at least one RET of every Go function it keeps.
+                    for (program, link) in links {
+                        detach_uprobe(&mut self.ebpf, program, link)?;
+                    }
+                    report
+                        .failed
+                        .push((point.symbol, "no return to probe".into()));
+                }
+                None => {
+                    self.tls_links.extend(links);
                     report.attached.push(point.symbol);
                 }
-                Err(e) => {
-                    uprobe_program(&mut self.ebpf, point.entry)?
-                        .detach(entry)
-                        .map_err(|source| ProbeError::Program {
-                            name: point.entry,
-                            source,
-                        })?;
-                    report.failed.push((point.symbol, e.to_string()));
+                Some(reason) => {
+                    for (program, link) in links {
+                        detach_uprobe(&mut self.ebpf, program, link)?;
+                    }
+                    report.failed.push((point.symbol, reason));
                 }
             }
         }
         Ok(report)
+    }
+
+    /// Writes what the Go programs need of a Go executable (`go_tls_binaries`).
+    fn set_go_binary(&mut self, go: &GoTarget) -> Result<(), ProbeError> {
+        let name = "go_tls_binaries";
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(ProbeError::MissingMap { name })?;
+        let mut binaries: BpfHashMap<_, GoExeKey, GoTlsBinary> =
+            BpfHashMap::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+        let key = GoExeKey {
+            ino: go.exe_ino,
+            dev: go.exe_dev,
+            _pad: 0,
+        };
+        let layout = go.binary.layout;
+        let value = GoTlsBinary {
+            write_addr: go.write_addr,
+            read_addr: go.read_addr,
+            tcp_conn_itab: go.binary.tcp_conn_itab,
+            conn_iface: layout.conn_iface,
+            tcp_conn_fd: layout.tcp_conn_fd,
+            netfd_sysfd: layout.netfd_sysfd,
+            _pad: 0,
+        };
+        binaries
+            .insert(key, value, 0)
+            .map_err(|source| ProbeError::Map { name, source })
     }
 
     /// Detaches every program; events stop. Maps (counters) stay readable.
@@ -428,6 +484,45 @@ fn tracepoint_program<'a>(
         .try_into()
         .map_err(|source| ProbeError::Program { name, source })
 }
+
+/// Detaches one uprobe link of program `name`.
+fn detach_uprobe(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+    link: UProbeLinkId,
+) -> Result<(), ProbeError> {
+    uprobe_program(ebpf, name)?
+        .detach(link)
+        .map_err(|source| ProbeError::Program { name, source })
+}
+
+/// `struct go_exe_key` (`bpf/go_tls.h`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct GoExeKey {
+    ino: u64,
+    dev: u32,
+    _pad: u32,
+}
+
+/// `struct go_tls_binary` (`bpf/go_tls.h`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct GoTlsBinary {
+    write_addr: u64,
+    read_addr: u64,
+    tcp_conn_itab: u64,
+    conn_iface: u32,
+    tcp_conn_fd: u32,
+    netfd_sysfd: u32,
+    _pad: u32,
+}
+
+// SAFETY: both are repr(C) with explicit padding fields (no implicit padding: 16 and 40 bytes
+// of u64/u32 fields in order), every bit pattern valid; they mirror the C structs.
+unsafe impl aya::Pod for GoExeKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for GoTlsBinary {}
 
 /// The loaded uprobe program `name`.
 fn uprobe_program<'a>(

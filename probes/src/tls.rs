@@ -1,7 +1,8 @@
 //! TLS library attach points: the registry of the uprobes that read plaintext
 //! ([`TLS_ATTACH_POINTS`]), and the scan that finds the files holding them: every
-//! executable or library a process maps (a shared `libssl.so*`, or a binary with OpenSSL
-//! linked in statically) whose ELF symbol tables (`.symtab`, `.dynsym`) define them.
+//! executable or library a process maps (a shared `libssl.so*`, a binary with OpenSSL
+//! linked in statically, a Go binary using crypto/tls) whose ELF symbol tables (`.symtab`,
+//! `.dynsym`) define them.
 //!
 //! Uprobes attach per file (inode), for every process that maps it, now or later: a process
 //! started after the capture began is covered at once if it maps a file already attached;
@@ -12,38 +13,90 @@ use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSection, ObjectSymbol};
 
-/// One attach point: a function of the TLS library, the program at its entry and the one at
-/// its return. Adding one touches this list and the programs it names (`bpf/tls.h`).
+use crate::go_tls::{self, GoBinary, GoFunction};
+
+/// Which TLS implementation an attach point belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsLibrary {
+    /// OpenSSL's API (also BoringSSL's and LibreSSL's), C calling convention.
+    OpenSsl,
+    /// Go's crypto/tls (register ABI, Go >= 1.17; `bpf/go_tls.h`, `go_tls.rs`).
+    GoCryptoTls,
+}
+
+/// How an attach point's return is probed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnProbe {
+    /// A uretprobe (rewrites the return address: C code only).
+    Uretprobe(&'static str),
+    /// A uprobe on each RET instruction of the function (Go: a uretprobe's rewritten return
+    /// address breaks when the goroutine's stack moves).
+    AtEachRet(&'static str),
+}
+
+impl ReturnProbe {
+    pub fn program(self) -> &'static str {
+        match self {
+            ReturnProbe::Uretprobe(name) | ReturnProbe::AtEachRet(name) => name,
+        }
+    }
+}
+
+/// One attach point: a function of a TLS library, the program at its entry and the one at
+/// its return. Adding one touches this list and the programs it names (`bpf/tls.h`,
+/// `bpf/go_tls.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttachPoint {
+    pub library: TlsLibrary,
     pub symbol: &'static str,
     /// The uprobe at the function's first instruction (its arguments).
     pub entry: &'static str,
-    /// The uretprobe at its return (the plaintext is read then).
-    pub ret: &'static str,
+    /// The program at its return (the plaintext is read then).
+    pub ret: ReturnProbe,
 }
 
-/// Every TLS attach point (OpenSSL's API, also BoringSSL's and LibreSSL's).
+/// Go's `crypto/tls.(*Conn).Write`.
+pub const GO_TLS_WRITE: &str = "crypto/tls.(*Conn).Write";
+/// Go's `crypto/tls.(*Conn).Read`.
+pub const GO_TLS_READ: &str = "crypto/tls.(*Conn).Read";
+
+/// Every TLS attach point.
 pub const TLS_ATTACH_POINTS: &[AttachPoint] = &[
     AttachPoint {
+        library: TlsLibrary::OpenSsl,
         symbol: "SSL_write",
         entry: "tls_write_enter",
-        ret: "tls_return",
+        ret: ReturnProbe::Uretprobe("tls_return"),
     },
     AttachPoint {
+        library: TlsLibrary::OpenSsl,
         symbol: "SSL_read",
         entry: "tls_read_enter",
-        ret: "tls_return",
+        ret: ReturnProbe::Uretprobe("tls_return"),
     },
     AttachPoint {
+        library: TlsLibrary::OpenSsl,
         symbol: "SSL_write_ex",
         entry: "tls_write_ex_enter",
-        ret: "tls_return",
+        ret: ReturnProbe::Uretprobe("tls_return"),
     },
     AttachPoint {
+        library: TlsLibrary::OpenSsl,
         symbol: "SSL_read_ex",
         entry: "tls_read_ex_enter",
-        ret: "tls_return",
+        ret: ReturnProbe::Uretprobe("tls_return"),
+    },
+    AttachPoint {
+        library: TlsLibrary::GoCryptoTls,
+        symbol: GO_TLS_WRITE,
+        entry: "go_tls_write_enter",
+        ret: ReturnProbe::AtEachRet("go_tls_return"),
+    },
+    AttachPoint {
+        library: TlsLibrary::GoCryptoTls,
+        symbol: GO_TLS_READ,
+        entry: "go_tls_read_enter",
+        ret: ReturnProbe::AtEachRet("go_tls_return"),
     },
 ];
 
@@ -51,13 +104,36 @@ pub const TLS_ATTACH_POINTS: &[AttachPoint] = &[
 pub fn tls_programs() -> Vec<&'static str> {
     let mut names = Vec::new();
     for p in TLS_ATTACH_POINTS {
-        for name in [p.entry, p.ret] {
+        for name in [p.entry, p.ret.program()] {
             if !names.contains(&name) {
                 names.push(name);
             }
         }
     }
     names
+}
+
+/// An attach point a file defines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundSymbol {
+    pub point: AttachPoint,
+    /// File offset of the function's first instruction.
+    pub offset: u64,
+    /// File offsets of its RET instructions ([`ReturnProbe::AtEachRet`] only).
+    pub returns: Vec<u64>,
+}
+
+/// A Go executable the Go programs read, and what they need of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoTarget {
+    pub binary: GoBinary,
+    /// The executable file as the kernel names it (`task->mm->exe_file`): device (`major <<
+    /// 20 | minor`) and inode.
+    pub exe_dev: u32,
+    pub exe_ino: u64,
+    /// Link-time addresses of [`GO_TLS_WRITE`] and [`GO_TLS_READ`] (0: not defined).
+    pub write_addr: u64,
+    pub read_addr: u64,
 }
 
 /// A file that defines some of the attach points' symbols.
@@ -68,7 +144,9 @@ pub struct TlsTarget {
     /// The path the probes attach to (through that process's root).
     pub open_path: PathBuf,
     /// The symbols found and their file offsets, in registry order.
-    pub symbols: Vec<(AttachPoint, u64)>,
+    pub symbols: Vec<FoundSymbol>,
+    /// Set when Go attach points are among them.
+    pub go: Option<GoTarget>,
 }
 
 /// What a scan saw.
@@ -82,6 +160,12 @@ pub struct ScanStats {
     pub unreadable: Vec<(PathBuf, String)>,
     /// `libssl.so*` files without any of the symbols.
     pub libssl_without_symbols: Vec<PathBuf>,
+    /// Go binaries without a symbol table (`-ldflags=-s`): their crypto/tls, if any, cannot
+    /// be found.
+    pub go_without_symbols: Vec<PathBuf>,
+    /// Go binaries defining crypto/tls functions that cannot be attached: the functions and
+    /// why (Go version not in the layout table, no build info, not x86-64...).
+    pub go_unsupported: Vec<(PathBuf, Vec<&'static str>, String)>,
 }
 
 /// Finds the files to attach to, each once, by scanning `/proc`.
@@ -150,20 +234,54 @@ impl TlsScanner {
                 }
                 stats.files_examined += 1;
                 let open_path = dir.join("root").join(mapping.path.trim_start_matches('/'));
-                match symbols_in_file(&open_path) {
-                    Ok(symbols) if !symbols.is_empty() => targets.push(TlsTarget {
-                        path: PathBuf::from(mapping.path),
-                        open_path,
-                        symbols,
-                    }),
-                    Ok(_) => {
-                        if is_libssl(mapping.path) {
-                            stats
-                                .libssl_without_symbols
-                                .push(PathBuf::from(mapping.path));
+                let path = PathBuf::from(mapping.path);
+                let examined = match examine_file(&open_path) {
+                    Ok(examined) => examined,
+                    Err(reason) => {
+                        stats.unreadable.push((path, reason));
+                        continue;
+                    }
+                };
+                let go = match examined.go {
+                    GoFinding::NotGo => None,
+                    GoFinding::WithoutSymbols => {
+                        stats.go_without_symbols.push(path.clone());
+                        None
+                    }
+                    GoFinding::Unsupported(symbols, reason) => {
+                        stats.go_unsupported.push((path.clone(), symbols, reason));
+                        None
+                    }
+                    GoFinding::Attachable(binary, write_addr, read_addr) => {
+                        match exe_id(&open_path) {
+                            Ok((exe_dev, exe_ino)) => Some(GoTarget {
+                                binary,
+                                exe_dev,
+                                exe_ino,
+                                write_addr,
+                                read_addr,
+                            }),
+                            Err(reason) => {
+                                let symbols = go_symbols(&examined.symbols);
+                                stats.go_unsupported.push((path.clone(), symbols, reason));
+                                None
+                            }
                         }
                     }
-                    Err(reason) => stats.unreadable.push((PathBuf::from(mapping.path), reason)),
+                };
+                let mut symbols = examined.symbols;
+                if go.is_none() {
+                    symbols.retain(|s| s.point.library != TlsLibrary::GoCryptoTls);
+                }
+                if !symbols.is_empty() {
+                    targets.push(TlsTarget {
+                        path,
+                        open_path,
+                        symbols,
+                        go,
+                    });
+                } else if is_libssl(mapping.path) {
+                    stats.libssl_without_symbols.push(path);
                 }
             }
         }
@@ -216,20 +334,67 @@ fn executable_mappings(maps: &str) -> impl Iterator<Item = Mapping<'_>> {
     })
 }
 
-/// The attach points defined in an ELF file, with their file offsets; empty if none.
-pub fn symbols_in_file(path: &Path) -> Result<Vec<(AttachPoint, u64)>, String> {
-    let data = fs::read(path).map_err(|e| e.to_string())?;
-    symbols_in_elf(&data)
+/// The device (the kernel's `major << 20 | minor`) and inode of a file.
+fn exe_id(path: &Path) -> Result<(u32, u64), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).map_err(|e| e.to_string())?;
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    if major >= 1 << 12 || minor >= 1 << 20 {
+        return Err(format!(
+            "device {major}:{minor} does not fit the kernel's dev_t"
+        ));
+    }
+    Ok(((major << 20) | minor, meta.ino()))
 }
 
-/// The attach points an ELF image defines (`.symtab` or `.dynsym`), at file offsets: the
-/// symbol's address translated through its section's address and file offset.
-pub fn symbols_in_elf(data: &[u8]) -> Result<Vec<(AttachPoint, u64)>, String> {
+/// The Go attach points among `symbols`.
+fn go_symbols(symbols: &[FoundSymbol]) -> Vec<&'static str> {
+    symbols
+        .iter()
+        .filter(|s| s.point.library == TlsLibrary::GoCryptoTls)
+        .map(|s| s.point.symbol)
+        .collect()
+}
+
+/// What a file holds of the attach points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Examined {
+    /// The attach points defined, in registry order (Go ones whatever [`Examined::go`] says).
+    pub symbols: Vec<FoundSymbol>,
+    pub go: GoFinding,
+}
+
+/// What a file is to the Go programs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GoFinding {
+    /// No Go build info, no Go attach point.
+    NotGo,
+    /// A Go binary (build info) without a symbol table.
+    WithoutSymbols,
+    /// Defines Go attach points that cannot be attached: which, and why.
+    Unsupported(Vec<&'static str>, String),
+    /// Defines Go attach points that can be attached; the link-time addresses of
+    /// [`GO_TLS_WRITE`] and [`GO_TLS_READ`] (0: not defined).
+    Attachable(GoBinary, u64, u64),
+}
+
+/// The attach points defined in an ELF file (see [`examine_elf`]).
+pub fn examine_file(path: &Path) -> Result<Examined, String> {
+    let data = fs::read(path).map_err(|e| e.to_string())?;
+    examine_elf(&data)
+}
+
+/// The attach points an ELF image defines (`.symtab` or `.dynsym`), at file offsets (the
+/// symbol's address translated through its section's address and file offset); for Go
+/// functions also their RET instructions, and what the Go programs need of the binary.
+pub fn examine_elf(data: &[u8]) -> Result<Examined, String> {
     if !data.starts_with(b"\x7fELF") {
         return Err("not an ELF file".into());
     }
     let file = object::File::parse(data).map_err(|e| e.to_string())?;
-    let mut found: HashMap<&'static str, u64> = HashMap::new();
+    // symbol -> (file offset, function, its code)
+    let mut found: HashMap<&'static str, (u64, GoFunction, &[u8])> = HashMap::new();
     for symbol in file.symbols().chain(file.dynamic_symbols()) {
         if symbol.is_undefined() || symbol.kind() != object::SymbolKind::Text {
             continue;
@@ -252,19 +417,76 @@ pub fn symbols_in_elf(data: &[u8]) -> Result<Vec<(AttachPoint, u64)>, String> {
         let Some((section_offset, _)) = section.file_range() else {
             continue;
         };
-        let Some(offset) = symbol
-            .address()
-            .checked_sub(section.address())
-            .map(|within| within + section_offset)
-        else {
+        let Some(within) = symbol.address().checked_sub(section.address()) else {
             continue;
         };
-        found.insert(point.symbol, offset);
+        let code = section
+            .data()
+            .ok()
+            .and_then(|d| {
+                let from = usize::try_from(within).ok()?;
+                d.get(from..from.checked_add(usize::try_from(symbol.size()).ok()?)?)
+            })
+            .unwrap_or(&[]);
+        let function = GoFunction {
+            address: symbol.address(),
+            size: symbol.size(),
+        };
+        found.insert(point.symbol, (within + section_offset, function, code));
     }
-    Ok(TLS_ATTACH_POINTS
+    let version = go_tls::go_version(&file);
+    let go_points: Vec<&'static str> = TLS_ATTACH_POINTS
         .iter()
-        .filter_map(|p| found.get(p.symbol).map(|&offset| (*p, offset)))
-        .collect())
+        .filter(|p| p.library == TlsLibrary::GoCryptoTls && found.contains_key(p.symbol))
+        .map(|p| p.symbol)
+        .collect();
+    let mut go = if go_points.is_empty() {
+        match version {
+            Ok(Some(_)) if file.section_by_name(".symtab").is_none() => GoFinding::WithoutSymbols,
+            _ => GoFinding::NotGo,
+        }
+    } else {
+        match version.and_then(|v| go_tls::go_binary(&file, v)) {
+            Ok(binary) => {
+                let address = |symbol| found.get(symbol).map_or(0, |f| f.1.address);
+                GoFinding::Attachable(binary, address(GO_TLS_WRITE), address(GO_TLS_READ))
+            }
+            Err(reason) => GoFinding::Unsupported(go_points.clone(), reason),
+        }
+    };
+    let mut symbols = Vec::new();
+    for point in TLS_ATTACH_POINTS {
+        let Some(&(offset, function, code)) = found.get(point.symbol) else {
+            continue;
+        };
+        let returns = match point.ret {
+            ReturnProbe::Uretprobe(_) => Vec::new(),
+            ReturnProbe::AtEachRet(_) if !matches!(go, GoFinding::Attachable(..)) => Vec::new(),
+            ReturnProbe::AtEachRet(_) => {
+                let decoded = if code.len() as u64 == function.size && !code.is_empty() {
+                    go_tls::ret_offsets(code, function, offset)
+                } else {
+                    Err("the function's code is not in the file".to_string())
+                };
+                match decoded {
+                    Ok(returns) => returns,
+                    Err(reason) => {
+                        go = GoFinding::Unsupported(
+                            go_points.clone(),
+                            format!("{}: {reason}", point.symbol),
+                        );
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        symbols.push(FoundSymbol {
+            point: *point,
+            offset,
+            returns,
+        });
+    }
+    Ok(Examined { symbols, go })
 }
 
 #[cfg(test)]
@@ -281,7 +503,10 @@ mod tests {
                 "tls_return",
                 "tls_read_enter",
                 "tls_write_ex_enter",
-                "tls_read_ex_enter"
+                "tls_read_ex_enter",
+                "go_tls_write_enter",
+                "go_tls_return",
+                "go_tls_read_enter"
             ]
         );
     }
@@ -316,7 +541,7 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_elf_is_an_error() {
-        assert!(symbols_in_elf(b"#!/bin/sh\n").is_err());
+        assert!(examine_elf(b"#!/bin/sh\n").is_err());
     }
 
     /// The system's libssl (Debian 12: OpenSSL 3) defines all four functions, at file
@@ -330,15 +555,82 @@ mod tests {
             return;
         }
         let len = fs::metadata(libssl).unwrap().len();
-        let found = symbols_in_file(libssl).unwrap();
-        let names: Vec<_> = found.iter().map(|(p, _)| p.symbol).collect();
+        let examined = examine_file(libssl).unwrap();
+        assert_eq!(examined.go, GoFinding::NotGo);
+        let found = examined.symbols;
+        let names: Vec<_> = found.iter().map(|s| s.point.symbol).collect();
         assert_eq!(
             names,
             ["SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex"]
         );
-        assert!(found.iter().all(|&(_, off)| off > 0 && off < len));
-        let offsets: HashSet<_> = found.iter().map(|&(_, off)| off).collect();
+        assert!(found
+            .iter()
+            .all(|s| s.offset > 0 && s.offset < len && s.returns.is_empty()));
+        let offsets: HashSet<_> = found.iter().map(|s| s.offset).collect();
         assert_eq!(offsets.len(), 4, "distinct functions");
-        assert_eq!(symbols_in_file(libc).unwrap(), []);
+        assert_eq!(examine_file(libc).unwrap().symbols, []);
+    }
+
+    /// The Go client of the TLS checks (ci/tls-go-client.sh, Debian's Go 1.19, position
+    /// independent): both functions found with their RET instructions (each a RET opcode in
+    /// the file), the Go version and the itab; the same binary without its symbol table is
+    /// a Go binary whose crypto/tls cannot be found.
+    #[test]
+    fn a_go_binary_is_attachable_and_a_stripped_one_is_named() {
+        let Ok(go) = std::process::Command::new("go").arg("version").output() else {
+            eprintln!("skipped: no go");
+            return;
+        };
+        assert!(go.status.success());
+        let dir = std::env::temp_dir().join("l7tap-probes-go-client");
+        let built = std::process::Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../ci/tls-go-client.sh"
+            ))
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let binary = PathBuf::from(String::from_utf8(built.stdout).unwrap().trim());
+        let data = fs::read(&binary).unwrap();
+        let examined = examine_elf(&data).unwrap();
+        let GoFinding::Attachable(go_binary, write_addr, read_addr) = &examined.go else {
+            panic!("not attachable: {:?}", examined.go);
+        };
+        assert!(
+            go_binary.version.starts_with("go1."),
+            "{}",
+            go_binary.version
+        );
+        assert_eq!(
+            Some(go_binary.layout),
+            go_tls::layout_for(&go_binary.version)
+        );
+        assert!(go_binary.tcp_conn_itab != 0 && *write_addr != 0 && *read_addr != 0);
+        let names: Vec<_> = examined.symbols.iter().map(|s| s.point.symbol).collect();
+        assert_eq!(names, [GO_TLS_WRITE, GO_TLS_READ]);
+        for found in &examined.symbols {
+            assert!(!found.returns.is_empty(), "{}", found.point.symbol);
+            for &ret in &found.returns {
+                assert!(ret > found.offset, "{}", found.point.symbol);
+                assert!(matches!(data[ret as usize], 0xc3 | 0xc2));
+            }
+        }
+        let stripped = dir.join("tls-go-client.stripped");
+        let status = std::process::Command::new("objcopy")
+            .arg("--strip-all")
+            .arg(&binary)
+            .arg(&stripped)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let examined = examine_file(&stripped).unwrap();
+        assert_eq!(examined.go, GoFinding::WithoutSymbols);
+        assert_eq!(examined.symbols, []);
     }
 }

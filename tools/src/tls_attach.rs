@@ -1,6 +1,7 @@
 //! TLS attach points during a capture: the first scan of `/proc` (done before the capture
 //! says it is attached), a thread that scans again every second for processes started
-//! since (their new files), and the account of what was attached where and what failed.
+//! since (their new files), and the account of what was attached where and what failed
+//! (OpenSSL-style libraries and Go binaries alike: one registry, one path).
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use crossbeam_channel::{Receiver, Sender};
-use l7tap_probes::{Probes, ScanStats, TlsScanner, TlsTarget};
+use l7tap_probes::{Probes, ScanStats, TlsLibrary, TlsScanner, TlsTarget};
 
 use crate::untrusted;
 
@@ -34,6 +35,9 @@ pub struct TlsAttacher {
     files_examined: u64,
     unreadable: u64,
     libssl_without_symbols: Vec<String>,
+    go_without_symbols: Vec<String>,
+    /// Go binaries attached: path and Go version.
+    go_binaries: Vec<(String, String)>,
     /// Symbols whose attach failed and is tried again at the next scans: the target (its
     /// failed symbols only), the tries left, and the last reasons.
     retrying: Vec<(TlsTarget, u32, Vec<SymbolFailure>)>,
@@ -67,6 +71,8 @@ impl TlsAttacher {
             files_examined: 0,
             unreadable: 0,
             libssl_without_symbols: Vec::new(),
+            go_without_symbols: Vec::new(),
+            go_binaries: Vec::new(),
             retrying: Vec::new(),
             attached: 0,
             failed: 0,
@@ -95,6 +101,18 @@ impl TlsAttacher {
                 .iter()
                 .map(|p| p.display().to_string()),
         );
+        self.go_without_symbols.extend(
+            stats
+                .go_without_symbols
+                .iter()
+                .map(|p| p.display().to_string()),
+        );
+        // Go binaries whose crypto/tls functions cannot be attached: failures of those
+        // functions.
+        for (path, symbols, reason) in stats.go_unsupported {
+            let failed = symbols.into_iter().map(|s| (s, reason.clone())).collect();
+            self.fail(&path.display().to_string(), failed);
+        }
         for target in targets {
             self.attach_target(probes, target, ATTACH_TRIES);
         }
@@ -107,6 +125,17 @@ impl TlsAttacher {
         let failed = match probes.attach_tls(&target) {
             Ok(done) => {
                 self.attached += done.attached.len() as u64;
+                if let Some(go) = &target.go {
+                    let go_attached = done.attached.iter().any(|s| {
+                        target.symbols.iter().any(|f| {
+                            f.point.symbol == *s && f.point.library == TlsLibrary::GoCryptoTls
+                        })
+                    });
+                    if go_attached {
+                        self.go_binaries
+                            .push((path.clone(), go.binary.version.clone()));
+                    }
+                }
                 if !done.attached.is_empty() {
                     self.files.push((path.clone(), done.attached));
                 }
@@ -115,16 +144,18 @@ impl TlsAttacher {
             Err(e) => target
                 .symbols
                 .iter()
-                .map(|(point, _)| (point.symbol, e.to_string()))
+                .map(|found| (found.point.symbol, e.to_string()))
                 .collect(),
         };
         if failed.is_empty() {
             return;
         }
         if tries_left > 1 {
-            target
-                .symbols
-                .retain(|(point, _)| failed.iter().any(|(symbol, _)| *symbol == point.symbol));
+            target.symbols.retain(|found| {
+                failed
+                    .iter()
+                    .any(|(symbol, _)| *symbol == found.point.symbol)
+            });
             self.retrying.push((target, tries_left - 1, failed));
             return;
         }
@@ -171,6 +202,13 @@ impl TlsAttacher {
                 untrusted::for_terminal(path)
             ));
         }
+        for (path, version) in &self.go_binaries {
+            out.push_str(&format!(
+                "  tls: {} is a Go binary built by {}: crypto/tls read at its RET instructions\n",
+                untrusted::for_terminal(path),
+                untrusted::for_terminal(version)
+            ));
+        }
         for (path, symbol, reason) in &self.failures {
             out.push_str(&format!(
                 "  tls: could not attach {symbol} in {}: {}\n",
@@ -181,6 +219,13 @@ impl TlsAttacher {
         for path in &self.libssl_without_symbols {
             out.push_str(&format!(
                 "  tls: {} defines none of the TLS functions (stripped?): not attached\n",
+                untrusted::for_terminal(path)
+            ));
+        }
+        for path in &self.go_without_symbols {
+            out.push_str(&format!(
+                "  tls: {} is a Go binary without a symbol table (built with -ldflags=-s?): \
+                 its crypto/tls, if any, is not attached\n",
                 untrusted::for_terminal(path)
             ));
         }

@@ -138,8 +138,9 @@ fn clients_are_told_apart_by_application_and_match_query_log() {
 }
 
 /// Acceptance of TLS (ClickHouse's secure native ports): Python clickhouse_driver
-/// (secure=True: Python's ssl, SSL_*_ex), clickhouse-client --secure (Poco, SSL_read/write)
-/// and a client with OpenSSL linked in statically (`ci/tls-static-client.sh`), some started
+/// (secure=True: Python's ssl, SSL_*_ex), clickhouse-client --secure (Poco, SSL_read/write),
+/// a client with OpenSSL linked in statically (`ci/tls-static-client.sh`) and a Go client
+/// (`ci/tls-go-client.sh`: crypto/tls, probed at its RET instructions), some started
 /// after the capture began and two connections opened before it; both sides' records
 /// equal both servers' `system.query_log` per query_id and outcome, >= 99 % of server-side
 /// durations are within 2 ms of `query_duration_ms`, every record of a secure port says
@@ -157,7 +158,11 @@ fn tls_records_match_query_log() {
         String::from_utf8_lossy(&built.stderr)
     );
     let client = String::from_utf8(built.stdout).unwrap();
-    accept("tls.py", &["--static-client", client.trim()]);
+    let go_client = go_tls_client();
+    accept(
+        "tls.py",
+        &["--static-client", client.trim(), "--go-client", &go_client],
+    );
 }
 
 /// Acceptance of ZooKeeper over TLS (the test bed's zktls, secure client port 2281): kazoo
@@ -170,9 +175,25 @@ fn zookeeper_tls_client_records_match_the_workload() {
     accept("zookeeper_tls.py", &[]);
 }
 
-/// Never harm the watched process: TLS clients query without pause while captures attach
-/// and stop (SIGINT, SIGKILL); every query succeeds with the right answer.
+/// Never harm the watched process: TLS clients (Python, clickhouse-client, the Go client)
+/// query without pause while captures attach and stop (SIGINT, SIGKILL); every query
+/// succeeds with the right answer.
 #[test]
 fn tls_clients_survive_captures_starting_and_stopping() {
-    accept("tls.py", &["--mode", "survive"]);
+    let go_client = go_tls_client();
+    accept("tls.py", &["--mode", "survive", "--go-client", &go_client]);
+}
+
+/// Builds the Go crypto/tls client (cached) and returns its path.
+fn go_tls_client() -> String {
+    let built = Command::new("bash")
+        .arg(root().join("ci/tls-go-client.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "ci/tls-go-client.sh failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    String::from_utf8(built.stdout).unwrap().trim().to_string()
 }

@@ -1,0 +1,3 @@
+module l7tap/tls-go-client
+
+go 1.19
