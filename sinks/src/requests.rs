@@ -15,10 +15,10 @@ use arrow::array::{
 use l7tap_aggregate::canonical_socket_addr;
 use l7tap_protocols::{CapturedRequest, ConnectionInfo, Details, Protocol};
 
-use l7tap_protocols::fingerprint::redact_query_into;
 use crate::schema::Table;
 use crate::table::TableColumns;
 use crate::time::monotonic_ns_to_unix_micros;
+use l7tap_protocols::fingerprint::redact_query_into;
 
 /// Slots of the formatted-address cache (direct-mapped by connection pointer).
 const ADDRESS_CACHE_SLOTS: usize = 1024;

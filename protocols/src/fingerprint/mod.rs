@@ -151,13 +151,28 @@ mod tests {
     fn sql_fixtures() {
         let cases = [
             ("SELECT * FROM t WHERE id = 42", "SELECT*FROM t WHERE id=?"),
-            ("select  a,\n\tb from t where x in (1, 2, 3)", "select a,b from t where x in(?)"),
+            (
+                "select  a,\n\tb from t where x in (1, 2, 3)",
+                "select a,b from t where x in(?)",
+            ),
             ("SELECT 1 WHERE x IN (7)", "SELECT ? WHERE x IN(?)"),
-            ("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')", "INSERT INTO t VALUES(?)"),
-            ("INSERT INTO t FORMAT TSV 1\t2\n", "INSERT INTO t FORMAT TSV ?"),
+            (
+                "INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+                "INSERT INTO t VALUES(?)",
+            ),
+            (
+                "INSERT INTO t FORMAT TSV 1\t2\n",
+                "INSERT INTO t FORMAT TSV ?",
+            ),
             ("SELECT [1, 2, 3], 'x' -- a comment\n", "SELECT[?],?"),
-            ("SELECT count() FROM `my table` WHERE s = 'it''s'", "SELECT count()FROM `my table` WHERE s=?"),
-            ("SELECT * FROM t WHERE x = {p:UInt8}", "SELECT*FROM t WHERE x={p:UInt8}"),
+            (
+                "SELECT count() FROM `my table` WHERE s = 'it''s'",
+                "SELECT count()FROM `my table` WHERE s=?",
+            ),
+            (
+                "SELECT * FROM t WHERE x = {p:UInt8}",
+                "SELECT*FROM t WHERE x={p:UInt8}",
+            ),
             ("SELECT -1, 2.5e3 /* hint */ FROM t1", "SELECT-? FROM t1"),
             ("", ""),
         ];
@@ -170,7 +185,10 @@ mod tests {
     fn literals_and_list_lengths_do_not_change_a_fingerprint() {
         let of = |q: &str| Fingerprint::of_text(&shape(q));
         let base = of("SELECT * FROM t WHERE id IN (1, 2) AND s = 'a'");
-        assert_eq!(base, of("SELECT * FROM t WHERE id IN (5,6,7,8,9) AND s = 'bbb'"));
+        assert_eq!(
+            base,
+            of("SELECT * FROM t WHERE id IN (5,6,7,8,9) AND s = 'bbb'")
+        );
         assert_eq!(base, of("SELECT  *  FROM t\n WHERE id IN (99)  AND s = ''"));
         assert_ne!(of("SELECT a FROM t"), of("SELECT b FROM t"));
     }
@@ -181,8 +199,14 @@ mod tests {
         assert_eq!(super::fnv1a_64(b""), 0xcbf29ce484222325);
         assert_eq!(super::fnv1a_64(b"a"), 0xaf63dc4c8601ec8c);
         assert_eq!(super::fnv1a_64(b"foobar"), 0x85944171f73967e8);
-        assert_eq!(Fingerprint(0x0123_4567_89ab_cdef).to_string(), "0123456789abcdef");
+        assert_eq!(
+            Fingerprint(0x0123_4567_89ab_cdef).to_string(),
+            "0123456789abcdef"
+        );
         assert_eq!(Fingerprint::OTHER.to_string(), "other");
-        assert_eq!(Fingerprint::from_i64(Fingerprint(u64::MAX).as_i64()), Fingerprint(u64::MAX));
+        assert_eq!(
+            Fingerprint::from_i64(Fingerprint(u64::MAX).as_i64()),
+            Fingerprint(u64::MAX)
+        );
     }
 }

@@ -59,7 +59,11 @@ impl FingerprintText {
 
     fn separate_from(&mut self, next: u8) {
         if std::mem::take(&mut self.pending_space)
-            && self.text.as_bytes().last().is_some_and(|&b| is_word_byte(b))
+            && self
+                .text
+                .as_bytes()
+                .last()
+                .is_some_and(|&b| is_word_byte(b))
             && is_word_byte(next)
         {
             self.text.push(' ');

@@ -63,18 +63,48 @@ mod tests {
     #[test]
     fn fixtures() {
         let cases = [
-            ("getData", "", Some("/clickhouse/tables/01/t/replicas/r1/log"), "getData /clickhouse/tables/{n}/t/replicas/r1/log"),
-            ("create", "", Some("/locks/lock-0000000042"), "create /locks/lock-{seq}"),
-            ("getChildren", "", Some("/queue/query-0000012345/shard1"), "getChildren /queue/query-{seq}/shard1"),
+            (
+                "getData",
+                "",
+                Some("/clickhouse/tables/01/t/replicas/r1/log"),
+                "getData /clickhouse/tables/{n}/t/replicas/r1/log",
+            ),
+            (
+                "create",
+                "",
+                Some("/locks/lock-0000000042"),
+                "create /locks/lock-{seq}",
+            ),
+            (
+                "getChildren",
+                "",
+                Some("/queue/query-0000012345/shard1"),
+                "getChildren /queue/query-{seq}/shard1",
+            ),
             ("exists", "", Some("/"), "exists /"),
             ("getData", "", Some("/a/123456789"), "getData /a/{n}"),
             // 10 digits with no prefix is a number, 9 digits after a prefix is not a sequence.
             ("getData", "", Some("/a/0000000001"), "getData /a/{n}"),
-            ("getData", "", Some("/a/x-123456789"), "getData /a/x-123456789"),
-            ("multi", "create,setData", Some("/log/log-0000000007"), "multi create,setData /log/log-{seq}"),
+            (
+                "getData",
+                "",
+                Some("/a/x-123456789"),
+                "getData /a/x-123456789",
+            ),
+            (
+                "multi",
+                "create,setData",
+                Some("/log/log-0000000007"),
+                "multi create,setData /log/log-{seq}",
+            ),
             ("ping", "", None, "ping"),
             ("getData", "", Some("/узел/0000000001"), "getData /узел/{n}"),
-            ("getData", "", Some("/узел-0000000001"), "getData /узел-{seq}"),
+            (
+                "getData",
+                "",
+                Some("/узел-0000000001"),
+                "getData /узел-{seq}",
+            ),
         ];
         for (operation, multi_ops, path, expected) in cases {
             assert_eq!(pattern(operation, multi_ops, path), expected, "{path:?}");
