@@ -4,7 +4,7 @@
 //! live-tests`.
 //!
 //! Each capture keeps only its own load's processes (`--pid`): the load starts once the
-//! capture is attached and the capture stops (SIGINT) once the load is done, so captures can
+//! capture is attached and the capture stops (SIGTERM) once the load is done, so captures can
 //! overlap in time (two at once, to keep the test under 90 s) without sharing a request.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -100,7 +100,7 @@ fn capture_one(dir: &Path, index: usize) -> PathBuf {
         );
     }
     let interrupted = Command::new("kill")
-        .args(["-INT", &capture.id().to_string()])
+        .args(["-TERM", &capture.id().to_string()])
         .status()
         .unwrap();
     assert!(interrupted.success());
