@@ -195,7 +195,7 @@ pub const REQUESTS_COLUMNS: &[ColumnSpec] = &[
     column("tls", Boolean, REQUIRED, PLAIN,
         "The connection is encrypted (TLS): the record was read from the TLS library's plaintext (uprobes), not from the socket."),
     column("fingerprint", Int64, REQUIRED, DICT,
-        "Query fingerprint, computed at capture: a 64-bit FNV-1a hash (bits reinterpreted as signed; shown as 16 hex digits by `l7tap diff`) of the normalised text. ClickHouse: the query with literals replaced as `--redact` does, whitespace collapsed and lists of placeholders folded into one (`IN (1, 2, 3)` and `IN (7)` agree). ZooKeeper: the operation (and a multi's op names) with the path's pattern: numeric segments `{n}`, a sequential node's 10-digit suffix `{seq}`. 0 is `other`: past 1000 distinct fingerprints per actor, one not yet seen folds into it until a window without some earlier one frees room. Stable across runs, hosts and versions."),
+        "Query fingerprint, computed at capture: a 64-bit FNV-1a hash (bits reinterpreted as signed; shown as 16 hex digits by `l7tap diff`) of the normalised text. ClickHouse: the query with literals replaced as `--redact` does, whitespace collapsed and lists of placeholders folded into one (`IN (1, 2, 3)` and `IN (7)` agree). ZooKeeper: the operation (and a multi's op names) with the path's pattern: a sequential node's 10-digit suffix `{seq}`, a generated id (hex digits and dashes, a UUID) `{id}`, every other run of digits `{n}`. 0 is `other`: past 1000 distinct fingerprints per actor, one not yet seen folds into it until a window without some earlier one frees room. Stable across runs, hosts and versions."),
 ];
 
 /// Columns of the `intervals` table: one row per window and key.

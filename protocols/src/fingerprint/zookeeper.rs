@@ -1,9 +1,16 @@
 //! The ZooKeeper fingerprint text: the operation and the path's pattern, with sequence
 //! suffixes and numeric segments normalised.
 //!
-//! A segment of digits only is `{n}` (`/shards/3/replicas` → `/shards/{n}/replicas`); a
-//! segment ending in the 10 digits ZooKeeper appends to a sequential node is `<prefix>{seq}`
-//! (`/locks/lock-0000000042` → `/locks/lock-{seq}`). Other segments stay as they are.
+//! Per path segment, first rule that applies:
+//! - the 10 digits ZooKeeper appends to a sequential node are `{seq}`
+//!   (`/locks/lock-0000000042` → `/locks/lock-{seq}`);
+//! - a segment that looks like a generated id, 8 or more hex digits and dashes mixing decimal
+//!   digits with letters or dashes (a UUID, a hex run id), is `{id}`;
+//! - every run of decimal digits is `{n}` (`/shards/3/replicas/r1` →
+//!   `/shards/{n}/replicas/r{n}`).
+//!
+//! Other characters stay as they are. Numbered nodes, replicas and sessions so fall into one
+//! pattern each: paths are as many as the nodes of a tree, their patterns as many as its shape.
 
 /// Digits ZooKeeper appends to the name of a sequential node.
 const SEQUENCE_DIGITS: usize = 10;
@@ -36,18 +43,43 @@ pub fn fingerprint_zookeeper_into(
 
 fn push_segment_pattern(segment: &str, out: &mut String) {
     let bytes = segment.as_bytes();
-    if !bytes.is_empty() && bytes.iter().all(u8::is_ascii_digit) {
-        out.push_str("{n}");
-        return;
-    }
     let suffix_start = bytes.len().saturating_sub(SEQUENCE_DIGITS);
     if bytes.len() > SEQUENCE_DIGITS && bytes[suffix_start..].iter().all(u8::is_ascii_digit) {
         // The suffix is ASCII, so `suffix_start` is a char boundary.
-        out.push_str(&segment[..suffix_start]);
+        push_digit_runs(&segment[..suffix_start], out);
         out.push_str("{seq}");
         return;
     }
-    out.push_str(segment);
+    if looks_like_an_id(bytes) {
+        out.push_str("{id}");
+        return;
+    }
+    push_digit_runs(segment, out);
+}
+
+/// 8 or more hex digits and dashes, at least one of them a decimal digit and one not (a
+/// number alone is `{n}`).
+fn looks_like_an_id(bytes: &[u8]) -> bool {
+    bytes.len() >= 8
+        && bytes.iter().all(|b| b.is_ascii_hexdigit() || *b == b'-')
+        && bytes.iter().any(u8::is_ascii_digit)
+        && !bytes.iter().all(u8::is_ascii_digit)
+}
+
+/// `text` with every run of decimal digits written `{n}`.
+fn push_digit_runs(text: &str, out: &mut String) {
+    let mut in_digits = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push_str("{n}");
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -67,7 +99,7 @@ mod tests {
                 "getData",
                 "",
                 Some("/clickhouse/tables/01/t/replicas/r1/log"),
-                "getData /clickhouse/tables/{n}/t/replicas/r1/log",
+                "getData /clickhouse/tables/{n}/t/replicas/r{n}/log",
             ),
             (
                 "create",
@@ -79,18 +111,13 @@ mod tests {
                 "getChildren",
                 "",
                 Some("/queue/query-0000012345/shard1"),
-                "getChildren /queue/query-{seq}/shard1",
+                "getChildren /queue/query-{seq}/shard{n}",
             ),
             ("exists", "", Some("/"), "exists /"),
             ("getData", "", Some("/a/123456789"), "getData /a/{n}"),
-            // 10 digits with no prefix is a number, 9 digits after a prefix is not a sequence.
+            // 10 digits with no prefix is a number; 9 digits after a prefix are not a sequence.
             ("getData", "", Some("/a/0000000001"), "getData /a/{n}"),
-            (
-                "getData",
-                "",
-                Some("/a/x-123456789"),
-                "getData /a/x-123456789",
-            ),
+            ("getData", "", Some("/a/x-123456789"), "getData /a/x-{n}"),
             (
                 "multi",
                 "create,setData",
@@ -104,6 +131,31 @@ mod tests {
                 "",
                 Some("/узел-0000000001"),
                 "getData /узел-{seq}",
+            ),
+            (
+                "getData",
+                "",
+                Some("/run/2755113e4a/s0/n17"),
+                "getData /run/{id}/s{n}/n{n}",
+            ),
+            (
+                "delete",
+                "",
+                Some("/p/6f1c2b1e-0d3a-4c55-9a43-1f6a2e0c9b7d"),
+                "delete /p/{id}",
+            ),
+            // Words of hex letters only are names, not ids.
+            (
+                "getData",
+                "",
+                Some("/deadbeefcafe/facade"),
+                "getData /deadbeefcafe/facade",
+            ),
+            (
+                "create",
+                "",
+                Some("/q/node2-0000000003"),
+                "create /q/node{n}-{seq}",
             ),
         ];
         for (operation, multi_ops, path, expected) in cases {

@@ -153,6 +153,8 @@ struct Tally {
 /// One output read.
 pub struct OutputFigures {
     pub shown: String,
+    /// Requests of every group.
+    pub requests: u64,
     /// Seconds from the first window's start to the last one's end.
     pub span_s: f64,
     pub groups: BTreeMap<GroupKey, Side>,
@@ -263,6 +265,7 @@ pub fn read_output(out: &Path, selection: &Selection) -> Result<OutputFigures, R
     let texts = query_texts(&view.dir, selection, wanted)?;
     Ok(OutputFigures {
         shown: view.shown.clone(),
+        requests: groups.values().map(|s| s.requests).sum(),
         span_s: span.map_or(0.0, |(a, b)| (b - a) as f64 / 1e6),
         groups,
         texts,
@@ -614,16 +617,16 @@ fn quantile_name(q: u16) -> &'static str {
 
 fn render_text(diff: &Diff, top: usize, rules: &[Rule]) -> String {
     let mut out = String::new();
-    let total = |o: &OutputFigures| o.groups.values().map(|s| s.requests).sum::<u64>();
     let _ = writeln!(
         out,
-        "== l7tap diff: baseline {} ({:.1} s), candidate {} ({:.1} s)",
+        "== l7tap diff: baseline {} ({} requests in {:.0} s), candidate {} ({} requests in {:.0} s)",
         for_terminal(&diff.baseline.shown),
+        diff.baseline.requests,
         diff.baseline.span_s,
         for_terminal(&diff.candidate.shown),
+        diff.candidate.requests,
         diff.candidate.span_s
     );
-    let _ = total;
     let flagged = diff.groups.iter().filter(|g| g.flagged()).count();
     let _ = writeln!(
         out,
@@ -643,13 +646,14 @@ fn render_text(diff: &Diff, top: usize, rules: &[Rule]) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<10} {:<21} {:<9} {:<16} {:>19} {:>17} {:>15} {:>22} {:>22} {:>22} {:>22}  query",
+        "{:<10} {:<21} {:<9} {:<16} {:>19} {:>13} {:>13} {:>13} {:>22} {:>22} {:>22} {:>22}  query",
         "protocol",
         "server",
         "operation",
         "fingerprint",
         "time spent",
         "requests",
+        "req/s",
         "errors %",
         "p50",
         "p90",
@@ -670,6 +674,15 @@ fn render_text(diff: &Diff, top: usize, rules: &[Rule]) -> String {
             b.map_or("-".into(), |s| s.requests.to_string()),
             c.map_or("-".into(), |s| s.requests.to_string())
         );
+        let rate = |side: Option<&Side>, span_s: f64| match side {
+            Some(s) if span_s > 0.0 => format!("{:.1}", s.requests as f64 / span_s),
+            _ => "-".into(),
+        };
+        let rates = format!(
+            "{}→{}",
+            rate(b, diff.baseline.span_s),
+            rate(c, diff.candidate.span_s)
+        );
         let errors = format!(
             "{}→{}{}",
             b.map_or("-".into(), |s| format!("{:.1}", s.error_rate() * 100.0)),
@@ -677,13 +690,14 @@ fn render_text(diff: &Diff, top: usize, rules: &[Rule]) -> String {
             if group.error_flagged { "*" } else { "" }
         );
         let mut line = format!(
-            "{:<10} {:<21} {:<9} {:<16} {:>19} {:>17} {:>15}",
+            "{:<10} {:<21} {:<9} {:<16} {:>19} {:>13} {:>13} {:>13}",
             for_terminal(&group.key.protocol),
             for_terminal(&group.key.server),
             for_terminal(&group.key.operation),
             fingerprint_name(group.key.fingerprint),
             time,
             requests,
+            rates,
             errors
         );
         for q in &group.quantiles {
@@ -765,8 +779,8 @@ fn render_json(diff: &Diff, rules: &[Rule]) -> String {
         })
         .collect();
     let value = serde_json::json!({
-        "baseline": {"output": diff.baseline.shown, "span_s": diff.baseline.span_s},
-        "candidate": {"output": diff.candidate.shown, "span_s": diff.candidate.span_s},
+        "baseline": {"output": diff.baseline.shown, "span_s": diff.baseline.span_s, "requests": diff.baseline.requests},
+        "candidate": {"output": diff.candidate.shown, "span_s": diff.candidate.span_s, "requests": diff.candidate.requests},
         "test": {
             "quantiles": "order-statistic (binomial) confidence intervals from each side's HDR histogram; significant when they do not overlap",
             "error_rate": "two-proportion z-test, pooled",
