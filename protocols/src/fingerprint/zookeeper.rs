@@ -6,8 +6,8 @@
 //!   (`/locks/lock-0000000042` → `/locks/lock-{seq}`);
 //! - a segment that looks like a generated id, 8 or more hex digits and dashes mixing decimal
 //!   digits with letters or dashes (a UUID, a hex run id), is `{id}`;
-//! - every run of decimal digits is `{n}` (`/shards/3/replicas/r1` →
-//!   `/shards/{n}/replicas/r{n}`).
+//! - a segment's trailing decimal digits, or the whole of a number, are `{n}`
+//!   (`/shards/3/replicas/r1` → `/shards/{n}/replicas/r{n}`; `l7tap-load` stays).
 //!
 //! Other characters stay as they are. Numbered nodes, replicas and sessions so fall into one
 //! pattern each: paths are as many as the nodes of a tree, their patterns as many as its shape.
@@ -66,19 +66,12 @@ fn looks_like_an_id(bytes: &[u8]) -> bool {
         && !bytes.iter().all(u8::is_ascii_digit)
 }
 
-/// `text` with every run of decimal digits written `{n}`.
+/// `text` with its trailing decimal digits (all of it, for a number) written `{n}`.
 fn push_digit_runs(text: &str, out: &mut String) {
-    let mut in_digits = false;
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            if !in_digits {
-                out.push_str("{n}");
-            }
-            in_digits = true;
-        } else {
-            out.push(c);
-            in_digits = false;
-        }
+    let kept = text.trim_end_matches(|c: char| c.is_ascii_digit());
+    out.push_str(kept);
+    if kept.len() < text.len() {
+        out.push_str("{n}");
     }
 }
 
@@ -155,7 +148,7 @@ mod tests {
                 "create",
                 "",
                 Some("/q/node2-0000000003"),
-                "create /q/node{n}-{seq}",
+                "create /q/node2-{seq}",
             ),
         ];
         for (operation, multi_ops, path, expected) in cases {
