@@ -121,8 +121,7 @@ fn no_allocation_per_record_in_steady_state() {
         for fingerprint in &mut batch.fingerprints {
             *fingerprint = table.fold(*fingerprint);
         }
-        let n = batch.len();
-        n
+        batch.len()
     };
     // Warm-up: the batch's buffers and the table grow to a round's size. Literals, comments
     // and list lengths vary, the shapes do not: 4 tables, 1 path pattern.
