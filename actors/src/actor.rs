@@ -11,6 +11,7 @@ use l7tap_aggregate::{Aggregator, AggregatorConfig, IntervalRow};
 use l7tap_ingest::identity::IdentityFrame;
 use l7tap_ingest::ring::FrameConsumer;
 use l7tap_ingest::Tag;
+use l7tap_protocols::fingerprint::FingerprintTable;
 use l7tap_protocols::registry::{self, ConnectionParser, ParseTrouble, ParserLimits};
 use l7tap_protocols::{
     CapturedBatch, ConnectionIdentity, ConnectionInfo, Direction, PeerIdentity, Protocol, Side,
@@ -150,6 +151,8 @@ struct RecordCounts {
     /// Records by protocol and status, counted without building a key per record.
     by_status: [[u64; 4]; Protocol::COUNT],
     tally: RecordTally,
+    /// Bounds the fingerprints this actor gives an identity of their own.
+    fingerprints: FingerprintTable,
 }
 
 impl RecordCounts {
@@ -164,6 +167,9 @@ impl RecordCounts {
     ) {
         let first_new = batch.conns.len();
         batch.assign_new(info);
+        for fingerprint in &mut batch.fingerprints[first_new..] {
+            *fingerprint = self.fingerprints.fold(*fingerprint);
+        }
         for i in first_new..batch.len() {
             let request = batch.get(i).expect("index below the batch length");
             let record = request.record;
@@ -356,6 +362,7 @@ impl ActorState {
             return;
         }
         let rows = agg.flush_until(until);
+        self.records_counted.fingerprints.end_window();
         // The counters since the last flush go to the window that just closed (or, at the
         // end, the window of the last watermark).
         let stats_window = if until == i64::MAX {
@@ -617,6 +624,10 @@ impl ActorState {
             self.totals.bytes.saturating_sub(self.totals.captured),
         );
         self.records_counted.tally.add_to(&mut self.summary);
+        let folded = self.records_counted.fingerprints.folded();
+        if folded > 0 {
+            self.summary.add("fingerprint.folded", folded);
+        }
         for protocol in Protocol::ALL {
             for status in [
                 Status::Ok,

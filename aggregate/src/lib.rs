@@ -2,8 +2,8 @@
 //!
 //! An [`Aggregator`] is fed [`CapturedRequest`]s one at a time ([`Aggregator::record`]) and keeps,
 //! per wall-clock-aligned window (default 10 s) and per [`IntervalKey`] (protocol, side, client
-//! IP without port, comm, server `ip:port`, operation, status, and the client's application
-//! and process name when known):
+//! IP without port, comm, server `ip:port`, operation, status, the client's application
+//! and process name when known, and the query fingerprint):
 //!
 //! * count, errors (requests with [`Status::Error`]), sum, min and max of the durations;
 //! * an HDR histogram of the durations ([`hdrhistogram`], values in ns, 1 µs .. 1 h, 3 significant
@@ -45,6 +45,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
+use l7tap_protocols::fingerprint::Fingerprint;
 use l7tap_protocols::{CapturedBatch, CapturedRequest, Protocol, Side, Status};
 
 /// Shortest duration recorded in the histograms (1 µs); shorter durations are recorded as this.
@@ -219,6 +220,8 @@ pub struct IntervalKey {
     pub client_app: Arc<str>,
     /// The client's process name, known as `client_app` is; empty when unknown.
     pub client_process: Arc<str>,
+    /// The requests' query fingerprint (`other` for those folded past the cap).
+    pub fingerprint: Fingerprint,
 }
 
 /// One row of the `intervals` table: the statistics of one key in one window.
@@ -543,6 +546,7 @@ struct CompactKey {
     server_addr: SocketAddr,
     client_app: u32,
     client_process: u32,
+    fingerprint: Fingerprint,
 }
 
 /// Statistics of one key in one window.
@@ -819,6 +823,7 @@ impl Aggregator {
             operation: self.strings.intern(record.operation),
             client_ip: conn.client_addr.ip().to_canonical(),
             server_addr: canonical_socket_addr(conn.server_addr),
+            fingerprint: request.fingerprint,
         };
         self.record_compact(
             key,
@@ -936,6 +941,7 @@ impl Aggregator {
             status: compact.status,
             client_app: self.strings.resolve(compact.client_app).clone(),
             client_process: self.strings.resolve(compact.client_process).clone(),
+            fingerprint: compact.fingerprint,
         }
     }
 

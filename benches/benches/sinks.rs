@@ -215,7 +215,7 @@ fn as_actor_batches(rows: &CapturedBatch, size: usize) -> Vec<CapturedBatch> {
                 batch
                     .records
                     .push_from(request.record.clone(), request.text);
-                batch.conns.push(request.conn.clone());
+                batch.assign_new(request.conn);
             }
             batch
         })

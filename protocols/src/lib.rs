@@ -18,6 +18,7 @@ pub mod clickhouse;
 pub mod clickhouse_http;
 pub mod credentials;
 pub mod debug;
+pub mod fingerprint;
 pub mod fixture;
 mod record;
 pub mod registry;

@@ -7,6 +7,8 @@
 //! from the arena into its Arrow column.
 use std::sync::Arc;
 
+use crate::fingerprint::{Fingerprint, Fingerprinter};
+
 /// The protocol of a record: the one enum, generated from the kernel ABI's protocol list.
 pub use l7tap_abi::Protocol;
 
@@ -564,6 +566,10 @@ impl<'a> IntoIterator for &'a Records {
 pub struct CapturedBatch {
     pub records: Records,
     pub conns: Vec<Arc<ConnectionInfo>>,
+    /// `fingerprints[i]` is record `i`'s fingerprint, computed when its connection is
+    /// assigned (an actor then folds it past the cap: [`crate::fingerprint::table`]).
+    pub fingerprints: Vec<Fingerprint>,
+    fingerprinter: Fingerprinter,
 }
 
 impl CapturedBatch {
@@ -571,25 +577,34 @@ impl CapturedBatch {
         CapturedBatch {
             records: Records::with_capacity(records, text_bytes),
             conns: Vec::with_capacity(records),
+            fingerprints: Vec::with_capacity(records),
+            fingerprinter: Fingerprinter::default(),
         }
     }
 
     /// Appends a record (text already in this batch's arena) seen on `conn`.
     pub fn push(&mut self, conn: Arc<ConnectionInfo>, record: RequestRecord) {
         self.records.push(record);
-        self.conns.push(conn);
+        self.assign_new(&conn);
     }
 
     /// Moves every request of `other` to the end of this batch.
     pub fn append(&mut self, mut other: CapturedBatch) {
         self.records.append(&mut other.records);
         self.conns.append(&mut other.conns);
+        self.fingerprints.append(&mut other.fingerprints);
     }
 
-    /// Gives the records appended to `records` since the last call the connection `conn`.
+    /// Gives the records appended to `records` since the last call the connection `conn`,
+    /// and their fingerprints.
     pub fn assign_new(&mut self, conn: &Arc<ConnectionInfo>) {
-        let new = self.records.len().saturating_sub(self.conns.len());
+        let first_new = self.conns.len();
+        let new = self.records.len().saturating_sub(first_new);
         self.conns.extend(std::iter::repeat_n(conn, new).cloned());
+        for record in &self.records.records[first_new..] {
+            let fingerprint = self.fingerprinter.fingerprint(record, &self.records.text);
+            self.fingerprints.push(fingerprint);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -603,6 +618,7 @@ impl CapturedBatch {
     pub fn clear(&mut self) {
         self.records.clear();
         self.conns.clear();
+        self.fingerprints.clear();
     }
 
     /// The requests, in order.
@@ -611,10 +627,12 @@ impl CapturedBatch {
             .records
             .iter()
             .zip(&self.conns)
-            .map(|(record, conn)| CapturedRequest {
+            .zip(&self.fingerprints)
+            .map(|((record, conn), &fingerprint)| CapturedRequest {
                 conn,
                 record,
                 text: &self.records.text,
+                fingerprint,
             })
     }
 
@@ -623,6 +641,7 @@ impl CapturedBatch {
             conn: self.conns.get(i)?,
             record: self.records.records.get(i)?,
             text: &self.records.text,
+            fingerprint: *self.fingerprints.get(i)?,
         })
     }
 }
@@ -644,6 +663,8 @@ pub struct CapturedRequest<'a> {
     pub conn: &'a Arc<ConnectionInfo>,
     pub record: &'a RequestRecord,
     pub text: &'a TextArena,
+    /// The record's fingerprint (`requests.fingerprint`, a key of `intervals`).
+    pub fingerprint: Fingerprint,
 }
 
 impl<'a> CapturedRequest<'a> {

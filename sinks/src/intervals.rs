@@ -77,6 +77,7 @@ pub struct IntervalColumns {
     heatmap_sub_window_ns: Int64Builder,
     client_app: StringBuilder,
     client_process: StringBuilder,
+    fingerprint: Int64Builder,
 }
 
 impl Default for IntervalColumns {
@@ -119,6 +120,7 @@ impl IntervalColumns {
             heatmap_sub_window_ns: Int64Builder::new(),
             client_app: StringBuilder::new(),
             client_process: StringBuilder::new(),
+            fingerprint: Int64Builder::new(),
         }
     }
 
@@ -142,6 +144,7 @@ impl IntervalColumns {
         self.comm.append_value(&key.comm);
         self.client_app.append_value(&key.client_app);
         self.client_process.append_value(&key.client_process);
+        self.fingerprint.append_value(key.fingerprint.as_i64());
         let _ = write!(self.server_addr, "{}", key.server_addr);
         self.server_addr.append_value("");
         self.operation.append_value(&key.operation);
@@ -216,6 +219,7 @@ impl TableColumns for IntervalColumns {
             Arc::new(f.interface.finish()),
             Arc::new(f.client_app.finish()),
             Arc::new(f.client_process.finish()),
+            Arc::new(f.fingerprint.finish()),
         ]
     }
 }

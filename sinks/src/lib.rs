@@ -11,7 +11,7 @@
 //! - `capture_stats`: capture counters ([`CaptureStatsRow`], [`ParquetSink::push_capture_stats`]).
 //!
 //! Modules: [`sink`] (the writer the capture path drives), [`schema`] (column definitions and
-//! their documentation), [`redact`] (`--redact`), and the internals: per-table builders, rolling
+//! their documentation), and the internals: per-table builders, rolling
 //! ([`table`]) and crash-safe files ([`mod@file`]). The aggregation itself is the
 //! `l7tap-aggregate` crate.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -21,7 +21,6 @@ pub mod error;
 pub mod file;
 pub mod intervals;
 pub mod output;
-pub mod redact;
 pub mod requests;
 pub mod run_id;
 pub mod schema;
@@ -32,8 +31,8 @@ pub mod time;
 pub use capture_stats::CaptureStatsRow;
 pub use error::SinkError;
 pub use file::CommittedFile;
+pub use l7tap_protocols::fingerprint::{redact_query, redact_query_into};
 pub use output::Output;
-pub use redact::{redact_query, redact_query_into};
 pub use run_id::{run_id_of_file_name, RunId};
 pub use schema::{Table, SCHEMA_VERSION};
 pub use sink::{default_host_name, remove_stale_temp_files, ParquetSink, SinkConfig, SinkStats};

@@ -15,10 +15,10 @@ use arrow::array::{
 use l7tap_aggregate::canonical_socket_addr;
 use l7tap_protocols::{CapturedRequest, ConnectionInfo, Details, Protocol};
 
-use crate::redact::redact_query_into;
 use crate::schema::Table;
 use crate::table::TableColumns;
 use crate::time::monotonic_ns_to_unix_micros;
+use l7tap_protocols::fingerprint::redact_query_into;
 
 /// Slots of the formatted-address cache (direct-mapped by connection pointer).
 const ADDRESS_CACHE_SLOTS: usize = 1024;
@@ -133,6 +133,7 @@ pub struct RequestColumns {
     exe: StringBuilder,
     cgroup: StringBuilder,
     tls: BooleanBuilder,
+    fingerprint: Int64Builder,
 }
 
 /// Whether a protocol's `query` text is SQL, which `--redact` rewrites, with its
@@ -225,6 +226,7 @@ impl RequestColumns {
             exe: strings(n, 16),
             cgroup: strings(n, 8),
             tls: BooleanBuilder::with_capacity(n),
+            fingerprint: Int64Builder::with_capacity(n),
         }
     }
 
@@ -340,6 +342,7 @@ impl RequestColumns {
         self.query_truncated.append_value(record.query_truncated);
         self.cgroup_id.append_value(conn.cgroup_id as i64);
         self.tls.append_value(conn.tls);
+        self.fingerprint.append_value(request.fingerprint.as_i64());
 
         match &record.details {
             Details::ClickHouse(ch) => {
@@ -474,6 +477,7 @@ impl TableColumns for RequestColumns {
             Arc::new(f.exe.finish()),
             Arc::new(f.cgroup.finish()),
             Arc::new(f.tls.finish()),
+            Arc::new(f.fingerprint.finish()),
         ]
     }
 }

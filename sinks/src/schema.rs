@@ -194,6 +194,8 @@ pub const REQUESTS_COLUMNS: &[ColumnSpec] = &[
         "cgroup path of the observed process: its v2 path unless the root, else the first v1 path naming a container or unit (every hierarchy of `/proc/PID/cgroup` is read); null when unknown."),
     column("tls", Boolean, REQUIRED, PLAIN,
         "The connection is encrypted (TLS): the record was read from the TLS library's plaintext (uprobes), not from the socket."),
+    column("fingerprint", Int64, REQUIRED, DICT,
+        "Query fingerprint, computed at capture: a 64-bit FNV-1a hash (bits reinterpreted as signed; shown as 16 hex digits by `l7tap diff`) of the normalised text. ClickHouse: the query with literals replaced as `--redact` does, whitespace collapsed and lists of placeholders folded into one (`IN (1, 2, 3)` and `IN (7)` agree). ZooKeeper: the operation (and a multi's op names) with the path's pattern: a sequential node's 10-digit suffix `{seq}`, a generated id (hex digits and dashes, a UUID) `{id}`, a segment's trailing digits (or a number) `{n}`. 0 is `other`: past 1000 distinct fingerprints per actor, one not yet seen folds into it until a window without some earlier one frees room. Stable across runs, hosts and versions."),
 ];
 
 /// Columns of the `intervals` table: one row per window and key.
@@ -227,6 +229,8 @@ pub const INTERVALS_COLUMNS: &[ColumnSpec] = &[
         "Application of the client, as `requests.client_app`; empty when unknown (a remote client: see `client_addr`). Part of the key."),
     column("client_process", Utf8, REQUIRED, DICT,
         "Process name of the client, as `requests.client_process`; empty when unknown. Part of the key."),
+    column("fingerprint", Int64, REQUIRED, DICT,
+        "Query fingerprint of the rows' requests, as `requests.fingerprint` (0: `other`). Part of the key."),
 ];
 
 /// Columns of the `capture_stats` table: capture counters per window (and CPU).

@@ -41,6 +41,7 @@ EXPECTED = {
         ("database", S), ("format", S), ("http_status", I32),
         ("client_app", S), ("client_pid", I32), ("client_process", S), ("server_app", S),
         ("server_pid", I32), ("server_process", S), ("exe", S), ("cgroup", S), ("tls", B),
+        ("fingerprint", I64),
     ],
     "intervals": [
         ("window_start", TS), ("window_ns", I64), ("protocol", S), ("side", S),
@@ -49,7 +50,7 @@ EXPECTED = {
         ("p50_ns", I64), ("p90_ns", I64), ("p99_ns", I64), ("p999_ns", I64),
         ("hdr", pa.binary()), ("heatmap_counts", pa.list_(pa.list_(I64))),
         ("heatmap_sub_window_ns", I64), ("interface", S), ("client_app", S),
-        ("client_process", S),
+        ("client_process", S), ("fingerprint", I64),
     ],
     "capture_stats": [
         ("window_start", TS), ("cpu", I32), ("events", I64), ("bytes", I64),

@@ -1,4 +1,5 @@
 //! `l7tap`: capture ClickHouse-native and ZooKeeper traffic with eBPF, or replay a recording.
+mod diff;
 mod dump;
 mod hdr_sum;
 mod heatmap;
@@ -54,6 +55,9 @@ enum Command {
     Report(report::ReportArgs),
     /// Latency heatmap (time × latency bucket, colour = requests) as PNG or HTML.
     Heatmap(heatmap::HeatmapArgs),
+    /// What changed between two outputs, per query fingerprint: counts, error rates and
+    /// latency quantiles, with whether each change is beyond noise.
+    Diff(diff::DiffArgs),
 }
 
 #[derive(Args)]
@@ -321,6 +325,7 @@ fn main() {
         Command::Dump { file, out, scrub } => dump::dump(&file, &out, scrub),
         Command::Report(a) => report::run(a),
         Command::Heatmap(a) => heatmap::run(a),
+        Command::Diff(a) => diff::run(a),
     };
     if let Err(e) = result {
         fail(e);

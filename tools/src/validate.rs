@@ -275,6 +275,7 @@ impl Command {
             Command::Dump { out, .. } => check_directory_path("--out", out),
             Command::Report(a) => a.filters.validate().map_err(anyhow::Error::msg),
             Command::Heatmap(a) => a.validate(),
+            Command::Diff(a) => a.validate(),
         }
     }
 }

@@ -27,9 +27,13 @@ pub struct IntervalRecord<'a> {
     pub client_process: &'a str,
     pub comm: &'a str,
     pub server: &'a str,
+    pub operation: &'a str,
     pub status: &'a str,
+    /// The rows' query fingerprint; none in files written before the column existed.
+    pub fingerprint: Option<i64>,
     pub count: i64,
     pub errors: i64,
+    pub sum_ns: i64,
     pub histogram_bytes: Option<&'a [u8]>,
     /// The row's heatmap, a list per sub-window of bucket counts (a slice of the batch read,
     /// not a copy): see [`heatmap_counts`].
@@ -66,12 +70,15 @@ pub fn for_each_interval(
         "client_addr",
         "comm",
         "server_addr",
+        "operation",
         "status",
         "count",
         "errors",
+        "sum_ns",
         "heatmap_sub_window_ns",
         "client_app",
         "client_process",
+        "fingerprint",
     ];
     if wanted.histogram {
         columns.push("hdr");
@@ -112,9 +119,13 @@ pub fn for_each_interval(
             let client_process =
                 column_if_present::<StringArray>(batch, "client_process").map_err(named)?;
             let server = column::<StringArray>(batch, "server_addr").map_err(named)?;
+            let operation = column::<StringArray>(batch, "operation").map_err(named)?;
             let status = column::<StringArray>(batch, "status").map_err(named)?;
+            let fingerprint =
+                column_if_present::<Int64Array>(batch, "fingerprint").map_err(named)?;
             let count = column::<Int64Array>(batch, "count").map_err(named)?;
             let errors = column::<Int64Array>(batch, "errors").map_err(named)?;
+            let sum_ns = column::<Int64Array>(batch, "sum_ns").map_err(named)?;
             let hdr = if wanted.histogram {
                 Some(column::<BinaryArray>(batch, "hdr").map_err(named)?)
             } else {
@@ -154,9 +165,12 @@ pub fn for_each_interval(
                     client_process: process,
                     comm: comm.value(row),
                     server: server.value(row),
+                    operation: operation.value(row),
                     status: status.value(row),
+                    fingerprint: fingerprint.map(|f| f.value(row)),
                     count: count.value(row),
                     errors: errors.value(row),
+                    sum_ns: sum_ns.value(row),
                     histogram_bytes: hdr.map(|h| h.value(row)),
                     heatmap: heatmap.map(|lists| lists.value(row)),
                     heatmap_sub_window_ns: sub_window_ns.value(row),

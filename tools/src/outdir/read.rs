@@ -180,7 +180,7 @@ pub fn read_files_in_parallel<'a, T: Send + 'a>(
 
 /// Columns added to the tables after their first release: files written before lack them, and
 /// a read asking for one reads such files without it (see [`column_if_present`]).
-pub const ADDED_COLUMNS: &[&str] = &["client_app", "client_process"];
+pub const ADDED_COLUMNS: &[&str] = &["client_app", "client_process", "fingerprint"];
 
 /// The column `name` of `batch`, or none when the file predates it (one of [`ADDED_COLUMNS`]);
 /// a format error when it is of another type.

@@ -1,5 +1,6 @@
-//! `--redact`: SQL text with its literals replaced by `?`, so that the `query` column keeps the
-//! shape of a query (and groups equal shapes) without the data in it.
+//! The SQL normaliser: `--redact` (SQL text with its literals replaced by `?`, so that the
+//! `query` column keeps the shape of a query without the data in it) and the ClickHouse
+//! fingerprint (the same walk, written through [`FingerprintText`], which also folds lists).
 //!
 //! Replaced by `?`: numbers (`42`, `-` stays outside: `-?`; `1.5e-3`, `.5`, `0x1F`, `0b101`),
 //! single-quoted strings (with `\'` and `''` escapes), hex/binary strings (`x'AB'`, `b'01'`),
@@ -7,6 +8,105 @@
 //! Comments (`--`, `#`, `/* */`) are removed, since they can hold anything. Kept: keywords,
 //! identifiers (also those containing digits, like `t1`), quoted identifiers (`"…"`, `` `…` ``)
 //! and query parameters (`{name:Type}`).
+
+/// Where the normaliser writes: a `String` (`--redact`) or a [`FingerprintText`].
+pub trait NormalizedText {
+    fn push(&mut self, c: char);
+    fn push_str(&mut self, s: &str);
+    /// The last byte written, if any.
+    fn last_byte(&self) -> Option<u8>;
+}
+
+impl NormalizedText for String {
+    fn push(&mut self, c: char) {
+        String::push(self, c);
+    }
+
+    fn push_str(&mut self, s: &str) {
+        String::push_str(self, s);
+    }
+
+    fn last_byte(&self) -> Option<u8> {
+        self.as_bytes().last().copied()
+    }
+}
+
+/// The fingerprint's form of normalised SQL: whitespace runs become one space, kept only
+/// between two word tokens (`a = ?` and `a=?` are one shape), and lists of placeholders
+/// fold into one (`IN (?, ?, ?)` is `IN (?)`, `VALUES (?, ?), (?, ?)` is `VALUES (?)`), so
+/// that a query's fingerprint does not depend on how many values it carries.
+#[derive(Debug, Default, Clone)]
+pub struct FingerprintText {
+    text: String,
+    pending_space: bool,
+}
+
+/// A byte that a space must keep apart from a neighbouring word byte.
+fn is_word_byte(byte: u8) -> bool {
+    is_identifier_byte(byte) || matches!(byte, b'?' | b'"' | b'`' | b'\'')
+}
+
+impl FingerprintText {
+    /// Empties the text, keeping its buffer.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.pending_space = false;
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    fn separate_from(&mut self, next: u8) {
+        if std::mem::take(&mut self.pending_space)
+            && self
+                .text
+                .as_bytes()
+                .last()
+                .is_some_and(|&b| is_word_byte(b))
+            && is_word_byte(next)
+        {
+            self.text.push(' ');
+        }
+    }
+
+    /// Folds a list of placeholders ending the text into one.
+    fn fold_lists(&mut self) {
+        loop {
+            if self.text.ends_with("?,?") {
+                self.text.truncate(self.text.len() - 2);
+            } else if self.text.ends_with("(?),(?)") {
+                self.text.truncate(self.text.len() - 4);
+            } else {
+                return;
+            }
+        }
+    }
+}
+
+impl NormalizedText for FingerprintText {
+    fn push(&mut self, c: char) {
+        if c.is_ascii_whitespace() {
+            self.pending_space = !self.text.is_empty();
+            return;
+        }
+        let mut utf8 = [0; 4];
+        self.push_str(c.encode_utf8(&mut utf8));
+    }
+
+    fn push_str(&mut self, s: &str) {
+        let Some(&first) = s.as_bytes().first() else {
+            return;
+        };
+        self.separate_from(first);
+        self.text.push_str(s);
+        self.fold_lists();
+    }
+
+    fn last_byte(&self) -> Option<u8> {
+        self.text.as_bytes().last().copied()
+    }
+}
 
 /// `query` with literals replaced by `?` and comments removed.
 pub fn redact_query(query: &str) -> String {
@@ -106,6 +206,17 @@ fn skip_heredoc(query: &str, start: usize) -> Option<usize> {
 /// [`redact_query`] into a reused buffer (cleared first).
 pub fn redact_query_into(query: &str, out: &mut String) {
     out.clear();
+    normalize_sql(query, out);
+}
+
+/// The ClickHouse fingerprint text of `query` into a reused buffer (cleared first).
+pub fn fingerprint_sql_into(query: &str, out: &mut FingerprintText) {
+    out.clear();
+    normalize_sql(query, out);
+}
+
+/// The one walk over SQL text both forms share: literals become `?`, comments go.
+fn normalize_sql(query: &str, out: &mut impl NormalizedText) {
     let bytes = query.as_bytes();
     let mut i = 0;
     let mut first_word: Option<&str> = None;
@@ -153,7 +264,7 @@ pub fn redact_query_into(query: &str, out: &mut String) {
                 out.push('?');
             }
             b'.' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
-                && !out.as_bytes().last().is_some_and(|&last| {
+                && !out.last_byte().is_some_and(|last| {
                     is_identifier_byte(last) || matches!(last, b')' | b']' | b'`' | b'"' | b'?')
                 }) =>
             {
@@ -179,7 +290,8 @@ pub fn redact_query_into(query: &str, out: &mut String) {
                     // `INSERT ... FORMAT <name> <inline data>`: the data is all literals.
                     let is_insert = first_word.is_some_and(|w| w.eq_ignore_ascii_case("INSERT"));
                     if is_insert && !query[i..].trim().is_empty() {
-                        out.push_str(" ?");
+                        out.push(' ');
+                        out.push('?');
                         return;
                     }
                 }
