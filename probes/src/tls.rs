@@ -8,9 +8,11 @@
 //! a new file is found by the next scan ([`TlsScanner::scan`], new processes only).
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
-use object::{Object, ObjectSection, ObjectSymbol};
+use object::read::ReadCache;
+use object::{Object, ObjectSection, ObjectSymbol, ReadRef};
 
 /// One attach point: a function of the TLS library, the program at its entry and the one at
 /// its return. Adding one touches this list and the programs it names (`bpf/tls.h`).
@@ -217,15 +219,28 @@ fn executable_mappings(maps: &str) -> impl Iterator<Item = Mapping<'_>> {
 }
 
 /// The attach points defined in an ELF file, with their file offsets; empty if none.
+///
+/// Only the headers and the symbol and string tables are read, not the whole file: the scan
+/// examines every new executable on the host (a test binary or a compiler's library is
+/// 100-400 MiB), and reading each whole raised the capture's resident memory by that much
+/// for a moment and left the allocator's heaps fragmented for good.
 pub fn symbols_in_file(path: &Path) -> Result<Vec<(AttachPoint, u64)>, String> {
-    let data = fs::read(path).map_err(|e| e.to_string())?;
-    symbols_in_elf(&data)
+    let file = fs::File::open(path).map_err(|e| e.to_string())?;
+    symbols_in_stream(file)
+}
+
+/// [`symbols_in_file`] on any seekable stream.
+fn symbols_in_stream<S: Read + Seek>(stream: S) -> Result<Vec<(AttachPoint, u64)>, String> {
+    symbols_in_elf(&ReadCache::new(stream))
 }
 
 /// The attach points an ELF image defines (`.symtab` or `.dynsym`), at file offsets: the
 /// symbol's address translated through its section's address and file offset.
-pub fn symbols_in_elf(data: &[u8]) -> Result<Vec<(AttachPoint, u64)>, String> {
-    if !data.starts_with(b"\x7fELF") {
+pub fn symbols_in_elf<'data, R: ReadRef<'data>>(
+    data: R,
+) -> Result<Vec<(AttachPoint, u64)>, String> {
+    let magic = data.read_bytes_at(0, 4).unwrap_or_default();
+    if magic != b"\x7fELF" {
         return Err("not an ELF file".into());
     }
     let file = object::File::parse(data).map_err(|e| e.to_string())?;
@@ -314,9 +329,50 @@ mod tests {
         );
     }
 
+    /// Counts the bytes read through it.
+    struct CountingReader<R> {
+        inner: R,
+        read: u64,
+    }
+
+    impl<R: Read> Read for CountingReader<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    impl<R: Seek> Seek for CountingReader<R> {
+        fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+            self.inner.seek(pos)
+        }
+    }
+
+    /// Bytes [`symbols_in_stream`] reads of `path`, with what it found.
+    fn bytes_read_for_symbols(path: &Path) -> (u64, Vec<(AttachPoint, u64)>) {
+        let mut reader = CountingReader {
+            inner: fs::File::open(path).unwrap(),
+            read: 0,
+        };
+        let found = symbols_in_stream(&mut reader).unwrap();
+        (reader.read, found)
+    }
+
+    /// An executable is examined by its headers and symbol tables, not read whole: this test
+    /// binary (tens of MiB of code and debug information) is read to a small fraction.
+    #[test]
+    fn examining_a_file_reads_its_symbol_tables_not_the_whole_file() {
+        let exe = std::env::current_exe().unwrap();
+        let len = fs::metadata(&exe).unwrap().len();
+        let (read, found) = bytes_read_for_symbols(&exe);
+        assert_eq!(found, []);
+        assert!(read > 0 && read < len / 4, "read {read} of {len} bytes");
+    }
+
     #[test]
     fn a_file_that_is_not_elf_is_an_error() {
-        assert!(symbols_in_elf(b"#!/bin/sh\n").is_err());
+        assert!(symbols_in_elf(&b"#!/bin/sh\n"[..]).is_err());
     }
 
     /// The system's libssl (Debian 12: OpenSSL 3) defines all four functions, at file
@@ -340,5 +396,8 @@ mod tests {
         let offsets: HashSet<_> = found.iter().map(|&(_, off)| off).collect();
         assert_eq!(offsets.len(), 4, "distinct functions");
         assert_eq!(symbols_in_file(libc).unwrap(), []);
+        let (read, through_stream) = bytes_read_for_symbols(libssl);
+        assert_eq!(through_stream, found);
+        assert!(read < len / 2, "read {read} of {len} bytes");
     }
 }
