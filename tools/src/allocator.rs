@@ -3,9 +3,9 @@
 //! Why: glibc's malloc keeps freed memory in its arenas (one per thread that allocates) and
 //! returns it only from the top of a heap, above a threshold that grows with the largest
 //! block freed so far (up to 64 MiB). A capture frees large buffers regularly (a Parquet file's
-//! encoded row group at each roll, record batches), so without this its resident memory rose
-//! with every new high-water mark of any arena: +34 % over an hour of steady load, of which
-//! `malloc_trim` gave back a quarter at once (see ci/soak.py).
+//! encoded row group at each roll, record batches, symbol tables read by the TLS scan), so
+//! without this its resident memory kept every arena's high-water mark: ten minutes into a
+//! soak (ci/soak.py), `malloc_trim` gave back 25 of its 90 MiB of anonymous memory at once.
 use std::time::{Duration, Instant};
 
 /// How often free memory is given back: rare enough that its cost (a walk of every arena's
