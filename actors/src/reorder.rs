@@ -20,6 +20,11 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// ms of events); a burst's extra chunks are freed as they are released.
 const KEEP_CHUNKS: usize = 16;
 
+/// Bytes of buffer capacity the late slots keep once their events are released. A slot's
+/// buffer keeps the capacity of the largest event it ever held, so without this bound the
+/// pool grew with every burst of large late events toward `KEEP_SLOTS` × the largest event.
+const KEEP_BYTES: usize = 4 << 20;
+
 /// A late event: timestamp, arrival sequence (breaks ties), slot of its bytes.
 type Held = (u64, u64, usize);
 
@@ -48,6 +53,8 @@ pub struct Reorder {
     /// Events that arrived after a newer one.
     late: BinaryHeap<Reverse<Held>>,
     slots: Vec<Vec<u8>>,
+    /// Summed capacity of `slots`.
+    pooled_bytes: usize,
     free: Vec<usize>,
     seq: u64,
     watermark: u64,
@@ -109,8 +116,10 @@ impl Reorder {
             }
         };
         let buf = &mut self.slots[slot];
+        let capacity = buf.capacity();
         buf.clear();
         buf.extend_from_slice(raw);
+        self.pooled_bytes += buf.capacity() - capacity;
         self.late.push(Reverse((ts, seq, slot)));
     }
 
@@ -141,6 +150,10 @@ impl Reorder {
                 }
                 self.late.pop();
                 f(&self.slots[slot]);
+                if self.pooled_bytes > KEEP_BYTES {
+                    let buf = std::mem::take(&mut self.slots[slot]);
+                    self.pooled_bytes -= buf.capacity();
+                }
                 self.free.push(slot);
             }
         }
@@ -150,6 +163,7 @@ impl Reorder {
             // late is held now, so give back what steady state does not use.
             self.slots.truncate(KEEP_SLOTS);
             self.slots.shrink_to_fit();
+            self.pooled_bytes = self.slots.iter().map(Vec::capacity).sum();
             self.free.clear();
             self.free.extend(0..KEEP_SLOTS);
             self.free.shrink_to_fit();
@@ -177,6 +191,45 @@ impl Reorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pooled_capacity(r: &Reorder) -> usize {
+        r.slots.iter().map(Vec::capacity).sum()
+    }
+
+    /// Bursts of large late events (each older than the newest held) leave at most
+    /// `KEEP_BYTES` of slot capacity behind once released.
+    #[test]
+    fn the_late_pool_keeps_a_bounded_number_of_bytes_after_bursts_of_large_events() {
+        let mut r = Reorder::default();
+        let large = vec![7u8; 16 << 10];
+        let mut released = 0usize;
+        let bursts = [KEEP_SLOTS / 2, KEEP_SLOTS, 3 * KEEP_SLOTS, 700];
+        for burst in bursts {
+            r.hold(1 << 40, b"newest");
+            for ts in 0..burst as u64 {
+                r.hold(ts, &large);
+            }
+            r.release(u64::MAX, |b| {
+                if b.len() == large.len() {
+                    released += 1;
+                }
+            });
+            assert!(
+                pooled_capacity(&r) <= KEEP_BYTES,
+                "{} bytes pooled after a burst of {burst}",
+                pooled_capacity(&r)
+            );
+            assert_eq!(r.pooled_bytes, pooled_capacity(&r));
+        }
+        assert_eq!(released, bursts.iter().sum::<usize>());
+        // Small events after that reuse what is left and keep their order.
+        r.hold(1 << 41, b"c");
+        r.hold(9, b"b");
+        r.hold(8, b"a");
+        let mut out = vec![];
+        r.release(u64::MAX, |b| out.push(b.to_vec()));
+        assert_eq!(out, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    }
 
     #[test]
     fn releases_in_timestamp_order_up_to_the_watermark() {

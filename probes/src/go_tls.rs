@@ -64,7 +64,9 @@ pub struct GoFunction {
 
 /// The Go version the binary's build info names (`go1.19.8`), or None if it has no build
 /// info (not a Go binary).
-pub fn go_version(file: &object::File) -> Result<Option<String>, String> {
+pub fn go_version<'data, R: object::ReadRef<'data>>(
+    file: &object::File<'data, R>,
+) -> Result<Option<String>, String> {
     let Some(section) = file.section_by_name(".go.buildinfo") else {
         return Ok(None);
     };
@@ -125,7 +127,11 @@ fn varint_string(data: &[u8]) -> Option<String> {
 }
 
 /// `len` bytes at link-time address `addr`, from the section holding them.
-fn bytes_at<'a>(file: &object::File<'a>, addr: u64, len: u64) -> Option<&'a [u8]> {
+fn bytes_at<'a, R: object::ReadRef<'a>>(
+    file: &object::File<'a, R>,
+    addr: u64,
+    len: u64,
+) -> Option<&'a [u8]> {
     file.sections().find_map(|s| {
         let end = s.address().checked_add(s.size())?;
         if addr < s.address() || addr.checked_add(len)? > end {
@@ -153,7 +159,10 @@ pub fn layout_for(version: &str) -> Option<GoLayout> {
 
 /// What the probes need of this Go binary (already known to define crypto/tls functions),
 /// or why it cannot be attached.
-pub fn go_binary(file: &object::File, version: Option<String>) -> Result<GoBinary, String> {
+pub fn go_binary<'data, R: object::ReadRef<'data>>(
+    file: &object::File<'data, R>,
+    version: Option<String>,
+) -> Result<GoBinary, String> {
     if file.architecture() != object::Architecture::X86_64 {
         return Err(format!(
             "a {:?} binary (only x86-64 is supported)",

@@ -1,4 +1,5 @@
 //! `l7tap`: capture ClickHouse-native and ZooKeeper traffic with eBPF, or replay a recording.
+mod allocator;
 mod diff;
 mod dump;
 mod hdr_sum;

@@ -14,6 +14,7 @@ use l7tap_sinks::output::uploader::ShipReport;
 use l7tap_sinks::output::{ShipStats, Shipper};
 use l7tap_sinks::{CaptureStatsRow, ParquetSink, RunId, SinkConfig};
 
+use crate::allocator::Releaser;
 use crate::stats::{add_counter, GAP_RESYNCS};
 
 pub struct OutputConfig {
@@ -147,6 +148,7 @@ pub fn run(
     let mut last_flush = Instant::now();
     let mut last_error_shown: Option<Instant> = None;
     let mut kernel_open = true;
+    let mut releaser = Releaser::new();
     loop {
         select! {
             recv(actors) -> msg => match msg {
@@ -196,6 +198,8 @@ pub fn run(
             }
             ship_committed(&mut sink, &mut shipper, &mut report);
         }
+        // Here, where the large buffers (encoded row groups, written batches) are freed.
+        releaser.tick();
     }
     let last_window_start = pending
         .keys()
