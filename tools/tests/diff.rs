@@ -227,6 +227,8 @@ fn doubled_latency_and_risen_error_rate_are_flagged_and_a_resample_is_not() {
         let q = quantile(orders, name);
         assert_eq!(q["flagged"], true, "{name}: {q:#}");
         assert_eq!(q["significant"], "up", "{name}: {q:#}");
+        // Both tests were run: the batch means from the `requests` table too.
+        assert_eq!(q["batch_tested"], true, "{name}: {q:#}");
         let change = q["relative_change"].as_f64().unwrap();
         assert!((0.85..1.15).contains(&change), "{name}: {change}");
     }

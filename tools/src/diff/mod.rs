@@ -11,7 +11,14 @@
 //! [`MIN_LATENCY_CHANGE_NS`], an error rate by at least [`MIN_ERROR_RATE_CHANGE`]). The
 //! significance test sees sampling noise only; the minimum effect stands for what it cannot
 //! see, the difference between two runs of one workload (load on the machine, caches).
-//! `requests` is read only for one query text per fingerprint, to show what it is.
+//! A quantile's change must pass two tests: the order-statistic intervals of [`stats`]
+//! (independent requests), and the batch means of [`batch_means`] (requests correlated in
+//! time, as a stall of the machine makes them), for which `requests` is read: the start time
+//! and duration of each answered request of the groups compared, bounded in number
+//! ([`durations`]), and one query text per fingerprint, to show what it is. An output without
+//! `requests` is tested by the order statistics alone.
+pub mod batch_means;
+pub mod durations;
 pub mod fail_on;
 pub mod html;
 pub mod stats;
@@ -33,6 +40,7 @@ use crate::outdir::{
     Selection, ShownSides,
 };
 use crate::untrusted::{for_json, for_terminal};
+use batch_means::{batch_estimate, batch_interval, BatchInterval};
 use fail_on::{Metric, Rule, Threshold};
 use stats::{quantile_bounds, quantile_change, two_proportion_z, Direction, QuantileBounds};
 
@@ -169,6 +177,8 @@ pub struct Side {
     pub incomplete: u64,
     pub sum_ns: u64,
     pub latency: Option<Histogram<u64>>,
+    /// The answered requests' durations in time order, from `requests` (empty without it).
+    pub durations: Vec<u64>,
 }
 
 impl Side {
@@ -240,6 +250,7 @@ pub fn read_output(out: &Path, selection: &Selection) -> Result<OutputFigures, R
         }
         Ok(())
     })?;
+    let mut durations = durations::request_durations(&view.dir, selection, &shown)?;
     let mut deserializer = Deserializer::new();
     let mut groups = BTreeMap::new();
     for (key, tally) in tallies {
@@ -247,6 +258,7 @@ pub fn read_output(out: &Path, selection: &Selection) -> Result<OutputFigures, R
             .latency
             .histogram(&mut deserializer)
             .map_err(|e| ReadError::Format(format!("intervals hdr: {e}")))?;
+        let durations = durations.remove(&key).unwrap_or_default();
         groups.insert(
             key,
             Side {
@@ -255,6 +267,7 @@ pub fn read_output(out: &Path, selection: &Selection) -> Result<OutputFigures, R
                 incomplete: tally.incomplete,
                 sum_ns: tally.sum_ns,
                 latency,
+                durations,
             },
         );
     }
@@ -343,7 +356,11 @@ pub struct QuantileDiff {
     pub q: u16,
     pub baseline: Option<QuantileBounds>,
     pub candidate: Option<QuantileBounds>,
-    /// Significant, whichever the size.
+    /// The batch-means interval of the change; none when either side lacks the requests.
+    pub batches: Option<BatchInterval>,
+    /// Whether the batch means were available on both sides (then they must agree).
+    pub batch_tested: bool,
+    /// Significant by both tests, whichever the size.
     pub significant: Option<Direction>,
     /// Significant and beyond the minimum effect.
     pub flagged: bool,
@@ -454,14 +471,30 @@ fn compare_group(
     for q in QUANTILES {
         let b = baseline.as_ref().and_then(|s| s.quantile(q, z));
         let c = candidate.as_ref().and_then(|s| s.quantile(q, z));
-        let significant = match (&b, &c) {
+        let order_statistics = match (&b, &c) {
             (Some(b), Some(c)) => quantile_change(b, c),
             _ => None,
+        };
+        let (batch_tested, batches) = match (&baseline, &candidate) {
+            (Some(sb), Some(sc)) if !sb.durations.is_empty() && !sc.durations.is_empty() => {
+                let qf = f64::from(q) / 1000.0;
+                let interval = batch_estimate(&sb.durations, qf)
+                    .zip(batch_estimate(&sc.durations, qf))
+                    .map(|(eb, ec)| batch_interval(&eb, &ec));
+                (true, interval)
+            }
+            _ => (false, None),
+        };
+        let significant = match batch_tested {
+            true => order_statistics.filter(|&d| batches.and_then(|i| i.significant()) == Some(d)),
+            false => order_statistics,
         };
         let mut diff = QuantileDiff {
             q,
             baseline: b,
             candidate: c,
+            batches,
+            batch_tested,
             significant,
             flagged: false,
         };
@@ -631,7 +664,7 @@ fn render_text(diff: &Diff, top: usize, rules: &[Rule]) -> String {
     let _ = writeln!(
         out,
         "{} groups (protocol, server, operation, fingerprint), by impact (time spent = count × mean, the larger side); \
-         {flagged} changed beyond noise (*: 99.9% intervals apart and ≥ {:.0}%, ≥ 50us / ≥ 0.5 pp)",
+         {flagged} changed beyond noise (*: 99.9% intervals apart, by order statistics and by batch means, and ≥ {:.0}%, ≥ 50us / ≥ 0.5 pp)",
         diff.groups.len(),
         diff.min_effect * 100.0
     );
@@ -768,6 +801,12 @@ fn render_json(diff: &Diff, rules: &[Rule]) -> String {
                     "baseline": bounds_json(&q.baseline),
                     "candidate": bounds_json(&q.candidate),
                     "relative_change": q.relative(),
+                    "batch_means": q.batches.map(|i| serde_json::json!({
+                        "difference_ns": i.difference_ns,
+                        "half_width_ns": i.half_width_ns,
+                        "degrees_of_freedom": i.degrees_of_freedom,
+                    })),
+                    "batch_tested": q.batch_tested,
                     "significant": q.significant.map(|d| match d { Direction::Up => "up", Direction::Down => "down" }),
                     "flagged": q.flagged,
                 })).collect::<Vec<_>>(),
@@ -782,7 +821,7 @@ fn render_json(diff: &Diff, rules: &[Rule]) -> String {
         "baseline": {"output": diff.baseline.shown, "span_s": diff.baseline.span_s, "requests": diff.baseline.requests},
         "candidate": {"output": diff.candidate.shown, "span_s": diff.candidate.span_s, "requests": diff.candidate.requests},
         "test": {
-            "quantiles": "order-statistic (binomial) confidence intervals from each side's HDR histogram; significant when they do not overlap",
+            "quantiles": "order-statistic (binomial) confidence intervals from each side's HDR histogram do not overlap, and the batch-means interval of the difference (time-ordered batches of the requests table, Student's t) excludes 0",
             "error_rate": "two-proportion z-test, pooled",
             "z": diff.z,
             "min_effect": diff.min_effect,

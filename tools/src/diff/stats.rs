@@ -15,10 +15,11 @@
 //!
 //! *Error rates.* The two-proportion z-test with the pooled rate, at the same `z`.
 //!
-//! Both assume independent requests. Requests of one run are not quite that (bursts, a
-//! slow minute), and two runs differ by more than sampling (the machine's load, caches): so
-//! a change is also required to be large enough to matter (the minimum effect, see
-//! `diff/mod.rs`).
+//! Both assume independent requests. Requests of one run are not quite that (a stall delays
+//! many at once): a quantile's change must also pass the batch means of
+//! [`super::batch_means`]. Two runs also differ by more than sampling (the machine's load,
+//! caches): so a change is also required to be large enough to matter (the minimum effect,
+//! see `diff/mod.rs`).
 use hdrhistogram::Histogram;
 
 /// z of a two-sided 99.9 % interval.
