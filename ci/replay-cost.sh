@@ -34,6 +34,15 @@ BINS=("$@")
 TOP=${TOP:-25}
 LOADGEN=${LOADGEN:-$(dirname "${BINS[0]}")/l7tap-loadgen}
 
+# valgrind (callgrind, callgrind_annotate) and jq, from Debian's packages, if missing.
+need=()
+for tool in valgrind jq; do command -v "$tool" >/dev/null || need+=("$tool"); done
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
 WORK=$(mktemp -d /tmp/replay-cost.XXXXXX)
 cleanup() {
   if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
