@@ -129,17 +129,10 @@ impl BucketOutput {
     /// The spool directory of this output under the spool root: one per bucket and prefix, so
     /// files left for one destination never go to another.
     pub fn spool_dir(&self, spool: &Path) -> PathBuf {
-        let name: String = format!("{}_{}_{}", self.scheme, self.bucket, self.prefix)
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        spool.join(name)
+        super::spool::destination_dir(
+            spool,
+            &format!("{}_{}_{}", self.scheme, self.bucket, self.prefix),
+        )
     }
 
     /// The key of a file whose path below the spool directory is `relative`.

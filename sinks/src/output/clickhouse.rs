@@ -180,17 +180,10 @@ pub struct Client {
 impl ClickHouseOutput {
     /// The spool directory of this output under the spool root: one per server and database.
     pub fn spool_dir(&self, spool: &Path) -> PathBuf {
-        let name: String = format!("clickhouse_{}_{}_{}", self.host, self.port, self.database)
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        spool.join(name)
+        super::spool::destination_dir(
+            spool,
+            &format!("clickhouse_{}_{}_{}", self.host, self.port, self.database),
+        )
     }
 
     /// A client of this output, with the credentials of the environment.

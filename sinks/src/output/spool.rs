@@ -66,6 +66,23 @@ impl SpooledFile {
     }
 }
 
+/// The spool directory of one destination under the spool root, named by `destination`
+/// (its characters outside `[A-Za-z0-9._-]` become `_`), so that files left for one
+/// destination never go to another.
+pub fn destination_dir(spool: &Path, destination: &str) -> PathBuf {
+    let name: String = destination
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    spool.join(name)
+}
+
 /// The published files under `spool_dir` (left by an earlier run: a crash or an outage), oldest
 /// name first within a table; temporary files are not published and are not listed.
 pub fn published_files(spool_dir: &Path) -> std::io::Result<Vec<SpooledFile>> {
