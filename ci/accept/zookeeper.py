@@ -39,6 +39,15 @@ def zookeeper_server_pid():
     return pid
 
 
+def outcome(op, status, error):
+    """A record's outcome, named as zk_load.py counts it."""
+    if status == "ok":
+        return "Ok"
+    if op == "multi" and status == "error":
+        return "Ok(multi failed)"  # kazoo: header ok, the failure is in the sub-results
+    return error or status
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--l7tap", required=True)
@@ -78,13 +87,6 @@ def main():
 
     # 1. The workload's sessions: client side by its pid, server side by client address.
     kazoo_addrs = {r[2] for r in rows if r[0] == "client" and r[7] == load.pid}
-
-    def outcome(op, status, error):
-        if status == "ok":
-            return "Ok"
-        if op == "multi" and status == "error":
-            return "Ok(multi failed)"  # kazoo: header ok, the failure is in the sub-results
-        return error or status
 
     expected = {(op, o): n for op, by in sent["by_op_and_error"].items() for o, n in by.items()}
     for side in ("client", "server"):

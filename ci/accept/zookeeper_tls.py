@@ -22,17 +22,9 @@ import argparse, collections, json, subprocess, sys, time
 import duckdb
 
 from common import ROOT, Capture, secret_reached_output, verdict
+from zookeeper import outcome
 
 TLS_PORT = 2281
-
-
-def outcome(op, status, error):
-    """A record's outcome, named as zk_load.py counts it."""
-    if status == "ok":
-        return "Ok"
-    if op == "multi" and status == "error":
-        return "Ok(multi failed)"  # kazoo: header ok, the failure is in the sub-results
-    return error or status
 
 
 def main():
