@@ -48,15 +48,20 @@ static __always_inline struct l7_data_event *scratch_event(void)
 	return bpf_map_lookup_elem(&scratch, &zero);
 }
 
-/* Sends one event to user space; failures are counted here, never silent. */
-static __always_inline void output(void *ctx, void *data, __u64 size, __u64 payload)
+/* Sends one event to user space; failures are counted here, never silent.
+ *
+ * Ring buffer: no wakeup per event (a self-interrupt inside the traced syscall); the reader
+ * polls every few milliseconds and is woken early once the buffer fills up, or at once for
+ * an event with `wake_reader` (a new connection: user space reads the process's identity
+ * from /proc while the process is still there). */
+static __always_inline void output(void *ctx, void *data, __u64 size, __u64 payload,
+				   int wake_reader)
 {
 	long err;
 	if (transport == L7_TRANSPORT_RINGBUF)
-		/* No wakeup per event (a self-interrupt inside the traced syscall): the reader
-		 * polls every few milliseconds; it is woken only once the buffer fills up. */
 		err = bpf_ringbuf_output(&ring, data, size,
-					 bpf_ringbuf_query(&ring, BPF_RB_AVAIL_DATA) > ring_wakeup_bytes
+					 wake_reader || bpf_ringbuf_query(&ring, BPF_RB_AVAIL_DATA) >
+								ring_wakeup_bytes
 						 ? BPF_RB_FORCE_WAKEUP
 						 : BPF_RB_NO_WAKEUP);
 	else
@@ -85,7 +90,7 @@ static __always_inline void emit_close(void *ctx, struct l7_conn_id *conn, __u8 
 	ev.kind = L7_EVENT_CLOSE;
 	ev.protocol = protocol;
 	ev.role = role;
-	output(ctx, &ev, sizeof(ev), 0);
+	output(ctx, &ev, sizeof(ev), 0, 0);
 }
 
 /* The open event of a connection just classified: `hdr` names it (its ts_ns is the
@@ -119,7 +124,7 @@ static __always_inline void emit_open(void *ctx, const struct l7_event_header *h
 		BPF_CORE_READ_INTO(&ev.local_addr, s, __sk_common.skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO(&ev.remote_addr, s, __sk_common.skc_v6_daddr);
 	}
-	output(ctx, &ev, sizeof(ev), 0);
+	output(ctx, &ev, sizeof(ev), 0, 1);
 }
 
 /* ---------------------------------------------------------------- data events */
@@ -132,7 +137,7 @@ static __always_inline void send_data(void *ctx, struct l7_data_event *ev, __u32
 	barrier_var(size);
 	if (size > sizeof(*ev))
 		size = sizeof(*ev);
-	output(ctx, ev, size, captured);
+	output(ctx, ev, size, captured, 0);
 }
 
 /* Data events for `len` bytes at `base`: the first `limit` bytes (the connection's capture
@@ -321,7 +326,7 @@ static __always_inline void emit_data(void *ctx, const struct l7_event_header *h
 		ev->total = left;
 		ev->captured = 0;
 		ev->segment = MAX_SEGMENTS;
-		output(ctx, ev, offsetof(struct l7_data_event, payload), 0);
+		output(ctx, ev, offsetof(struct l7_data_event, payload), 0, 0);
 	}
 }
 
@@ -343,7 +348,7 @@ static __always_inline void emit_prefix(void *ctx, const struct l7_event_header 
 	ev->payload[1] = value >> 16;
 	ev->payload[2] = value >> 8;
 	ev->payload[3] = value;
-	output(ctx, ev, offsetof(struct l7_data_event, payload) + 4, 4);
+	output(ctx, ev, offsetof(struct l7_data_event, payload) + 4, 4, 0);
 }
 
 #endif

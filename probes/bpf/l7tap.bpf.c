@@ -3,8 +3,9 @@
  * native or ZooKeeper on their first bytes and send only those connections' payloads to
  * user space.
  *
- * Cost model: a syscall on an fd that is not (or no longer) interesting costs one hash
- * lookup at enter and one at exit, with no copy and no event. Only the first sight of an
+ * Cost model: a data syscall is traced at its exit only. One that moved nothing costs a
+ * lookup of the thread's TLS call; one on an fd that is not (or no longer) interesting
+ * costs one hash lookup more, with no copy and no event. Only the first sight of an
  * fd walks task->files to learn whether it is a TCP socket, and only unclassified TCP
  * sockets get their first bytes inspected, a bounded number of times.
  *
@@ -23,13 +24,11 @@
 char LICENSE[] SEC("license") = "GPL";
 
 /* SYSCALL_SELF_CONNECT: a connect(2) of l7tap itself, whose local end self.h records. */
-enum syscall_kind { SYSCALL_DATA = 0, SYSCALL_CONNECT = 1, SYSCALL_SELF_CONNECT = 2 };
+enum syscall_kind { SYSCALL_CONNECT = 1, SYSCALL_SELF_CONNECT = 2 };
 
-/* A syscall's arguments, from its enter to its exit. */
+/* A connect(2)'s arguments, from its enter to its exit. */
 struct syscall_args {
 	__u64 key;
-	struct user_payload src; /* for SYSCALL_DATA */
-	__u8 direction;
 	__u8 kind;
 };
 
@@ -40,91 +39,106 @@ struct {
 	__type(value, struct syscall_args);
 } inflight SEC(".maps");
 
-/* ---------------------------------------------------------------- syscall enter */
+/* ---------------------------------------------------------------- data syscalls
+ *
+ * The data syscalls (read, write, sendto, recvfrom, readv, writev, recvmsg, sendmsg) are
+ * traced at their exit only: the exit knows the byte count, and reads the arguments back
+ * from the registers the syscall entry saved (they are the caller's and stay unchanged but
+ * for the return value). An enter program would double the programs run on every traced
+ * syscall on the host and need a map write and delete per call to carry the arguments. */
 
-static __always_inline int enter_data(long fd_arg, __u64 buf, __u32 iovcnt, __u8 direction)
+/* x86-64 syscall numbers (the probes are built for x86 only: build.rs, __TARGET_ARCH_x86). */
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+
+/* What a data syscall moved, and where: fd, the user buffer or iovec array, direction. */
+struct data_call {
+	long fd;
+	struct user_payload src;
+	__u8 direction;
+};
+
+/* The data syscall `nr`'s arguments, read back from the current task's saved user registers;
+ * 0 if `nr` is not a data syscall or they cannot be read. */
+static __always_inline int data_call_args(long nr, struct data_call *call)
+{
+	/* A trusted kernel pointer: its fields are read by plain loads, no helper call. */
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	call->fd = PT_REGS_PARM1_SYSCALL(regs);
+	__u64 arg2 = PT_REGS_PARM2_SYSCALL(regs);
+	switch (nr) {
+	case NR_WRITE:
+	case NR_SENDTO:
+		call->direction = L7_DIR_EGRESS;
+		call->src.addr = arg2;
+		return 1;
+	case NR_READ:
+	case NR_RECVFROM:
+		call->direction = L7_DIR_INGRESS;
+		call->src.addr = arg2;
+		return 1;
+	case NR_WRITEV:
+	case NR_READV:
+		call->direction = nr == NR_WRITEV ? L7_DIR_EGRESS : L7_DIR_INGRESS;
+		call->src.addr = arg2;
+		call->src.iovcnt = PT_REGS_PARM3_SYSCALL(regs);
+		return call->src.iovcnt != 0;
+	case NR_SENDMSG:
+	case NR_RECVMSG: {
+		/* The kernel writes back only the msghdr's lengths and flags: msg_iov is the
+		 * caller's. */
+		struct user_msghdr msg = {};
+		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)arg2))
+			return 0;
+		call->direction = nr == NR_SENDMSG ? L7_DIR_EGRESS : L7_DIR_INGRESS;
+		call->src.addr = (__u64)msg.msg_iov;
+		call->src.iovcnt = msg.msg_iovlen;
+		return call->src.iovcnt != 0;
+	}
+	default:
+		return 0;
+	}
+}
+
+/* One program for the exits of every data syscall: their tracepoints share one context
+ * layout, so the loader attaches this program to each of them. The verifier then checks it
+ * once, not eight times (about 0.5 s each). */
+SEC("tracepoint/syscalls/sys_exit_read")
+int exit_data_syscall(struct trace_event_raw_sys_exit *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
-	if (tgid == self_tgid || fd_arg < 0)
+	__u32 tid = id;
+	if (tgid == self_tgid)
 		return 0;
-	__u32 fd = fd_arg;
+	long ret = ctx->ret;
+	/* A call that moved nothing matters only inside a TLS library call (tls.h): it still
+	 * names the call's connection (a non-blocking read that would block). */
+	if (ret <= 0 && !tls_call_of(tid))
+		return 0;
+	struct data_call call = {};
+	if (!data_call_args(ctx->id, &call) || call.fd < 0)
+		return 0;
+	__u32 fd = call.fd;
 	__u64 key = conn_key(tgid, fd);
 	struct conn_state *c = conn_tcp(key, fd);
 	if (!c)
 		return 0;
-	__u32 tid = id;
 	/* Inside a TLS library call: this socket is the call's connection (tls.h). */
 	tls_call_saw_fd(tid, c, fd);
-	if (c->ignored || c->tls)
-		return 0; /* given up, or ciphertext: no payload */
-	struct syscall_args args = {
-		.key = key, .src = { .addr = buf, .iovcnt = iovcnt }, .direction = direction,
-		.kind = SYSCALL_DATA,
-	};
-	bpf_map_update_elem(&inflight, &tid, &args, BPF_ANY);
+	if (ret <= 0 || c->ignored || c->tls)
+		return 0; /* nothing moved, given up, or ciphertext: no payload */
+	on_payload(ctx, c, key, call.direction, &call.src, ret, bpf_ktime_get_ns());
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_write")
-int enter_write(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_data(ctx->args[0], ctx->args[1], 0, L7_DIR_EGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_enter_read")
-int enter_read(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_data(ctx->args[0], ctx->args[1], 0, L7_DIR_INGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int enter_sendto(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_data(ctx->args[0], ctx->args[1], 0, L7_DIR_EGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_data(ctx->args[0], ctx->args[1], 0, L7_DIR_INGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_enter_writev")
-int enter_writev(struct trace_event_raw_sys_enter *ctx)
-{
-	__u32 n = ctx->args[2];
-	return n ? enter_data(ctx->args[0], ctx->args[1], n, L7_DIR_EGRESS) : 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_readv")
-int enter_readv(struct trace_event_raw_sys_enter *ctx)
-{
-	__u32 n = ctx->args[2];
-	return n ? enter_data(ctx->args[0], ctx->args[1], n, L7_DIR_INGRESS) : 0;
-}
-
-static __always_inline int enter_msg(long fd, __u64 msg_ptr, __u8 direction)
-{
-	struct user_msghdr msg = {};
-	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)msg_ptr))
-		return 0;
-	if (!msg.msg_iovlen)
-		return 0;
-	return enter_data(fd, (__u64)msg.msg_iov, msg.msg_iovlen, direction);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_msg(ctx->args[0], ctx->args[1], L7_DIR_EGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_msg(ctx->args[0], ctx->args[1], L7_DIR_INGRESS);
-}
+/* ---------------------------------------------------------------- connection lifecycle */
 
 SEC("tracepoint/syscalls/sys_enter_connect")
 int enter_connect(struct trace_event_raw_sys_enter *ctx)
@@ -154,33 +168,6 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	conn_close_fd(ctx, tgid, fd);
 	return 0;
 }
-
-/* ---------------------------------------------------------------- syscall exit */
-
-static __always_inline int exit_data(void *ctx, long ret)
-{
-	__u32 tid = bpf_get_current_pid_tgid();
-	struct syscall_args *found = bpf_map_lookup_elem(&inflight, &tid);
-	if (!found)
-		return 0;
-	struct syscall_args args = *found;
-	bpf_map_delete_elem(&inflight, &tid);
-	if (ret <= 0 || args.kind != SYSCALL_DATA)
-		return 0;
-	struct conn_state *c = bpf_map_lookup_elem(&conns, &args.key);
-	if (!c || c->ignored || c->tls)
-		return 0;
-	on_payload(ctx, c, args.key, args.direction, &args.src, ret, bpf_ktime_get_ns());
-	return 0;
-}
-
-/* One program for the exits of every data syscall (write, read, sendto, recvfrom, writev,
- * readv, sendmsg, recvmsg): their tracepoints share one context layout, so the loader
- * attaches this program to each of them. The verifier then checks it once, not eight times
- * (about 0.5 s each). */
-SEC("tracepoint/syscalls/sys_exit_read")
-int exit_data_syscall(struct trace_event_raw_sys_exit *ctx) { return exit_data(ctx, ctx->ret); }
-/* ---------------------------------------------------------------- connection lifecycle */
 
 SEC("tracepoint/syscalls/sys_exit_connect")
 int exit_connect(struct trace_event_raw_sys_exit *ctx)

@@ -4,7 +4,7 @@
  * the plaintext to on_payload, on the connection the call used.
  *
  * Which connection: the fd of the first TCP socket syscall (read/write/sendmsg/...) the
- * thread makes inside the call (the syscall enter programs report it, tls_call_saw_fd), as
+ * thread makes inside the call (the data syscalls' exit program reports it, tls_call_saw_fd), as
  * Pixie does; the SSL object remembers it (`tls_fds`) for calls that need no syscall (a
  * read served from the library's buffer). Reading the fd out of the SSL struct's BIO would
  * need per-version offsets. The loader attaches these programs where the symbols are
@@ -45,6 +45,12 @@ struct {
 	__type(key, struct tls_ssl_key);
 	__type(value, __s32); /* fd */
 } tls_fds SEC(".maps");
+
+/* Whether thread `tid` is inside a TLS library call. */
+static __always_inline int tls_call_of(__u32 tid)
+{
+	return bpf_map_lookup_elem(&tls_calls, &tid) != 0;
+}
 
 /* A socket syscall of thread `tid` on the connection `c` (fd `fd`): if the thread is inside
  * a TLS library call, that call's connection is this one, and it is encrypted. */

@@ -33,21 +33,13 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/l7
 /// Every program in the object and the tracepoints it attaches to (a program named more than
 /// once is loaded once and attached to each).
 pub const PROGRAMS: &[(&str, &str, &str)] = &[
-    ("enter_write", "syscalls", "sys_enter_write"),
     ("exit_data_syscall", "syscalls", "sys_exit_write"),
-    ("enter_read", "syscalls", "sys_enter_read"),
     ("exit_data_syscall", "syscalls", "sys_exit_read"),
-    ("enter_sendto", "syscalls", "sys_enter_sendto"),
     ("exit_data_syscall", "syscalls", "sys_exit_sendto"),
-    ("enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
     ("exit_data_syscall", "syscalls", "sys_exit_recvfrom"),
-    ("enter_writev", "syscalls", "sys_enter_writev"),
     ("exit_data_syscall", "syscalls", "sys_exit_writev"),
-    ("enter_readv", "syscalls", "sys_enter_readv"),
     ("exit_data_syscall", "syscalls", "sys_exit_readv"),
-    ("enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
     ("exit_data_syscall", "syscalls", "sys_exit_sendmsg"),
-    ("enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
     ("exit_data_syscall", "syscalls", "sys_exit_recvmsg"),
     ("enter_connect", "syscalls", "sys_enter_connect"),
     ("exit_connect", "syscalls", "sys_exit_connect"),
