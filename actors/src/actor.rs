@@ -183,7 +183,7 @@ impl RecordCounts {
 }
 
 /// A partial batch is sent once the watermark has moved this far (event time) since the last
-/// one, not at every watermark: watermarks come every 1-2 ms, and a message per watermark
+/// one, not at every watermark: watermarks come every few milliseconds, and a message per watermark
 /// (a wakeup of the output thread each) cost more than parsing the requests it carried. The
 /// sink writes once a second, so the delay is not seen in the output.
 const BATCH_DELAY_NS: u64 = 200_000_000;

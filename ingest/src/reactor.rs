@@ -19,7 +19,10 @@ use crate::{monotonic_ns, Router};
 pub const WATERMARK_SLACK_NS: u64 = 5_000_000;
 
 /// The ring buffer does not wake the reader per event: this bounds how late events are read.
-const POLL_TIMEOUT: Duration = Duration::from_millis(2);
+/// A new connection's open event wakes the reader at once (its process's identity is read
+/// from /proc while the process is still there), so this only delays data, by at most
+/// 10 ms: every sweep costs a wakeup of the reactor and of the actors it feeds.
+const POLL_TIMEOUT: Duration = Duration::from_millis(10);
 const TICK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]

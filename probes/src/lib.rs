@@ -66,8 +66,8 @@ pub enum Transport {
     /// syscall.
     PerfArray,
     /// One BPF ring buffer shared by all CPUs: events are written without a wakeup and the
-    /// reader polls every few milliseconds, woken early only when the buffer is a quarter
-    /// full.
+    /// reader polls every few milliseconds, woken early only by a new connection's open
+    /// event or when the buffer is a quarter full.
     RingBuf,
 }
 
