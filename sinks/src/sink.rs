@@ -75,8 +75,8 @@ pub struct SinkConfig {
     pub redact_queries: bool,
     /// zstd level (default 1: fast; 3 compresses about 10 % better at half the speed).
     pub zstd_level: i32,
-    /// Parquet 2 features (default true): data pages v2 and DELTA_BINARY_PACKED /
-    /// DELTA_BYTE_ARRAY for columns that are not dictionary-encoded: 14 % faster and 14 %
+    /// Parquet 2 features (default true): data pages v2 and DELTA_BINARY_PACKED for integer
+    /// columns that are not dictionary-encoded (text stays PLAIN): 14 % faster and 14 %
     /// smaller than format 1 (data pages v1, PLAIN). Every current reader handles them (Spark
     /// ≥ 3.3, DuckDB, pyarrow, ClickHouse, Trino); set false for older ones.
     pub parquet_2: bool,

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::schema::types::ColumnPath;
@@ -124,9 +124,17 @@ fn wants_statistics(spec: &ColumnSpec) -> bool {
     )
 }
 
+/// Text and binary columns without a dictionary (query text, query ids, error messages, `hdr`)
+/// are PLAIN rather than Parquet 2's DELTA_BYTE_ARRAY: their values share little prefix (ids
+/// are random), so zstd over PLAIN is as small, without the per-value prefix search and the
+/// two delta-packed length streams.
+fn plain_encoded(spec: &ColumnSpec) -> bool {
+    !spec.dictionary && matches!(spec.column_type, ColumnType::Utf8 | ColumnType::Binary)
+}
+
 /// Parquet writer properties for a table: zstd, dictionary encoding only for the columns the
-/// schema marks low-cardinality, page statistics, the table's key-value metadata with the host
-/// and run id.
+/// schema marks low-cardinality, PLAIN text without one ([`plain_encoded`]), page statistics, the
+/// table's key-value metadata with the host and run id.
 pub fn writer_properties(table: Table, settings: &TableSettings) -> WriterProperties {
     let zstd = ZstdLevel::try_new(settings.zstd_level).unwrap_or_default();
     let mut metadata: Vec<KeyValue> = table
@@ -165,6 +173,9 @@ pub fn writer_properties(table: Table, settings: &TableSettings) -> WriterProper
         }
         if spec.dictionary {
             builder = builder.set_column_dictionary_enabled(ColumnPath::from(spec.name), true);
+        }
+        if plain_encoded(spec) {
+            builder = builder.set_column_encoding(ColumnPath::from(spec.name), Encoding::PLAIN);
         }
         if spec.name == "ts" || spec.name == "window_start" {
             builder = builder.set_column_statistics_enabled(
