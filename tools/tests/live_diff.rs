@@ -85,16 +85,25 @@ fn capture_pair(dir: &Path, index: usize) -> [PathBuf; 2] {
     let go = dir.join(format!("go-{index}"));
     let mut loads = Vec::new();
     let mut captures = Vec::new();
-    for side in ["a", "b"] {
+    for (side_index, side) in ["a", "b"].into_iter().enumerate() {
+        // Poisson arrivals, a seed of their own per load, side and pair (see the module doc).
+        let seed = 4 * index + 2 * side_index;
         let ch = load_waiting_for(
             &go,
             "ci/load/ch_load.py",
-            &format!("--persistent-idle --clients 2 --interval 0.02 --port 9000 --duration {LOAD_SECONDS}"),
+            &format!(
+                "--persistent-idle --arrivals poisson --seed {seed} --clients 2 --interval 0.02 \
+                 --port 9000 --duration {LOAD_SECONDS}"
+            ),
         );
         let zk = load_waiting_for(
             &go,
             "ci/load/zk_load.py",
-            &format!("--persistent-idle --clients 2 --interval 0.01 --duration {LOAD_SECONDS}"),
+            &format!(
+                "--persistent-idle --arrivals poisson --seed {} --clients 2 --interval 0.01 \
+                 --duration {LOAD_SECONDS}",
+                seed + 1
+            ),
         );
         captures.push(start_capture(
             dir,
