@@ -12,6 +12,7 @@ the server's system.query_log rows of one run can be selected exactly.
     ci/load/ch_load.py --queries 2000 --clients 4 --mix mixed --compression mixed
     ci/load/ch_load.py --duration 30 --clients 8 --mix select1 --port 9000,9001
     ci/load/ch_load.py --persistent-idle --clients 4 --duration 60 --ready-file /tmp/ready
+    ci/load/ch_load.py --persistent-idle --clients 2 --interval 0.02 --arrivals poisson --seed 7
 
 Mix `mixed` (the acceptance workload; needs `ci/testbed.sh schema`): SELECTs, INSERTs into the
 ReplicatedMergeTree l7tap.events_local and the plain MergeTree l7tap.plain, SELECTs and
@@ -268,6 +269,9 @@ def main():
                     help="open the connections, one query each, then one query per --interval "
                          "on every connection until --duration (default: until SIGTERM)")
     ap.add_argument("--interval", type=float, default=1.0)
+    ap.add_argument("--arrivals", default="fixed", choices=["fixed", "poisson"],
+                    help="--persistent-idle: one query every --interval exactly, or at random "
+                         "(exponential gaps of mean --interval, from --seed and the connection)")
     ap.add_argument("--ready-file", help="touched once every connection has run its first query")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--query-id-prefix", help="default: l7load-<random>")
@@ -295,9 +299,16 @@ def main():
               file=sys.stderr)
 
         def idle_worker(c):
+            # Poisson: exponential gaps, a stream per connection. Two copies of this load
+            # started at once with fixed periods keep one phase for the whole run, one copy
+            # always meeting the other's work.
+            arrivals = random.Random(f"arrivals-{args.seed}-{c.idx}")
             nxt = time.monotonic()
             while not stop.is_set():
-                nxt += args.interval
+                if args.arrivals == "poisson":
+                    nxt += arrivals.expovariate(1.0 / args.interval)
+                else:
+                    nxt += args.interval
                 if deadline and nxt >= deadline:
                     break
                 if stop.wait(max(0.0, nxt - time.monotonic())):

@@ -14,6 +14,7 @@ Progress and warnings go to stderr.
     ci/load/zk_load.py --ops 500 --clients 2
     ci/load/zk_load.py --ops 600 --hosts 127.0.0.1:2281 --use-ssl
     ci/load/zk_load.py --persistent-idle --clients 4 --duration 60 --ready-file /tmp/ready
+    ci/load/zk_load.py --persistent-idle --clients 2 --interval 0.01 --arrivals poisson --seed 7
 
 One "group" of 30 pipelined requests per znode pair (ZooKeeper answers a session's requests in
 order, so every outcome is known in advance):
@@ -38,6 +39,7 @@ import datetime
 import json
 import logging
 import os
+import random
 import signal
 import struct
 import sys
@@ -359,6 +361,11 @@ def main():
                     help="open the sessions, one getData each, then one getData per --interval "
                          "per session until --duration (default: until SIGTERM)")
     ap.add_argument("--interval", type=float, default=1.0)
+    ap.add_argument("--arrivals", default="fixed", choices=["fixed", "poisson"],
+                    help="--persistent-idle: every session's getData every --interval exactly, "
+                         "or each session's at random (exponential gaps of mean --interval, "
+                         "from --seed and the session)")
+    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--duration", type=float)
     ap.add_argument("--ready-file")
     args = ap.parse_args()
@@ -387,15 +394,28 @@ def main():
         print(f"zk_load: {len(sessions)} sessions open, getData every {args.interval}s",
               file=sys.stderr)
         deadline = t0 + args.duration if args.duration else None
-        nxt = time.monotonic()
+        # Poisson: each session its own stream of exponential gaps. Two copies of this load
+        # started at once with fixed periods keep one phase for the whole run, one copy always
+        # meeting the other's work.
+        rngs = [random.Random(f"arrivals-{args.seed}-{s.idx}") for s in sessions]
+
+        def gap(i):
+            if args.arrivals == "poisson":
+                return rngs[i].expovariate(1.0 / args.interval)
+            return args.interval
+
+        now = time.monotonic()
+        due = [now + gap(i) for i in range(len(sessions))]
         while not stop.is_set():
-            nxt += args.interval
+            nxt = min(due)
             if deadline and nxt >= deadline:
                 break
             if stop.wait(max(0.0, nxt - time.monotonic())):
                 break
-            for s in sessions:
-                s.issue("getData", lambda s=s: s.zk.get_async("/zookeeper"))
+            for i, s in enumerate(sessions):
+                if due[i] == nxt:  # fixed: every session on the same tick
+                    s.issue("getData", lambda s=s: s.zk.get_async("/zookeeper"))
+                    due[i] += gap(i)
         for s in sessions:
             s.drain()
     else:
