@@ -126,10 +126,10 @@ impl SinkConfig {
     }
 }
 
-/// `host` made safe for a file name.
-pub fn sanitize_host(host: &str) -> String {
-    let cleaned: String = host
-        .chars()
+/// `text` with its characters outside `[A-Za-z0-9._-]` replaced by `_`: safe as a file name
+/// (or one component of a path).
+pub fn file_name_safe(text: &str) -> String {
+    text.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
                 c
@@ -137,7 +137,12 @@ pub fn sanitize_host(host: &str) -> String {
                 '_'
             }
         })
-        .collect();
+        .collect()
+}
+
+/// `host` made safe for a file name.
+pub fn sanitize_host(host: &str) -> String {
+    let cleaned = file_name_safe(host);
     if cleaned.is_empty() {
         "localhost".to_string()
     } else {

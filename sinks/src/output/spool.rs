@@ -70,17 +70,7 @@ impl SpooledFile {
 /// (its characters outside `[A-Za-z0-9._-]` become `_`), so that files left for one
 /// destination never go to another.
 pub fn destination_dir(spool: &Path, destination: &str) -> PathBuf {
-    let name: String = destination
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    spool.join(name)
+    spool.join(crate::sink::file_name_safe(destination))
 }
 
 /// The published files under `spool_dir` (left by an earlier run: a crash or an outage), oldest
