@@ -23,6 +23,7 @@ pub mod recording;
 pub mod replay;
 pub mod ring;
 mod router;
+mod sock_diag;
 
 pub use frame::Tag;
 pub use router::{Router, RouterStats};

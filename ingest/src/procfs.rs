@@ -3,7 +3,7 @@
 //! client exits within milliseconds, so it is read at once, and a long-lived one only once.
 use std::collections::HashMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What `/proc` showed of one process.
@@ -94,19 +94,48 @@ impl ProcFs {
         if inodes.is_empty() {
             return Vec::new();
         }
-        let mut ports: Vec<u16> = ["net/tcp", "net/tcp6"]
-            .iter()
-            .filter_map(|table| fs::read_to_string(dir.join(table)).ok())
-            .flat_map(|table| {
-                listening_sockets(&table)
-                    .filter(|(inode, _)| inodes.contains(inode))
-                    .map(|(_, port)| port)
-                    .collect::<Vec<_>>()
-            })
+        let mut ports: Vec<u16> = self
+            .listening_sockets(pid)
+            .into_iter()
+            .filter(|(inode, _)| inodes.contains(inode))
+            .map(|(_, port)| port)
             .collect();
         ports.sort_unstable();
         ports.dedup();
         ports
+    }
+}
+
+impl ProcFs {
+    /// (inode, port) of the TCP sockets listening in the network namespace of `pid`: from a
+    /// sock_diag dump when that is l7tap's own namespace of the live `/proc`, else (another
+    /// namespace, or the dump refused) from the namespace's `/proc/PID/net/tcp{,6}`.
+    fn listening_sockets(&self, pid: u32) -> Vec<(u64, u16)> {
+        if self.shares_network_namespace(pid) {
+            let dumped: std::io::Result<Vec<_>> = [libc::AF_INET, libc::AF_INET6]
+                .into_iter()
+                .map(crate::sock_diag::listening_sockets)
+                .collect();
+            if let Ok(tables) = dumped {
+                return tables.into_iter().flatten().collect();
+            }
+        }
+        let dir = self.root.join(pid.to_string());
+        ["net/tcp", "net/tcp6"]
+            .iter()
+            .filter_map(|table| fs::read_to_string(dir.join(table)).ok())
+            .flat_map(|table| listening_sockets(&table).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// `pid` is in l7tap's network namespace, and this is the live `/proc`.
+    fn shares_network_namespace(&self, pid: u32) -> bool {
+        if self.root != Path::new("/proc") {
+            return false;
+        }
+        let theirs = fs::read_link(self.root.join(pid.to_string()).join("ns/net"));
+        let ours = fs::read_link("/proc/self/ns/net");
+        matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
     }
 }
 
