@@ -9,11 +9,14 @@
 //! a new file is found by the next scan ([`TlsScanner::scan`], new processes only).
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{Read, Seek};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use memchr::memmem;
+use object::elf;
+use object::read::elf::{FileHeader, SectionHeader};
 use object::read::ReadCache;
-use object::{Object, ObjectSection, ObjectSymbol, ReadRef};
+use object::{Endianness, Object, ObjectSection, ObjectSymbol, ReadRef};
 
 use crate::go_tls::{self, GoBinary, GoFunction};
 
@@ -393,20 +396,162 @@ pub fn examine_file(path: &Path) -> Result<Examined, String> {
     examine_stream(file)
 }
 
+/// Bytes of a string table read at once when searching it for the attach points' names.
+const STRING_TABLE_CHUNK: usize = 1 << 20;
+
 /// [`examine_file`] on any seekable stream.
 fn examine_stream<S: Read + Seek>(stream: S) -> Result<Examined, String> {
-    examine_elf(&ReadCache::new(stream))
+    examine_stream_in_chunks(stream, STRING_TABLE_CHUNK)
+}
+
+/// [`examine_stream`], reading string tables `chunk` bytes at a time.
+///
+/// Walking the symbols reads each name with its own seek and read (tens of thousands for a
+/// binary built with debug information), and almost no file defines an attach point: the
+/// string tables of the symbol tables are searched for the names first, and a file whose
+/// tables hold none is examined without the walk.
+fn examine_stream_in_chunks<S: Read + Seek>(
+    mut stream: S,
+    chunk: usize,
+) -> Result<Examined, String> {
+    let names_held = match symbol_string_tables(&ReadCache::new(&mut stream)) {
+        // Not an ELF file whose sections can be read: `examine_elf` says why.
+        None => true,
+        // A read error: the walk reads what it can, as without the search.
+        Some(tables) => strings_hold_attach_point_name(&mut stream, &tables, chunk).unwrap_or(true),
+    };
+    let data = ReadCache::new(stream);
+    if names_held {
+        examine_elf(&data)
+    } else {
+        examine_elf_without_attach_points(&data)
+    }
+}
+
+/// The file ranges (offset, size) of the string tables that the symbol tables (`.symtab`,
+/// `.dynsym`) name their symbols in, as the section headers give them; `None` if the file
+/// is not ELF or its section headers cannot be read.
+fn symbol_string_tables<'data, R: ReadRef<'data>>(data: R) -> Option<Vec<(u64, u64)>> {
+    match object::FileKind::parse(data).ok()? {
+        object::FileKind::Elf32 => {
+            elf_symbol_string_tables::<elf::FileHeader32<Endianness>, R>(data)
+        }
+        object::FileKind::Elf64 => {
+            elf_symbol_string_tables::<elf::FileHeader64<Endianness>, R>(data)
+        }
+        _not_elf => None,
+    }
+}
+
+fn elf_symbol_string_tables<'data, Elf, R>(data: R) -> Option<Vec<(u64, u64)>>
+where
+    Elf: FileHeader<Endian = Endianness>,
+    R: ReadRef<'data>,
+{
+    let header = Elf::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    let sections = header.sections(endian, data).ok()?;
+    let mut tables: Vec<(u64, u64)> = sections
+        .iter()
+        .filter(|s| matches!(s.sh_type(endian), elf::SHT_SYMTAB | elf::SHT_DYNSYM))
+        .filter_map(|s| sections.section(s.link(endian)).ok())
+        .filter_map(|strings| strings.file_range(endian))
+        .collect();
+    tables.sort_unstable();
+    tables.dedup();
+    Some(tables)
+}
+
+/// Whether a string table among `tables` (file ranges) holds an attach point's name ended
+/// by a NUL or by a version (`SSL_read@@OPENSSL_3.0.0`), as a symbol named so needs.
+///
+/// Reads `chunk` bytes at a time, keeping the longest name's length of the chunk before so
+/// that a name across two chunks is found; only what lies in the file is read, whatever
+/// size the section header gives.
+fn strings_hold_attach_point_name<S: Read + Seek>(
+    stream: &mut S,
+    tables: &[(u64, u64)],
+    chunk: usize,
+) -> std::io::Result<bool> {
+    let names: Vec<memmem::Finder<'static>> = TLS_ATTACH_POINTS
+        .iter()
+        .map(|p| memmem::Finder::new(p.symbol.as_bytes()))
+        .collect();
+    let longest = TLS_ATTACH_POINTS
+        .iter()
+        .map(|p| p.symbol.len())
+        .max()
+        .unwrap_or(0);
+    let chunk = chunk.max(1) as u64;
+    let file_len = stream.seek(SeekFrom::End(0))?;
+    let mut window = Vec::new();
+    for &(offset, size) in tables {
+        let end = offset.saturating_add(size).min(file_len);
+        if offset >= end {
+            continue;
+        }
+        stream.seek(SeekFrom::Start(offset))?;
+        window.clear();
+        let mut at = offset;
+        while at < end {
+            let read = (end - at).min(chunk);
+            let kept = window.len();
+            // `read` is at most `chunk`, a usize.
+            window.resize(kept + read as usize, 0);
+            stream.read_exact(&mut window[kept..])?;
+            at += read;
+            let held = names.iter().any(|name| {
+                name.find_iter(&window)
+                    .any(|found| matches!(window.get(found + name.needle().len()), Some(0 | b'@')))
+            });
+            if held {
+                return Ok(true);
+            }
+            window.drain(..window.len().saturating_sub(longest));
+        }
+    }
+    Ok(false)
+}
+
+/// The ELF image in `data`.
+fn parse_elf<'data, R: ReadRef<'data>>(data: R) -> Result<object::File<'data, R>, String> {
+    let magic = data.read_bytes_at(0, 4).unwrap_or_default();
+    if magic != b"\x7fELF" {
+        return Err("not an ELF file".into());
+    }
+    object::File::parse(data).map_err(|e| e.to_string())
+}
+
+/// What [`examine_elf`] finds in an ELF image none of whose symbols is named as an attach
+/// point, without walking the symbols.
+fn examine_elf_without_attach_points<'data, R: ReadRef<'data>>(
+    data: R,
+) -> Result<Examined, String> {
+    let file = parse_elf(data)?;
+    Ok(Examined {
+        symbols: Vec::new(),
+        go: go_finding_without_attach_points(&file),
+    })
+}
+
+/// What an ELF image that defines no Go attach point is to the Go programs.
+fn go_finding_without_attach_points<'data, R: ReadRef<'data>>(
+    file: &object::File<'data, R>,
+) -> GoFinding {
+    if file.section_by_name(".symtab").is_some() {
+        return GoFinding::NotGo;
+    }
+    match go_tls::go_version(file) {
+        Ok(Some(_)) => GoFinding::WithoutSymbols,
+        Ok(None) | Err(_) => GoFinding::NotGo,
+    }
 }
 
 /// The attach points an ELF image defines (`.symtab` or `.dynsym`), at file offsets (the
 /// symbol's address translated through its section's address and file offset); for Go
 /// functions also their RET instructions, and what the Go programs need of the binary.
 pub fn examine_elf<'data, R: ReadRef<'data>>(data: R) -> Result<Examined, String> {
-    let magic = data.read_bytes_at(0, 4).unwrap_or_default();
-    if magic != b"\x7fELF" {
-        return Err("not an ELF file".into());
-    }
-    let file = object::File::parse(data).map_err(|e| e.to_string())?;
+    let file = parse_elf(data)?;
     // symbol -> (file offset, function, its code)
     let mut found: HashMap<&'static str, (u64, GoFunction, &[u8])> = HashMap::new();
     for symbol in file.symbols().chain(file.dynamic_symbols()) {
@@ -452,19 +597,15 @@ pub fn examine_elf<'data, R: ReadRef<'data>>(data: R) -> Result<Examined, String
         };
         found.insert(point.symbol, (within + section_offset, function, code));
     }
-    let version = go_tls::go_version(&file);
     let go_points: Vec<&'static str> = TLS_ATTACH_POINTS
         .iter()
         .filter(|p| p.library == TlsLibrary::GoCryptoTls && found.contains_key(p.symbol))
         .map(|p| p.symbol)
         .collect();
     let mut go = if go_points.is_empty() {
-        match version {
-            Ok(Some(_)) if file.section_by_name(".symtab").is_none() => GoFinding::WithoutSymbols,
-            _ => GoFinding::NotGo,
-        }
+        go_finding_without_attach_points(&file)
     } else {
-        match version.and_then(|v| go_tls::go_binary(&file, v)) {
+        match go_tls::go_version(&file).and_then(|v| go_tls::go_binary(&file, v)) {
             Ok(binary) => {
                 let address = |symbol| found.get(symbol).map_or(0, |f| f.1.address);
                 GoFinding::Attachable(binary, address(GO_TLS_WRITE), address(GO_TLS_READ))
@@ -557,16 +698,28 @@ mod tests {
         );
     }
 
-    /// Counts the bytes read through it.
+    /// Counts the bytes read through it, and the reads.
     struct CountingReader<R> {
         inner: R,
         read: u64,
+        reads: u64,
+    }
+
+    impl<R> CountingReader<R> {
+        fn new(inner: R) -> CountingReader<R> {
+            CountingReader {
+                inner,
+                read: 0,
+                reads: 0,
+            }
+        }
     }
 
     impl<R: Read> Read for CountingReader<R> {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
             let n = self.inner.read(buf)?;
             self.read += n as u64;
+            self.reads += 1;
             Ok(n)
         }
     }
@@ -579,10 +732,7 @@ mod tests {
 
     /// Bytes [`examine_stream`] reads of `path`, with what it found.
     fn bytes_read_to_examine(path: &Path) -> (u64, Examined) {
-        let mut reader = CountingReader {
-            inner: fs::File::open(path).unwrap(),
-            read: 0,
-        };
+        let mut reader = CountingReader::new(fs::File::open(path).unwrap());
         let found = examine_stream(&mut reader).unwrap();
         (reader.read, found)
     }
@@ -596,6 +746,142 @@ mod tests {
         let (read, found) = bytes_read_to_examine(&exe);
         assert_eq!(found.symbols, []);
         assert!(read > 0 && read < len / 4, "read {read} of {len} bytes");
+    }
+
+    /// A file whose string tables name no attach point is examined without walking its
+    /// symbols: this test binary (thousands of functions, each name one read in the walk)
+    /// takes a few dozen reads, and is found as the walk finds it.
+    #[test]
+    fn a_file_naming_no_attach_point_is_examined_without_the_symbol_walk() {
+        let exe = std::env::current_exe().unwrap();
+        let data = fs::read(&exe).unwrap();
+        let file = object::File::parse(&data[..]).unwrap();
+        // The walk reads the names of the functions defined.
+        let n_functions = file
+            .symbols()
+            .filter(|s| !s.is_undefined() && s.kind() == object::SymbolKind::Text)
+            .count();
+        assert!(n_functions > 5_000, "{n_functions} functions");
+        let mut reader = CountingReader::new(fs::File::open(&exe).unwrap());
+        let examined = examine_stream(&mut reader).unwrap();
+        assert_eq!(examined.symbols, []);
+        assert_eq!(examined.go, GoFinding::NotGo);
+        assert_eq!(examined, examine_elf(&data[..]).unwrap());
+        assert!(reader.reads < 100, "{} reads", reader.reads);
+        let mut walked = CountingReader::new(fs::File::open(&exe).unwrap());
+        assert_eq!(examine_elf(&ReadCache::new(&mut walked)).unwrap(), examined);
+        assert!(walked.reads >= n_functions as u64, "{} reads", walked.reads);
+    }
+
+    /// Through a stream, in chunks of any size, a file is found as the walk over its bytes
+    /// finds it.
+    #[test]
+    fn a_stream_in_any_chunks_is_found_as_the_walk_finds_it() {
+        let small = [
+            "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/bin/ls",
+        ];
+        let exe = std::env::current_exe().unwrap();
+        let files = small.iter().map(PathBuf::from).chain([exe.clone()]);
+        for path in files.filter(|p| p.exists()) {
+            let data = fs::read(&path).unwrap();
+            let walked = examine_elf(&data[..]).unwrap();
+            let chunks: &[usize] = if path == exe {
+                &[4096, STRING_TABLE_CHUNK]
+            } else {
+                &[1, 7, 4096, STRING_TABLE_CHUNK]
+            };
+            for &chunk in chunks {
+                let file = fs::File::open(&path).unwrap();
+                let examined = examine_stream_in_chunks(file, chunk).unwrap();
+                assert_eq!(examined, walked, "{} in chunks of {chunk}", path.display());
+            }
+        }
+    }
+
+    /// Whether a one-table image holds an attach point name, read `chunk` bytes at a time.
+    fn holds_name(image: &[u8], chunk: usize) -> bool {
+        let mut stream = std::io::Cursor::new(image);
+        let table = (0, image.len() as u64);
+        strings_hold_attach_point_name(&mut stream, &[table], chunk).unwrap()
+    }
+
+    /// A name is found wherever the chunks cut it, ended by a NUL or a version; not as a
+    /// prefix of another name, nor without its end.
+    #[test]
+    fn a_name_across_chunks_is_found() {
+        for point in TLS_ATTACH_POINTS {
+            let name = point.symbol.as_bytes();
+            for chunk in 1..=name.len() + 2 {
+                for pad in 0..=chunk {
+                    let image = |ending: &[u8]| {
+                        let mut image = b"\0_ZN4core3fmt5write17h0\0".to_vec();
+                        image.extend(std::iter::repeat_n(b'x', pad));
+                        image.extend_from_slice(name);
+                        image.extend_from_slice(ending);
+                        image
+                    };
+                    let case = format!("{} chunk {chunk} pad {pad}", point.symbol);
+                    assert!(holds_name(&image(b"\0main\0"), chunk), "{case}");
+                    assert!(holds_name(&image(b"@@OPENSSL_3.0.0\0"), chunk), "{case}");
+                    assert!(!holds_name(&image(b"_extra\0"), chunk), "{case}");
+                    assert!(!holds_name(&image(b""), chunk), "{case}");
+                }
+            }
+        }
+    }
+
+    /// Sets the size a section header of a 64-bit little-endian ELF image gives; returns
+    /// the section's file offset.
+    fn set_section_size(image: &mut [u8], section: &str, size: u64) -> u64 {
+        let file = object::File::parse(&*image).unwrap();
+        let section = file.section_by_name(section).unwrap();
+        let (offset, _) = section.file_range().unwrap();
+        let index = section.index().0;
+        let header = elf::FileHeader64::<Endianness>::parse(&*image).unwrap();
+        let endian = header.endian().unwrap();
+        let at = header.e_shoff.get(endian) as usize
+            + index * usize::from(header.e_shentsize.get(endian))
+            // sh_name, sh_type (4 bytes each), sh_flags, sh_addr, sh_offset (8 each)
+            + 32;
+        image[at..at + 8].copy_from_slice(&size.to_le_bytes());
+        offset
+    }
+
+    /// A string table whose header claims far more than the file holds (1 EiB) is read to
+    /// the file's end only, in bounded chunks: no panic, no allocation of that size, and
+    /// the file is found as the walk finds it.
+    #[test]
+    fn a_string_table_larger_than_the_file_is_read_to_its_end_only() {
+        let claimed = 1 << 60;
+        let exe = std::env::current_exe().unwrap();
+        let libssl = Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
+        let cases = [(exe.as_path(), ".strtab", false), (libssl, ".dynstr", true)];
+        for (path, section, names) in cases {
+            if !path.exists() {
+                eprintln!("skipped: no {}", path.display());
+                continue;
+            }
+            let mut image = fs::read(path).unwrap();
+            let len = image.len() as u64;
+            let offset = set_section_size(&mut image, section, claimed);
+            let mut stream = std::io::Cursor::new(&image[..]);
+            let held = strings_hold_attach_point_name(&mut stream, &[(offset, claimed)], 4096);
+            assert_eq!(held.unwrap(), names, "{}", path.display());
+            let beyond = [(len + 1, claimed), (u64::MAX - 1, claimed)];
+            let held = strings_hold_attach_point_name(&mut stream, &beyond, 4096);
+            assert!(!held.unwrap());
+            let mut reader = CountingReader::new(std::io::Cursor::new(&image[..]));
+            let examined = examine_stream(&mut reader).unwrap();
+            assert_eq!(
+                examined,
+                examine_elf(&image[..]).unwrap(),
+                "{}",
+                path.display()
+            );
+            assert!(reader.read < 2 * len, "read {} of {len} bytes", reader.read);
+        }
     }
 
     #[test]
