@@ -130,8 +130,11 @@ int exit_data_syscall(struct trace_event_raw_sys_exit *ctx)
 	struct conn_state *c = conn_tcp(key, fd);
 	if (!c)
 		return 0;
-	/* Inside a TLS library call: this socket is the call's connection (tls.h). */
-	tls_call_saw_fd(tid, c, fd);
+	/* Inside a TLS library call: this socket is the call's connection (tls.h). A connection
+	 * classified on its plaintext bytes is not encrypted (a TLS record is never classified,
+	 * classify.h): it skips the lookup, one hash lookup per payload. */
+	if (c->protocol == L7_PROTO_UNKNOWN || c->tls)
+		tls_call_saw_fd(tid, c, fd);
 	if (ret <= 0 || c->ignored || c->tls)
 		return 0; /* nothing moved, given up, or ciphertext: no payload */
 	on_payload(ctx, c, key, call.direction, &call.src, ret, bpf_ktime_get_ns());
