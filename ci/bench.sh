@@ -16,7 +16,10 @@
 #   captured request (process user+sys from /proc/<pid>/stat plus the eBPF programs' run_time_ns from
 #   `bpftool prog show`, kernel.bpf_stats_enabled=1); events lost (kernel.events_failed) and
 #   l7tap's records against the requests the load generator completed; the agent's VmHWM;
-#   the same for the perf buffer transport and tcpdump's throughput ratio.
+#   the same for the perf buffer transport and tcpdump's throughput ratio; the watched
+#   server's own CPU per request (user+sys of its process, from /proc/<pid>/stat) with l7tap
+#   and with the floor, divided by without: what the agent costs the server itself, a measure
+#   less noisy than throughput.
 # Timing goals are printed (✗ where missed), never asserted.
 #
 # Needs root (eBPF). Installs what it needs (ci/install-deps.sh, tcpdump, jq), builds the
@@ -105,22 +108,24 @@ for _ in $(seq 100); do [ -e "$WORK/responder.ready" ] && break; sleep 0.1; done
 [ -e "$WORK/responder.ready" ] || { cat "$WORK/responder.log" >&2; echo "bench: the responder did not start" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------------
-# workloads: NAME|PROTOCOL|THROUGHPUT GOAL|TCPDUMP PORTS|LOADGEN ARGS
+# workloads: NAME|PROTOCOL|THROUGHPUT GOAL|TCPDUMP PORTS|SERVER|LOADGEN ARGS
+# SERVER: whose CPU per request is measured: a test bed server's name (ci/testbed.sh), or
+# `responder`; empty for the echo loop (its server is the load generator).
 
 D=$SECONDS_PER_RUN
 WORKLOADS=(
-  "clickhouse-select1|clickhouse|0.97|9000|clickhouse --profile select1 --connections 4 --duration ${D}s"
-  "clickhouse-select1-go|clickhouse|0.97|9000|go --bench --plain --target 127.0.0.1:9000 --connections 4 --duration ${D}s"
-  "clickhouse-select1-tls|clickhouse|0.97|9440|go --bench --target 127.0.0.1:9440 --connections 4 --duration ${D}s"
-  "zookeeper-pipelined-get|zookeeper|0.97|2181|zookeeper --profile pipelined-get --connections 2 --in-flight 200 --duration ${D}s"
-  "zookeeper-mixed|zookeeper|0.97|2181|zookeeper --profile mixed --connections 4 --duration ${D}s"
-  "echo|none|0.95|$ECHO_PORT|echo --listen 127.0.0.1:$ECHO_PORT --connections 2 --duration ${D}s"
-  "responder-clickhouse-10k|clickhouse||${RESPONDER_CH##*:}|raw --protocol clickhouse --target $RESPONDER_CH --connections 4 --rate 10000 --duration ${D}s"
-  "responder-clickhouse-50k|clickhouse||${RESPONDER_CH##*:}|raw --protocol clickhouse --target $RESPONDER_CH --connections 4 --rate 50000 --duration ${D}s"
-  "responder-clickhouse-max|clickhouse||${RESPONDER_CH##*:}|raw --protocol clickhouse --target $RESPONDER_CH --connections 4 --duration ${D}s"
-  "responder-zookeeper-10k|zookeeper||${RESPONDER_ZK##*:}|raw --protocol zookeeper --target $RESPONDER_ZK --connections 4 --in-flight 32 --rate 10000 --duration ${D}s"
-  "responder-zookeeper-50k|zookeeper||${RESPONDER_ZK##*:}|raw --protocol zookeeper --target $RESPONDER_ZK --connections 4 --in-flight 32 --rate 50000 --duration ${D}s"
-  "responder-zookeeper-max|zookeeper||${RESPONDER_ZK##*:}|raw --protocol zookeeper --target $RESPONDER_ZK --connections 4 --in-flight 32 --duration ${D}s"
+  "clickhouse-select1|clickhouse|0.97|9000|ch1|clickhouse --profile select1 --connections 4 --duration ${D}s"
+  "clickhouse-select1-go|clickhouse|0.97|9000|ch1|go --bench --plain --target 127.0.0.1:9000 --connections 4 --duration ${D}s"
+  "clickhouse-select1-tls|clickhouse|0.97|9440|ch1|go --bench --target 127.0.0.1:9440 --connections 4 --duration ${D}s"
+  "zookeeper-pipelined-get|zookeeper|0.97|2181|zk|zookeeper --profile pipelined-get --connections 2 --in-flight 200 --duration ${D}s"
+  "zookeeper-mixed|zookeeper|0.97|2181|zk|zookeeper --profile mixed --connections 4 --duration ${D}s"
+  "echo|none|0.95|$ECHO_PORT||echo --listen 127.0.0.1:$ECHO_PORT --connections 2 --duration ${D}s"
+  "responder-clickhouse-10k|clickhouse||${RESPONDER_CH##*:}|responder|raw --protocol clickhouse --target $RESPONDER_CH --connections 4 --rate 10000 --duration ${D}s"
+  "responder-clickhouse-50k|clickhouse||${RESPONDER_CH##*:}|responder|raw --protocol clickhouse --target $RESPONDER_CH --connections 4 --rate 50000 --duration ${D}s"
+  "responder-clickhouse-max|clickhouse||${RESPONDER_CH##*:}|responder|raw --protocol clickhouse --target $RESPONDER_CH --connections 4 --duration ${D}s"
+  "responder-zookeeper-10k|zookeeper||${RESPONDER_ZK##*:}|responder|raw --protocol zookeeper --target $RESPONDER_ZK --connections 4 --in-flight 32 --rate 10000 --duration ${D}s"
+  "responder-zookeeper-50k|zookeeper||${RESPONDER_ZK##*:}|responder|raw --protocol zookeeper --target $RESPONDER_ZK --connections 4 --in-flight 32 --rate 50000 --duration ${D}s"
+  "responder-zookeeper-max|zookeeper||${RESPONDER_ZK##*:}|responder|raw --protocol zookeeper --target $RESPONDER_ZK --connections 4 --in-flight 32 --duration ${D}s"
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -171,25 +176,55 @@ wait_for() {
   return 1
 }
 
-# emit WORKLOAD MODE PROTOCOL GOAL LOAD_JSON AGENT_JSON ERROR: one line of results.
+# emit WORKLOAD MODE PROTOCOL GOAL LOAD_JSON AGENT_JSON ERROR: one line of results, with the
+# watched server's CPU over the last load (server_measure).
 emit() {
   jq -cn --arg workload "$1" --arg mode "$2" --arg protocol "$3" --arg goal "$4" \
     --argjson load "${5:-null}" --argjson agent "${6:-null}" --arg error "$7" \
+    --argjson server "$(server_measure)" \
     '{workload: $workload, mode: $mode, protocol: $protocol,
       sides: (if $protocol == "none" then 1 else 2 end),
       throughput_goal: (if $goal == "" then null else ($goal | tonumber) end),
-      load: $load, agent: $agent, error: (if $error == "" then null else $error end)}' \
+      load: $load, agent: $agent, server: $server,
+      error: (if $error == "" then null else $error end)}' \
     >>"$RESULTS"
 }
 
+# server_pid SERVER: the pid of a workload's watched server (see WORKLOADS), or nothing.
+server_pid() {
+  case $1 in
+    "") ;;
+    responder) echo "$RESPONDER_PID" ;;
+    *) head -n1 "${L7TAP_TESTBED_DIR:-/tmp/l7tap-testbed}/$1/$1.pid" 2>/dev/null | tr -dc 0-9 ;;
+  esac
+}
+
+# server_measure: {"cpu_ns": ...} of the watched server ($SERVER_PID) over the last load
+# (run_load leaves its ticks in $WORK/server.ticks), or null.
+server_measure() {
+  local t0='' t1=''
+  [ -s "$WORK/server.ticks" ] && read -r t0 t1 <"$WORK/server.ticks"
+  if [ -n "$t0" ] && [ -n "$t1" ]; then
+    echo "{\"cpu_ns\": $(((t1 - t0) * 1000000000 / CLK_TCK))}"
+  else
+    echo null
+  fi
+}
+
 # run_load ARGS: the load generator's JSON line, or nothing on failure. ARGS starting with
-# `go ` run the Go client's bench mode instead (the same JSON line).
+# `go ` run the Go client's bench mode instead (the same JSON line). The watched server's CPU
+# ticks before and after go to $WORK/server.ticks.
 run_load() {
+  local t0
+  rm -f "$WORK/server.ticks"
+  t0=''
+  [ -z "$SERVER_PID" ] || t0=$(cpu_ticks "$SERVER_PID")
   # shellcheck disable=SC2086  # ARGS is a word list on purpose
   case $1 in
     go\ *) "$GO_CLIENT" ${1#go } 2>>"$WORK/loadgen.log" | tail -n1 || true ;;
     *) "$LOADGEN" $1 2>>"$WORK/loadgen.log" | tail -n1 || true ;;
   esac
+  if [ -n "$t0" ]; then echo "$t0 $(cpu_ticks "$SERVER_PID")" >"$WORK/server.ticks"; fi
 }
 
 # measure_bpf_agent WHAT CMD...: one run of the load under CMD, an agent that loads BPF
@@ -226,9 +261,10 @@ measure_bpf_agent() {
 # run_one WORKLOAD MODE: one run of the workload in MODE (none, l7tap, l7tap-perf, tcpdump,
 # floor).
 run_one() {
-  local spec=$1 mode=$2 name protocol goal ports args
-  IFS='|' read -r name protocol goal ports args <<<"$spec"
+  local spec=$1 mode=$2 name protocol goal ports server args
+  IFS='|' read -r name protocol goal ports server args <<<"$spec"
   local load='' agent='' error='' pid cpu0 cpu_end hwm cpu_ns bpf_ns end
+  rm -f "$WORK/server.ticks"
   case $mode in
     none)
       load=$(run_load "$args")
@@ -307,8 +343,9 @@ for spec in "${WORKLOADS[@]}"; do
     continue
   fi
   names+=("$name")
+  SERVER_PID=$(server_pid "$(echo "$spec" | cut -d'|' -f5)")
   # Warm-up (connections, caches, JIT of the JVM): not measured.
-  run_load "$(echo "$spec" | cut -d'|' -f5 | sed 's/--duration [^ ]*/--duration 1s/')" >/dev/null
+  run_load "$(echo "$spec" | cut -d'|' -f6 | sed 's/--duration [^ ]*/--duration 1s/')" >/dev/null
   for ((round = 0; round < PAIRS; round++)); do
     modes=(none l7tap tcpdump floor)
     if [ $round -lt $EXTRA_ROUNDS ]; then modes+=(l7tap-perf); fi

@@ -43,6 +43,13 @@ pub struct AgentMeasure {
     pub dropped: Option<f64>,
 }
 
+/// What was measured of the watched server during one run.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ServerMeasure {
+    /// User + system CPU time of the server process over the load (ns).
+    pub cpu_ns: f64,
+}
+
 /// One run as `ci/bench.sh` records it.
 #[derive(Clone, Debug, Deserialize)]
 pub struct RunResult {
@@ -62,6 +69,9 @@ pub struct RunResult {
     pub load: Option<LoadReport>,
     #[serde(default)]
     pub agent: Option<AgentMeasure>,
+    /// The watched server's CPU (none for the echo loop, whose server is the load generator).
+    #[serde(default)]
+    pub server: Option<ServerMeasure>,
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -131,6 +141,18 @@ impl<'a> ModeRuns<'a> {
             median(per_run.iter().map(|p| p.1).collect())?,
         ))
     }
+    /// Median CPU of the watched server per completed request (µs).
+    fn server_cpu_per_request_us(&self) -> Option<f64> {
+        median(
+            self.runs
+                .iter()
+                .filter_map(|r| {
+                    let (load, server) = (r.load.as_ref()?, r.server.as_ref()?);
+                    (load.ok > 0).then(|| server.cpu_ns / load.ok as f64 / 1000.0)
+                })
+                .collect(),
+        )
+    }
     fn counter_total(&self, key: &str) -> f64 {
         // + 0.0: an empty f64 sum is -0.0, which would print as "-0".
         self.runs
@@ -196,7 +218,7 @@ const TCPDUMP_MARGIN: f64 = 0.01;
 /// How far below the floor's throughput ratio l7tap's may be.
 const FLOOR_MARGIN: f64 = 0.02;
 
-const HEADER: &str = "| workload | req/s without | l7tap ÷ | tcpdump ÷ | floor ÷ | p50 µs | p50 ÷ | p99 µs | p99 ÷ | l7tap µs per captured request (proc + bpf) | events lost | records / expected | l7tap RSS MiB | perf ÷ | perf lost | perf µs per captured request | runs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+const HEADER: &str = "| workload | req/s without | l7tap ÷ | tcpdump ÷ | floor ÷ | p50 µs | p50 ÷ | p99 µs | p99 ÷ | l7tap µs per captured request (proc + bpf) | events lost | records / expected | l7tap RSS MiB | server CPU µs per request | server CPU ÷ (l7tap / floor) | perf ÷ | perf lost | perf µs per captured request | runs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
 
 /// Builds the table from all runs, rows in the order of `expected` (then any other workload).
 pub fn table(results: &[RunResult], expected: &[String]) -> Table {
@@ -304,9 +326,17 @@ pub fn table(results: &[RunResult], expected: &[String]) -> Table {
             Some(r) if !floor.runs.is_empty() => format!("{r:.3}{}", behind(r, FLOOR_MARGIN)),
             _ => "n/a".into(),
         };
+        let server_base = none.server_cpu_per_request_us();
+        let server_ratio =
+            |m: &ModeRuns| fmt_opt(ratio(m.server_cpu_per_request_us(), server_base), 2);
+        let server_cell = if server_base.is_some() {
+            format!("{} / {}", server_ratio(&l7tap), server_ratio(&floor))
+        } else {
+            "n/a".into()
+        };
         let _ = writeln!(
             markdown,
-            "| {workload} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}/{}/{}/{} |",
+            "| {workload} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}/{}/{}/{} |",
             fmt_opt(base_tput, 0),
             goal_mark(tput_ratio, first.throughput_goal),
             tcpdump_cell,
@@ -319,6 +349,8 @@ pub fn table(results: &[RunResult], expected: &[String]) -> Table {
             lost(&l7tap),
             records,
             fmt_opt(l7tap.hwm_mib(), 0),
+            fmt_opt(server_base, 1),
+            server_cell,
             fmt_opt(ratio(perf.throughput(), base_tput), 3),
             lost(&perf),
             cpu(&perf),
@@ -340,6 +372,9 @@ pub fn table(results: &[RunResult], expected: &[String]) -> Table {
          events lost: kernel.events_failed / kernel.events_emitted over all l7tap runs. \
          records / expected: l7tap's records.<protocol>.{ok,error,cancelled,incomplete} against the load generator's \
          answered requests × connection ends on this host (n/a until the parsers produce records). \
+         server CPU: user + system time of the watched server's process per completed request, \
+         without an agent, and with l7tap and with the floor divided by without (n/a for the echo \
+         loop, whose server is the load generator). \
          runs: without / l7tap (ring buffer, the default) / tcpdump / l7tap over perf buffers / floor.\n",
     );
     Table { markdown, missing }
@@ -382,6 +417,38 @@ mod tests {
         assert!(t
             .markdown
             .contains("| zk | could not be produced: l7tap did not attach |"));
+    }
+
+    #[test]
+    fn server_cpu_per_request_is_compared_with_the_runs_without_an_agent() {
+        let server = |ns: u64| format!(r#","server":{{"cpu_ns":{ns}}}"#);
+        let text = [
+            // 1000 requests per run: 40 and 44 µs per request without, 50 with l7tap,
+            // 42 with the floor.
+            line("zk", "none", 1000.0, 100.0, &server(40_000_000)),
+            line("zk", "none", 1000.0, 100.0, &server(44_000_000)),
+            line("zk", "l7tap", 900.0, 110.0, &server(50_000_000)),
+            line("zk", "floor", 990.0, 101.0, &server(42_000_000)),
+            // no server measured (the echo loop)
+            line("echo", "none", 1000.0, 100.0, ""),
+            line("echo", "l7tap", 990.0, 100.0, ""),
+        ]
+        .join("\n");
+        let t = table(
+            &parse_results(&text).unwrap(),
+            &["zk".into(), "echo".into()],
+        );
+        let row = |name: &str| {
+            t.markdown
+                .lines()
+                .find(|l| l.starts_with(&format!("| {name} ")))
+                .unwrap()
+                .to_string()
+        };
+        let zk = row("zk");
+        assert!(zk.contains("| 42.0 | 1.19 / 1.00 |"), "{zk}");
+        let echo = row("echo");
+        assert!(echo.contains("| n/a | n/a |"), "{echo}");
     }
 
     #[test]
