@@ -761,7 +761,9 @@ mod tests {
             .symbols()
             .filter(|s| !s.is_undefined() && s.kind() == object::SymbolKind::Text)
             .count();
-        assert!(n_functions > 5_000, "{n_functions} functions");
+        // Over 2,000 in a release build, over 10,000 in a debug one: either way ten times the
+        // reads the search may take.
+        assert!(n_functions > 1_000, "{n_functions} functions");
         let mut reader = CountingReader::new(fs::File::open(&exe).unwrap());
         let examined = examine_stream(&mut reader).unwrap();
         assert_eq!(examined.symbols, []);
