@@ -213,11 +213,9 @@ server_measure() {
 
 # run_load ARGS: the load generator's JSON line, or nothing on failure. ARGS starting with
 # `go ` run the Go client's bench mode instead (the same JSON line). The watched server's CPU
-# ticks before and after go to $WORK/server.ticks.
+# ticks before and after go to $WORK/server.ticks (run_one clears it before each run).
 run_load() {
-  local t0
-  rm -f "$WORK/server.ticks"
-  t0=''
+  local t0=''
   [ -z "$SERVER_PID" ] || t0=$(cpu_ticks "$SERVER_PID")
   # shellcheck disable=SC2086  # ARGS is a word list on purpose
   case $1 in

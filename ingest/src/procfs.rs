@@ -104,9 +104,7 @@ impl ProcFs {
         ports.dedup();
         ports
     }
-}
 
-impl ProcFs {
     /// (inode, port) of the TCP sockets listening in the network namespace of `pid`: from a
     /// sock_diag dump when that is l7tap's own namespace of the live `/proc`, else (another
     /// namespace, or the dump refused) from the namespace's `/proc/PID/net/tcp{,6}`.

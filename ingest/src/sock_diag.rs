@@ -27,6 +27,8 @@ pub enum DiagReplyError {
     Truncated { len: usize, left: usize },
     #[error("the kernel refused the dump: errno {0}")]
     Refused(i32),
+    #[error("a socket message of {0} bytes, shorter than inet_diag_msg")]
+    ShortSocket(usize),
 }
 
 /// What one `recv` of a dump held.
@@ -63,13 +65,17 @@ pub fn parse_chunk(mut buf: &[u8]) -> Result<DiagChunk, DiagReplyError> {
                     .unwrap_or(0);
                 return Err(DiagReplyError::Refused(-errno));
             }
-            _ if kind == SOCK_DIAG_BY_FAMILY && body.len() >= DIAG_MSG_LEN => {
+            _ if kind == SOCK_DIAG_BY_FAMILY => {
+                if body.len() < DIAG_MSG_LEN {
+                    return Err(DiagReplyError::ShortSocket(body.len()));
+                }
                 let port = u16::from_be_bytes([body[SPORT_AT], body[SPORT_AT + 1]]);
                 let inode =
                     u32::from_ne_bytes(body[INODE_AT..INODE_AT + 4].try_into().expect("4 bytes"));
                 chunk.sockets.push((inode.into(), port));
             }
-            // Other message types (none are sent for this request) carry no socket.
+            // Other message types (NLMSG_NOOP; none other is sent for this request) carry no
+            // socket.
             _ => {}
         }
         // Messages are 4-byte aligned.
@@ -200,6 +206,15 @@ mod tests {
                 assert_eq!(result, Ok(DiagChunk::default()), "{cut}");
             }
         }
+        // A socket message too short for its fields is refused, not read past.
+        let short = message(
+            SOCK_DIAG_BY_FAMILY,
+            &diag_msg(9000, 4242)[..DIAG_MSG_LEN - 4],
+        );
+        assert_eq!(
+            parse_chunk(&short),
+            Err(DiagReplyError::ShortSocket(DIAG_MSG_LEN - 4))
+        );
         // A length below the header's is refused rather than looped on.
         let mut zero = full.clone();
         zero[0..4].copy_from_slice(&0u32.to_ne_bytes());

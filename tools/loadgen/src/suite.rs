@@ -393,6 +393,16 @@ mod tests {
         .replace('\n', " ")
     }
 
+    /// The table's row of `workload`.
+    fn row(markdown: &str, workload: &str) -> String {
+        let start = format!("| {workload} |");
+        markdown
+            .lines()
+            .find(|l| l.starts_with(&start))
+            .unwrap_or_else(|| panic!("no row {workload} in {markdown}"))
+            .to_string()
+    }
+
     #[test]
     fn ratios_of_medians_and_missing_rows() {
         let agent = r#","agent":{"cpu_ns":1000000,"bpf_ns":500000,"hwm_kb":20480,"summary":{"kernel.events_failed":3,"kernel.events_emitted":100,"records.clickhouse.ok":1400,"records.clickhouse.error":100,"records.clickhouse.client.op.x.ok":700}}"#;
@@ -408,7 +418,7 @@ mod tests {
         let results = parse_results(&text).unwrap();
         let t = table(&results, &["ch".into(), "zk".into(), "echo".into()]);
         assert_eq!(t.missing, vec!["zk".to_string(), "echo".to_string()]);
-        let ch = t.markdown.lines().find(|l| l.starts_with("| ch ")).unwrap();
+        let ch = row(&t.markdown, "ch");
         assert!(ch.contains("| 0.970 |"), "{ch}");
         assert!(ch.contains("0.75 (0.50 + 0.25)"), "{ch}");
         assert!(ch.contains("6 / 200"), "{ch}");
@@ -438,17 +448,19 @@ mod tests {
             &parse_results(&text).unwrap(),
             &["zk".into(), "echo".into()],
         );
-        let row = |name: &str| {
-            t.markdown
-                .lines()
-                .find(|l| l.starts_with(&format!("| {name} ")))
-                .unwrap()
-                .to_string()
+        // The two server columns follow the RSS column.
+        let server_cells = |name: &str| {
+            let row = row(&t.markdown, name);
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let rss = HEADER
+                .split('|')
+                .map(str::trim)
+                .position(|c| c == "l7tap RSS MiB");
+            let at = rss.expect("an RSS column") + 1;
+            (cells[at].to_string(), cells[at + 1].to_string())
         };
-        let zk = row("zk");
-        assert!(zk.contains("| 42.0 | 1.19 / 1.00 |"), "{zk}");
-        let echo = row("echo");
-        assert!(echo.contains("| n/a | n/a |"), "{echo}");
+        assert_eq!(server_cells("zk"), ("42.0".into(), "1.19 / 1.00".into()));
+        assert_eq!(server_cells("echo"), ("n/a".into(), "n/a".into()));
     }
 
     #[test]
@@ -468,19 +480,12 @@ mod tests {
         .join("\n");
         let results = parse_results(&text).unwrap();
         let t = table(&results, &["ch".into(), "zk".into()]);
-        let row = |name: &str| {
-            t.markdown
-                .lines()
-                .find(|l| l.starts_with(&format!("| {name} ")))
-                .unwrap()
-                .to_string()
-        };
         // ch: l7tap 0.950 is 0.015 behind tcpdump and 0.030 behind the floor.
-        let ch = row("ch");
+        let ch = row(&t.markdown, "ch");
         assert!(ch.contains("| 0.965 ✗ | 0.980 ✗ |"), "{ch}");
         assert!(ch.ends_with("| 1/1/1/0/1 |"), "{ch}");
         // zk: 0.975 is within 0.01 of tcpdump's 0.980 and 0.02 of the floor's 0.990.
-        let zk = row("zk");
+        let zk = row(&t.markdown, "zk");
         assert!(zk.contains("| 0.980 | 0.990 |"), "{zk}");
     }
 }
