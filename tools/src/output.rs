@@ -15,7 +15,7 @@ use l7tap_sinks::output::{ShipStats, Shipper};
 use l7tap_sinks::{CaptureStatsRow, ParquetSink, RunId, SinkConfig};
 
 use crate::allocator::Releaser;
-use crate::stats::{add_counter, GAP_RESYNCS};
+use crate::stats::{add_counter, KernelRows, GAP_RESYNCS};
 
 pub struct OutputConfig {
     /// Where the sink writes (the output directory, or the output's spool directory).
@@ -33,6 +33,9 @@ pub struct OutputConfig {
     pub roll_bytes: u64,
     pub roll_age: Duration,
     pub n_actors: usize,
+    /// Kernel counter rows will come (a live capture, or a recording's counter frames): a
+    /// window is published only once they have come for it, so it gets one machine row.
+    pub kernel_counters: bool,
     /// Written record batches go back here, for the actors to reuse.
     pub batch_pool: BatchPool,
 }
@@ -109,7 +112,7 @@ struct PendingWindow {
 pub fn run(
     mut config: OutputConfig,
     actors: Receiver<ActorOutput>,
-    kernel: Receiver<Vec<CaptureStatsRow>>,
+    kernel: Receiver<KernelRows>,
 ) -> OutputReport {
     let mut report = OutputReport {
         run_id: config.run_id.to_string(),
@@ -143,7 +146,14 @@ pub fn run(
             return report;
         }
     };
-    let mut progress = vec![i64::MIN; config.n_actors];
+    let mut progress = Progress {
+        actors: vec![i64::MIN; config.n_actors],
+        kernel: if config.kernel_counters {
+            i64::MIN
+        } else {
+            i64::MAX
+        },
+    };
     let mut pending: BTreeMap<i64, PendingWindow> = BTreeMap::new();
     let mut last_flush = Instant::now();
     let mut last_error_shown: Option<Instant> = None;
@@ -153,22 +163,24 @@ pub fn run(
         select! {
             recv(actors) -> msg => match msg {
                 Ok(msg) => handle(msg, &mut sink, &mut pending, &mut progress, &config, &mut report, &mut upload_counters),
-                Err(_) => break, // every actor is done
+                Err(_) => {
+                    // Every actor is done. The reactor's last rows can still be queued: select
+                    // picks among ready channels at random.
+                    for msg in kernel.iter() {
+                        take_kernel_rows(msg, &mut sink, &mut pending, &mut progress, &config, &mut report);
+                    }
+                    break;
+                }
             },
             recv(kernel) -> msg => match msg {
-                Ok(rows) => {
-                    for row in &rows {
-                        if row.cpu.is_none() {
-                            // The machine row is completed by the actors' share of the window.
-                            window(&mut pending, row.window_start_unix_ns, config.window_ns)
-                                .stats.ring_drops += row.ring_drops;
-                        } else {
-                            sink.push_capture_stats(row);
-                            report.capture_stats_rows += 1;
-                        }
-                    }
+                Ok(msg) => {
+                    take_kernel_rows(msg, &mut sink, &mut pending, &mut progress, &config, &mut report);
+                    publish_ready(&mut pending, progress.ready(), config.window_ns, &mut sink, &mut report, &mut upload_counters);
                 }
-                Err(_) => { kernel_open = false; }
+                Err(_) => {
+                    kernel_open = false;
+                    progress.kernel = i64::MAX;
+                }
             },
             default(Duration::from_millis(200)) => {}
         }
@@ -256,12 +268,53 @@ pub fn run(
     report
 }
 
+/// How far each source of a window's rows has come (Unix ns): a window is published once
+/// every actor has closed it and the kernel's counts cover it.
+struct Progress {
+    actors: Vec<i64>,
+    kernel: i64,
+}
+
+impl Progress {
+    fn ready(&self) -> i64 {
+        let actors = self.actors.iter().copied().min().unwrap_or(i64::MIN);
+        actors.min(self.kernel)
+    }
+}
+
+/// Takes the reactor's kernel rows: the per-CPU rows are written; the machine's ring drops
+/// and TLS attach counters wait in their window's machine row, which the actors' counters complete.
+fn take_kernel_rows(
+    msg: KernelRows,
+    sink: &mut ParquetSink,
+    pending: &mut BTreeMap<i64, PendingWindow>,
+    progress: &mut Progress,
+    config: &OutputConfig,
+    report: &mut OutputReport,
+) {
+    for row in &msg.rows {
+        if row.cpu.is_none() {
+            let machine = &mut window(pending, row.window_start_unix_ns, config.window_ns).stats;
+            machine.ring_drops += row.ring_drops;
+            for &(name, value) in &row.counters {
+                if value > 0 {
+                    add_counter(&mut machine.counters, name, value);
+                }
+            }
+        } else {
+            sink.push_capture_stats(row);
+            report.capture_stats_rows += 1;
+        }
+    }
+    progress.kernel = progress.kernel.max(msg.complete_until_unix_ns);
+}
+
 /// Takes one actor message; publishes the windows every actor has closed.
 fn handle(
     msg: ActorOutput,
     sink: &mut ParquetSink,
     pending: &mut BTreeMap<i64, PendingWindow>,
-    progress: &mut [i64],
+    progress: &mut Progress,
     config: &OutputConfig,
     report: &mut OutputReport,
     upload_counters: &mut Option<UploadCounters>,
@@ -289,13 +342,12 @@ fn handle(
                     &s,
                 );
             }
-            if let Some(p) = progress.get_mut(actor) {
+            if let Some(p) = progress.actors.get_mut(actor) {
                 *p = until_unix_ns;
             }
-            let ready = progress.iter().copied().min().unwrap_or(i64::MIN);
             publish_ready(
                 pending,
-                ready,
+                progress.ready(),
                 config.window_ns,
                 sink,
                 report,
@@ -385,5 +437,201 @@ fn publish_ready(
         }
         sink.push_capture_stats(&stats);
         report.capture_stats_rows += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use arrow::array::{Array, Int32Array, Int64Array, TimestampMicrosecondArray};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::*;
+    use crate::outdir::{table_files, Selection};
+
+    const WINDOW_NS: u64 = 10_000_000_000;
+    /// A window boundary in 2026.
+    const START: i64 = 1_790_000_000_000_000_000;
+
+    fn config(dir: &std::path::Path) -> OutputConfig {
+        OutputConfig {
+            out_dir: dir.to_path_buf(),
+            host: "test-host".into(),
+            host_partition: false,
+            shipper: None,
+            run_id: RunId::generate(SystemTime::now()),
+            monotonic_to_unix_ns: 0,
+            window_ns: WINDOW_NS,
+            redact: false,
+            roll_bytes: 1 << 30,
+            roll_age: Duration::from_secs(3600),
+            n_actors: 1,
+            kernel_counters: true,
+            batch_pool: BatchPool::default(),
+        }
+    }
+
+    fn kernel_row(window: i64, cpu: Option<u32>, ring_drops: u64) -> CaptureStatsRow {
+        CaptureStatsRow {
+            window_start_unix_ns: START + window * WINDOW_NS as i64,
+            window_ns: WINDOW_NS,
+            cpu,
+            ring_drops,
+            events: 1,
+            ..Default::default()
+        }
+    }
+
+    fn actor_closes(until_window: i64, windows: std::ops::Range<i64>) -> ActorOutput {
+        ActorOutput::Windows {
+            actor: 0,
+            until_unix_ns: START + until_window * WINDOW_NS as i64,
+            rows: Vec::new(),
+            stats: windows
+                .map(|w| WindowStats {
+                    window_start_unix_ns: START + w * WINDOW_NS as i64,
+                    events: 5,
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// (window index, cpu or -1, events, ring drops) of every `capture_stats` row, sorted.
+    fn capture_stats(dir: &std::path::Path) -> Vec<(i64, i32, i64, i64)> {
+        let mut rows = Vec::new();
+        for path in table_files(dir, "capture_stats", &Selection::default()).unwrap() {
+            let file = std::fs::File::open(path).unwrap();
+            for batch in ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap()
+            {
+                let batch = batch.unwrap();
+                let col = |name| batch.column_by_name(name).unwrap().clone();
+                let start = col("window_start");
+                let start = start
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .unwrap();
+                let cpu = col("cpu");
+                let cpu = cpu.as_any().downcast_ref::<Int32Array>().unwrap();
+                let events = col("events");
+                let events = events.as_any().downcast_ref::<Int64Array>().unwrap();
+                let drops = col("ring_drops");
+                let drops = drops.as_any().downcast_ref::<Int64Array>().unwrap();
+                for i in 0..batch.num_rows() {
+                    rows.push((
+                        (start.value(i) * 1000 - START) / WINDOW_NS as i64,
+                        if cpu.is_null(i) { -1 } else { cpu.value(i) },
+                        events.value(i),
+                        drops.value(i),
+                    ));
+                }
+            }
+        }
+        rows.sort();
+        rows
+    }
+
+    /// The actors close windows 0 and 1 before the reactor has sent the kernel's rows of
+    /// window 0: every window still gets one machine row, with the kernel's ring drops and the
+    /// actors' events, in whatever order the output thread takes the two channels.
+    #[test]
+    fn each_window_gets_one_machine_row_when_the_actors_are_ahead_of_the_kernel() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let (actors, actors_rx) = crossbeam_channel::unbounded();
+            let (kernel, kernel_rx) = crossbeam_channel::unbounded();
+            // A snapshot inside window 0: nothing of the kernel's is complete yet.
+            kernel
+                .send(KernelRows {
+                    rows: Vec::new(),
+                    complete_until_unix_ns: START + 1_000_000_000,
+                })
+                .unwrap();
+            actors.send(actor_closes(2, 0..2)).unwrap();
+            // The next snapshot, in window 1, ends window 0 for the kernel.
+            kernel
+                .send(KernelRows {
+                    rows: vec![kernel_row(0, None, 3), kernel_row(0, Some(0), 0)],
+                    complete_until_unix_ns: START + WINDOW_NS as i64 + 1_000_000_000,
+                })
+                .unwrap();
+            actors.send(actor_closes(3, 2..3)).unwrap();
+            drop(actors);
+            // The reactor's last rows come after the actors are done.
+            kernel
+                .send(KernelRows {
+                    rows: vec![kernel_row(1, None, 4), kernel_row(1, Some(0), 0)],
+                    complete_until_unix_ns: i64::MAX,
+                })
+                .unwrap();
+            drop(kernel);
+            let report = run(config(dir.path()), actors_rx, kernel_rx);
+            assert_eq!(report.final_error, None);
+            assert_eq!(report.capture_stats_rows, 5);
+            assert_eq!(
+                capture_stats(dir.path()),
+                vec![
+                    (0, -1, 5, 3),
+                    (0, 0, 1, 0),
+                    (1, -1, 5, 4),
+                    (1, 0, 1, 0),
+                    (2, -1, 5, 0),
+                ]
+            );
+        }
+    }
+
+    /// The kernel's TLS attach counters reach their window's machine row.
+    #[test]
+    fn the_kernel_machine_counters_reach_the_machine_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let (actors, actors_rx) = crossbeam_channel::unbounded();
+        let (kernel, kernel_rx) = crossbeam_channel::unbounded();
+        let mut machine = kernel_row(0, None, 0);
+        machine.counters = vec![("tls.attached", 6), ("tls.attach_failed", 0)];
+        kernel
+            .send(KernelRows {
+                rows: vec![machine],
+                complete_until_unix_ns: i64::MAX,
+            })
+            .unwrap();
+        actors.send(actor_closes(1, 0..1)).unwrap();
+        drop((actors, kernel));
+        let mut config = config(dir.path());
+        config.n_actors = 1;
+        run(config, actors_rx, kernel_rx);
+        let file = table_files(dir.path(), "capture_stats", &Selection::default()).unwrap();
+        let batch =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file[0]).unwrap())
+                .unwrap()
+                .build()
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap();
+        let counters = batch.column_by_name("counters").unwrap();
+        let counters = counters
+            .as_any()
+            .downcast_ref::<arrow::array::MapArray>()
+            .unwrap();
+        let entries = counters.value(0);
+        let keys = entries
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        let values = entries
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        let found: Vec<(&str, i64)> = (0..keys.len())
+            .map(|i| (keys.value(i), values.value(i)))
+            .collect();
+        assert_eq!(found, vec![("tls.attached", 6)]);
     }
 }

@@ -19,10 +19,10 @@ use l7tap_ingest::{Router, RouterStats, Tag};
 use l7tap_probes::{KernelCounters, PerProtocol, ProbeConfig, Probes, Transport};
 use l7tap_protocols::Protocol;
 use l7tap_sinks::output::{ShipStats, Shipper, UploadSettings};
-use l7tap_sinks::{CaptureStatsRow, Output, RunId};
+use l7tap_sinks::{Output, RunId};
 
 use crate::output::{self, OutputConfig, OutputReport};
-use crate::stats::{CounterSnapshot, KernelWindows};
+use crate::stats::{CounterSnapshot, KernelRows, KernelWindows};
 use crate::tls_attach::TlsAttacher;
 use crate::untrusted;
 use crate::CommonArgs;
@@ -50,7 +50,7 @@ struct Workers {
     actors: Vec<JoinHandle<Summary>>,
     output: JoinHandle<OutputReport>,
     /// Kernel counter rows for `capture_stats`; dropped when the reactor is done.
-    kernel_rows: Sender<Vec<CaptureStatsRow>>,
+    kernel_rows: Sender<KernelRows>,
     kernel_windows: KernelWindows,
 }
 
@@ -135,9 +135,11 @@ fn prepare_spool(write_dir: &Path, host: &str) -> Result<()> {
 }
 
 /// Starts the actors and the output thread; returns them with the actors' ring producers.
+/// `kernel_counters`: counter snapshots will be given to [`Workers::kernel_snapshot`].
 fn start_workers(
     common: &CommonArgs,
     monotonic_to_unix_ns: i64,
+    kernel_counters: bool,
     prepared: &mut PreparedOutput,
 ) -> Result<(Workers, Vec<FrameProducer>)> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -195,6 +197,7 @@ fn start_workers(
         roll_bytes: common.roll_bytes,
         roll_age: common.roll_age(),
         n_actors: n,
+        kernel_counters,
         batch_pool,
     };
     let output = std::thread::Builder::new()
@@ -213,10 +216,8 @@ fn start_workers(
 impl Workers {
     /// Takes a kernel counter snapshot (live tick or recorded frame).
     fn kernel_snapshot(&mut self, snap: CounterSnapshot) {
-        let rows = self.kernel_windows.observe(snap);
-        if !rows.is_empty() {
-            let _ = self.kernel_rows.send(rows);
-        }
+        // Sent even without rows: how far the kernel's counts go gates the output's windows.
+        let _ = self.kernel_rows.send(self.kernel_windows.observe(snap));
     }
 
     fn join(mut self) -> Result<(Summary, OutputReport)> {
@@ -306,7 +307,7 @@ pub fn capture(opts: CaptureOptions) -> Result<()> {
         ),
         None => None,
     };
-    let (mut workers, producers) = start_workers(&opts.common, offset, &mut prepared)?;
+    let (mut workers, producers) = start_workers(&opts.common, offset, true, &mut prepared)?;
     // Who is at each connection's ends is read from /proc at its open, while the process
     // still exists; the frames go to the actors and the recording.
     // A ClickHouse server is named by its native port, not its HTTP one.
@@ -410,7 +411,8 @@ pub fn replay(file: &Path, clickhouse_http_ports: &[u16], common: CommonArgs) ->
     let mut reader = RecordingReader::open(file)?;
     let mut prepared = prepare_output(&common)?;
     let (mut workers, producers) =
-        start_workers(&common, reader.header.monotonic_to_unix_ns, &mut prepared)?;
+        // A recording holds the live capture's counter snapshots, one per second.
+        start_workers(&common, reader.header.monotonic_to_unix_ns, true, &mut prepared)?;
     let mut router = Router::new(producers, None, true);
     let stats = router.stats();
     let mut last = CounterSnapshot::default();
@@ -437,7 +439,8 @@ pub fn replay(file: &Path, clickhouse_http_ports: &[u16], common: CommonArgs) ->
 fn replay_packets(file: &Path, clickhouse_http_ports: &[u16], common: CommonArgs) -> Result<()> {
     let started = Instant::now();
     let mut prepared = prepare_output(&common)?;
-    let (workers, producers) = start_workers(&common, 0, &mut prepared)?;
+    // Packets carry no kernel counters.
+    let (workers, producers) = start_workers(&common, 0, false, &mut prepared)?;
     let mut router = Router::new(producers, None, true);
     let stats = router.stats();
     let options = PcapOptions {
@@ -480,6 +483,7 @@ fn report(
     let mut summary = summary.clone();
     summary.add("output.requests", output.requests);
     summary.add("output.interval_rows", output.interval_rows);
+    summary.add("output.capture_stats_rows", output.capture_stats_rows);
     if let Some(ship) = &output.shipped {
         summary.add("upload.files", ship.uploaded_files);
         summary.add("upload.files_left_in_spool", ship.left_files);

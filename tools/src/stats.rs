@@ -80,6 +80,15 @@ impl CounterSnapshot {
     }
 }
 
+/// The reactor's kernel rows for the output thread, and how far the kernel's counts are known.
+#[derive(Debug, Default)]
+pub struct KernelRows {
+    pub rows: Vec<CaptureStatsRow>,
+    /// Unix ns of the snapshot these rows were cut at: a window that ends by then has all its
+    /// kernel rows in this message or an earlier one, so its machine row can be published.
+    pub complete_until_unix_ns: i64,
+}
+
 /// Turns successive snapshots into per-window rows: one per CPU (events, bytes, lost
 /// samples) and one for the machine (`cpu` None: ring drops), for each window that ended.
 pub struct KernelWindows {
@@ -102,7 +111,7 @@ impl KernelWindows {
     }
 
     /// Adds a snapshot; returns the rows of windows that ended before it.
-    pub fn observe(&mut self, snap: CounterSnapshot) -> Vec<CaptureStatsRow> {
+    pub fn observe(&mut self, snap: CounterSnapshot) -> KernelRows {
         let unix = snap.monotonic_ns as i64 + self.offset_ns;
         let window = unix - unix.rem_euclid(self.window_ns);
         let mut done = Vec::new();
@@ -147,12 +156,18 @@ impl KernelWindows {
             }
         }
         self.previous = Some(snap);
-        done
+        KernelRows {
+            rows: done,
+            complete_until_unix_ns: unix,
+        }
     }
 
-    /// The rows of the window in progress.
-    pub fn finish(&mut self) -> Vec<CaptureStatsRow> {
-        std::mem::take(&mut self.rows)
+    /// The rows of the window in progress: the kernel's last word.
+    pub fn finish(&mut self) -> KernelRows {
+        KernelRows {
+            rows: std::mem::take(&mut self.rows),
+            complete_until_unix_ns: i64::MAX,
+        }
     }
 
     fn row(&mut self, window: i64, cpu: Option<u32>) -> &mut CaptureStatsRow {
@@ -218,9 +233,15 @@ mod tests {
     #[test]
     fn deltas_land_in_the_window_of_their_snapshot() {
         let mut w = KernelWindows::new(10, 0);
-        assert!(w.observe(snap(1, 0, [5, 5], [0, 0])).is_empty());
-        assert!(w.observe(snap(6, 2, [7, 5], [0, 1])).is_empty());
-        let rows = w.observe(snap(12, 2, [8, 9], [0, 1]));
+        assert!(w.observe(snap(1, 0, [5, 5], [0, 0])).rows.is_empty());
+        let second = w.observe(snap(6, 2, [7, 5], [0, 1]));
+        assert!(second.rows.is_empty());
+        assert_eq!(second.complete_until_unix_ns, 6);
+        let KernelRows {
+            rows,
+            complete_until_unix_ns,
+        } = w.observe(snap(12, 2, [8, 9], [0, 1]));
+        assert_eq!(complete_until_unix_ns, 12);
         // window [0, 10): totals of the first two snapshots
         let cpu0 = rows.iter().find(|r| r.cpu == Some(0)).unwrap();
         let cpu1 = rows.iter().find(|r| r.cpu == Some(1)).unwrap();
@@ -228,7 +249,11 @@ mod tests {
         assert_eq!((cpu0.events, cpu0.bytes, cpu0.lost_samples), (7, 70, 0));
         assert_eq!((cpu1.events, cpu1.lost_samples), (5, 1));
         assert_eq!(machine.ring_drops, 2);
-        let rest = w.finish();
+        let KernelRows {
+            rows: rest,
+            complete_until_unix_ns,
+        } = w.finish();
+        assert_eq!(complete_until_unix_ns, i64::MAX);
         assert_eq!(rest.iter().find(|r| r.cpu == Some(1)).unwrap().events, 4);
         assert_eq!(rest[0].window_start_unix_ns, 10);
     }
@@ -243,7 +268,7 @@ mod tests {
         second.per_cpu[1].classify_checks = 9;
         w.observe(first);
         w.observe(second);
-        let rows = w.finish();
+        let rows = w.finish().rows;
         let cpu1 = rows.iter().find(|r| r.cpu == Some(1)).unwrap();
         let get = |name| {
             cpu1.counters

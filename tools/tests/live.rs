@@ -186,13 +186,19 @@ fn live_capture_classifies_real_servers_and_replay_reproduces_it() {
     let counts = run(Command::new("python3").arg("-c").arg(format!(
         "import duckdb\n\
          for t in ['requests', 'intervals', 'capture_stats']:\n\
-         \x20   print(duckdb.sql(\"select count(*) from read_parquet('{d}/\" + t + \"/*/*/*.parquet')\").fetchall()[0][0])",
+         \x20   print(duckdb.sql(\"select count(*) from read_parquet('{d}/\" + t + \"/*/*/*.parquet')\").fetchall()[0][0])\n\
+         print(duckdb.sql(\"select count(*) - count(distinct window_start) from read_parquet('{d}/capture_stats/*/*/*.parquet') where cpu is null\").fetchall()[0][0])",
         d = out_dir.display()
     )));
     let counts: Vec<u64> = counts.lines().map(|l| l.trim().parse().unwrap()).collect();
     assert_eq!(counts[0], live["output.requests"], "requests rows");
     assert_eq!(counts[1], live["output.interval_rows"], "intervals rows");
     assert!(counts[2] > 0, "no capture_stats rows");
+    assert_eq!(
+        counts[2], live["output.capture_stats_rows"],
+        "capture_stats rows"
+    );
+    assert_eq!(counts[3], 0, "windows with more than one machine row");
     run(script("ci/check-no-secrets.py")
         .arg(&out_dir)
         .args(["l7tap-secret-pw", "zk-secret-auth", "--also"])
