@@ -336,14 +336,14 @@ log "load average before the runs: $load_before"
 started=$SECONDS
 names=()
 for spec in "${WORKLOADS[@]}"; do
-  name=${spec%%|*}
+  IFS='|' read -r name _ _ _ server args <<<"$spec"
   if [ -n "${BENCH_WORKLOADS:-}" ] && [[ ",$BENCH_WORKLOADS," != *",$name,"* ]]; then
     continue
   fi
   names+=("$name")
-  SERVER_PID=$(server_pid "$(echo "$spec" | cut -d'|' -f5)")
+  SERVER_PID=$(server_pid "$server")
   # Warm-up (connections, caches, JIT of the JVM): not measured.
-  run_load "$(echo "$spec" | cut -d'|' -f6 | sed 's/--duration [^ ]*/--duration 1s/')" >/dev/null
+  run_load "$(sed 's/--duration [^ ]*/--duration 1s/' <<<"$args")" >/dev/null
   for ((round = 0; round < PAIRS; round++)); do
     modes=(none l7tap tcpdump floor)
     if [ $round -lt $EXTRA_ROUNDS ]; then modes+=(l7tap-perf); fi

@@ -340,8 +340,9 @@ def cluster_and_fault(args, database):
         fail("replay failed: " + done.stderr[-2000:])
         return None
     expected = {table: parquet_rows(replayed, table) for table in TABLES}
-    # capture_stats rows count the live run itself (its last second, the uploader's failed
-    # attempts), so the live capture's own count is their oracle, not the replay's.
+    # capture_stats rows count what the live run itself did (the uploader's failed attempts, in
+    # a machine row of their own at the end when they came last), which a replay into a
+    # directory does not: the live capture's own count is their oracle.
     written = json.load(open(capture.summary_path))["output.capture_stats_rows"]
     counts, per_shard = distributed_counts(database, dict(expected, capture_stats=written))
     say(f"fault: count() through the Distributed table {counts}, Parquet of the replay "

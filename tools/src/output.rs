@@ -386,12 +386,8 @@ fn add_stats(row: &mut CaptureStatsRow, s: &WindowStats) {
         ("identity.resolved", s.identities_resolved),
         ("identity.unresolved", s.identities_unresolved),
     ] {
-        if value == 0 {
-            continue;
-        }
-        match row.counters.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, total)) => *total += value,
-            None => row.counters.push((name, value)),
+        if value > 0 {
+            add_counter(&mut row.counters, name, value);
         }
     }
 }
@@ -444,11 +440,11 @@ fn publish_ready(
 mod tests {
     use std::time::SystemTime;
 
-    use arrow::array::{Array, Int32Array, Int64Array, TimestampMicrosecondArray};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use arrow::array::{Array, Int32Array, Int64Array, MapArray, TimestampMicrosecondArray};
 
     use super::*;
-    use crate::outdir::{table_files, Selection};
+    use crate::outdir::{column, read_projected, table_files, Selection};
+    use crate::report::named_counter;
 
     const WINDOW_NS: u64 = 10_000_000_000;
     /// A window boundary in 2026.
@@ -498,35 +494,28 @@ mod tests {
         }
     }
 
-    /// (window index, cpu or -1, events, ring drops) of every `capture_stats` row, sorted.
-    fn capture_stats(dir: &std::path::Path) -> Vec<(i64, i32, i64, i64)> {
+    /// (window index, cpu or -1, events, ring drops, `tls.attached`, named counters) of every
+    /// `capture_stats` row, sorted.
+    fn capture_stats(dir: &std::path::Path) -> Vec<(i64, i32, i64, i64, i64, usize)> {
+        let columns = ["window_start", "cpu", "events", "ring_drops", "counters"];
         let mut rows = Vec::new();
         for path in table_files(dir, "capture_stats", &Selection::default()).unwrap() {
-            let file = std::fs::File::open(path).unwrap();
-            for batch in ParquetRecordBatchReaderBuilder::try_new(file)
-                .unwrap()
-                .build()
-                .unwrap()
-            {
-                let batch = batch.unwrap();
-                let col = |name| batch.column_by_name(name).unwrap().clone();
-                let start = col("window_start");
-                let start = start
-                    .as_any()
-                    .downcast_ref::<TimestampMicrosecondArray>()
-                    .unwrap();
-                let cpu = col("cpu");
-                let cpu = cpu.as_any().downcast_ref::<Int32Array>().unwrap();
-                let events = col("events");
-                let events = events.as_any().downcast_ref::<Int64Array>().unwrap();
-                let drops = col("ring_drops");
-                let drops = drops.as_any().downcast_ref::<Int64Array>().unwrap();
+            let (batches, _) =
+                read_projected(&path, &columns, "window_start", &Selection::default(), 0).unwrap();
+            for batch in batches {
+                let start = column::<TimestampMicrosecondArray>(&batch, "window_start").unwrap();
+                let cpu = column::<Int32Array>(&batch, "cpu").unwrap();
+                let events = column::<Int64Array>(&batch, "events").unwrap();
+                let drops = column::<Int64Array>(&batch, "ring_drops").unwrap();
+                let counters = column::<MapArray>(&batch, "counters").unwrap();
                 for i in 0..batch.num_rows() {
                     rows.push((
                         (start.value(i) * 1000 - START) / WINDOW_NS as i64,
                         if cpu.is_null(i) { -1 } else { cpu.value(i) },
                         events.value(i),
                         drops.value(i),
+                        named_counter(counters, i, "tls.attached"),
+                        counters.value_length(i) as usize,
                     ));
                 }
             }
@@ -575,17 +564,18 @@ mod tests {
             assert_eq!(
                 capture_stats(dir.path()),
                 vec![
-                    (0, -1, 5, 3),
-                    (0, 0, 1, 0),
-                    (1, -1, 5, 4),
-                    (1, 0, 1, 0),
-                    (2, -1, 5, 0),
+                    (0, -1, 5, 3, 0, 0),
+                    (0, 0, 1, 0, 0, 0),
+                    (1, -1, 5, 4, 0, 0),
+                    (1, 0, 1, 0, 0, 0),
+                    (2, -1, 5, 0, 0, 0),
                 ]
             );
         }
     }
 
-    /// The kernel's TLS attach counters reach their window's machine row.
+    /// The kernel's TLS attach counters reach their window's machine row; a zero one is left
+    /// out.
     #[test]
     fn the_kernel_machine_counters_reach_the_machine_row() {
         let dir = tempfile::tempdir().unwrap();
@@ -601,37 +591,7 @@ mod tests {
             .unwrap();
         actors.send(actor_closes(1, 0..1)).unwrap();
         drop((actors, kernel));
-        let mut config = config(dir.path());
-        config.n_actors = 1;
-        run(config, actors_rx, kernel_rx);
-        let file = table_files(dir.path(), "capture_stats", &Selection::default()).unwrap();
-        let batch =
-            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file[0]).unwrap())
-                .unwrap()
-                .build()
-                .unwrap()
-                .next()
-                .unwrap()
-                .unwrap();
-        let counters = batch.column_by_name("counters").unwrap();
-        let counters = counters
-            .as_any()
-            .downcast_ref::<arrow::array::MapArray>()
-            .unwrap();
-        let entries = counters.value(0);
-        let keys = entries
-            .column(0)
-            .as_any()
-            .downcast_ref::<arrow::array::StringArray>()
-            .unwrap();
-        let values = entries
-            .column(1)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
-        let found: Vec<(&str, i64)> = (0..keys.len())
-            .map(|i| (keys.value(i), values.value(i)))
-            .collect();
-        assert_eq!(found, vec![("tls.attached", 6)]);
+        run(config(dir.path()), actors_rx, kernel_rx);
+        assert_eq!(capture_stats(dir.path()), vec![(0, -1, 5, 0, 6, 1)]);
     }
 }

@@ -410,9 +410,13 @@ pub fn replay(file: &Path, clickhouse_http_ports: &[u16], common: CommonArgs) ->
     let started = Instant::now();
     let mut reader = RecordingReader::open(file)?;
     let mut prepared = prepare_output(&common)?;
-    let (mut workers, producers) =
-        // A recording holds the live capture's counter snapshots, one per second.
-        start_workers(&common, reader.header.monotonic_to_unix_ns, true, &mut prepared)?;
+    // A recording holds the live capture's counter snapshots, one per second.
+    let (mut workers, producers) = start_workers(
+        &common,
+        reader.header.monotonic_to_unix_ns,
+        true,
+        &mut prepared,
+    )?;
     let mut router = Router::new(producers, None, true);
     let stats = router.stats();
     let mut last = CounterSnapshot::default();

@@ -613,7 +613,7 @@ impl CaptureHealth {
 /// Sums `capture_stats`: machine-wide rows (`cpu` null) when the capture wrote them, else the
 /// per-CPU rows (never both, which would count twice).
 /// The value of counter `name` in row `row` of a `counters` map column (0 when absent).
-fn named_counter(map: &MapArray, row: usize, name: &str) -> i64 {
+pub(crate) fn named_counter(map: &MapArray, row: usize, name: &str) -> i64 {
     let entries = map.value(row);
     let (Some(keys), Some(values)) = (
         entries.column(0).as_any().downcast_ref::<StringArray>(),

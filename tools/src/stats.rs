@@ -81,7 +81,7 @@ impl CounterSnapshot {
 }
 
 /// The reactor's kernel rows for the output thread, and how far the kernel's counts are known.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KernelRows {
     pub rows: Vec<CaptureStatsRow>,
     /// Unix ns of the snapshot these rows were cut at: a window that ends by then has all its
