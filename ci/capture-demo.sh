@@ -31,7 +31,7 @@ sleep 3
 
 ready="$out/.capture-ready"
 rm -f "$ready"
-target/release/l7tap capture --duration "${seconds}s" --out "$out" \
+"${CARGO_TARGET_DIR:-target}/release/l7tap" capture --duration "${seconds}s" --out "$out" \
   --record "$out/capture.rec" --summary-json "$out/summary.json" --ready-file "$ready" &
 capture=$!
 while [ ! -e "$ready" ]; do
